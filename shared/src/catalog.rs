@@ -1,0 +1,191 @@
+//! Object naming: the backup bucket layout every program shares (see DESIGN.md).
+//!
+//! ```text
+//! db/<source>/<database>/<ts>-<id>/dump.pgc.<zst|gz>
+//! db/<source>/<database>/<ts>-<id>/manifest.json      written last: its existence = complete
+//! storage/<source-bucket>/snapshots/<ts>-<id>/…
+//! storage/<source-bucket>/blobs/…
+//! state/…
+//! ```
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+
+/// The sortable UTC timestamp format of object names (ISO 8601 basic).
+pub const TS_FORMAT: &str = "%Y%m%dT%H%M%SZ";
+
+/// A run's identity inside a series: `<ts>-<id>`, sortable by time.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RunId {
+    /// When the run started (second precision).
+    pub started: DateTime<Utc>,
+    /// Eight lower-case hex characters that make concurrent runs distinct.
+    pub suffix: String,
+}
+
+impl RunId {
+    /// A new id for a run starting at `started`.
+    pub fn new(started: DateTime<Utc>) -> Self {
+        let suffix = format!("{:08x}", rand::random::<u32>());
+        Self { started: trunc_seconds(started), suffix }
+    }
+}
+
+fn trunc_seconds(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.timestamp(), 0).unwrap_or(t)
+}
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.started.format(TS_FORMAT), self.suffix)
+    }
+}
+
+/// Why a text is not a [`RunId`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a backup id like 20261126T020000Z-1a2b3c4d")]
+pub struct BadRunId(pub String);
+
+impl FromStr for RunId {
+    type Err = BadRunId;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || BadRunId(s.to_owned());
+        let (ts, suffix) = s.split_once('-').ok_or_else(bad)?;
+        let started = NaiveDateTime::parse_from_str(ts, TS_FORMAT).map_err(|_| bad())?.and_utc();
+        if suffix.len() != 8 || !suffix.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+            return Err(bad());
+        }
+        Ok(Self { started, suffix: suffix.to_owned() })
+    }
+}
+
+/// True for a name usable as one path segment of our layout (source, database, bucket names).
+pub fn is_valid_segment(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 100
+        && s != "."
+        && s != ".."
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// Encodes an arbitrary name (a database may be called `Sales "EU"`) into one safe segment:
+/// safe names stay as they are, others are percent-encoded, reversibly.
+pub fn encode_segment(name: &str) -> String {
+    if is_valid_segment(name) {
+        return name.to_owned();
+    }
+    let mut out = String::with_capacity(name.len() * 3);
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Reverses [`encode_segment`].
+pub fn decode_segment(seg: &str) -> Option<String> {
+    let bytes = seg.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = seg.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Where one database backup lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbBackupPath {
+    /// Logical source.
+    pub source: String,
+    /// Database name (unencoded).
+    pub database: String,
+    /// The run.
+    pub run: RunId,
+}
+
+impl DbBackupPath {
+    /// `db/<source>/<database>/` — the series of one database.
+    pub fn series_prefix(source: &str, database: &str) -> String {
+        format!("db/{}/{}/", encode_segment(source), encode_segment(database))
+    }
+
+    /// `db/<source>/<database>/<ts>-<id>/`.
+    pub fn prefix(&self) -> String {
+        format!("{}{}/", Self::series_prefix(&self.source, &self.database), self.run)
+    }
+
+    /// The dump object, e.g. `…/dump.pgc.zst`.
+    pub fn dump_key(&self, extension: &str) -> String {
+        format!("{}dump.pgc.{extension}", self.prefix())
+    }
+
+    /// The manifest, written last.
+    pub fn manifest_key(&self) -> String {
+        format!("{}manifest.json", self.prefix())
+    }
+
+    /// Parses a key under `db/` back into its parts and the file name within the backup.
+    pub fn parse_key(key: &str) -> Option<(Self, &str)> {
+        let rest = key.strip_prefix("db/")?;
+        let mut parts = rest.splitn(4, '/');
+        let source = decode_segment(parts.next()?)?;
+        let database = decode_segment(parts.next()?)?;
+        let run: RunId = parts.next()?.parse().ok()?;
+        let file = parts.next()?;
+        Some((Self { source, database, run }, file))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn run_id_round_trips_and_sorts_by_time() {
+        let t = DateTime::parse_from_rfc3339("2026-11-26T02:00:00.750Z").expect("valid").to_utc();
+        let id = RunId { started: trunc_seconds(t), suffix: "1a2b3c4d".into() };
+        assert_eq!(id.to_string(), "20261126T020000Z-1a2b3c4d");
+        assert_eq!(id.to_string().parse::<RunId>(), Ok(id.clone()));
+        let later = RunId { started: id.started + chrono::Duration::seconds(1), suffix: "00000000".into() };
+        assert!(later.to_string() > id.to_string());
+        assert!("20261126T020000Z-1A2B3C4D".parse::<RunId>().is_err());
+        assert!("2026-11-26-1a2b3c4d".parse::<RunId>().is_err());
+    }
+
+    #[test]
+    fn db_keys_follow_the_layout() {
+        let p = DbBackupPath {
+            source: "main".into(),
+            database: "Sales \"EU\"".into(),
+            run: "20261126T020000Z-1a2b3c4d".parse().expect("valid"),
+        };
+        assert_eq!(p.dump_key("zst"), "db/main/Sales%20%22EU%22/20261126T020000Z-1a2b3c4d/dump.pgc.zst");
+        assert_eq!(p.manifest_key(), "db/main/Sales%20%22EU%22/20261126T020000Z-1a2b3c4d/manifest.json");
+        assert_eq!(DbBackupPath::parse_key(&p.manifest_key()), Some((p, "manifest.json")));
+        assert_eq!(DbBackupPath::parse_key("db/main/x/not-an-id/manifest.json"), None);
+    }
+
+    proptest! {
+        #[test]
+        fn segment_encoding_round_trips(name in "\\PC{1,40}") {
+            let enc = encode_segment(&name);
+            prop_assert!(enc.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.%".contains(&b)), "{enc}");
+            prop_assert!(enc != "." && enc != "..");
+            prop_assert_eq!(decode_segment(&enc), Some(name));
+        }
+    }
+}

@@ -1,0 +1,411 @@
+//! Configuration: every setting is declared once (a [`Var`]: name, default, meaning), and that
+//! one declaration drives parsing, validation, `--help` and the README's reference.
+//!
+//! Reading never stops at the first problem: a [`Reader`] collects every problem and
+//! [`Reader::finish`] reports them together, so a user fixes a deployment in one round trip.
+
+pub mod vars;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::secret::Secret;
+use crate::store::Location;
+
+/// One environment variable a program reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Var {
+    /// The variable's name.
+    pub name: &'static str,
+    /// The default, as the user would write it; `None` when unset means "off" or "required".
+    pub default: Option<&'static str>,
+    /// What it means, one or two sentences.
+    pub help: &'static str,
+    /// Secret values are never printed, logged or echoed in errors.
+    pub secret: bool,
+}
+
+/// A snapshot of the environment (the process's, or a map in tests).
+#[derive(Debug, Clone, Default)]
+pub struct Env(BTreeMap<String, String>);
+
+impl Env {
+    /// The current process environment.
+    pub fn from_process() -> Self {
+        Self(std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect())
+    }
+
+    /// An environment made of the given pairs (tests, embedded defaults).
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (K, V)>) -> Self {
+        Self(pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
+    }
+
+    /// The raw value; an empty string counts as unset.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str).filter(|v| !v.trim().is_empty())
+    }
+
+    /// Sets a value (builder style, for tests).
+    #[must_use]
+    pub fn with(mut self, name: &str, value: &str) -> Self {
+        self.0.insert(name.to_owned(), value.to_owned());
+        self
+    }
+
+    /// True when running on Cloud Run (a service sets `K_SERVICE`, a job `CLOUD_RUN_JOB`).
+    pub fn on_cloud_run(&self) -> bool {
+        self.get("K_SERVICE").is_some() || self.get("CLOUD_RUN_JOB").is_some()
+    }
+}
+
+/// One problem with one variable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The variable (or command-line argument) at fault.
+    pub name: String,
+    /// What is wrong and what is expected. Never contains a secret's value.
+    pub message: String,
+}
+
+/// Every configuration problem found, reported at once (exit code 2).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// The problems, in the order the variables were read.
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        write!(f, "invalid configuration ({n} problem{}):", if n == 1 { "" } else { "s" })?;
+        for p in &self.problems {
+            write!(f, "\n  - {}: {}", p.name, p.message)?;
+        }
+        write!(f, "\nRun with --help to see every variable, its default and its meaning.")
+    }
+}
+
+impl ConfigError {
+    /// A single problem.
+    pub fn single(name: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { problems: vec![Problem { name: name.into(), message: message.into() }] }
+    }
+}
+
+/// Reads typed values from an [`Env`], collecting problems instead of failing fast.
+#[derive(Debug)]
+pub struct Reader<'a> {
+    env: &'a Env,
+    problems: Vec<Problem>,
+}
+
+impl<'a> Reader<'a> {
+    /// A reader over `env`.
+    pub fn new(env: &'a Env) -> Self {
+        Self { env, problems: Vec::new() }
+    }
+
+    /// The environment being read.
+    pub fn env(&self) -> &'a Env {
+        self.env
+    }
+
+    /// Records a problem with `name`.
+    pub fn problem(&mut self, name: &str, message: impl Into<String>) {
+        self.problems.push(Problem { name: name.to_owned(), message: message.into() });
+    }
+
+    /// The value or its default, as text.
+    pub fn text(&mut self, var: &Var) -> Option<String> {
+        self.env.get(var.name).map(|v| v.trim().to_owned()).or_else(|| var.default.map(str::to_owned))
+    }
+
+    /// A value that must be present.
+    pub fn required(&mut self, var: &Var) -> Option<String> {
+        let v = self.text(var);
+        if v.is_none() {
+            self.problem(var.name, format!("is required: {}", var.help));
+        }
+        v
+    }
+
+    /// A secret value (never echoed back in a problem).
+    pub fn secret(&mut self, var: &Var) -> Option<Secret> {
+        self.env.get(var.name).map(Secret::new)
+    }
+
+    /// A value parsed with `FromStr`, its default when unset.
+    pub fn parse<T>(&mut self, var: &Var, expected: &str) -> Option<T>
+    where
+        T: FromStr,
+    {
+        let raw = self.text(var)?;
+        match raw.parse::<T>() {
+            Ok(v) => Some(v),
+            Err(_) => {
+                let shown = if var.secret { "[redacted]".to_owned() } else { format!("{raw:?}") };
+                self.problem(var.name, format!("{shown} is not {expected}"));
+                None
+            }
+        }
+    }
+
+    /// A whole number in `min..=max`.
+    pub fn number_in(&mut self, var: &Var, min: u64, max: u64) -> Option<u64> {
+        let v: u64 = self.parse(var, &format!("a whole number from {min} to {max}"))?;
+        if (min..=max).contains(&v) {
+            Some(v)
+        } else {
+            self.problem(var.name, format!("{v} is out of range: expected {min} to {max}"));
+            None
+        }
+    }
+
+    /// A boolean: true/false, 1/0, yes/no, on/off.
+    pub fn boolean(&mut self, var: &Var) -> Option<bool> {
+        let raw = self.text(var)?;
+        match raw.to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => Some(true),
+            "0" | "false" | "no" | "off" => Some(false),
+            _ => {
+                self.problem(var.name, format!("{raw:?} is not a boolean: use true or false"));
+                None
+            }
+        }
+    }
+
+    /// A duration such as `25h`, `90m`, `1h 30m`, `30s`.
+    pub fn duration(&mut self, var: &Var) -> Option<Duration> {
+        let raw = self.text(var)?;
+        match humantime::parse_duration(&raw) {
+            Ok(d) if !d.is_zero() => Some(d),
+            Ok(_) => {
+                self.problem(var.name, "must be longer than zero");
+                None
+            }
+            Err(e) => {
+                self.problem(var.name, format!("{raw:?} is not a duration ({e}); write it like 25h, 90m or 1h30m"));
+                None
+            }
+        }
+    }
+
+    /// A comma-separated list; empty items are dropped.
+    pub fn list(&mut self, var: &Var) -> Vec<String> {
+        self.text(var)
+            .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
+            .unwrap_or_default()
+    }
+
+    /// An IANA time zone name.
+    pub fn timezone(&mut self, var: &Var) -> Option<chrono_tz::Tz> {
+        let raw = self.text(var)?;
+        match raw.parse::<chrono_tz::Tz>() {
+            Ok(tz) => Some(tz),
+            Err(_) => {
+                self.problem(var.name, format!("{raw:?} is not an IANA time zone name (like UTC or Europe/Paris)"));
+                None
+            }
+        }
+    }
+
+    /// Ends reading: `Ok` when no problem was recorded, otherwise every problem at once.
+    pub fn finish(self) -> Result<(), ConfigError> {
+        if self.problems.is_empty() { Ok(()) } else { Err(ConfigError { problems: self.problems }) }
+    }
+
+    /// Moves the problems of another (sub-)reader into this one.
+    pub fn absorb(&mut self, other: ConfigError) {
+        self.problems.extend(other.problems);
+    }
+}
+
+/// Settings every program shares.
+#[derive(Debug, Clone)]
+pub struct Common {
+    /// Where backups live (`gs://bucket/prefix` or `file:///path`).
+    pub destination: Location,
+    /// The logical name of the backed-up system (`db/<source>/…`).
+    pub source: String,
+    /// Pub/Sub topic for result events; `None` = log only.
+    pub results_topic: Option<String>,
+    /// Google Cloud project (for Pub/Sub).
+    pub project: Option<String>,
+    /// Time zone for schedules and retention calendars.
+    pub timezone: chrono_tz::Tz,
+    /// Days a backup is kept at least (retention floor).
+    pub retention_days: u32,
+    /// Who may call state-changing HTTP endpoints.
+    pub auth: crate::auth::AuthConfig,
+    /// Chunk size of resumable uploads, in bytes.
+    pub upload_chunk_bytes: usize,
+    /// Notification e-mails (documented for Terraform; shown in alerts).
+    pub alert_emails: Vec<String>,
+}
+
+impl Common {
+    /// Reads the shared settings, recording problems in `r`.
+    pub fn read(r: &mut Reader<'_>) -> Option<Self> {
+        use vars::*;
+        let destination = match (r.text(&DESTINATION), r.text(&BACKUP_BUCKET_NAME)) {
+            (Some(url), _) => match url.parse::<Location>() {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    r.problem(DESTINATION.name, e.to_string());
+                    None
+                }
+            },
+            (None, Some(bucket)) => match format!("gs://{bucket}").parse::<Location>() {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    r.problem(BACKUP_BUCKET_NAME.name, e.to_string());
+                    None
+                }
+            },
+            (None, None) => Some(Location::embedded_default(r.env())),
+        };
+        let source = r.text(&SOURCE).unwrap_or_default();
+        if !crate::catalog::is_valid_segment(&source) {
+            r.problem(SOURCE.name, format!("{source:?} must be 1-100 characters of letters, digits, '-', '_' or '.'"));
+        }
+        let results_topic = r.text(&RESULTS_TOPIC);
+        let project = r.text(&PROJECT);
+        let timezone = r.timezone(&TIMEZONE);
+        let retention_days = r.number_in(&RETENTION_DAYS, 1, 36_500);
+        let alert_emails = r.list(&ALERT_EMAILS);
+        for e in &alert_emails {
+            if !e.contains('@') {
+                r.problem(ALERT_EMAILS.name, format!("{e:?} is not an e-mail address"));
+            }
+        }
+        if let Some(s) = r.text(&SCHEDULE) {
+            if s.split_whitespace().count() != 5 {
+                r.problem(SCHEDULE.name, format!("{s:?} is not a five-field cron expression like \"0 2 * * *\""));
+            }
+        }
+        let chunk_mib = r.number_in(&UPLOAD_CHUNK_MIB, 1, 1024);
+        let auth = crate::auth::AuthConfig::read(r);
+        if results_topic.is_some() && project.is_none() && r.env().get("PUBSUB_EMULATOR_HOST").is_none() {
+            // On Cloud Run the project comes from the metadata server; elsewhere it must be given.
+            if !r.env().on_cloud_run() {
+                r.problem(PROJECT.name, "is required when LIFEBOAT_RESULTS_TOPIC is set outside Cloud Run");
+            }
+        }
+        Some(Self {
+            destination: destination?,
+            source,
+            results_topic,
+            project,
+            timezone: timezone?,
+            retention_days: u32::try_from(retention_days?).ok()?,
+            auth: auth?,
+            upload_chunk_bytes: usize::try_from(chunk_mib?).ok()? * 1024 * 1024,
+            alert_emails,
+        })
+    }
+}
+
+/// Help text for a list of variables: name, default, meaning.
+pub fn describe_vars(vars: &[&Var]) -> String {
+    let mut out = String::new();
+    for v in vars {
+        let default = match (v.default, v.secret) {
+            (_, true) => " (secret)".to_owned(),
+            (Some(d), false) => format!(" (default: {d})"),
+            (None, false) => String::new(),
+        };
+        out.push_str(&format!("  {}{default}\n      {}\n", v.name, v.help));
+    }
+    out
+}
+
+/// Markdown table of the variables (the README's reference is generated from this).
+pub fn markdown_table(vars: &[&Var]) -> String {
+    let mut out = String::from("| variable | default | meaning |\n|---|---|---|\n");
+    for v in vars {
+        let default = match (v.default, v.secret) {
+            (_, true) => "secret".to_owned(),
+            (Some(d), false) => format!("`{d}`"),
+            (None, false) => "—".to_owned(),
+        };
+        out.push_str(&format!("| `{}` | {default} | {} |\n", v.name, v.help.replace('|', "\\|")));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_common(env: &Env) -> Result<Common, ConfigError> {
+        let mut r = Reader::new(env);
+        let c = Common::read(&mut r);
+        r.finish()?;
+        Ok(c.expect("no problems means a value"))
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let env = Env::from_pairs([("HOME", "/home/u")]);
+        let c = read_common(&env).expect("defaults parse");
+        assert_eq!(c.retention_days, 30);
+        assert_eq!(c.timezone, chrono_tz::UTC);
+        assert_eq!(c.source, "main");
+        assert_eq!(c.destination.to_string(), "file:///home/u/.local/share/lifeboat/backups");
+        assert_eq!(c.upload_chunk_bytes, 8 * 1024 * 1024);
+    }
+
+    #[test]
+    fn destination_takes_precedence_over_bucket_name() {
+        let env = Env::from_pairs([("LIFEBOAT_DESTINATION", "gs://a/p"), ("BACKUP_BUCKET_NAME", "b")]);
+        assert_eq!(read_common(&env).expect("valid").destination.to_string(), "gs://a/p");
+        let env = Env::from_pairs([("BACKUP_BUCKET_NAME", "b")]);
+        assert_eq!(read_common(&env).expect("valid").destination.to_string(), "gs://b");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let env = Env::from_pairs([
+            ("LIFEBOAT_DESTINATION", "s3://nope"),
+            ("BACKUP_RETENTION_DAYS", "thirty"),
+            ("BACKUP_TIMEZONE", "Mars/Olympus"),
+            ("BACKUP_ALERT_EMAILS", "ops@example.com,nobody"),
+            ("BACKUP_SCHEDULE", "daily"),
+        ]);
+        let err = read_common(&env).expect_err("invalid");
+        let names: Vec<_> = err.problems.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["LIFEBOAT_DESTINATION", "BACKUP_TIMEZONE", "BACKUP_RETENTION_DAYS", "BACKUP_ALERT_EMAILS", "BACKUP_SCHEDULE"]
+        );
+        let text = err.to_string();
+        assert!(text.starts_with("invalid configuration (5 problems):"), "{text}");
+        assert!(text.contains("\"thirty\" is not a whole number from 1 to 36500"), "{text}");
+    }
+
+    #[test]
+    fn secrets_are_not_echoed_in_problems() {
+        let env = Env::from_pairs([("LIFEBOAT_API_TOKEN", "short")]);
+        let err = read_common(&env).expect_err("token too short");
+        assert!(!err.to_string().contains("short\""), "{err}");
+        assert!(err.to_string().contains("LIFEBOAT_API_TOKEN"), "{err}");
+    }
+
+    #[test]
+    fn durations_and_booleans() {
+        const D: Var = Var { name: "D", default: Some("25h"), help: "", secret: false };
+        const B: Var = Var { name: "B", default: None, help: "", secret: false };
+        let env = Env::from_pairs([("B", "yes")]);
+        let mut r = Reader::new(&env);
+        assert_eq!(r.duration(&D), Some(Duration::from_secs(25 * 3600)));
+        assert_eq!(r.boolean(&B), Some(true));
+        r.finish().expect("fine");
+        let env = Env::from_pairs([("D", "soon"), ("B", "maybe")]);
+        let mut r = Reader::new(&env);
+        assert_eq!(r.duration(&D), None);
+        assert_eq!(r.boolean(&B), None);
+        assert_eq!(r.finish().expect_err("bad").problems.len(), 2);
+    }
+}

@@ -1,0 +1,18 @@
+//! lifeboat-core: the library every lifeboat program stands on.
+//!
+//! Pure core (no network, no disk): [`config`], [`catalog`], [`events`] (schema), and the
+//! planning modules. Edges, each behind a small trait and tested against real services:
+//! [`store`] (GCS, local directory), [`events`] publishers (Pub/Sub, log), the HTTP runtime.
+
+pub mod auth;
+pub mod catalog;
+pub mod config;
+pub mod events;
+pub mod http;
+pub mod logging;
+pub mod manifest;
+pub mod pg;
+pub mod programs;
+pub mod runtime;
+pub mod secret;
+pub mod store;

@@ -1,0 +1,309 @@
+//! The object store: one small trait, two implementations.
+//!
+//! - [`gcs::GcsStore`]: Google Cloud Storage through the JSON API (`gcloud-storage`), or an
+//!   emulator when `STORAGE_EMULATOR_HOST` is set.
+//! - [`local::LocalStore`]: a directory (`file:///path`), the embedded default. Just as safe:
+//!   create-only writes through an atomic link of a fully written temp file.
+//!
+//! A store is opened on a [`Location`] (`gs://bucket/prefix` or `file:///path`); keys are
+//! relative to it. Every write is create-only unless the caller passes an explicit generation
+//! precondition, so nothing lifeboat wrote is ever silently replaced.
+
+pub mod gcs;
+pub mod local;
+mod location;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+
+pub use location::{Location, LocationError};
+
+/// What went wrong with a store operation. Each backend maps its own errors into these kinds.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The object does not exist.
+    #[error("{location}: object {key:?} not found")]
+    NotFound {
+        /// The store.
+        location: String,
+        /// The key.
+        key: String,
+    },
+    /// A create-only write found the name taken.
+    #[error("{location}: object {key:?} already exists; lifeboat never overwrites an object")]
+    AlreadyExists {
+        /// The store.
+        location: String,
+        /// The key.
+        key: String,
+    },
+    /// A generation precondition did not hold (somebody changed the object meanwhile).
+    #[error("{location}: object {key:?} changed concurrently (generation precondition failed)")]
+    PreconditionFailed {
+        /// The store.
+        location: String,
+        /// The key.
+        key: String,
+    },
+    /// The credentials may not do this.
+    #[error("{location}: permission denied for {key:?}: {message}; check the service account's roles")]
+    PermissionDenied {
+        /// The store.
+        location: String,
+        /// The key.
+        key: String,
+        /// The service's words.
+        message: String,
+    },
+    /// The name cannot be stored safely.
+    #[error("invalid object name {key:?}: {reason}")]
+    InvalidName {
+        /// The key.
+        key: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// The operation failed in a way that a retry may fix (network, 429, 5xx).
+    #[error("{location}: temporary failure on {key:?}: {message}")]
+    Transient {
+        /// The store.
+        location: String,
+        /// The key.
+        key: String,
+        /// What happened.
+        message: String,
+    },
+    /// Anything else.
+    #[error("{location}: {operation} {key:?} failed: {message}")]
+    Other {
+        /// The store.
+        location: String,
+        /// What was attempted.
+        operation: &'static str,
+        /// The key.
+        key: String,
+        /// What happened.
+        message: String,
+    },
+}
+
+impl StoreError {
+    /// True when retrying the same operation may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Transient { .. })
+    }
+
+    /// True for [`StoreError::NotFound`].
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::NotFound { .. })
+    }
+}
+
+/// Metadata of a stored object.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct ObjectMeta {
+    /// Key relative to the store's location.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Generation (GCS) or creation time in microseconds (local); changes on every rewrite.
+    pub generation: i64,
+    /// MD5 of the content, base64 (absent for composite GCS objects).
+    pub md5: Option<String>,
+    /// CRC32C of the content, base64 of the big-endian value (as GCS reports it).
+    pub crc32c: Option<String>,
+    /// Last update.
+    pub updated: DateTime<Utc>,
+    /// Content type.
+    pub content_type: Option<String>,
+    /// Content encoding.
+    pub content_encoding: Option<String>,
+    /// Cache control.
+    pub cache_control: Option<String>,
+    /// Custom metadata.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// A write's precondition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precondition {
+    /// The name must be free (`ifGenerationMatch=0`). The default: lifeboat never overwrites.
+    #[default]
+    DoesNotExist,
+    /// The object must currently have this generation (compare-and-swap updates of state).
+    GenerationMatches(i64),
+}
+
+/// Options of a write.
+#[derive(Debug, Clone, Default)]
+pub struct PutOptions {
+    /// The precondition.
+    pub precondition: Precondition,
+    /// Content type.
+    pub content_type: Option<String>,
+    /// Content encoding.
+    pub content_encoding: Option<String>,
+    /// Cache control.
+    pub cache_control: Option<String>,
+    /// Custom metadata.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// A server-side copy's options.
+#[derive(Debug, Clone, Default)]
+pub struct CopyOptions {
+    /// Replace the destination's metadata with this (restores); `None` keeps the source's.
+    pub metadata: Option<PutOptions>,
+}
+
+/// An object addressed across stores of one backend (the source of a server-side copy).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectRef {
+    /// GCS bucket name, or the local root directory.
+    pub bucket: String,
+    /// Full object name within that bucket.
+    pub name: String,
+    /// Copy exactly this generation (fails when it no longer exists).
+    pub generation: Option<i64>,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, Default)]
+pub struct ListPage {
+    /// Objects, in lexicographic key order.
+    pub objects: Vec<ObjectMeta>,
+    /// Pass to the next call to continue; `None` at the end.
+    pub next_page_token: Option<String>,
+}
+
+/// A stream of object bytes.
+pub type ByteStream = BoxStream<'static, Result<Bytes, StoreError>>;
+
+/// A streaming, create-only writer. Nothing is visible under the key before [`ObjectWriter::finish`]
+/// succeeds; dropping or aborting a writer leaves no object behind.
+#[async_trait]
+pub trait ObjectWriter: Send {
+    /// Appends bytes. Memory use stays bounded by the store's chunk size.
+    async fn write(&mut self, data: Bytes) -> Result<(), StoreError>;
+    /// Commits the object and returns its metadata.
+    async fn finish(self: Box<Self>) -> Result<ObjectMeta, StoreError>;
+    /// Abandons the write; no object is left under the key.
+    async fn abort(self: Box<Self>) -> Result<(), StoreError>;
+}
+
+/// The operations lifeboat needs from an object store.
+#[async_trait]
+pub trait ObjectStore: Send + Sync + fmt::Debug {
+    /// The location this store is opened on.
+    fn location(&self) -> &Location;
+
+    /// How another store of the same backend names `key` of this store (server-side copies).
+    fn object_ref(&self, key: &str) -> ObjectRef;
+
+    /// Starts a streaming write.
+    async fn create(&self, key: &str, options: PutOptions) -> Result<Box<dyn ObjectWriter>, StoreError>;
+
+    /// Writes a small object in one request.
+    async fn put(&self, key: &str, data: Bytes, options: PutOptions) -> Result<ObjectMeta, StoreError>;
+
+    /// Streams an object's bytes.
+    async fn read(&self, key: &str) -> Result<ByteStream, StoreError>;
+
+    /// An object's metadata.
+    async fn stat(&self, key: &str) -> Result<ObjectMeta, StoreError>;
+
+    /// One page of the objects whose keys start with `prefix`, in key order.
+    async fn list_page(&self, prefix: &str, page_token: Option<String>, page_size: u32) -> Result<ListPage, StoreError>;
+
+    /// Deletes an object; `Ok(false)` when it was already gone (deletes are idempotent).
+    async fn delete(&self, key: &str) -> Result<bool, StoreError>;
+
+    /// Server-side copy of `source` (in this backend) to `key` of this store, create-only.
+    async fn copy_from(&self, source: &ObjectRef, key: &str, options: CopyOptions) -> Result<ObjectMeta, StoreError>;
+}
+
+/// A shared store handle.
+pub type DynStore = Arc<dyn ObjectStore>;
+
+/// Convenience operations on any store.
+#[async_trait]
+pub trait ObjectStoreExt: ObjectStore {
+    /// Reads a whole object into memory, refusing objects larger than `limit` bytes.
+    async fn read_all(&self, key: &str, limit: u64) -> Result<Bytes, StoreError> {
+        let meta = self.stat(key).await?;
+        if meta.size > limit {
+            return Err(StoreError::Other {
+                location: self.location().to_string(),
+                operation: "read",
+                key: key.to_owned(),
+                message: format!("object is {} bytes, more than the {limit} expected", meta.size),
+            });
+        }
+        let chunks: Vec<Bytes> = self.read(key).await?.try_collect().await?;
+        Ok(chunks.concat().into())
+    }
+
+    /// Streams every object under `prefix`, page after page.
+    fn list_all<'a>(&'a self, prefix: &'a str) -> BoxStream<'a, Result<ObjectMeta, StoreError>>
+    where
+        Self: Sync,
+    {
+        futures::stream::try_unfold((Some(None::<String>), prefix), move |(token, prefix)| async move {
+            let Some(token) = token else { return Ok(None) };
+            let page = self.list_page(prefix, token, 1000).await?;
+            let next = page.next_page_token.map(Some);
+            Ok(Some((futures::stream::iter(page.objects.into_iter().map(Ok)), (next, prefix))))
+        })
+        .try_flatten()
+        .boxed()
+    }
+}
+
+impl<T: ObjectStore + ?Sized> ObjectStoreExt for T {}
+
+/// Opens a store on `location`, reading emulator settings from `env`.
+pub async fn open(location: &Location, env: &crate::config::Env, chunk_bytes: usize) -> Result<DynStore, StoreError> {
+    match location {
+        Location::Local { .. } => Ok(Arc::new(local::LocalStore::open(location.clone())?)),
+        Location::Gcs { .. } => Ok(Arc::new(
+            gcs::GcsStore::connect(location.clone(), env.get("STORAGE_EMULATOR_HOST"), chunk_bytes).await?,
+        )),
+    }
+}
+
+/// Checks a key against the rules every backend shares (GCS object-name rules).
+pub(crate) fn check_key(key: &str) -> Result<(), StoreError> {
+    let bad = |reason| Err(StoreError::InvalidName { key: key.to_owned(), reason });
+    if key.is_empty() {
+        return bad("empty");
+    }
+    if key.len() > 1024 {
+        return bad("longer than 1024 bytes");
+    }
+    if key.contains('\0') || key.contains('\r') || key.contains('\n') {
+        return bad("contains NUL, CR or LF");
+    }
+    if key == "." || key == ".." {
+        return bad("is . or ..");
+    }
+    Ok(())
+}
+
+/// CRC32C as GCS reports it: base64 of the big-endian value.
+pub fn crc32c_base64(crc: u32) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(crc.to_be_bytes())
+}
+
+/// MD5 as GCS reports it: base64 of the digest.
+pub fn md5_base64(digest: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(digest)
+}
