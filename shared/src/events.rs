@@ -148,10 +148,16 @@ impl Event {
             return invalid(format!("specversion {:?} is not 1.0", self.specversion));
         }
         if self.data.schema_version != SCHEMA_VERSION {
-            return invalid(format!("schema_version {} is not {SCHEMA_VERSION}", self.data.schema_version));
+            return invalid(format!(
+                "schema_version {} is not {SCHEMA_VERSION}",
+                self.data.schema_version
+            ));
         }
         if self.kind != format!("dev.lifeboat.{}.result", self.data.program) {
-            return invalid(format!("type {:?} does not match program {:?}", self.kind, self.data.program));
+            return invalid(format!(
+                "type {:?} does not match program {:?}",
+                self.kind, self.data.program
+            ));
         }
         if self.id.is_empty() || self.data.program.is_empty() || self.data.source.is_empty() {
             return invalid("id, program and source must not be empty".into());
@@ -177,7 +183,13 @@ impl Event {
             ("ce-time".into(), self.time.to_rfc3339()),
             ("content-type".into(), self.datacontenttype.clone()),
             ("program".into(), self.data.program.clone()),
-            ("outcome".into(), serde_json::to_value(self.data.outcome).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()),
+            (
+                "outcome".into(),
+                serde_json::to_value(self.data.outcome)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+            ),
         ])
     }
 }
@@ -225,12 +237,17 @@ pub struct PubSubPublisher {
 
 impl fmt::Debug for PubSubPublisher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PubSubPublisher").field("topic", &self.topic).finish_non_exhaustive()
+        f.debug_struct("PubSubPublisher")
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
     }
 }
 
 /// A Pub/Sub client for the project (emulator-aware).
-pub async fn pubsub_client(project: Option<&str>, emulator: Option<&str>) -> Result<gcloud_pubsub::client::Client, PublishError> {
+pub async fn pubsub_client(
+    project: Option<&str>,
+    emulator: Option<&str>,
+) -> Result<gcloud_pubsub::client::Client, PublishError> {
     use gcloud_gax::conn::Environment;
     use gcloud_pubsub::client::{Client, ClientConfig};
     let config = match emulator {
@@ -239,24 +256,39 @@ pub async fn pubsub_client(project: Option<&str>, emulator: Option<&str>) -> Res
             environment: Environment::Emulator(host.to_owned()),
             ..ClientConfig::default()
         },
-        None => ClientConfig { project_id: project.map(str::to_owned), ..ClientConfig::default() }
-            .with_auth()
-            .await
-            .map_err(|e| PublishError::Connect(e.to_string()))?,
+        None => ClientConfig {
+            project_id: project.map(str::to_owned),
+            ..ClientConfig::default()
+        }
+        .with_auth()
+        .await
+        .map_err(|e| PublishError::Connect(e.to_string()))?,
     };
-    Client::new(config).await.map_err(|e| PublishError::Connect(e.to_string()))
+    Client::new(config)
+        .await
+        .map_err(|e| PublishError::Connect(e.to_string()))
 }
 
 impl PubSubPublisher {
     /// Connects to `topic` (an id, or `projects/P/topics/T`).
-    pub async fn connect(topic: &str, project: Option<&str>, emulator: Option<&str>) -> Result<Self, PublishError> {
-        let (project, id) = match topic.strip_prefix("projects/").and_then(|r| r.split_once("/topics/")) {
+    pub async fn connect(
+        topic: &str,
+        project: Option<&str>,
+        emulator: Option<&str>,
+    ) -> Result<Self, PublishError> {
+        let (project, id) = match topic
+            .strip_prefix("projects/")
+            .and_then(|r| r.split_once("/topics/"))
+        {
             Some((p, t)) => (Some(p), t),
             None => (project, topic),
         };
         let client = pubsub_client(project, emulator).await?;
         let publisher = client.topic(id).new_publisher(None);
-        Ok(Self { publisher, topic: client.fully_qualified_topic_name(id) })
+        Ok(Self {
+            publisher,
+            topic: client.fully_qualified_topic_name(id),
+        })
     }
 }
 
@@ -272,8 +304,14 @@ impl Publisher for PubSubPublisher {
             .publisher
             .publish_immediately(vec![message], None)
             .await
-            .map_err(|e| PublishError::Publish { topic: self.topic.clone(), message: e.message().to_owned() })?;
-        ids.into_iter().next().ok_or_else(|| PublishError::Publish { topic: self.topic.clone(), message: "no message id returned".into() })
+            .map_err(|e| PublishError::Publish {
+                topic: self.topic.clone(),
+                message: e.message().to_owned(),
+            })?;
+        ids.into_iter().next().ok_or_else(|| PublishError::Publish {
+            topic: self.topic.clone(),
+            message: "no message id returned".into(),
+        })
     }
 }
 
@@ -282,7 +320,9 @@ mod tests {
     use super::*;
 
     fn sample() -> Event {
-        let t = DateTime::parse_from_rfc3339("2026-11-26T02:00:00Z").expect("time").to_utc();
+        let t = DateTime::parse_from_rfc3339("2026-11-26T02:00:00Z")
+            .expect("time")
+            .to_utc();
         Event::new(RunResult {
             schema_version: SCHEMA_VERSION,
             program: "db-backup".into(),
@@ -321,9 +361,25 @@ mod tests {
     fn golden_shape() {
         let v: serde_json::Value = serde_json::from_str(&sample().to_json()).expect("json");
         let keys: Vec<_> = v.as_object().expect("object").keys().cloned().collect();
-        assert_eq!(keys, ["data", "datacontenttype", "dataschema", "id", "source", "specversion", "subject", "time", "type"]);
+        assert_eq!(
+            keys,
+            [
+                "data",
+                "datacontenttype",
+                "dataschema",
+                "id",
+                "source",
+                "specversion",
+                "subject",
+                "time",
+                "type"
+            ]
+        );
         assert_eq!(v["data"]["outcome"], "failure");
-        assert_eq!(v["data"]["items"][0]["error"], "pg_dump exited with status 1");
+        assert_eq!(
+            v["data"]["items"][0]["error"],
+            "pg_dump exited with status 1"
+        );
     }
 
     #[test]
@@ -337,7 +393,10 @@ mod tests {
         let mut e = sample();
         e.kind = "dev.lifeboat.prune.result".into();
         assert!(e.validate().is_err());
-        assert!(matches!(Event::from_json(b"{\"nope\":1}"), Err(EventError::Malformed(_))));
+        assert!(matches!(
+            Event::from_json(b"{\"nope\":1}"),
+            Err(EventError::Malformed(_))
+        ));
         assert!(Event::from_json(b"\xff").is_err());
     }
 }

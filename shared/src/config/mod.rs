@@ -34,17 +34,31 @@ pub struct Env(BTreeMap<String, String>);
 impl Env {
     /// The current process environment.
     pub fn from_process() -> Self {
-        Self(std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect())
+        Self(
+            std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                .collect(),
+        )
     }
 
     /// An environment made of the given pairs (tests, embedded defaults).
-    pub fn from_pairs<K: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (K, V)>) -> Self {
-        Self(pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        Self(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        )
     }
 
     /// The raw value; an empty string counts as unset.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(String::as_str).filter(|v| !v.trim().is_empty())
+        self.0
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.trim().is_empty())
     }
 
     /// Sets a value (builder style, for tests).
@@ -79,18 +93,30 @@ pub struct ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.problems.len();
-        write!(f, "invalid configuration ({n} problem{}):", if n == 1 { "" } else { "s" })?;
+        write!(
+            f,
+            "invalid configuration ({n} problem{}):",
+            if n == 1 { "" } else { "s" }
+        )?;
         for p in &self.problems {
             write!(f, "\n  - {}: {}", p.name, p.message)?;
         }
-        write!(f, "\nRun with --help to see every variable, its default and its meaning.")
+        write!(
+            f,
+            "\nRun with --help to see every variable, its default and its meaning."
+        )
     }
 }
 
 impl ConfigError {
     /// A single problem.
     pub fn single(name: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { problems: vec![Problem { name: name.into(), message: message.into() }] }
+        Self {
+            problems: vec![Problem {
+                name: name.into(),
+                message: message.into(),
+            }],
+        }
     }
 }
 
@@ -104,7 +130,10 @@ pub struct Reader<'a> {
 impl<'a> Reader<'a> {
     /// A reader over `env`.
     pub fn new(env: &'a Env) -> Self {
-        Self { env, problems: Vec::new() }
+        Self {
+            env,
+            problems: Vec::new(),
+        }
     }
 
     /// The environment being read.
@@ -114,12 +143,18 @@ impl<'a> Reader<'a> {
 
     /// Records a problem with `name`.
     pub fn problem(&mut self, name: &str, message: impl Into<String>) {
-        self.problems.push(Problem { name: name.to_owned(), message: message.into() });
+        self.problems.push(Problem {
+            name: name.to_owned(),
+            message: message.into(),
+        });
     }
 
     /// The value or its default, as text.
     pub fn text(&mut self, var: &Var) -> Option<String> {
-        self.env.get(var.name).map(|v| v.trim().to_owned()).or_else(|| var.default.map(str::to_owned))
+        self.env
+            .get(var.name)
+            .map(|v| v.trim().to_owned())
+            .or_else(|| var.default.map(str::to_owned))
     }
 
     /// A value that must be present.
@@ -145,7 +180,11 @@ impl<'a> Reader<'a> {
         match raw.parse::<T>() {
             Ok(v) => Some(v),
             Err(_) => {
-                let shown = if var.secret { "[redacted]".to_owned() } else { format!("{raw:?}") };
+                let shown = if var.secret {
+                    "[redacted]".to_owned()
+                } else {
+                    format!("{raw:?}")
+                };
                 self.problem(var.name, format!("{shown} is not {expected}"));
                 None
             }
@@ -158,7 +197,10 @@ impl<'a> Reader<'a> {
         if (min..=max).contains(&v) {
             Some(v)
         } else {
-            self.problem(var.name, format!("{v} is out of range: expected {min} to {max}"));
+            self.problem(
+                var.name,
+                format!("{v} is out of range: expected {min} to {max}"),
+            );
             None
         }
     }
@@ -170,7 +212,10 @@ impl<'a> Reader<'a> {
             "1" | "true" | "yes" | "on" => Some(true),
             "0" | "false" | "no" | "off" => Some(false),
             _ => {
-                self.problem(var.name, format!("{raw:?} is not a boolean: use true or false"));
+                self.problem(
+                    var.name,
+                    format!("{raw:?} is not a boolean: use true or false"),
+                );
                 None
             }
         }
@@ -186,7 +231,10 @@ impl<'a> Reader<'a> {
                 None
             }
             Err(e) => {
-                self.problem(var.name, format!("{raw:?} is not a duration ({e}); write it like 25h, 90m or 1h30m"));
+                self.problem(
+                    var.name,
+                    format!("{raw:?} is not a duration ({e}); write it like 25h, 90m or 1h30m"),
+                );
                 None
             }
         }
@@ -195,7 +243,13 @@ impl<'a> Reader<'a> {
     /// A comma-separated list; empty items are dropped.
     pub fn list(&mut self, var: &Var) -> Vec<String> {
         self.text(var)
-            .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -205,7 +259,10 @@ impl<'a> Reader<'a> {
         match raw.parse::<chrono_tz::Tz>() {
             Ok(tz) => Some(tz),
             Err(_) => {
-                self.problem(var.name, format!("{raw:?} is not an IANA time zone name (like UTC or Europe/Paris)"));
+                self.problem(
+                    var.name,
+                    format!("{raw:?} is not an IANA time zone name (like UTC or Europe/Paris)"),
+                );
                 None
             }
         }
@@ -213,7 +270,13 @@ impl<'a> Reader<'a> {
 
     /// Ends reading: `Ok` when no problem was recorded, otherwise every problem at once.
     pub fn finish(self) -> Result<(), ConfigError> {
-        if self.problems.is_empty() { Ok(()) } else { Err(ConfigError { problems: self.problems }) }
+        if self.problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError {
+                problems: self.problems,
+            })
+        }
     }
 
     /// Moves the problems of another (sub-)reader into this one.
@@ -268,7 +331,10 @@ impl Common {
         };
         let source = r.text(&SOURCE).unwrap_or_default();
         if !crate::catalog::is_valid_segment(&source) {
-            r.problem(SOURCE.name, format!("{source:?} must be 1-100 characters of letters, digits, '-', '_' or '.'"));
+            r.problem(
+                SOURCE.name,
+                format!("{source:?} must be 1-100 characters of letters, digits, '-', '_' or '.'"),
+            );
         }
         let results_topic = r.text(&RESULTS_TOPIC);
         let project = r.text(&PROJECT);
@@ -282,15 +348,24 @@ impl Common {
         }
         if let Some(s) = r.text(&SCHEDULE) {
             if s.split_whitespace().count() != 5 {
-                r.problem(SCHEDULE.name, format!("{s:?} is not a five-field cron expression like \"0 2 * * *\""));
+                r.problem(
+                    SCHEDULE.name,
+                    format!("{s:?} is not a five-field cron expression like \"0 2 * * *\""),
+                );
             }
         }
         let chunk_mib = r.number_in(&UPLOAD_CHUNK_MIB, 1, 1024);
         let auth = crate::auth::AuthConfig::read(r);
-        if results_topic.is_some() && project.is_none() && r.env().get("PUBSUB_EMULATOR_HOST").is_none() {
+        if results_topic.is_some()
+            && project.is_none()
+            && r.env().get("PUBSUB_EMULATOR_HOST").is_none()
+        {
             // On Cloud Run the project comes from the metadata server; elsewhere it must be given.
             if !r.env().on_cloud_run() {
-                r.problem(PROJECT.name, "is required when LIFEBOAT_RESULTS_TOPIC is set outside Cloud Run");
+                r.problem(
+                    PROJECT.name,
+                    "is required when LIFEBOAT_RESULTS_TOPIC is set outside Cloud Run",
+                );
             }
         }
         Some(Self {
@@ -330,7 +405,11 @@ pub fn markdown_table(vars: &[&Var]) -> String {
             (Some(d), false) => format!("`{d}`"),
             (None, false) => "—".to_owned(),
         };
-        out.push_str(&format!("| `{}` | {default} | {} |\n", v.name, v.help.replace('|', "\\|")));
+        out.push_str(&format!(
+            "| `{}` | {default} | {} |\n",
+            v.name,
+            v.help.replace('|', "\\|")
+        ));
     }
     out
 }
@@ -353,16 +432,28 @@ mod tests {
         assert_eq!(c.retention_days, 30);
         assert_eq!(c.timezone, chrono_tz::UTC);
         assert_eq!(c.source, "main");
-        assert_eq!(c.destination.to_string(), "file:///home/u/.local/share/lifeboat/backups");
+        assert_eq!(
+            c.destination.to_string(),
+            "file:///home/u/.local/share/lifeboat/backups"
+        );
         assert_eq!(c.upload_chunk_bytes, 8 * 1024 * 1024);
     }
 
     #[test]
     fn destination_takes_precedence_over_bucket_name() {
-        let env = Env::from_pairs([("LIFEBOAT_DESTINATION", "gs://a/p"), ("BACKUP_BUCKET_NAME", "b")]);
-        assert_eq!(read_common(&env).expect("valid").destination.to_string(), "gs://a/p");
+        let env = Env::from_pairs([
+            ("LIFEBOAT_DESTINATION", "gs://a/p"),
+            ("BACKUP_BUCKET_NAME", "b"),
+        ]);
+        assert_eq!(
+            read_common(&env).expect("valid").destination.to_string(),
+            "gs://a/p"
+        );
         let env = Env::from_pairs([("BACKUP_BUCKET_NAME", "b")]);
-        assert_eq!(read_common(&env).expect("valid").destination.to_string(), "gs://b");
+        assert_eq!(
+            read_common(&env).expect("valid").destination.to_string(),
+            "gs://b"
+        );
     }
 
     #[test]
@@ -378,11 +469,23 @@ mod tests {
         let names: Vec<_> = err.problems.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(
             names,
-            ["LIFEBOAT_DESTINATION", "BACKUP_TIMEZONE", "BACKUP_RETENTION_DAYS", "BACKUP_ALERT_EMAILS", "BACKUP_SCHEDULE"]
+            [
+                "LIFEBOAT_DESTINATION",
+                "BACKUP_TIMEZONE",
+                "BACKUP_RETENTION_DAYS",
+                "BACKUP_ALERT_EMAILS",
+                "BACKUP_SCHEDULE"
+            ]
         );
         let text = err.to_string();
-        assert!(text.starts_with("invalid configuration (5 problems):"), "{text}");
-        assert!(text.contains("\"thirty\" is not a whole number from 1 to 36500"), "{text}");
+        assert!(
+            text.starts_with("invalid configuration (5 problems):"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\"thirty\" is not a whole number from 1 to 36500"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -395,8 +498,18 @@ mod tests {
 
     #[test]
     fn durations_and_booleans() {
-        const D: Var = Var { name: "D", default: Some("25h"), help: "", secret: false };
-        const B: Var = Var { name: "B", default: None, help: "", secret: false };
+        const D: Var = Var {
+            name: "D",
+            default: Some("25h"),
+            help: "",
+            secret: false,
+        };
+        const B: Var = Var {
+            name: "B",
+            default: None,
+            help: "",
+            secret: false,
+        };
         let env = Env::from_pairs([("B", "yes")]);
         let mut r = Reader::new(&env);
         assert_eq!(r.duration(&D), Some(Duration::from_secs(25 * 3600)));

@@ -6,115 +6,347 @@ use super::Var;
 macro_rules! var {
     ($id:ident, $name:literal, secret, $help:literal) => {
         #[doc = $help]
-        pub const $id: Var = Var { name: $name, default: None, help: $help, secret: true };
+        pub const $id: Var = Var {
+            name: $name,
+            default: None,
+            help: $help,
+            secret: true,
+        };
     };
     ($id:ident, $name:literal, $default:expr, $help:literal) => {
         #[doc = $help]
-        pub const $id: Var = Var { name: $name, default: $default, help: $help, secret: false };
+        pub const $id: Var = Var {
+            name: $name,
+            default: $default,
+            help: $help,
+            secret: false,
+        };
     };
 }
 
 // --- shared by every program -------------------------------------------------------------------
-var!(DESTINATION, "LIFEBOAT_DESTINATION", None,
-    "Where backups live: gs://BUCKET[/PREFIX] or file:///ABSOLUTE/PATH. Takes precedence over BACKUP_BUCKET_NAME; when neither is set, file://$HOME/.local/share/lifeboat/backups.");
-var!(BACKUP_BUCKET_NAME, "BACKUP_BUCKET_NAME", None,
-    "Name of the GCS backup bucket (same as LIFEBOAT_DESTINATION=gs://NAME).");
-var!(SOURCE, "BACKUP_SOURCE", Some("main"),
-    "Logical name of the system being backed up; the <source> in db/<source>/<database>/….");
-var!(RESULTS_TOPIC, "LIFEBOAT_RESULTS_TOPIC", None,
-    "Pub/Sub topic id (or projects/P/topics/T) that receives one result event per run; unset = events are only logged.");
-var!(PROJECT, "GOOGLE_CLOUD_PROJECT", None,
-    "Google Cloud project id (Pub/Sub). On Cloud Run it defaults to the project of the metadata server.");
-var!(TIMEZONE, "BACKUP_TIMEZONE", Some("UTC"),
-    "IANA time zone for schedules and the daily/weekly/monthly retention calendar.");
-var!(RETENTION_DAYS, "BACKUP_RETENTION_DAYS", Some("30"),
-    "Backups younger than this many days are always kept.");
-var!(SCHEDULE, "BACKUP_SCHEDULE", Some("0 2 * * *"),
-    "Cron schedule of the database backup (used by Terraform for Cloud Scheduler; validated here).");
-var!(ALERT_EMAILS, "BACKUP_ALERT_EMAILS", None,
-    "Comma-separated e-mail addresses for Cloud Monitoring alerts (Terraform) and shown in Slack alerts.");
-var!(UPLOAD_CHUNK_MIB, "LIFEBOAT_UPLOAD_CHUNK_MIB", Some("8"),
-    "Chunk size of resumable uploads in MiB; a failed chunk is re-sent alone. Memory use is about twice this.");
-var!(ALLOWED_INVOKERS, "LIFEBOAT_ALLOWED_INVOKERS", None,
-    "Comma-separated service-account e-mails allowed to call POST endpoints (the email claim of the Cloud Run-verified ID token).");
-var!(API_TOKEN, "LIFEBOAT_API_TOKEN", secret,
-    "Static bearer token accepted on POST endpoints, for local use (at least 16 characters).");
-var!(PORT, "PORT", None,
-    "Set by Cloud Run services: serve HTTP on this port (POST /run, GET /healthz).");
-var!(CLOUD_RUN_JOB, "CLOUD_RUN_JOB", None,
-    "Set by Cloud Run jobs: run once and exit (same as --once).");
-var!(STORAGE_EMULATOR_HOST, "STORAGE_EMULATOR_HOST", None,
-    "GCS emulator endpoint (e.g. http://127.0.0.1:4443); anonymous credentials are used.");
-var!(PUBSUB_EMULATOR_HOST, "PUBSUB_EMULATOR_HOST", None,
-    "Pub/Sub emulator host:port; no credentials are used.");
-var!(RUST_LOG, "RUST_LOG", Some("info"),
-    "Log filter (tracing-subscriber EnvFilter syntax). Logs are JSON for Cloud Logging on Cloud Run, text elsewhere.");
+var!(
+    DESTINATION,
+    "LIFEBOAT_DESTINATION",
+    None,
+    "Where backups live: gs://BUCKET[/PREFIX] or file:///ABSOLUTE/PATH. Takes precedence over BACKUP_BUCKET_NAME; when neither is set, file://$HOME/.local/share/lifeboat/backups."
+);
+var!(
+    BACKUP_BUCKET_NAME,
+    "BACKUP_BUCKET_NAME",
+    None,
+    "Name of the GCS backup bucket (same as LIFEBOAT_DESTINATION=gs://NAME)."
+);
+var!(
+    SOURCE,
+    "BACKUP_SOURCE",
+    Some("main"),
+    "Logical name of the system being backed up; the <source> in db/<source>/<database>/…."
+);
+var!(
+    RESULTS_TOPIC,
+    "LIFEBOAT_RESULTS_TOPIC",
+    None,
+    "Pub/Sub topic id (or projects/P/topics/T) that receives one result event per run; unset = events are only logged."
+);
+var!(
+    PROJECT,
+    "GOOGLE_CLOUD_PROJECT",
+    None,
+    "Google Cloud project id (Pub/Sub). On Cloud Run it defaults to the project of the metadata server."
+);
+var!(
+    TIMEZONE,
+    "BACKUP_TIMEZONE",
+    Some("UTC"),
+    "IANA time zone for schedules and the daily/weekly/monthly retention calendar."
+);
+var!(
+    RETENTION_DAYS,
+    "BACKUP_RETENTION_DAYS",
+    Some("30"),
+    "Backups younger than this many days are always kept."
+);
+var!(
+    SCHEDULE,
+    "BACKUP_SCHEDULE",
+    Some("0 2 * * *"),
+    "Cron schedule of the database backup (used by Terraform for Cloud Scheduler; validated here)."
+);
+var!(
+    ALERT_EMAILS,
+    "BACKUP_ALERT_EMAILS",
+    None,
+    "Comma-separated e-mail addresses for Cloud Monitoring alerts (Terraform) and shown in Slack alerts."
+);
+var!(
+    UPLOAD_CHUNK_MIB,
+    "LIFEBOAT_UPLOAD_CHUNK_MIB",
+    Some("8"),
+    "Chunk size of resumable uploads in MiB; a failed chunk is re-sent alone. Memory use is about twice this."
+);
+var!(
+    ALLOWED_INVOKERS,
+    "LIFEBOAT_ALLOWED_INVOKERS",
+    None,
+    "Comma-separated service-account e-mails allowed to call POST endpoints (the email claim of the Cloud Run-verified ID token)."
+);
+var!(
+    API_TOKEN,
+    "LIFEBOAT_API_TOKEN",
+    secret,
+    "Static bearer token accepted on POST endpoints, for local use (at least 16 characters)."
+);
+var!(
+    PORT,
+    "PORT",
+    None,
+    "Set by Cloud Run services: serve HTTP on this port (POST /run, GET /healthz)."
+);
+var!(
+    CLOUD_RUN_JOB,
+    "CLOUD_RUN_JOB",
+    None,
+    "Set by Cloud Run jobs: run once and exit (same as --once)."
+);
+var!(
+    STORAGE_EMULATOR_HOST,
+    "STORAGE_EMULATOR_HOST",
+    None,
+    "GCS emulator endpoint (e.g. http://127.0.0.1:4443); anonymous credentials are used."
+);
+var!(
+    PUBSUB_EMULATOR_HOST,
+    "PUBSUB_EMULATOR_HOST",
+    None,
+    "Pub/Sub emulator host:port; no credentials are used."
+);
+var!(
+    RUST_LOG,
+    "RUST_LOG",
+    Some("info"),
+    "Log filter (tracing-subscriber EnvFilter syntax). Logs are JSON for Cloud Logging on Cloud Run, text elsewhere."
+);
 
 /// Variables every program reads.
 pub const COMMON: &[&Var] = &[
-    &DESTINATION, &BACKUP_BUCKET_NAME, &SOURCE, &RESULTS_TOPIC, &PROJECT, &TIMEZONE, &RETENTION_DAYS,
-    &SCHEDULE, &ALERT_EMAILS, &UPLOAD_CHUNK_MIB, &ALLOWED_INVOKERS, &API_TOKEN, &PORT, &CLOUD_RUN_JOB,
-    &STORAGE_EMULATOR_HOST, &PUBSUB_EMULATOR_HOST, &RUST_LOG,
+    &DESTINATION,
+    &BACKUP_BUCKET_NAME,
+    &SOURCE,
+    &RESULTS_TOPIC,
+    &PROJECT,
+    &TIMEZONE,
+    &RETENTION_DAYS,
+    &SCHEDULE,
+    &ALERT_EMAILS,
+    &UPLOAD_CHUNK_MIB,
+    &ALLOWED_INVOKERS,
+    &API_TOKEN,
+    &PORT,
+    &CLOUD_RUN_JOB,
+    &STORAGE_EMULATOR_HOST,
+    &PUBSUB_EMULATOR_HOST,
+    &RUST_LOG,
 ];
 
 // --- PostgreSQL (db-backup, restore) -------------------------------------------------------------
-var!(DATABASE_URL, "DATABASE_URL", None,
-    "libpq connection URI (postgresql://user@host:port/db). The PG* variables below fill in or override its parts.");
-var!(PGHOST, "PGHOST", None,
-    "Database host, or a unix socket directory such as /cloudsql/PROJECT:REGION:INSTANCE.");
-var!(PGPORT, "PGPORT", None, "Database port (libpq default 5432).");
+var!(
+    DATABASE_URL,
+    "DATABASE_URL",
+    None,
+    "libpq connection URI (postgresql://user@host:port/db). The PG* variables below fill in or override its parts."
+);
+var!(
+    PGHOST,
+    "PGHOST",
+    None,
+    "Database host, or a unix socket directory such as /cloudsql/PROJECT:REGION:INSTANCE."
+);
+var!(
+    PGPORT,
+    "PGPORT",
+    None,
+    "Database port (libpq default 5432)."
+);
 var!(PGUSER, "PGUSER", None, "Database user.");
-var!(PGPASSWORD, "PGPASSWORD", secret,
-    "Database password (from Secret Manager). Handed to pg_dump/pg_restore through their environment only.");
-var!(PGDATABASE, "PGDATABASE", None, "Database to connect to for catalog queries (default postgres).");
-var!(PG_BIN_DIR, "LIFEBOAT_PG_BIN_DIR", None,
-    "Directory holding pg_dump/pg_restore/psql; default: the newest /usr/lib/postgresql/*/bin, else PATH.");
-var!(DATABASES, "BACKUP_DATABASES", None,
-    "Comma-separated databases to back up; unset = every non-template database of the server.");
-var!(COMPRESSION, "BACKUP_COMPRESSION", Some("zstd"), "Compression of dumps: zstd or gzip.");
-var!(COMPRESSION_LEVEL, "BACKUP_COMPRESSION_LEVEL", None,
-    "Compression level (zstd 1-19, default 3; gzip 1-9, default 6).");
-var!(COMPRESSION_THREADS, "BACKUP_COMPRESSION_THREADS", None,
-    "Compression worker threads (zstd); default: the number of CPUs.");
-var!(ROW_COUNTS, "BACKUP_ROW_COUNTS", Some("true"),
-    "Record exact per-table row counts in the manifest (same snapshot as the dump); turn off for very large databases.");
-var!(DB_CONCURRENCY, "BACKUP_CONCURRENCY", Some("1"), "Databases backed up at the same time.");
+var!(
+    PGPASSWORD,
+    "PGPASSWORD",
+    secret,
+    "Database password (from Secret Manager). Handed to pg_dump/pg_restore through their environment only."
+);
+var!(
+    PGDATABASE,
+    "PGDATABASE",
+    None,
+    "Database to connect to for catalog queries (default postgres)."
+);
+var!(
+    PG_BIN_DIR,
+    "LIFEBOAT_PG_BIN_DIR",
+    None,
+    "Directory holding pg_dump/pg_restore/psql; default: the newest /usr/lib/postgresql/*/bin, else PATH."
+);
+var!(
+    DATABASES,
+    "BACKUP_DATABASES",
+    None,
+    "Comma-separated databases to back up; unset = every non-template database of the server."
+);
+var!(
+    COMPRESSION,
+    "BACKUP_COMPRESSION",
+    Some("zstd"),
+    "Compression of dumps: zstd or gzip."
+);
+var!(
+    COMPRESSION_LEVEL,
+    "BACKUP_COMPRESSION_LEVEL",
+    None,
+    "Compression level (zstd 1-19, default 3; gzip 1-9, default 6)."
+);
+var!(
+    COMPRESSION_THREADS,
+    "BACKUP_COMPRESSION_THREADS",
+    None,
+    "Compression worker threads (zstd); default: the number of CPUs."
+);
+var!(
+    ROW_COUNTS,
+    "BACKUP_ROW_COUNTS",
+    Some("true"),
+    "Record exact per-table row counts in the manifest (same snapshot as the dump); turn off for very large databases."
+);
+var!(
+    DB_CONCURRENCY,
+    "BACKUP_CONCURRENCY",
+    Some("1"),
+    "Databases backed up at the same time."
+);
 
 /// Variables of the PostgreSQL connection.
-pub const POSTGRES: &[&Var] = &[&DATABASE_URL, &PGHOST, &PGPORT, &PGUSER, &PGPASSWORD, &PGDATABASE, &PG_BIN_DIR];
+pub const POSTGRES: &[&Var] = &[
+    &DATABASE_URL,
+    &PGHOST,
+    &PGPORT,
+    &PGUSER,
+    &PGPASSWORD,
+    &PGDATABASE,
+    &PG_BIN_DIR,
+];
 /// Variables `db-backup` reads besides [`COMMON`] and [`POSTGRES`].
-pub const DB_BACKUP: &[&Var] = &[&DATABASES, &COMPRESSION, &COMPRESSION_LEVEL, &COMPRESSION_THREADS, &ROW_COUNTS, &DB_CONCURRENCY];
+pub const DB_BACKUP: &[&Var] = &[
+    &DATABASES,
+    &COMPRESSION,
+    &COMPRESSION_LEVEL,
+    &COMPRESSION_THREADS,
+    &ROW_COUNTS,
+    &DB_CONCURRENCY,
+];
 
 // --- storage-backup ----------------------------------------------------------------------------
-var!(SOURCE_BUCKETS, "SOURCE_BUCKETS", None,
-    "Comma-separated source buckets to snapshot, each BUCKET or BUCKET/PREFIX.");
-var!(SNAPSHOT_CONCURRENCY, "SNAPSHOT_CONCURRENCY", Some("16"), "Server-side copies in flight at once.");
-var!(SUSPICIOUS_FRACTION, "SNAPSHOT_SUSPICIOUS_FRACTION", Some("0.5"),
-    "A snapshot listing fewer than this fraction of the previous snapshot's objects is marked suspicious.");
+var!(
+    SOURCE_BUCKETS,
+    "SOURCE_BUCKETS",
+    None,
+    "Comma-separated source buckets to snapshot, each BUCKET or BUCKET/PREFIX."
+);
+var!(
+    SNAPSHOT_CONCURRENCY,
+    "SNAPSHOT_CONCURRENCY",
+    Some("16"),
+    "Server-side copies in flight at once."
+);
+var!(
+    SUSPICIOUS_FRACTION,
+    "SNAPSHOT_SUSPICIOUS_FRACTION",
+    Some("0.5"),
+    "A snapshot listing fewer than this fraction of the previous snapshot's objects is marked suspicious."
+);
 
 /// Variables `storage-backup` reads besides [`COMMON`].
 pub const STORAGE_BACKUP: &[&Var] = &[&SOURCE_BUCKETS, &SNAPSHOT_CONCURRENCY, &SUSPICIOUS_FRACTION];
 
 // --- prune ---------------------------------------------------------------------------------------
-var!(KEEP_LAST, "BACKUP_KEEP_LAST", None, "Always keep this many newest backups per source.");
-var!(KEEP_DAILY, "BACKUP_KEEP_DAILY", None, "Keep the newest backup of each of this many days.");
-var!(KEEP_WEEKLY, "BACKUP_KEEP_WEEKLY", None, "Keep the newest backup of each of this many ISO weeks.");
-var!(KEEP_MONTHLY, "BACKUP_KEEP_MONTHLY", None, "Keep the newest backup of each of this many months.");
-var!(PRUNE_MAX_DELETE_FRACTION, "PRUNE_MAX_DELETE_FRACTION", Some("0.5"),
-    "One run refuses to delete more than this share of a source's backups unless --force is given.");
-var!(PRUNE_GRACE, "PRUNE_GRACE", Some("48h"),
-    "Unreferenced blobs and orphaned data objects younger than this are never deleted.");
+var!(
+    KEEP_LAST,
+    "BACKUP_KEEP_LAST",
+    None,
+    "Always keep this many newest backups per source."
+);
+var!(
+    KEEP_DAILY,
+    "BACKUP_KEEP_DAILY",
+    None,
+    "Keep the newest backup of each of this many days."
+);
+var!(
+    KEEP_WEEKLY,
+    "BACKUP_KEEP_WEEKLY",
+    None,
+    "Keep the newest backup of each of this many ISO weeks."
+);
+var!(
+    KEEP_MONTHLY,
+    "BACKUP_KEEP_MONTHLY",
+    None,
+    "Keep the newest backup of each of this many months."
+);
+var!(
+    PRUNE_MAX_DELETE_FRACTION,
+    "PRUNE_MAX_DELETE_FRACTION",
+    Some("0.5"),
+    "One run refuses to delete more than this share of a source's backups unless --force is given."
+);
+var!(
+    PRUNE_GRACE,
+    "PRUNE_GRACE",
+    Some("48h"),
+    "Unreferenced blobs and orphaned data objects younger than this are never deleted."
+);
 
 /// Variables `prune` reads besides [`COMMON`].
-pub const PRUNE: &[&Var] = &[&KEEP_LAST, &KEEP_DAILY, &KEEP_WEEKLY, &KEEP_MONTHLY, &PRUNE_MAX_DELETE_FRACTION, &PRUNE_GRACE];
+pub const PRUNE: &[&Var] = &[
+    &KEEP_LAST,
+    &KEEP_DAILY,
+    &KEEP_WEEKLY,
+    &KEEP_MONTHLY,
+    &PRUNE_MAX_DELETE_FRACTION,
+    &PRUNE_GRACE,
+];
 
 // --- health and monitor --------------------------------------------------------------------------
-var!(MAX_AGE, "BACKUP_MAX_AGE", Some("25h"), "A source whose newest good backup is older than this is stale.");
-var!(SLACK_WEBHOOK_URL, "SLACK_WEBHOOK_URL", secret, "Slack incoming-webhook URL for alerts (from Secret Manager).");
-var!(ALERT_WEBHOOK_URL, "ALERT_WEBHOOK_URL", secret, "Optional generic webhook that receives the same alerts as JSON.");
-var!(REMINDER_INTERVAL, "ALERT_REMINDER_INTERVAL", Some("24h"), "While an incident stays open, at most one reminder per interval.");
+var!(
+    MAX_AGE,
+    "BACKUP_MAX_AGE",
+    Some("25h"),
+    "A source whose newest good backup is older than this is stale."
+);
+var!(
+    SLACK_WEBHOOK_URL,
+    "SLACK_WEBHOOK_URL",
+    secret,
+    "Slack incoming-webhook URL for alerts (from Secret Manager)."
+);
+var!(
+    ALERT_WEBHOOK_URL,
+    "ALERT_WEBHOOK_URL",
+    secret,
+    "Optional generic webhook that receives the same alerts as JSON."
+);
+var!(
+    REMINDER_INTERVAL,
+    "ALERT_REMINDER_INTERVAL",
+    Some("24h"),
+    "While an incident stays open, at most one reminder per interval."
+);
 
 /// Variables `health` reads besides [`COMMON`].
 pub const HEALTH: &[&Var] = &[&MAX_AGE];
 /// Variables `monitor` reads besides [`COMMON`].
-pub const MONITOR: &[&Var] = &[&MAX_AGE, &SLACK_WEBHOOK_URL, &ALERT_WEBHOOK_URL, &REMINDER_INTERVAL];
+pub const MONITOR: &[&Var] = &[
+    &MAX_AGE,
+    &SLACK_WEBHOOK_URL,
+    &ALERT_WEBHOOK_URL,
+    &REMINDER_INTERVAL,
+];

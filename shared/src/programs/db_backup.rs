@@ -43,7 +43,10 @@ pub fn read(r: &mut Reader<'_>, _args: &[String]) -> Option<Config> {
         Some("zstd") => Some(Compression::Zstd),
         Some("gzip") => Some(Compression::Gzip),
         other => {
-            r.problem(vars::COMPRESSION.name, format!("{:?} is not zstd or gzip", other.unwrap_or_default()));
+            r.problem(
+                vars::COMPRESSION.name,
+                format!("{:?} is not zstd or gzip", other.unwrap_or_default()),
+            );
             None
         }
     };
@@ -51,9 +54,17 @@ pub fn read(r: &mut Reader<'_>, _args: &[String]) -> Option<Config> {
         Some(Compression::Gzip) => (1, 9, 6),
         _ => (1, 19, 3),
     };
-    let level = if r.text(&vars::COMPRESSION_LEVEL).is_some() { r.number_in(&vars::COMPRESSION_LEVEL, min, max) } else { Some(default) };
+    let level = if r.text(&vars::COMPRESSION_LEVEL).is_some() {
+        r.number_in(&vars::COMPRESSION_LEVEL, min, max)
+    } else {
+        Some(default)
+    };
     let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get) as u64;
-    let threads = if r.text(&vars::COMPRESSION_THREADS).is_some() { r.number_in(&vars::COMPRESSION_THREADS, 1, 256) } else { Some(cpus) };
+    let threads = if r.text(&vars::COMPRESSION_THREADS).is_some() {
+        r.number_in(&vars::COMPRESSION_THREADS, 1, 256)
+    } else {
+        Some(cpus)
+    };
     let row_counts = r.boolean(&vars::ROW_COUNTS);
     let concurrency = r.number_in(&vars::DB_CONCURRENCY, 1, 16);
     Some(Config {

@@ -1,0 +1,87 @@
+//! Result events through the real Pub/Sub emulator: publish with the library, pull back, check.
+
+use std::collections::BTreeMap;
+
+use chrono::Utc;
+use gcloud_pubsub::subscription::SubscriptionConfig;
+use lifeboat_core::events::{
+    Event, ItemResult, Outcome, PubSubPublisher, Publisher, RunResult, SCHEMA_VERSION,
+};
+
+use crate::support::{require_env, unique};
+
+#[tokio::test]
+async fn published_event_is_pulled_back_intact() {
+    let host = require_env("PUBSUB_EMULATOR_HOST");
+    let project = "lifeboat-local";
+    let client = lifeboat_core::events::pubsub_client(Some(project), Some(&host))
+        .await
+        .expect("pubsub client");
+    let topic_id = unique("results");
+    let topic = client.topic(&topic_id);
+    topic
+        .create(None, None)
+        .await
+        .expect("create topic on the emulator");
+    let sub_id = unique("sub");
+    let subscription = client
+        .create_subscription(
+            &sub_id,
+            &topic.fully_qualified_name().to_owned(),
+            SubscriptionConfig::default(),
+            None,
+        )
+        .await
+        .expect("create subscription");
+
+    let now = Utc::now();
+    let result = RunResult {
+        schema_version: SCHEMA_VERSION,
+        program: "db-backup".into(),
+        source: "main".into(),
+        outcome: Outcome::Failure,
+        summary: "app: pg_dump exited with status 1".into(),
+        started_at: now,
+        finished_at: now + chrono::Duration::seconds(3),
+        destination: "gs://bucket-1".into(),
+        items: vec![ItemResult {
+            kind: "database".into(),
+            name: "app".into(),
+            outcome: Outcome::Failure,
+            error: Some("pg_dump exited with status 1".into()),
+            backup_id: None,
+            figures: BTreeMap::from([("bytes".into(), serde_json::json!(0))]),
+        }],
+        figures: BTreeMap::new(),
+    };
+    let event = Event::new(result);
+    let publisher = PubSubPublisher::connect(&topic_id, Some(project), Some(&host))
+        .await
+        .expect("publisher");
+    let message_id = publisher.publish(&event).await.expect("publish");
+    assert!(!message_id.is_empty());
+
+    let mut received = Vec::new();
+    for _ in 0..20 {
+        received = subscription.pull(10, None).await.expect("pull");
+        if !received.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(received.len(), 1, "exactly the one event");
+    let msg = &received[0];
+    assert_eq!(msg.message.message_id, message_id);
+    let back = Event::from_json(&msg.message.data).expect("valid event");
+    assert_eq!(back, event);
+    assert_eq!(
+        msg.message.attributes.get("ce-type").map(String::as_str),
+        Some("dev.lifeboat.db-backup.result")
+    );
+    assert_eq!(
+        msg.message.attributes.get("outcome").map(String::as_str),
+        Some("failure")
+    );
+    assert_eq!(msg.message.attributes.get("ce-id"), Some(&event.id));
+    msg.ack().await.expect("ack");
+}
