@@ -55,10 +55,10 @@ impl AuthConfig {
             }
         }
         let api_token = r.secret(&vars::API_TOKEN);
-        if let Some(t) = &api_token {
-            if t.expose().len() < 16 {
-                r.problem(vars::API_TOKEN.name, "must be at least 16 characters long");
-            }
+        if let Some(t) = &api_token
+            && t.expose().len() < 16
+        {
+            r.problem(vars::API_TOKEN.name, "must be at least 16 characters long");
         }
         Some(Self {
             allowed_invokers,
@@ -81,10 +81,10 @@ impl AuthConfig {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or(AuthError::Unauthenticated)?;
-        if let Some(expected) = &self.api_token {
-            if constant_time_eq(token.as_bytes(), expected.expose().as_bytes()) {
-                return Ok(Caller::Token);
-            }
+        if let Some(expected) = &self.api_token
+            && constant_time_eq(token.as_bytes(), expected.expose().as_bytes())
+        {
+            return Ok(Caller::Token);
         }
         let email = jwt_email(token).ok_or(AuthError::Unauthenticated)?;
         if self.allowed_invokers.iter().any(|a| a == &email) {

@@ -29,25 +29,25 @@ impl PgConfig {
     /// Reads `DATABASE_URL`, the `PG*` variables and `LIFEBOAT_PG_BIN_DIR`.
     pub fn read(r: &mut Reader<'_>) -> Option<Self> {
         let url = r.secret(&vars::DATABASE_URL);
-        if let Some(u) = &url {
-            if !(u.expose().starts_with("postgres://") || u.expose().starts_with("postgresql://")) {
-                r.problem(
-                    vars::DATABASE_URL.name,
-                    "must start with postgresql:// (value not shown: it may hold a password)",
-                );
-            }
+        if let Some(u) = &url
+            && !(u.expose().starts_with("postgres://") || u.expose().starts_with("postgresql://"))
+        {
+            r.problem(
+                vars::DATABASE_URL.name,
+                "must start with postgresql:// (value not shown: it may hold a password)",
+            );
         }
         let port = r
             .number_in(&vars::PGPORT, 1, 65_535)
             .and_then(|p| u16::try_from(p).ok());
         let bin_dir = r.text(&vars::PG_BIN_DIR).map(PathBuf::from);
-        if let Some(d) = &bin_dir {
-            if !d.join("pg_dump").is_file() {
-                r.problem(
-                    vars::PG_BIN_DIR.name,
-                    format!("{} has no pg_dump", d.display()),
-                );
-            }
+        if let Some(d) = &bin_dir
+            && !d.join("pg_dump").is_file()
+        {
+            r.problem(
+                vars::PG_BIN_DIR.name,
+                format!("{} has no pg_dump", d.display()),
+            );
         }
         Some(Self {
             url,

@@ -346,13 +346,13 @@ impl Common {
                 r.problem(ALERT_EMAILS.name, format!("{e:?} is not an e-mail address"));
             }
         }
-        if let Some(s) = r.text(&SCHEDULE) {
-            if s.split_whitespace().count() != 5 {
-                r.problem(
-                    SCHEDULE.name,
-                    format!("{s:?} is not a five-field cron expression like \"0 2 * * *\""),
-                );
-            }
+        if let Some(s) = r.text(&SCHEDULE)
+            && s.split_whitespace().count() != 5
+        {
+            r.problem(
+                SCHEDULE.name,
+                format!("{s:?} is not a five-field cron expression like \"0 2 * * *\""),
+            );
         }
         let chunk_mib = r.number_in(&UPLOAD_CHUNK_MIB, 1, 1024);
         let auth = crate::auth::AuthConfig::read(r);
@@ -408,8 +408,17 @@ pub fn markdown_table(vars: &[&Var]) -> String {
         out.push_str(&format!(
             "| `{}` | {default} | {} |\n",
             v.name,
-            v.help.replace('|', "\\|")
+            v.help.replace('|', "\\|").replace('<', "&lt;")
         ));
+    }
+    out
+}
+
+/// The README's configuration reference, generated from the declarations.
+pub fn reference_markdown() -> String {
+    let mut out = String::new();
+    for (title, group) in vars::GROUPS {
+        out.push_str(&format!("\n#### {title}\n\n{}", markdown_table(group)));
     }
     out
 }
@@ -417,6 +426,33 @@ pub fn markdown_table(vars: &[&Var]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The README's reference must match the declarations; `LIFEBOAT_BLESS=1` rewrites it.
+    #[test]
+    fn readme_configuration_reference_is_current() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+        let readme = std::fs::read_to_string(&path).expect("README.md");
+        let (start, end) = (
+            "<!-- config-reference:start -->\n",
+            "<!-- config-reference:end -->",
+        );
+        let i = readme.find(start).expect("start marker") + start.len();
+        let j = readme.find(end).expect("end marker");
+        let generated = reference_markdown();
+        if readme[i..j] != generated {
+            if std::env::var("LIFEBOAT_BLESS").is_ok() {
+                std::fs::write(
+                    &path,
+                    format!("{}{generated}{}", &readme[..i], &readme[j..]),
+                )
+                .expect("write README");
+            } else {
+                panic!(
+                    "README.md's configuration reference is out of date: run LIFEBOAT_BLESS=1 cargo test -p lifeboat-core readme"
+                );
+            }
+        }
+    }
 
     fn read_common(env: &Env) -> Result<Common, ConfigError> {
         let mut r = Reader::new(env);

@@ -350,3 +350,13 @@ pub const MONITOR: &[&Var] = &[
     &ALERT_WEBHOOK_URL,
     &REMINDER_INTERVAL,
 ];
+
+/// Every group, titled, in the order of the README's configuration reference.
+pub const GROUPS: &[(&str, &[&Var])] = &[
+    ("Every program", COMMON),
+    ("PostgreSQL connection (db-backup, restore)", POSTGRES),
+    ("db-backup", DB_BACKUP),
+    ("storage-backup", STORAGE_BACKUP),
+    ("prune", PRUNE),
+    ("health and monitor", MONITOR),
+];

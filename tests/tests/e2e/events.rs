@@ -27,7 +27,7 @@ async fn published_event_is_pulled_back_intact() {
     let subscription = client
         .create_subscription(
             &sub_id,
-            &topic.fully_qualified_name().to_owned(),
+            topic.fully_qualified_name(),
             SubscriptionConfig::default(),
             None,
         )

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs every check and test of lifeboat, the same way CI does (.ci/run calls exactly this):
+# starts the local stack (PostgreSQL, fake-gcs-server, Pub/Sub emulator, Slack stand-in),
+# then format check, clippy with warnings as errors, the deployment checks (Terraform,
+# Dockerfile), a build, and every unit and integration test.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+die() { printf 'test: error: %s\n' "$*" >&2; exit 1; }
+
+command -v cargo >/dev/null || die "cargo is not installed: install Rust ${RUST_VERSION:-1.95} or newer (rustup.rs)"
+cargo fmt --version >/dev/null 2>&1 || die "rustfmt is missing: rustup component add rustfmt"
+cargo clippy --version >/dev/null 2>&1 || die "clippy is missing: rustup component add clippy"
+
+step "local stack"
+eval "$(infra/stack-up.sh)"
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "deployment checks (Terraform, Dockerfile)"
+infra/check-deploy.sh
+
+step "build (the e2e tests run the real binaries)"
+cargo build --workspace --all-targets --locked
+
+step "tests"
+cargo test --workspace --locked
