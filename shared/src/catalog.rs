@@ -29,10 +29,7 @@ impl RunId {
     /// A new id for a run starting at `started`.
     pub fn new(started: DateTime<Utc>) -> Self {
         let suffix = format!("{:08x}", rand::random::<u32>());
-        Self {
-            started: trunc_seconds(started),
-            suffix,
-        }
+        Self { started: trunc_seconds(started), suffix }
     }
 }
 
@@ -56,20 +53,11 @@ impl FromStr for RunId {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = || BadRunId(s.to_owned());
         let (ts, suffix) = s.split_once('-').ok_or_else(bad)?;
-        let started = NaiveDateTime::parse_from_str(ts, TS_FORMAT)
-            .map_err(|_| bad())?
-            .and_utc();
-        if suffix.len() != 8
-            || !suffix
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-        {
+        let started = NaiveDateTime::parse_from_str(ts, TS_FORMAT).map_err(|_| bad())?.and_utc();
+        if suffix.len() != 8 || !suffix.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
             return Err(bad());
         }
-        Ok(Self {
-            started,
-            suffix: suffix.to_owned(),
-        })
+        Ok(Self { started, suffix: suffix.to_owned() })
     }
 }
 
@@ -79,8 +67,7 @@ pub fn is_valid_segment(s: &str) -> bool {
         && s.len() <= 100
         && s != "."
         && s != ".."
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// Encodes an arbitrary name (a database may be called `Sales "EU"`) into one safe segment:
@@ -132,20 +119,12 @@ pub struct DbBackupPath {
 impl DbBackupPath {
     /// `db/<source>/<database>/` — the series of one database.
     pub fn series_prefix(source: &str, database: &str) -> String {
-        format!(
-            "db/{}/{}/",
-            encode_segment(source),
-            encode_segment(database)
-        )
+        format!("db/{}/{}/", encode_segment(source), encode_segment(database))
     }
 
     /// `db/<source>/<database>/<ts>-<id>/`.
     pub fn prefix(&self) -> String {
-        format!(
-            "{}{}/",
-            Self::series_prefix(&self.source, &self.database),
-            self.run
-        )
+        format!("{}{}/", Self::series_prefix(&self.source, &self.database), self.run)
     }
 
     /// The dump object, e.g. `…/dump.pgc.zst`.
@@ -166,14 +145,63 @@ impl DbBackupPath {
         let database = decode_segment(parts.next()?)?;
         let run: RunId = parts.next()?.parse().ok()?;
         let file = parts.next()?;
-        Some((
-            Self {
-                source,
-                database,
-                run,
-            },
-            file,
-        ))
+        Some((Self { source, database, run }, file))
+    }
+}
+
+/// Where one bucket snapshot lives: `storage/<bucket>/snapshots/<ts>-<id>/`.
+///
+/// Its manifest is made of parts (one per task of a sharded run), and `header.json`, written
+/// last, makes it complete. A suspicious snapshot's header carries the custom metadata
+/// [`SUSPICIOUS_METADATA`] = `true`, so a listing alone tells it apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotPath {
+    /// Source bucket.
+    pub bucket: String,
+    /// The run.
+    pub run: RunId,
+}
+
+/// Custom metadata key set to `true` on the completion object of a suspicious backup.
+pub const SUSPICIOUS_METADATA: &str = "lifeboat-suspicious";
+
+impl SnapshotPath {
+    /// `storage/<bucket>/` — everything stored for one source bucket.
+    pub fn bucket_prefix(bucket: &str) -> String {
+        format!("storage/{}/", encode_segment(bucket))
+    }
+
+    /// `storage/<bucket>/snapshots/` — the series of snapshots.
+    pub fn series_prefix(bucket: &str) -> String {
+        format!("{}snapshots/", Self::bucket_prefix(bucket))
+    }
+
+    /// `storage/<bucket>/blobs/` — content-addressed copies shared by all snapshots.
+    pub fn blobs_prefix(bucket: &str) -> String {
+        format!("{}blobs/", Self::bucket_prefix(bucket))
+    }
+
+    /// `storage/<bucket>/snapshots/<ts>-<id>/`.
+    pub fn prefix(&self) -> String {
+        format!("{}{}/", Self::series_prefix(&self.bucket), self.run)
+    }
+
+    /// The completion marker, written last.
+    pub fn header_key(&self) -> String {
+        format!("{}header.json", self.prefix())
+    }
+
+    /// Parses a key under `storage/<bucket>/snapshots/` into its parts and the file name.
+    pub fn parse_key(key: &str) -> Option<(Self, &str)> {
+        let rest = key.strip_prefix("storage/")?;
+        let mut parts = rest.splitn(4, '/');
+        let bucket = decode_segment(parts.next()?)?;
+        if parts.next()? != "snapshots" {
+            return None;
+        }
+        let run: RunId = parts.next()?.parse().ok()?;
+        let file = parts.next()?;
+        Some((Self { bucket, run }, file))
     }
 }
 
@@ -184,19 +212,11 @@ mod tests {
 
     #[test]
     fn run_id_round_trips_and_sorts_by_time() {
-        let t = DateTime::parse_from_rfc3339("2026-11-26T02:00:00.750Z")
-            .expect("valid")
-            .to_utc();
-        let id = RunId {
-            started: trunc_seconds(t),
-            suffix: "1a2b3c4d".into(),
-        };
+        let t = DateTime::parse_from_rfc3339("2026-11-26T02:00:00.750Z").expect("valid").to_utc();
+        let id = RunId { started: trunc_seconds(t), suffix: "1a2b3c4d".into() };
         assert_eq!(id.to_string(), "20261126T020000Z-1a2b3c4d");
         assert_eq!(id.to_string().parse::<RunId>(), Ok(id.clone()));
-        let later = RunId {
-            started: id.started + chrono::Duration::seconds(1),
-            suffix: "00000000".into(),
-        };
+        let later = RunId { started: id.started + chrono::Duration::seconds(1), suffix: "00000000".into() };
         assert!(later.to_string() > id.to_string());
         assert!("20261126T020000Z-1A2B3C4D".parse::<RunId>().is_err());
         assert!("2026-11-26-1a2b3c4d".parse::<RunId>().is_err());
@@ -209,22 +229,19 @@ mod tests {
             database: "Sales \"EU\"".into(),
             run: "20261126T020000Z-1a2b3c4d".parse().expect("valid"),
         };
-        assert_eq!(
-            p.dump_key("zst"),
-            "db/main/Sales%20%22EU%22/20261126T020000Z-1a2b3c4d/dump.pgc.zst"
-        );
-        assert_eq!(
-            p.manifest_key(),
-            "db/main/Sales%20%22EU%22/20261126T020000Z-1a2b3c4d/manifest.json"
-        );
-        assert_eq!(
-            DbBackupPath::parse_key(&p.manifest_key()),
-            Some((p, "manifest.json"))
-        );
-        assert_eq!(
-            DbBackupPath::parse_key("db/main/x/not-an-id/manifest.json"),
-            None
-        );
+        assert_eq!(p.dump_key("zst"), "db/main/Sales%20%22EU%22/20261126T020000Z-1a2b3c4d/dump.pgc.zst");
+        assert_eq!(p.manifest_key(), "db/main/Sales%20%22EU%22/20261126T020000Z-1a2b3c4d/manifest.json");
+        assert_eq!(DbBackupPath::parse_key(&p.manifest_key()), Some((p, "manifest.json")));
+        assert_eq!(DbBackupPath::parse_key("db/main/x/not-an-id/manifest.json"), None);
+    }
+
+    #[test]
+    fn snapshot_keys_follow_the_layout() {
+        let p = SnapshotPath { bucket: "media-prod".into(), run: "20261126T030000Z-0000abcd".parse().expect("id") };
+        assert_eq!(p.header_key(), "storage/media-prod/snapshots/20261126T030000Z-0000abcd/header.json");
+        assert_eq!(SnapshotPath::parse_key(&p.header_key()), Some((p, "header.json")));
+        assert_eq!(SnapshotPath::parse_key("storage/media-prod/blobs/abc"), None);
+        assert_eq!(SnapshotPath::blobs_prefix("media-prod"), "storage/media-prod/blobs/");
     }
 
     proptest! {

@@ -5,7 +5,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::inventory::Series;
+use crate::inventory::{Kind, Series};
 
 /// A database's backup status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -17,6 +17,8 @@ pub enum Status {
     Stale,
     /// The newest run left no manifest and is past the grace period: it failed.
     Failed,
+    /// The newest complete backup is flagged suspicious (e.g. far fewer objects than before).
+    Suspicious,
     /// No complete backup at all.
     Missing,
 }
@@ -24,10 +26,12 @@ pub enum Status {
 /// One row of the evaluation.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Freshness {
-    /// Logical source.
+    /// Database or bucket.
+    pub kind: Kind,
+    /// Logical source (databases) or source bucket (snapshots).
     pub source: String,
-    /// Database.
-    pub database: String,
+    /// Database name, or `snapshots`.
+    pub name: String,
     /// Status.
     pub status: Status,
     /// Id of the newest complete backup.
@@ -44,13 +48,23 @@ pub struct Freshness {
     pub total_bytes: u64,
 }
 
+impl Freshness {
+    /// `source/name` for databases, `gs://bucket` for snapshots.
+    pub fn label(&self) -> String {
+        match self.kind {
+            Kind::Database => format!("{}/{}", self.source, self.name),
+            Kind::Bucket => format!("gs://{}", self.source),
+        }
+    }
+}
+
 /// A run without manifest younger than this may still be running; older, it failed.
 pub const RUN_GRACE: Duration = Duration::from_secs(6 * 3600);
 
 /// Evaluates every series, plus `expected` databases with no series at all (missing).
 pub fn evaluate(
     series: &[Series],
-    expected: &[(String, String)],
+    expected: &[(Kind, String, String)],
     now: DateTime<Utc>,
     max_age: Duration,
 ) -> Vec<Freshness> {
@@ -62,29 +76,27 @@ pub fn evaluate(
             let complete: Vec<_> = s.backups.iter().filter(|b| b.complete).collect();
             let newest = complete.last();
             let previous = complete.len().checked_sub(2).and_then(|i| complete.get(i));
-            let age = newest.map(|b| now - b.path.run.started);
-            let newest_run_failed = s
-                .backups
-                .last()
-                .is_some_and(|b| !b.complete && now - b.last_write > grace);
+            let age = newest.map(|b| now - b.run.started);
+            let newest_run_failed = s.backups.last().is_some_and(|b| !b.complete && now - b.last_write > grace);
             let status = match age {
                 None => Status::Missing,
                 Some(_) if newest_run_failed => Status::Failed,
+                Some(_) if newest.is_some_and(|b| b.suspicious) => Status::Suspicious,
                 Some(a) if a > max_age => Status::Stale,
                 Some(_) => Status::Ok,
             };
             Freshness {
+                kind: s.kind,
                 source: s.source.clone(),
-                database: s.database.clone(),
+                name: s.name.clone(),
                 status,
-                newest_backup: newest.map(|b| b.path.run.to_string()),
+                newest_backup: newest.map(|b| b.run.to_string()),
                 age_seconds: age.map(|a| a.num_seconds()),
                 bytes: newest.map(|b| b.bytes),
                 bytes_change: match (newest, previous) {
-                    (Some(n), Some(p)) => Some(
-                        i64::try_from(n.bytes).unwrap_or(i64::MAX)
-                            - i64::try_from(p.bytes).unwrap_or(i64::MAX),
-                    ),
+                    (Some(n), Some(p)) => {
+                        Some(i64::try_from(n.bytes).unwrap_or(i64::MAX) - i64::try_from(p.bytes).unwrap_or(i64::MAX))
+                    }
                     _ => None,
                 },
                 complete_backups: complete.len(),
@@ -92,14 +104,12 @@ pub fn evaluate(
             }
         })
         .collect();
-    for (source, database) in expected {
-        if !rows
-            .iter()
-            .any(|r| &r.source == source && &r.database == database)
-        {
+    for (kind, source, name) in expected {
+        if !rows.iter().any(|r| r.kind == *kind && &r.source == source && &r.name == name) {
             rows.push(Freshness {
+                kind: *kind,
                 source: source.clone(),
-                database: database.clone(),
+                name: name.clone(),
                 status: Status::Missing,
                 newest_backup: None,
                 age_seconds: None,
@@ -116,69 +126,49 @@ pub fn evaluate(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::{DbBackupPath, RunId};
-    use crate::inventory::DbBackup;
+    use crate::catalog::RunId;
+    use crate::inventory::Backup;
 
-    fn backup(started: DateTime<Utc>, complete: bool, bytes: u64) -> DbBackup {
-        DbBackup {
-            path: DbBackupPath {
-                source: "main".into(),
-                database: "app".into(),
-                run: RunId {
-                    started,
-                    suffix: format!("{:08x}", started.timestamp() as u32),
-                },
-            },
+    fn backup(started: DateTime<Utc>, complete: bool, bytes: u64) -> Backup {
+        Backup {
+            run: RunId { started, suffix: format!("{:08x}", started.timestamp() as u32) },
             complete,
+            suspicious: false,
             bytes,
             last_write: started,
             keys: Vec::new(),
         }
     }
 
-    fn series(backups: Vec<DbBackup>) -> Vec<Series> {
-        vec![Series {
-            source: "main".into(),
-            database: "app".into(),
-            backups,
-        }]
+    fn series(backups: Vec<Backup>) -> Vec<Series> {
+        vec![Series { kind: Kind::Database, source: "main".into(), name: "app".into(), backups }]
     }
 
     const MAX_AGE: Duration = Duration::from_secs(25 * 3600);
 
+    fn at(t: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(t).expect("time").to_utc()
+    }
+
     #[test]
     fn the_25_hour_rule() {
-        let now = DateTime::parse_from_rfc3339("2026-11-26T08:00:00Z")
-            .expect("t")
-            .to_utc();
+        let now = at("2026-11-26T08:00:00Z");
         let fresh = now - chrono::Duration::minutes(24 * 60 + 59);
         let stale = now - chrono::Duration::minutes(25 * 60 + 1);
-        assert_eq!(
-            evaluate(&series(vec![backup(fresh, true, 10)]), &[], now, MAX_AGE)[0].status,
-            Status::Ok
-        );
-        assert_eq!(
-            evaluate(&series(vec![backup(stale, true, 10)]), &[], now, MAX_AGE)[0].status,
-            Status::Stale
-        );
+        assert_eq!(evaluate(&series(vec![backup(fresh, true, 10)]), &[], now, MAX_AGE)[0].status, Status::Ok);
+        assert_eq!(evaluate(&series(vec![backup(stale, true, 10)]), &[], now, MAX_AGE)[0].status, Status::Stale);
     }
 
     #[test]
     fn incomplete_runs_count_as_failed_only_after_the_grace() {
-        let now = DateTime::parse_from_rfc3339("2026-11-26T08:00:00Z")
-            .expect("t")
-            .to_utc();
+        let now = at("2026-11-26T08:00:00Z");
         let good = backup(now - chrono::Duration::hours(20), true, 10);
         let running = backup(now - chrono::Duration::hours(1), false, 5);
         let dead = backup(now - chrono::Duration::hours(7), false, 5);
-        assert_eq!(
-            evaluate(&series(vec![good.clone(), running]), &[], now, MAX_AGE)[0].status,
-            Status::Ok
-        );
-        assert_eq!(
-            evaluate(&series(vec![good, dead]), &[], now, MAX_AGE)[0].status,
-            Status::Failed
-        );
+        assert_eq!(evaluate(&series(vec![good.clone(), running]), &[], now, MAX_AGE)[0].status, Status::Ok);
+        assert_eq!(evaluate(&series(vec![good.clone(), dead]), &[], now, MAX_AGE)[0].status, Status::Failed);
+        let odd = Backup { suspicious: true, ..good };
+        assert_eq!(evaluate(&series(vec![odd]), &[], now, MAX_AGE)[0].status, Status::Suspicious);
     }
 
     #[test]
@@ -189,24 +179,16 @@ mod tests {
                 backup(now - chrono::Duration::hours(30), true, 100),
                 backup(now - chrono::Duration::hours(2), true, 90),
             ]),
-            &[
-                ("main".into(), "app".into()),
-                ("main".into(), "billing".into()),
-            ],
+            &[(Kind::Database, "main".into(), "app".into()), (Kind::Database, "main".into(), "billing".into())],
             now,
             MAX_AGE,
         );
         assert_eq!(rows.len(), 2);
         assert_eq!(
-            (
-                rows[0].bytes,
-                rows[0].bytes_change,
-                rows[0].complete_backups,
-                rows[0].total_bytes
-            ),
+            (rows[0].bytes, rows[0].bytes_change, rows[0].complete_backups, rows[0].total_bytes),
             (Some(90), Some(-10), 2, 190)
         );
         assert_eq!(rows[1].status, Status::Missing);
-        assert_eq!(rows[1].database, "billing");
+        assert_eq!(rows[1].label(), "main/billing");
     }
 }

@@ -1,94 +1,117 @@
-//! What the backup store holds: database backups grouped into series, complete or not.
-//! Built from a listing alone (no object is read), so it is cheap and pure to test.
+//! What the backup store holds: database backups and bucket snapshots grouped into series,
+//! complete or not, suspicious or not. Built from a listing alone (no object is read), so it is
+//! cheap, and pure to test. `health`, `monitor` and `prune` all stand on it.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt as _;
+use serde::Serialize;
 
-use crate::catalog::{DbBackupPath, RunId};
+use crate::catalog::{DbBackupPath, RunId, SUSPICIOUS_METADATA, SnapshotPath};
 use crate::store::{ObjectMeta, ObjectStore, ObjectStoreExt as _, StoreError};
 
-/// One backup run of one database: its objects, and whether its manifest exists.
+/// What a series backs up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// A PostgreSQL database (`db/<source>/<database>/…`).
+    Database,
+    /// A GCS bucket (`storage/<bucket>/snapshots/…`).
+    Bucket,
+}
+
+/// One run: its objects, and whether its completion object exists.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DbBackup {
-    /// Where it lives.
-    pub path: DbBackupPath,
-    /// The manifest exists: the backup is complete.
+pub struct Backup {
+    /// The run's id.
+    pub run: RunId,
+    /// The completion object (`manifest.json` / `header.json`) exists.
     pub complete: bool,
-    /// Bytes of its objects (dump and manifest).
+    /// Complete, but flagged for a human look (e.g. a snapshot that listed far fewer objects).
+    pub suspicious: bool,
+    /// Bytes of its own objects (shared blobs not included).
     pub bytes: u64,
     /// Newest object update (when the run last wrote).
     pub last_write: DateTime<Utc>,
-    /// Every object key of the run.
+    /// Its object keys.
     pub keys: Vec<String>,
 }
 
-/// The backups of one database, oldest first.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The runs of one database or bucket, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Series {
-    /// Logical source.
+    /// Database or bucket.
+    pub kind: Kind,
+    /// Logical source (`BACKUP_SOURCE`) for databases; the source bucket for snapshots.
     pub source: String,
-    /// Database.
-    pub database: String,
+    /// Database name; `snapshots` for buckets.
+    pub name: String,
     /// Runs, oldest first.
-    pub backups: Vec<DbBackup>,
+    pub backups: Vec<Backup>,
 }
 
 impl Series {
     /// The newest complete backup.
-    pub fn newest_complete(&self) -> Option<&DbBackup> {
+    pub fn newest_complete(&self) -> Option<&Backup> {
         self.backups.iter().rev().find(|b| b.complete)
+    }
+
+    /// `source/name` for databases, `gs://bucket` for snapshots.
+    pub fn label(&self) -> String {
+        match self.kind {
+            Kind::Database => format!("{}/{}", self.source, self.name),
+            Kind::Bucket => format!("gs://{}", self.source),
+        }
     }
 }
 
-/// Groups a listing of `db/` into series. Objects that do not follow the layout are ignored.
-pub fn db_series(objects: impl IntoIterator<Item = ObjectMeta>) -> Vec<Series> {
-    let mut runs: BTreeMap<(String, String, RunId), DbBackup> = BTreeMap::new();
+/// Groups a listing into series. Objects outside the layout (blobs, state, strays) are ignored.
+pub fn series_from_listing(objects: impl IntoIterator<Item = ObjectMeta>) -> Vec<Series> {
+    let mut runs: BTreeMap<(Kind, String, String, RunId), Backup> = BTreeMap::new();
     for o in objects {
-        let Some((path, file)) = DbBackupPath::parse_key(&o.key) else {
+        let (kind, source, name, run, file) = if let Some((p, file)) = DbBackupPath::parse_key(&o.key) {
+            (Kind::Database, p.source, p.database, p.run, file)
+        } else if let Some((p, file)) = SnapshotPath::parse_key(&o.key) {
+            (Kind::Bucket, p.bucket, "snapshots".to_owned(), p.run, file)
+        } else {
             continue;
         };
-        let entry = runs
-            .entry((path.source.clone(), path.database.clone(), path.run.clone()))
-            .or_insert_with(|| DbBackup {
-                path,
-                complete: false,
-                bytes: 0,
-                last_write: o.updated,
-                keys: Vec::new(),
-            });
-        entry.complete |= file == "manifest.json";
+        let marker = matches!((kind, file), (Kind::Database, "manifest.json") | (Kind::Bucket, "header.json"));
+        let entry = runs.entry((kind, source, name, run.clone())).or_insert_with(|| Backup {
+            run,
+            complete: false,
+            suspicious: false,
+            bytes: 0,
+            last_write: o.updated,
+            keys: Vec::new(),
+        });
+        if marker {
+            entry.complete = true;
+            entry.suspicious |= o.metadata.get(SUSPICIOUS_METADATA).is_some_and(|v| v == "true");
+        }
         entry.bytes += o.size;
         entry.last_write = entry.last_write.max(o.updated);
         entry.keys.push(o.key);
     }
-    let mut series: BTreeMap<(String, String), Series> = BTreeMap::new();
-    for ((source, database, _), backup) in runs {
+    let mut series: BTreeMap<(Kind, String, String), Series> = BTreeMap::new();
+    for ((kind, source, name, _), backup) in runs {
         series
-            .entry((source.clone(), database.clone()))
-            .or_insert_with(|| Series {
-                source,
-                database,
-                backups: Vec::new(),
-            })
+            .entry((kind, source.clone(), name.clone()))
+            .or_insert_with(|| Series { kind, source, name, backups: Vec::new() })
             .backups
             .push(backup);
     }
     series.into_values().collect()
 }
 
-/// Lists the store's database backups (optionally of one source).
-pub async fn load_db_series(
-    store: &dyn ObjectStore,
-    source: Option<&str>,
-) -> Result<Vec<Series>, StoreError> {
-    let prefix = match source {
-        Some(s) => format!("db/{}/", crate::catalog::encode_segment(s)),
-        None => "db/".to_owned(),
-    };
-    let objects: Vec<ObjectMeta> = store.list_all(&prefix).try_collect().await?;
-    Ok(db_series(objects))
+/// Lists the database backups of `source` and every bucket snapshot in the store.
+pub async fn load(store: &dyn ObjectStore, source: &str) -> Result<Vec<Series>, StoreError> {
+    let db_prefix = format!("db/{}/", crate::catalog::encode_segment(source));
+    let mut objects: Vec<ObjectMeta> = store.list_all(&db_prefix).try_collect().await?;
+    let storage = store.list_all("storage/").try_filter(|o| futures::future::ready(o.key.contains("/snapshots/")));
+    objects.extend(storage.try_collect::<Vec<_>>().await?);
+    Ok(series_from_listing(objects))
 }
 
 #[cfg(test)]
@@ -96,36 +119,35 @@ mod tests {
     use super::*;
 
     fn obj(key: &str, size: u64) -> ObjectMeta {
-        ObjectMeta {
-            key: key.into(),
-            size,
-            ..ObjectMeta::default()
-        }
+        ObjectMeta { key: key.into(), size, ..ObjectMeta::default() }
     }
 
     #[test]
     fn groups_runs_and_marks_complete_ones() {
-        let series = db_series([
+        let mut suspicious = obj("storage/media/snapshots/20261126T030000Z-00000009/header.json", 5);
+        suspicious.metadata.insert(SUSPICIOUS_METADATA.into(), "true".into());
+        let series = series_from_listing([
             obj("db/main/app/20261125T020000Z-00000001/dump.pgc.zst", 100),
             obj("db/main/app/20261125T020000Z-00000001/manifest.json", 2),
             obj("db/main/app/20261126T020000Z-00000002/dump.pgc.zst", 50),
             obj("db/main/other/20261126T020000Z-00000003/manifest.json", 2),
             obj("db/main/app/not-a-run/x", 1),
-            obj("storage/b/snapshots/x", 1),
+            obj("storage/media/blobs/abc", 1),
+            obj("storage/media/snapshots/20261126T030000Z-00000009/part-0.jsonl.zst", 7),
+            suspicious,
+            obj("state/incidents.json", 1),
         ]);
-        assert_eq!(series.len(), 2);
+        assert_eq!(series.len(), 3);
         let app = &series[0];
-        assert_eq!(
-            (app.source.as_str(), app.database.as_str()),
-            ("main", "app")
-        );
+        assert_eq!((app.kind, app.label().as_str()), (Kind::Database, "main/app"));
         assert_eq!(app.backups.len(), 2);
         assert!(app.backups[0].complete && !app.backups[1].complete);
         assert_eq!(app.backups[0].bytes, 102);
-        assert_eq!(
-            app.newest_complete().map(|b| b.path.run.suffix.as_str()),
-            Some("00000001")
-        );
-        assert_eq!(series[1].database, "other");
+        assert_eq!(app.newest_complete().map(|b| b.run.suffix.as_str()), Some("00000001"));
+        assert_eq!(series[1].name, "other");
+        let snap = &series[2];
+        assert_eq!((snap.kind, snap.label().as_str()), (Kind::Bucket, "gs://media"));
+        assert!(snap.backups[0].complete && snap.backups[0].suspicious);
+        assert_eq!(snap.backups[0].bytes, 12);
     }
 }

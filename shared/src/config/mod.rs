@@ -34,31 +34,17 @@ pub struct Env(BTreeMap<String, String>);
 impl Env {
     /// The current process environment.
     pub fn from_process() -> Self {
-        Self(
-            std::env::vars_os()
-                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-                .collect(),
-        )
+        Self(std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect())
     }
 
     /// An environment made of the given pairs (tests, embedded defaults).
-    pub fn from_pairs<K: Into<String>, V: Into<String>>(
-        pairs: impl IntoIterator<Item = (K, V)>,
-    ) -> Self {
-        Self(
-            pairs
-                .into_iter()
-                .map(|(k, v)| (k.into(), v.into()))
-                .collect(),
-        )
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (K, V)>) -> Self {
+        Self(pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
     }
 
     /// The raw value; an empty string counts as unset.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .get(name)
-            .map(String::as_str)
-            .filter(|v| !v.trim().is_empty())
+        self.0.get(name).map(String::as_str).filter(|v| !v.trim().is_empty())
     }
 
     /// Sets a value (builder style, for tests).
@@ -93,30 +79,18 @@ pub struct ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.problems.len();
-        write!(
-            f,
-            "invalid configuration ({n} problem{}):",
-            if n == 1 { "" } else { "s" }
-        )?;
+        write!(f, "invalid configuration ({n} problem{}):", if n == 1 { "" } else { "s" })?;
         for p in &self.problems {
             write!(f, "\n  - {}: {}", p.name, p.message)?;
         }
-        write!(
-            f,
-            "\nRun with --help to see every variable, its default and its meaning."
-        )
+        write!(f, "\nRun with --help to see every variable, its default and its meaning.")
     }
 }
 
 impl ConfigError {
     /// A single problem.
     pub fn single(name: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            problems: vec![Problem {
-                name: name.into(),
-                message: message.into(),
-            }],
-        }
+        Self { problems: vec![Problem { name: name.into(), message: message.into() }] }
     }
 }
 
@@ -130,10 +104,7 @@ pub struct Reader<'a> {
 impl<'a> Reader<'a> {
     /// A reader over `env`.
     pub fn new(env: &'a Env) -> Self {
-        Self {
-            env,
-            problems: Vec::new(),
-        }
+        Self { env, problems: Vec::new() }
     }
 
     /// The environment being read.
@@ -143,18 +114,12 @@ impl<'a> Reader<'a> {
 
     /// Records a problem with `name`.
     pub fn problem(&mut self, name: &str, message: impl Into<String>) {
-        self.problems.push(Problem {
-            name: name.to_owned(),
-            message: message.into(),
-        });
+        self.problems.push(Problem { name: name.to_owned(), message: message.into() });
     }
 
     /// The value or its default, as text.
     pub fn text(&mut self, var: &Var) -> Option<String> {
-        self.env
-            .get(var.name)
-            .map(|v| v.trim().to_owned())
-            .or_else(|| var.default.map(str::to_owned))
+        self.env.get(var.name).map(|v| v.trim().to_owned()).or_else(|| var.default.map(str::to_owned))
     }
 
     /// A value that must be present.
@@ -180,11 +145,7 @@ impl<'a> Reader<'a> {
         match raw.parse::<T>() {
             Ok(v) => Some(v),
             Err(_) => {
-                let shown = if var.secret {
-                    "[redacted]".to_owned()
-                } else {
-                    format!("{raw:?}")
-                };
+                let shown = if var.secret { "[redacted]".to_owned() } else { format!("{raw:?}") };
                 self.problem(var.name, format!("{shown} is not {expected}"));
                 None
             }
@@ -197,10 +158,7 @@ impl<'a> Reader<'a> {
         if (min..=max).contains(&v) {
             Some(v)
         } else {
-            self.problem(
-                var.name,
-                format!("{v} is out of range: expected {min} to {max}"),
-            );
+            self.problem(var.name, format!("{v} is out of range: expected {min} to {max}"));
             None
         }
     }
@@ -212,10 +170,7 @@ impl<'a> Reader<'a> {
             "1" | "true" | "yes" | "on" => Some(true),
             "0" | "false" | "no" | "off" => Some(false),
             _ => {
-                self.problem(
-                    var.name,
-                    format!("{raw:?} is not a boolean: use true or false"),
-                );
+                self.problem(var.name, format!("{raw:?} is not a boolean: use true or false"));
                 None
             }
         }
@@ -231,10 +186,7 @@ impl<'a> Reader<'a> {
                 None
             }
             Err(e) => {
-                self.problem(
-                    var.name,
-                    format!("{raw:?} is not a duration ({e}); write it like 25h, 90m or 1h30m"),
-                );
+                self.problem(var.name, format!("{raw:?} is not a duration ({e}); write it like 25h, 90m or 1h30m"));
                 None
             }
         }
@@ -243,13 +195,7 @@ impl<'a> Reader<'a> {
     /// A comma-separated list; empty items are dropped.
     pub fn list(&mut self, var: &Var) -> Vec<String> {
         self.text(var)
-            .map(|v| {
-                v.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            })
+            .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
             .unwrap_or_default()
     }
 
@@ -259,10 +205,7 @@ impl<'a> Reader<'a> {
         match raw.parse::<chrono_tz::Tz>() {
             Ok(tz) => Some(tz),
             Err(_) => {
-                self.problem(
-                    var.name,
-                    format!("{raw:?} is not an IANA time zone name (like UTC or Europe/Paris)"),
-                );
+                self.problem(var.name, format!("{raw:?} is not an IANA time zone name (like UTC or Europe/Paris)"));
                 None
             }
         }
@@ -270,13 +213,7 @@ impl<'a> Reader<'a> {
 
     /// Ends reading: `Ok` when no problem was recorded, otherwise every problem at once.
     pub fn finish(self) -> Result<(), ConfigError> {
-        if self.problems.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError {
-                problems: self.problems,
-            })
-        }
+        if self.problems.is_empty() { Ok(()) } else { Err(ConfigError { problems: self.problems }) }
     }
 
     /// Moves the problems of another (sub-)reader into this one.
@@ -331,10 +268,7 @@ impl Common {
         };
         let source = r.text(&SOURCE).unwrap_or_default();
         if !crate::catalog::is_valid_segment(&source) {
-            r.problem(
-                SOURCE.name,
-                format!("{source:?} must be 1-100 characters of letters, digits, '-', '_' or '.'"),
-            );
+            r.problem(SOURCE.name, format!("{source:?} must be 1-100 characters of letters, digits, '-', '_' or '.'"));
         }
         let results_topic = r.text(&RESULTS_TOPIC);
         let project = r.text(&PROJECT);
@@ -349,23 +283,14 @@ impl Common {
         if let Some(s) = r.text(&SCHEDULE)
             && s.split_whitespace().count() != 5
         {
-            r.problem(
-                SCHEDULE.name,
-                format!("{s:?} is not a five-field cron expression like \"0 2 * * *\""),
-            );
+            r.problem(SCHEDULE.name, format!("{s:?} is not a five-field cron expression like \"0 2 * * *\""));
         }
         let chunk_mib = r.number_in(&UPLOAD_CHUNK_MIB, 1, 1024);
         let auth = crate::auth::AuthConfig::read(r);
-        if results_topic.is_some()
-            && project.is_none()
-            && r.env().get("PUBSUB_EMULATOR_HOST").is_none()
-        {
+        if results_topic.is_some() && project.is_none() && r.env().get("PUBSUB_EMULATOR_HOST").is_none() {
             // On Cloud Run the project comes from the metadata server; elsewhere it must be given.
             if !r.env().on_cloud_run() {
-                r.problem(
-                    PROJECT.name,
-                    "is required when LIFEBOAT_RESULTS_TOPIC is set outside Cloud Run",
-                );
+                r.problem(PROJECT.name, "is required when LIFEBOAT_RESULTS_TOPIC is set outside Cloud Run");
             }
         }
         Some(Self {
@@ -405,11 +330,7 @@ pub fn markdown_table(vars: &[&Var]) -> String {
             (Some(d), false) => format!("`{d}`"),
             (None, false) => "—".to_owned(),
         };
-        out.push_str(&format!(
-            "| `{}` | {default} | {} |\n",
-            v.name,
-            v.help.replace('|', "\\|").replace('<', "&lt;")
-        ));
+        out.push_str(&format!("| `{}` | {default} | {} |\n", v.name, v.help.replace('|', "\\|").replace('<', "&lt;")));
     }
     out
 }
@@ -432,20 +353,13 @@ mod tests {
     fn readme_configuration_reference_is_current() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
         let readme = std::fs::read_to_string(&path).expect("README.md");
-        let (start, end) = (
-            "<!-- config-reference:start -->\n",
-            "<!-- config-reference:end -->",
-        );
+        let (start, end) = ("<!-- config-reference:start -->\n", "<!-- config-reference:end -->");
         let i = readme.find(start).expect("start marker") + start.len();
         let j = readme.find(end).expect("end marker");
         let generated = reference_markdown();
         if readme[i..j] != generated {
             if std::env::var("LIFEBOAT_BLESS").is_ok() {
-                std::fs::write(
-                    &path,
-                    format!("{}{generated}{}", &readme[..i], &readme[j..]),
-                )
-                .expect("write README");
+                std::fs::write(&path, format!("{}{generated}{}", &readme[..i], &readme[j..])).expect("write README");
             } else {
                 panic!(
                     "README.md's configuration reference is out of date: run LIFEBOAT_BLESS=1 cargo test -p lifeboat-core readme"
@@ -468,28 +382,16 @@ mod tests {
         assert_eq!(c.retention_days, 30);
         assert_eq!(c.timezone, chrono_tz::UTC);
         assert_eq!(c.source, "main");
-        assert_eq!(
-            c.destination.to_string(),
-            "file:///home/u/.local/share/lifeboat/backups"
-        );
+        assert_eq!(c.destination.to_string(), "file:///home/u/.local/share/lifeboat/backups");
         assert_eq!(c.upload_chunk_bytes, 8 * 1024 * 1024);
     }
 
     #[test]
     fn destination_takes_precedence_over_bucket_name() {
-        let env = Env::from_pairs([
-            ("LIFEBOAT_DESTINATION", "gs://a/p"),
-            ("BACKUP_BUCKET_NAME", "b"),
-        ]);
-        assert_eq!(
-            read_common(&env).expect("valid").destination.to_string(),
-            "gs://a/p"
-        );
-        let env = Env::from_pairs([("BACKUP_BUCKET_NAME", "b")]);
-        assert_eq!(
-            read_common(&env).expect("valid").destination.to_string(),
-            "gs://b"
-        );
+        let env = Env::from_pairs([("LIFEBOAT_DESTINATION", "gs://aaa/p"), ("BACKUP_BUCKET_NAME", "bbb")]);
+        assert_eq!(read_common(&env).expect("valid").destination.to_string(), "gs://aaa/p");
+        let env = Env::from_pairs([("BACKUP_BUCKET_NAME", "bbb")]);
+        assert_eq!(read_common(&env).expect("valid").destination.to_string(), "gs://bbb");
     }
 
     #[test]
@@ -514,14 +416,8 @@ mod tests {
             ]
         );
         let text = err.to_string();
-        assert!(
-            text.starts_with("invalid configuration (5 problems):"),
-            "{text}"
-        );
-        assert!(
-            text.contains("\"thirty\" is not a whole number from 1 to 36500"),
-            "{text}"
-        );
+        assert!(text.starts_with("invalid configuration (5 problems):"), "{text}");
+        assert!(text.contains("\"thirty\" is not a whole number from 1 to 36500"), "{text}");
     }
 
     #[test]
@@ -534,18 +430,8 @@ mod tests {
 
     #[test]
     fn durations_and_booleans() {
-        const D: Var = Var {
-            name: "D",
-            default: Some("25h"),
-            help: "",
-            secret: false,
-        };
-        const B: Var = Var {
-            name: "B",
-            default: None,
-            help: "",
-            secret: false,
-        };
+        const D: Var = Var { name: "D", default: Some("25h"), help: "", secret: false };
+        const B: Var = Var { name: "B", default: None, help: "", secret: false };
         let env = Env::from_pairs([("B", "yes")]);
         let mut r = Reader::new(&env);
         assert_eq!(r.duration(&D), Some(Duration::from_secs(25 * 3600)));

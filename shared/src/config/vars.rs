@@ -6,21 +6,11 @@ use super::Var;
 macro_rules! var {
     ($id:ident, $name:literal, secret, $help:literal) => {
         #[doc = $help]
-        pub const $id: Var = Var {
-            name: $name,
-            default: None,
-            help: $help,
-            secret: true,
-        };
+        pub const $id: Var = Var { name: $name, default: None, help: $help, secret: true };
     };
     ($id:ident, $name:literal, $default:expr, $help:literal) => {
         #[doc = $help]
-        pub const $id: Var = Var {
-            name: $name,
-            default: $default,
-            help: $help,
-            secret: false,
-        };
+        pub const $id: Var = Var { name: $name, default: $default, help: $help, secret: false };
     };
 }
 
@@ -61,12 +51,7 @@ var!(
     Some("UTC"),
     "IANA time zone for schedules and the daily/weekly/monthly retention calendar."
 );
-var!(
-    RETENTION_DAYS,
-    "BACKUP_RETENTION_DAYS",
-    Some("30"),
-    "Backups younger than this many days are always kept."
-);
+var!(RETENTION_DAYS, "BACKUP_RETENTION_DAYS", Some("30"), "Backups younger than this many days are always kept.");
 var!(
     SCHEDULE,
     "BACKUP_SCHEDULE",
@@ -97,30 +82,15 @@ var!(
     secret,
     "Static bearer token accepted on POST endpoints, for local use (at least 16 characters)."
 );
-var!(
-    PORT,
-    "PORT",
-    None,
-    "Set by Cloud Run services: serve HTTP on this port (POST /run, GET /healthz)."
-);
-var!(
-    CLOUD_RUN_JOB,
-    "CLOUD_RUN_JOB",
-    None,
-    "Set by Cloud Run jobs: run once and exit (same as --once)."
-);
+var!(PORT, "PORT", None, "Set by Cloud Run services: serve HTTP on this port (POST /run, GET /healthz).");
+var!(CLOUD_RUN_JOB, "CLOUD_RUN_JOB", None, "Set by Cloud Run jobs: run once and exit (same as --once).");
 var!(
     STORAGE_EMULATOR_HOST,
     "STORAGE_EMULATOR_HOST",
     None,
     "GCS emulator endpoint (e.g. http://127.0.0.1:4443); anonymous credentials are used."
 );
-var!(
-    PUBSUB_EMULATOR_HOST,
-    "PUBSUB_EMULATOR_HOST",
-    None,
-    "Pub/Sub emulator host:port; no credentials are used."
-);
+var!(PUBSUB_EMULATOR_HOST, "PUBSUB_EMULATOR_HOST", None, "Pub/Sub emulator host:port; no credentials are used.");
 var!(
     RUST_LOG,
     "RUST_LOG",
@@ -156,18 +126,8 @@ var!(
     None,
     "libpq connection URI (postgresql://user@host:port/db). The PG* variables below fill in or override its parts."
 );
-var!(
-    PGHOST,
-    "PGHOST",
-    None,
-    "Database host, or a unix socket directory such as /cloudsql/PROJECT:REGION:INSTANCE."
-);
-var!(
-    PGPORT,
-    "PGPORT",
-    None,
-    "Database port (libpq default 5432)."
-);
+var!(PGHOST, "PGHOST", None, "Database host, or a unix socket directory such as /cloudsql/PROJECT:REGION:INSTANCE.");
+var!(PGPORT, "PGPORT", None, "Database port (libpq default 5432).");
 var!(PGUSER, "PGUSER", None, "Database user.");
 var!(
     PGPASSWORD,
@@ -175,12 +135,7 @@ var!(
     secret,
     "Database password (from Secret Manager). Handed to pg_dump/pg_restore through their environment only."
 );
-var!(
-    PGDATABASE,
-    "PGDATABASE",
-    None,
-    "Database to connect to for catalog queries (default postgres)."
-);
+var!(PGDATABASE, "PGDATABASE", None, "Database to connect to for catalog queries (default postgres).");
 var!(
     PG_BIN_DIR,
     "LIFEBOAT_PG_BIN_DIR",
@@ -193,12 +148,7 @@ var!(
     None,
     "Comma-separated databases to back up; unset = every non-template database of the server."
 );
-var!(
-    COMPRESSION,
-    "BACKUP_COMPRESSION",
-    Some("zstd"),
-    "Compression of dumps: zstd or gzip."
-);
+var!(COMPRESSION, "BACKUP_COMPRESSION", Some("zstd"), "Compression of dumps: zstd or gzip.");
 var!(
     COMPRESSION_LEVEL,
     "BACKUP_COMPRESSION_LEVEL",
@@ -217,32 +167,13 @@ var!(
     Some("true"),
     "Record exact per-table row counts in the manifest (same snapshot as the dump); turn off for very large databases."
 );
-var!(
-    DB_CONCURRENCY,
-    "BACKUP_CONCURRENCY",
-    Some("1"),
-    "Databases backed up at the same time."
-);
+var!(DB_CONCURRENCY, "BACKUP_CONCURRENCY", Some("1"), "Databases backed up at the same time.");
 
 /// Variables of the PostgreSQL connection.
-pub const POSTGRES: &[&Var] = &[
-    &DATABASE_URL,
-    &PGHOST,
-    &PGPORT,
-    &PGUSER,
-    &PGPASSWORD,
-    &PGDATABASE,
-    &PG_BIN_DIR,
-];
+pub const POSTGRES: &[&Var] = &[&DATABASE_URL, &PGHOST, &PGPORT, &PGUSER, &PGPASSWORD, &PGDATABASE, &PG_BIN_DIR];
 /// Variables `db-backup` reads besides [`COMMON`] and [`POSTGRES`].
-pub const DB_BACKUP: &[&Var] = &[
-    &DATABASES,
-    &COMPRESSION,
-    &COMPRESSION_LEVEL,
-    &COMPRESSION_THREADS,
-    &ROW_COUNTS,
-    &DB_CONCURRENCY,
-];
+pub const DB_BACKUP: &[&Var] =
+    &[&DATABASES, &COMPRESSION, &COMPRESSION_LEVEL, &COMPRESSION_THREADS, &ROW_COUNTS, &DB_CONCURRENCY];
 
 // --- storage-backup ----------------------------------------------------------------------------
 var!(
@@ -251,12 +182,7 @@ var!(
     None,
     "Comma-separated source buckets to snapshot, each BUCKET or BUCKET/PREFIX."
 );
-var!(
-    SNAPSHOT_CONCURRENCY,
-    "SNAPSHOT_CONCURRENCY",
-    Some("16"),
-    "Server-side copies in flight at once."
-);
+var!(SNAPSHOT_CONCURRENCY, "SNAPSHOT_CONCURRENCY", Some("16"), "Server-side copies in flight at once.");
 var!(
     SUSPICIOUS_FRACTION,
     "SNAPSHOT_SUSPICIOUS_FRACTION",
@@ -268,30 +194,10 @@ var!(
 pub const STORAGE_BACKUP: &[&Var] = &[&SOURCE_BUCKETS, &SNAPSHOT_CONCURRENCY, &SUSPICIOUS_FRACTION];
 
 // --- prune ---------------------------------------------------------------------------------------
-var!(
-    KEEP_LAST,
-    "BACKUP_KEEP_LAST",
-    None,
-    "Always keep this many newest backups per source."
-);
-var!(
-    KEEP_DAILY,
-    "BACKUP_KEEP_DAILY",
-    None,
-    "Keep the newest backup of each of this many days."
-);
-var!(
-    KEEP_WEEKLY,
-    "BACKUP_KEEP_WEEKLY",
-    None,
-    "Keep the newest backup of each of this many ISO weeks."
-);
-var!(
-    KEEP_MONTHLY,
-    "BACKUP_KEEP_MONTHLY",
-    None,
-    "Keep the newest backup of each of this many months."
-);
+var!(KEEP_LAST, "BACKUP_KEEP_LAST", None, "Always keep this many newest backups per source.");
+var!(KEEP_DAILY, "BACKUP_KEEP_DAILY", None, "Keep the newest backup of each of this many days.");
+var!(KEEP_WEEKLY, "BACKUP_KEEP_WEEKLY", None, "Keep the newest backup of each of this many ISO weeks.");
+var!(KEEP_MONTHLY, "BACKUP_KEEP_MONTHLY", None, "Keep the newest backup of each of this many months.");
 var!(
     PRUNE_MAX_DELETE_FRACTION,
     "PRUNE_MAX_DELETE_FRACTION",
@@ -306,34 +212,13 @@ var!(
 );
 
 /// Variables `prune` reads besides [`COMMON`].
-pub const PRUNE: &[&Var] = &[
-    &KEEP_LAST,
-    &KEEP_DAILY,
-    &KEEP_WEEKLY,
-    &KEEP_MONTHLY,
-    &PRUNE_MAX_DELETE_FRACTION,
-    &PRUNE_GRACE,
-];
+pub const PRUNE: &[&Var] =
+    &[&KEEP_LAST, &KEEP_DAILY, &KEEP_WEEKLY, &KEEP_MONTHLY, &PRUNE_MAX_DELETE_FRACTION, &PRUNE_GRACE];
 
 // --- health and monitor --------------------------------------------------------------------------
-var!(
-    MAX_AGE,
-    "BACKUP_MAX_AGE",
-    Some("25h"),
-    "A source whose newest good backup is older than this is stale."
-);
-var!(
-    SLACK_WEBHOOK_URL,
-    "SLACK_WEBHOOK_URL",
-    secret,
-    "Slack incoming-webhook URL for alerts (from Secret Manager)."
-);
-var!(
-    ALERT_WEBHOOK_URL,
-    "ALERT_WEBHOOK_URL",
-    secret,
-    "Optional generic webhook that receives the same alerts as JSON."
-);
+var!(MAX_AGE, "BACKUP_MAX_AGE", Some("25h"), "A source whose newest good backup is older than this is stale.");
+var!(SLACK_WEBHOOK_URL, "SLACK_WEBHOOK_URL", secret, "Slack incoming-webhook URL for alerts (from Secret Manager).");
+var!(ALERT_WEBHOOK_URL, "ALERT_WEBHOOK_URL", secret, "Optional generic webhook that receives the same alerts as JSON.");
 var!(
     REMINDER_INTERVAL,
     "ALERT_REMINDER_INTERVAL",
@@ -344,12 +229,7 @@ var!(
 /// Variables `health` reads besides [`COMMON`].
 pub const HEALTH: &[&Var] = &[&MAX_AGE];
 /// Variables `monitor` reads besides [`COMMON`].
-pub const MONITOR: &[&Var] = &[
-    &MAX_AGE,
-    &SLACK_WEBHOOK_URL,
-    &ALERT_WEBHOOK_URL,
-    &REMINDER_INTERVAL,
-];
+pub const MONITOR: &[&Var] = &[&MAX_AGE, &SLACK_WEBHOOK_URL, &ALERT_WEBHOOK_URL, &REMINDER_INTERVAL];
 
 /// Every group, titled, in the order of the README's configuration reference.
 pub const GROUPS: &[(&str, &[&Var])] = &[

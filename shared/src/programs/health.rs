@@ -12,6 +12,7 @@ use crate::config::{Reader, vars};
 use crate::events::{ItemResult, Outcome, RunResult};
 use crate::freshness::{Freshness, Status, evaluate};
 use crate::http::{HttpRequest, HttpResponse};
+use crate::inventory::Kind;
 use crate::runtime::{Program, ProgramSpec, RunContext, Services, StartError};
 use crate::store::StoreError;
 
@@ -36,10 +37,7 @@ pub struct Config {
 pub fn read(r: &mut Reader<'_>, _args: &[String]) -> Option<Config> {
     let max_age = r.duration(&vars::MAX_AGE);
     let expected = r.list(&vars::DATABASES);
-    Some(Config {
-        max_age: max_age?,
-        expected,
-    })
+    Some(Config { max_age: max_age?, expected })
 }
 
 /// The program.
@@ -58,13 +56,9 @@ impl App {
     /// Evaluates freshness now.
     pub async fn evaluate(&self, now: chrono::DateTime<Utc>) -> Result<Vec<Freshness>, StoreError> {
         let source = &self.services.common.source;
-        let series = crate::inventory::load_db_series(&*self.services.store, Some(source)).await?;
-        let expected: Vec<(String, String)> = self
-            .config
-            .expected
-            .iter()
-            .map(|d| (source.clone(), d.clone()))
-            .collect();
+        let series = crate::inventory::load(&*self.services.store, source).await?;
+        let expected: Vec<(Kind, String, String)> =
+            self.config.expected.iter().map(|d| (Kind::Database, source.clone(), d.clone())).collect();
         Ok(evaluate(&series, &expected, now, self.config.max_age))
     }
 }
@@ -76,18 +70,12 @@ pub fn table(rows: &[Freshness]) -> String {
         "SOURCE", "DATABASE", "STATUS", "AGE", "BYTES", "NEWEST BACKUP"
     );
     for r in rows {
-        let age = r.age_seconds.map_or_else(
-            || "-".to_owned(),
-            |s| format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
-        );
-        let status = serde_json::to_value(r.status)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
+        let age = r.age_seconds.map_or_else(|| "-".to_owned(), |s| format!("{}h{:02}m", s / 3600, (s % 3600) / 60));
+        let status =
+            serde_json::to_value(r.status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
         out.push_str(&format!(
-            "{:<10} {:<24} {:<8} {:>10} {:>12}  {}\n",
-            r.source,
-            r.database,
+            "{:<32} {:<10} {:>10} {:>12}  {}\n",
+            r.label(),
             status,
             age,
             r.bytes.map_or_else(|| "-".to_owned(), |b| b.to_string()),
@@ -103,21 +91,11 @@ fn item(r: &Freshness) -> ItemResult {
         _ => BTreeMap::new(),
     };
     ItemResult {
-        kind: "database".into(),
-        name: r.database.clone(),
-        outcome: if r.status == Status::Ok {
-            Outcome::Success
-        } else {
-            Outcome::Failure
-        },
-        error: (r.status != Status::Ok).then(|| {
-            format!(
-                "{} backups of {}/{}",
-                figures["status"].as_str().unwrap_or("bad"),
-                r.source,
-                r.database
-            )
-        }),
+        kind: serde_json::to_value(r.kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+        name: r.label(),
+        outcome: if r.status == Status::Ok { Outcome::Success } else { Outcome::Failure },
+        error: (r.status != Status::Ok)
+            .then(|| format!("{} backups of {}", figures["status"].as_str().unwrap_or("bad"), r.label())),
         backup_id: r.newest_backup.clone(),
         figures,
     }
@@ -134,16 +112,9 @@ impl Program for App {
                 }
                 let bad = rows.iter().filter(|r| r.status != Status::Ok).count();
                 result.items = rows.iter().map(item).collect();
-                result.outcome = if bad == 0 && !rows.is_empty() {
-                    Outcome::Success
-                } else {
-                    Outcome::Failure
-                };
+                result.outcome = if bad == 0 && !rows.is_empty() { Outcome::Success } else { Outcome::Failure };
                 result.summary = if rows.is_empty() {
-                    format!(
-                        "no database backups found in {}",
-                        self.services.common.destination
-                    )
+                    format!("no database backups found in {}", self.services.common.destination)
                 } else {
                     format!("{} of {} databases ok", rows.len() - bad, rows.len())
                 };
@@ -164,20 +135,12 @@ impl Program for App {
         Some(match self.evaluate(Utc::now()).await {
             Ok(rows) => {
                 let all_ok = !rows.is_empty() && rows.iter().all(|r| r.status == Status::Ok);
-                let status = if all_ok {
-                    StatusCode::OK
-                } else {
-                    StatusCode::SERVICE_UNAVAILABLE
-                };
-                HttpResponse::json(
-                    status,
-                    &serde_json::json!({ "ok": all_ok, "sources": rows }),
-                )
+                let status = if all_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+                HttpResponse::json(status, &serde_json::json!({ "ok": all_ok, "sources": rows }))
             }
-            Err(e) => HttpResponse::error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("cannot read the backup store: {e}"),
-            ),
+            Err(e) => {
+                HttpResponse::error(StatusCode::SERVICE_UNAVAILABLE, format!("cannot read the backup store: {e}"))
+            }
         })
     }
 }
