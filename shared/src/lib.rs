@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod catalog;
 pub mod config;
+pub mod dump;
 pub mod events;
 pub mod freshness;
 pub mod http;

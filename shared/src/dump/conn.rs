@@ -72,7 +72,8 @@ impl ConnParams {
     /// OS user name, libpq's default user. Errors never quote the URL (it may hold a password).
     pub fn resolve(pg: &PgConfig, env: &Env) -> Result<Self, DbError> {
         let uri = match &pg.url {
-            Some(url) => parse_uri(url.expose()).map_err(|e| DbError::Settings(format!("DATABASE_URL: {e} (value not shown)")))?,
+            Some(url) => parse_uri(url.expose())
+                .map_err(|e| DbError::Settings(format!("DATABASE_URL: {e} (value not shown)")))?,
             None => UriParts::default(),
         };
         let port = pg.port.or(uri.port).unwrap_or(5432);
@@ -81,7 +82,9 @@ impl ConnParams {
             None => default_host(port),
         };
         if host.contains(',') {
-            return Err(DbError::Settings("PGHOST: lifeboat connects to one host; several (a,b) are not supported".into()));
+            return Err(DbError::Settings(
+                "PGHOST: lifeboat connects to one host; several (a,b) are not supported".into(),
+            ));
         }
         let user = pg
             .user
@@ -111,7 +114,10 @@ impl ConnParams {
         for (name, value) in &self.extra_env {
             cmd.env(name, value);
         }
-        cmd.env("PGHOST", &self.host).env("PGPORT", self.port.to_string()).env("PGUSER", &self.user).env("PGDATABASE", database);
+        cmd.env("PGHOST", &self.host)
+            .env("PGPORT", self.port.to_string())
+            .env("PGUSER", &self.user)
+            .env("PGDATABASE", database);
         if let Some(addr) = &self.hostaddr {
             cmd.env("PGHOSTADDR", addr);
         }
@@ -282,7 +288,9 @@ fn parse_uri(uri: &str) -> Result<UriParts, String> {
         parts.dbname = Some(decode(d).ok_or("the database name is not valid percent-encoding")?);
     }
     for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').ok_or_else(|| format!("query parameter {:?} has no value", pair.split('=').next().unwrap_or("")))?;
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("query parameter {:?} has no value", pair.split('=').next().unwrap_or("")))?;
         let key = decode(k).ok_or("a query parameter name is not valid percent-encoding")?;
         let value = decode(v).ok_or_else(|| format!("the value of {key} is not valid percent-encoding"))?;
         match key.as_str() {
@@ -331,8 +339,9 @@ mod tests {
 
     #[test]
     fn uri_parts() {
-        let p = parse_uri("postgresql://app:p%40ss%2Fw:rd@db.internal:6543/sales%20eu?sslmode=require&application_name=x")
-            .expect("valid");
+        let p =
+            parse_uri("postgresql://app:p%40ss%2Fw:rd@db.internal:6543/sales%20eu?sslmode=require&application_name=x")
+                .expect("valid");
         assert_eq!(p.user.as_deref(), Some("app"));
         assert_eq!(p.password.as_deref(), Some("p@ss/w:rd"));
         assert_eq!(p.host.as_deref(), Some("db.internal"));
@@ -386,15 +395,21 @@ mod tests {
 
     #[test]
     fn tools_get_the_password_through_their_environment_only() {
-        let c = PgConfig { host: Some("/cloudsql/p:r:i".into()), password: Some(Secret::new("hunter2-secret")), ..pg(None) };
+        let c = PgConfig {
+            host: Some("/cloudsql/p:r:i".into()),
+            password: Some(Secret::new("hunter2-secret")),
+            ..pg(None)
+        };
         let p = ConnParams::resolve(&c, &Env::default()).expect("ok");
         let mut cmd = tokio::process::Command::new("pg_dump");
         cmd.arg("--format=custom");
         p.apply_env(&mut cmd, "Sales \"EU\"");
         let std = cmd.as_std();
         assert!(std.get_args().all(|a| !a.to_string_lossy().contains("hunter2")));
-        let envs: BTreeMap<_, _> =
-            std.get_envs().map(|(k, v)| (k.to_string_lossy().into_owned(), v.map(|v| v.to_string_lossy().into_owned()))).collect();
+        let envs: BTreeMap<_, _> = std
+            .get_envs()
+            .map(|(k, v)| (k.to_string_lossy().into_owned(), v.map(|v| v.to_string_lossy().into_owned())))
+            .collect();
         assert_eq!(envs["PGPASSWORD"].as_deref(), Some("hunter2-secret"));
         assert_eq!(envs["PGDATABASE"].as_deref(), Some("Sales \"EU\""));
         assert_eq!(envs["PGHOST"].as_deref(), Some("/cloudsql/p:r:i"));
