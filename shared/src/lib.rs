@@ -18,4 +18,5 @@ pub mod pg;
 pub mod programs;
 pub mod runtime;
 pub mod secret;
+pub mod snapshot_format;
 pub mod store;
