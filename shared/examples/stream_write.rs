@@ -15,9 +15,7 @@ fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
 }
@@ -33,8 +31,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let location: Location = url.parse()?;
     let env = Env::from_process();
     if let (Location::Gcs { .. }, Some(host)) = (&location, env.get("STORAGE_EMULATOR_HOST")) {
-        let gcs =
-            store::gcs::GcsStore::connect(location.clone(), Some(host), chunk_mib << 20).await?;
+        let gcs = store::gcs::GcsStore::connect(location.clone(), Some(host), chunk_mib << 20).await?;
         gcs.create_bucket("lifeboat-local").await?;
     }
     let store = store::open(&location, &env, chunk_mib << 20).await?;
@@ -57,8 +54,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let meta = writer.finish().await?;
     let seconds = start.elapsed().as_secs_f64();
     let stat = store.stat(&key).await?;
-    let ok = meta.size == (mib as u64) << 20
-        && stat.crc32c.as_deref() == Some(store::crc32c_base64(crc).as_str());
+    let ok = meta.size == (mib as u64) << 20 && stat.crc32c.as_deref() == Some(store::crc32c_base64(crc).as_str());
     let peak = peak_rss_kib();
     store.delete(&key).await?;
     println!(

@@ -41,17 +41,11 @@ pub enum AuthError {
 impl AuthConfig {
     /// Reads the settings, recording problems in `r`.
     pub fn read(r: &mut Reader<'_>) -> Option<Self> {
-        let allowed_invokers: Vec<String> = r
-            .list(&vars::ALLOWED_INVOKERS)
-            .into_iter()
-            .map(|e| e.to_lowercase())
-            .collect();
+        let allowed_invokers: Vec<String> =
+            r.list(&vars::ALLOWED_INVOKERS).into_iter().map(|e| e.to_lowercase()).collect();
         for e in &allowed_invokers {
             if !e.contains('@') {
-                r.problem(
-                    vars::ALLOWED_INVOKERS.name,
-                    format!("{e:?} is not a service-account e-mail"),
-                );
+                r.problem(vars::ALLOWED_INVOKERS.name, format!("{e:?} is not a service-account e-mail"));
             }
         }
         let api_token = r.secret(&vars::API_TOKEN);
@@ -60,10 +54,7 @@ impl AuthConfig {
         {
             r.problem(vars::API_TOKEN.name, "must be at least 16 characters long");
         }
-        Some(Self {
-            allowed_invokers,
-            api_token,
-        })
+        Some(Self { allowed_invokers, api_token })
     }
 
     /// True when nobody at all could be admitted (the endpoints then answer 401 to everyone).
@@ -74,10 +65,7 @@ impl AuthConfig {
     /// Decides on an `Authorization` header value.
     pub fn authorize(&self, authorization: Option<&str>) -> Result<Caller, AuthError> {
         let token = authorization
-            .and_then(|h| {
-                h.strip_prefix("Bearer ")
-                    .or_else(|| h.strip_prefix("bearer "))
-            })
+            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or(AuthError::Unauthenticated)?;
@@ -100,15 +88,9 @@ fn jwt_email(token: &str) -> Option<String> {
     let mut parts = token.split('.');
     let (_header, payload) = (parts.next()?, parts.next()?);
     parts.next()?; // a JWT has three parts, even when Cloud Run has emptied the signature
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .ok()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
     let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    if claims
-        .get("email_verified")
-        .and_then(serde_json::Value::as_bool)
-        == Some(false)
-    {
+    if claims.get("email_verified").and_then(serde_json::Value::as_bool) == Some(false) {
         return None;
     }
     claims.get("email")?.as_str().map(str::to_lowercase)
@@ -118,8 +100,7 @@ fn jwt_email(token: &str) -> Option<String> {
 pub fn unsigned_jwt_for(email: &str) -> String {
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let header = b64.encode(br#"{"alg":"RS256","typ":"JWT"}"#);
-    let payload =
-        b64.encode(serde_json::json!({"email": email, "email_verified": true}).to_string());
+    let payload = b64.encode(serde_json::json!({"email": email, "email_verified": true}).to_string());
     format!("{header}.{payload}.SIGNATURE_REMOVED_BY_GOOGLE")
 }
 
@@ -156,47 +137,25 @@ mod tests {
     fn missing_or_garbage_credentials_are_unauthenticated() {
         let c = config();
         assert_eq!(c.authorize(None), Err(AuthError::Unauthenticated));
-        assert_eq!(
-            c.authorize(Some("Basic abc")),
-            Err(AuthError::Unauthenticated)
-        );
-        assert_eq!(
-            c.authorize(Some("Bearer ")),
-            Err(AuthError::Unauthenticated)
-        );
-        assert_eq!(
-            c.authorize(Some("Bearer not-a-jwt")),
-            Err(AuthError::Unauthenticated)
-        );
-        assert_eq!(
-            c.authorize(Some("Bearer a.!!!.c")),
-            Err(AuthError::Unauthenticated)
-        );
+        assert_eq!(c.authorize(Some("Basic abc")), Err(AuthError::Unauthenticated));
+        assert_eq!(c.authorize(Some("Bearer ")), Err(AuthError::Unauthenticated));
+        assert_eq!(c.authorize(Some("Bearer not-a-jwt")), Err(AuthError::Unauthenticated));
+        assert_eq!(c.authorize(Some("Bearer a.!!!.c")), Err(AuthError::Unauthenticated));
     }
 
     #[test]
     fn static_token_passes_and_wrong_token_does_not() {
         let c = config();
-        assert_eq!(
-            c.authorize(Some("Bearer local-token-0123456789")),
-            Ok(Caller::Token)
-        );
-        assert_eq!(
-            c.authorize(Some("Bearer local-token-0123456780")),
-            Err(AuthError::Unauthenticated)
-        );
+        assert_eq!(c.authorize(Some("Bearer local-token-0123456789")), Ok(Caller::Token));
+        assert_eq!(c.authorize(Some("Bearer local-token-0123456780")), Err(AuthError::Unauthenticated));
     }
 
     #[test]
     fn unverified_email_is_refused() {
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        let payload =
-            b64.encode(r#"{"email":"push@p.iam.gserviceaccount.com","email_verified":false}"#);
+        let payload = b64.encode(r#"{"email":"push@p.iam.gserviceaccount.com","email_verified":false}"#);
         let jwt = format!("e30.{payload}.");
-        assert_eq!(
-            config().authorize(Some(&format!("Bearer {jwt}"))),
-            Err(AuthError::Unauthenticated)
-        );
+        assert_eq!(config().authorize(Some(&format!("Bearer {jwt}"))), Err(AuthError::Unauthenticated));
     }
 
     #[test]

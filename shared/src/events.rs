@@ -148,16 +148,10 @@ impl Event {
             return invalid(format!("specversion {:?} is not 1.0", self.specversion));
         }
         if self.data.schema_version != SCHEMA_VERSION {
-            return invalid(format!(
-                "schema_version {} is not {SCHEMA_VERSION}",
-                self.data.schema_version
-            ));
+            return invalid(format!("schema_version {} is not {SCHEMA_VERSION}", self.data.schema_version));
         }
         if self.kind != format!("dev.lifeboat.{}.result", self.data.program) {
-            return invalid(format!(
-                "type {:?} does not match program {:?}",
-                self.kind, self.data.program
-            ));
+            return invalid(format!("type {:?} does not match program {:?}", self.kind, self.data.program));
         }
         if self.id.is_empty() || self.data.program.is_empty() || self.data.source.is_empty() {
             return invalid("id, program and source must not be empty".into());
@@ -237,9 +231,7 @@ pub struct PubSubPublisher {
 
 impl fmt::Debug for PubSubPublisher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PubSubPublisher")
-            .field("topic", &self.topic)
-            .finish_non_exhaustive()
+        f.debug_struct("PubSubPublisher").field("topic", &self.topic).finish_non_exhaustive()
     }
 }
 
@@ -256,39 +248,24 @@ pub async fn pubsub_client(
             environment: Environment::Emulator(host.to_owned()),
             ..ClientConfig::default()
         },
-        None => ClientConfig {
-            project_id: project.map(str::to_owned),
-            ..ClientConfig::default()
-        }
-        .with_auth()
-        .await
-        .map_err(|e| PublishError::Connect(e.to_string()))?,
+        None => ClientConfig { project_id: project.map(str::to_owned), ..ClientConfig::default() }
+            .with_auth()
+            .await
+            .map_err(|e| PublishError::Connect(e.to_string()))?,
     };
-    Client::new(config)
-        .await
-        .map_err(|e| PublishError::Connect(e.to_string()))
+    Client::new(config).await.map_err(|e| PublishError::Connect(e.to_string()))
 }
 
 impl PubSubPublisher {
     /// Connects to `topic` (an id, or `projects/P/topics/T`).
-    pub async fn connect(
-        topic: &str,
-        project: Option<&str>,
-        emulator: Option<&str>,
-    ) -> Result<Self, PublishError> {
-        let (project, id) = match topic
-            .strip_prefix("projects/")
-            .and_then(|r| r.split_once("/topics/"))
-        {
+    pub async fn connect(topic: &str, project: Option<&str>, emulator: Option<&str>) -> Result<Self, PublishError> {
+        let (project, id) = match topic.strip_prefix("projects/").and_then(|r| r.split_once("/topics/")) {
             Some((p, t)) => (Some(p), t),
             None => (project, topic),
         };
         let client = pubsub_client(project, emulator).await?;
         let publisher = client.topic(id).new_publisher(None);
-        Ok(Self {
-            publisher,
-            topic: client.fully_qualified_topic_name(id),
-        })
+        Ok(Self { publisher, topic: client.fully_qualified_topic_name(id) })
     }
 }
 
@@ -304,10 +281,7 @@ impl Publisher for PubSubPublisher {
             .publisher
             .publish_immediately(vec![message], None)
             .await
-            .map_err(|e| PublishError::Publish {
-                topic: self.topic.clone(),
-                message: e.message().to_owned(),
-            })?;
+            .map_err(|e| PublishError::Publish { topic: self.topic.clone(), message: e.message().to_owned() })?;
         ids.into_iter().next().ok_or_else(|| PublishError::Publish {
             topic: self.topic.clone(),
             message: "no message id returned".into(),
@@ -320,9 +294,7 @@ mod tests {
     use super::*;
 
     fn sample() -> Event {
-        let t = DateTime::parse_from_rfc3339("2026-11-26T02:00:00Z")
-            .expect("time")
-            .to_utc();
+        let t = DateTime::parse_from_rfc3339("2026-11-26T02:00:00Z").expect("time").to_utc();
         Event::new(RunResult {
             schema_version: SCHEMA_VERSION,
             program: "db-backup".into(),
@@ -363,23 +335,10 @@ mod tests {
         let keys: Vec<_> = v.as_object().expect("object").keys().cloned().collect();
         assert_eq!(
             keys,
-            [
-                "data",
-                "datacontenttype",
-                "dataschema",
-                "id",
-                "source",
-                "specversion",
-                "subject",
-                "time",
-                "type"
-            ]
+            ["data", "datacontenttype", "dataschema", "id", "source", "specversion", "subject", "time", "type"]
         );
         assert_eq!(v["data"]["outcome"], "failure");
-        assert_eq!(
-            v["data"]["items"][0]["error"],
-            "pg_dump exited with status 1"
-        );
+        assert_eq!(v["data"]["items"][0]["error"], "pg_dump exited with status 1");
     }
 
     #[test]
@@ -393,10 +352,7 @@ mod tests {
         let mut e = sample();
         e.kind = "dev.lifeboat.prune.result".into();
         assert!(e.validate().is_err());
-        assert!(matches!(
-            Event::from_json(b"{\"nope\":1}"),
-            Err(EventError::Malformed(_))
-        ));
+        assert!(matches!(Event::from_json(b"{\"nope\":1}"), Err(EventError::Malformed(_))));
         assert!(Event::from_json(b"\xff").is_err());
     }
 }

@@ -44,12 +44,7 @@ pub struct HttpResponse {
 impl HttpResponse {
     /// A JSON response.
     pub fn json(status: StatusCode, value: &serde_json::Value) -> Self {
-        Self {
-            status,
-            content_type: "application/json",
-            headers: Vec::new(),
-            body: Bytes::from(value.to_string()),
-        }
+        Self { status, content_type: "application/json", headers: Vec::new(), body: Bytes::from(value.to_string()) }
     }
 
     /// A JSON error: `{"error": reason}`.
@@ -59,11 +54,6 @@ impl HttpResponse {
 
     /// An HTML page.
     pub fn html(status: StatusCode, body: String) -> Self {
-        Self {
-            status,
-            content_type: "text/html; charset=utf-8",
-            headers: Vec::new(),
-            body: Bytes::from(body),
-        }
+        Self { status, content_type: "text/html; charset=utf-8", headers: Vec::new(), body: Bytes::from(body) }
     }
 }

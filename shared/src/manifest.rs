@@ -103,10 +103,7 @@ impl DbManifest {
     pub fn from_json(bytes: &[u8]) -> Result<Self, ManifestError> {
         let m: Self = serde_json::from_slice(bytes)?;
         if m.format != DB_FORMAT || m.format_version != DB_FORMAT_VERSION {
-            return Err(ManifestError::Unsupported {
-                format: m.format,
-                version: m.format_version,
-            });
+            return Err(ManifestError::Unsupported { format: m.format, version: m.format_version });
         }
         Ok(m)
     }
@@ -122,9 +119,7 @@ mod tests {
     use super::*;
 
     fn sample() -> DbManifest {
-        let t = DateTime::parse_from_rfc3339("2026-11-26T02:00:00Z")
-            .expect("t")
-            .to_utc();
+        let t = DateTime::parse_from_rfc3339("2026-11-26T02:00:00Z").expect("t").to_utc();
         DbManifest {
             format: DB_FORMAT.into(),
             format_version: DB_FORMAT_VERSION,
@@ -159,13 +154,7 @@ mod tests {
     fn refuses_other_versions() {
         let mut m = sample();
         m.format_version = 2;
-        assert!(matches!(
-            DbManifest::from_json(&m.to_json()),
-            Err(ManifestError::Unsupported { version: 2, .. })
-        ));
-        assert!(matches!(
-            DbManifest::from_json(b"{}"),
-            Err(ManifestError::Malformed(_))
-        ));
+        assert!(matches!(DbManifest::from_json(&m.to_json()), Err(ManifestError::Unsupported { version: 2, .. })));
+        assert!(matches!(DbManifest::from_json(b"{}"), Err(ManifestError::Malformed(_))));
     }
 }

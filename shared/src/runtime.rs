@@ -26,9 +26,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Common, ConfigError, Env, Reader, Var, describe_vars};
-use crate::events::{
-    Event, LogPublisher, Outcome, PubSubPublisher, Publisher, RunResult, SCHEMA_VERSION,
-};
+use crate::events::{Event, LogPublisher, Outcome, PubSubPublisher, Publisher, RunResult, SCHEMA_VERSION};
 use crate::http::{HttpRequest, HttpResponse};
 use crate::store::DynStore;
 
@@ -64,11 +62,7 @@ impl ProgramSpec {
 
     /// The `--help` text.
     pub fn help(&self) -> String {
-        let usage = if self.usage.is_empty() {
-            String::new()
-        } else {
-            format!("\n{}\n", self.usage.trim_end())
-        };
+        let usage = if self.usage.is_empty() { String::new() } else { format!("\n{}\n", self.usage.trim_end()) };
         format!(
             "{name} — {about}\n\nUsage: {name} [--once] [OPTIONS]\n\n  --once       run once and exit (job mode; implied when CLOUD_RUN_JOB is set)\n  --help       print this help\n  --version    print the version\n\nWith PORT set (and no --once) it serves HTTP: GET /healthz, POST /run.\nExit codes: 0 success, 1 failure, 2 bad configuration.\n{usage}\nEnvironment variables:\n{vars}",
             name = self.name,
@@ -101,11 +95,7 @@ pub struct RunContext {
 impl RunContext {
     /// A fresh context (tests, embedding).
     pub fn new(trigger: Trigger) -> Self {
-        Self {
-            started: Utc::now(),
-            cancel: CancellationToken::new(),
-            trigger,
-        }
+        Self { started: Utc::now(), cancel: CancellationToken::new(), trigger }
     }
 }
 
@@ -205,11 +195,7 @@ pub fn configure<C>(
         return Ok(Invocation::Print(spec.help()));
     }
     if args.iter().any(|a| a == "--version" || a == "-V") {
-        return Ok(Invocation::Print(format!(
-            "{} {}\n",
-            spec.name,
-            env!("CARGO_PKG_VERSION")
-        )));
+        return Ok(Invocation::Print(format!("{} {}\n", spec.name, env!("CARGO_PKG_VERSION"))));
     }
     let once = args.iter().any(|a| a == "--once");
     let rest: Vec<String> = args.iter().filter(|a| *a != "--once").cloned().collect();
@@ -227,19 +213,12 @@ pub fn configure<C>(
             }
         }
     } else {
-        r.problem(
-            "mode",
-            "nothing to do: pass --once to run once, or set PORT to serve HTTP",
-        );
+        r.problem("mode", "nothing to do: pass --once to run once, or set PORT to serve HTTP");
         None
     };
     r.finish()?;
     match (mode, common, config) {
-        (Some(mode), Some(common), Some(config)) => Ok(Invocation::Run {
-            mode,
-            common,
-            config,
-        }),
+        (Some(mode), Some(common), Some(config)) => Ok(Invocation::Run { mode, common, config }),
         _ => Err(ConfigError::single("configuration", "could not be read")),
     }
 }
@@ -262,20 +241,13 @@ where
             print!("{text}");
             return ExitCode::SUCCESS;
         }
-        Ok(Invocation::Run {
-            mode,
-            common,
-            config,
-        }) => (mode, common, config),
+        Ok(Invocation::Run { mode, common, config }) => (mode, common, config),
         Err(e) => {
             eprintln!("{}: {e}", spec.name);
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("{}: cannot start the async runtime: {e}", spec.name);
@@ -290,19 +262,13 @@ where
                 return ExitCode::FAILURE;
             }
         };
-        let store =
-            match crate::store::open(&common.destination, &env, common.upload_chunk_bytes).await {
-                Ok(s) => s,
-                Err(e) => {
-                    return start_failed(spec, &common, &*publisher, &e.to_string()).await;
-                }
-            };
-        let services = Services {
-            env,
-            common: common.clone(),
-            store,
-            publisher: publisher.clone(),
+        let store = match crate::store::open(&common.destination, &env, common.upload_chunk_bytes).await {
+            Ok(s) => s,
+            Err(e) => {
+                return start_failed(spec, &common, &*publisher, &e.to_string()).await;
+            }
         };
+        let services = Services { env, common: common.clone(), store, publisher: publisher.clone() };
         let program = match start(services.clone(), config).await {
             Ok(p) => Arc::new(p),
             Err(e) => return start_failed(spec, &common, &*publisher, &e.0).await,
@@ -328,24 +294,14 @@ where
 
 async fn publisher(common: &Common, env: &Env) -> Result<Arc<dyn Publisher>, StartError> {
     Ok(match &common.results_topic {
-        Some(topic) => Arc::new(
-            PubSubPublisher::connect(
-                topic,
-                common.project.as_deref(),
-                env.get("PUBSUB_EMULATOR_HOST"),
-            )
-            .await?,
-        ),
+        Some(topic) => {
+            Arc::new(PubSubPublisher::connect(topic, common.project.as_deref(), env.get("PUBSUB_EMULATOR_HOST")).await?)
+        }
         None => Arc::new(LogPublisher),
     })
 }
 
-async fn start_failed(
-    spec: &ProgramSpec,
-    common: &Common,
-    publisher: &dyn Publisher,
-    reason: &str,
-) -> ExitCode {
+async fn start_failed(spec: &ProgramSpec, common: &Common, publisher: &dyn Publisher, reason: &str) -> ExitCode {
     tracing::error!(error = reason, "start-up failed");
     let now = Utc::now();
     let result = RunResult {
@@ -400,11 +356,7 @@ pub async fn shutdown_signal() {
 /// Cloud Run sends SIGKILL 10 s after SIGTERM; a cancelled run gets this long to clean up.
 const CANCEL_GRACE: Duration = Duration::from_secs(8);
 
-async fn run_job<P: Program>(
-    spec: &ProgramSpec,
-    program: Arc<P>,
-    publisher: &dyn Publisher,
-) -> ExitCode {
+async fn run_job<P: Program>(spec: &ProgramSpec, program: Arc<P>, publisher: &dyn Publisher) -> ExitCode {
     let ctx = RunContext::new(Trigger::Job);
     let cancel = ctx.cancel.clone();
     tracing::info!(program = spec.name, "job started");
@@ -486,16 +438,10 @@ impl<P: Program> App<P> {
     pub async fn handle(&self, request: HttpRequest) -> HttpResponse {
         let route = (request.method.clone(), request.path.as_str());
         if route == (Method::GET, "/healthz") {
-            return HttpResponse::json(
-                StatusCode::OK,
-                &serde_json::json!({"status": "ok", "program": self.spec.name}),
-            );
+            return HttpResponse::json(StatusCode::OK, &serde_json::json!({"status": "ok", "program": self.spec.name}));
         }
         if request.method == Method::POST {
-            let header = request
-                .headers
-                .get(http::header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok());
+            let header = request.headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
             match self.services.common.auth.authorize(header) {
                 Ok(caller) => tracing::debug!(?caller, path = request.path, "authorized"),
                 Err(e) => {
@@ -515,16 +461,10 @@ impl<P: Program> App<P> {
             let mut ctx = RunContext::new(Trigger::Http);
             ctx.cancel = self.cancel.child_token();
             let result = self.program.run(ctx).await;
-            let status = if result.outcome == Outcome::Failure {
-                StatusCode::INTERNAL_SERVER_ERROR
-            } else {
-                StatusCode::OK
-            };
+            let status =
+                if result.outcome == Outcome::Failure { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::OK };
             let event = publish(&*self.services.publisher, result).await;
-            return HttpResponse::json(
-                status,
-                &serde_json::to_value(&event.data).unwrap_or_default(),
-            );
+            return HttpResponse::json(status, &serde_json::to_value(&event.data).unwrap_or_default());
         }
         if let Some(response) = self.program.route(&request).await {
             return response;
@@ -535,30 +475,19 @@ impl<P: Program> App<P> {
                 format!("{} is not allowed on {}", request.method, request.path),
             );
         }
-        HttpResponse::error(
-            StatusCode::NOT_FOUND,
-            format!("no route for {} {}", request.method, request.path),
-        )
+        HttpResponse::error(StatusCode::NOT_FOUND, format!("no route for {} {}", request.method, request.path))
     }
 }
 
 async fn to_request(req: hyper::Request<Incoming>) -> Result<HttpRequest, HttpResponse> {
     let (parts, body) = req.into_parts();
-    let body = Limited::new(body, MAX_BODY_BYTES)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                HttpResponse::error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("body larger than {MAX_BODY_BYTES} bytes"),
-                )
-            } else {
-                HttpResponse::error(StatusCode::BAD_REQUEST, format!("cannot read body: {e}"))
-            }
-        })?;
+    let body = Limited::new(body, MAX_BODY_BYTES).collect().await.map_err(|e| {
+        if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            HttpResponse::error(StatusCode::PAYLOAD_TOO_LARGE, format!("body larger than {MAX_BODY_BYTES} bytes"))
+        } else {
+            HttpResponse::error(StatusCode::BAD_REQUEST, format!("cannot read body: {e}"))
+        }
+    })?;
     Ok(HttpRequest {
         method: parts.method,
         path: parts.uri.path().to_owned(),
@@ -569,9 +498,8 @@ async fn to_request(req: hyper::Request<Incoming>) -> Result<HttpRequest, HttpRe
 }
 
 fn to_hyper(resp: HttpResponse) -> hyper::Response<Full<Bytes>> {
-    let mut builder = hyper::Response::builder()
-        .status(resp.status)
-        .header(http::header::CONTENT_TYPE, resp.content_type);
+    let mut builder =
+        hyper::Response::builder().status(resp.status).header(http::header::CONTENT_TYPE, resp.content_type);
     for (k, v) in resp.headers {
         builder = builder.header(k, v);
     }
@@ -581,11 +509,7 @@ fn to_hyper(resp: HttpResponse) -> hyper::Response<Full<Bytes>> {
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then drains open connections.
-pub async fn serve<P: Program>(
-    listener: TcpListener,
-    app: Arc<App<P>>,
-    shutdown: impl Future<Output = ()>,
-) {
+pub async fn serve<P: Program>(listener: TcpListener, app: Arc<App<P>>, shutdown: impl Future<Output = ()>) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, program = app.spec.name, "serving");
@@ -621,10 +545,7 @@ pub async fn serve<P: Program>(
             }
         }
     }
-    if tokio::time::timeout(CANCEL_GRACE, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(CANCEL_GRACE, graceful.shutdown()).await.is_err() {
         tracing::warn!("connections still open after the grace period");
     }
 }
@@ -633,12 +554,7 @@ pub async fn serve<P: Program>(
 mod tests {
     use super::*;
 
-    static SPEC: ProgramSpec = ProgramSpec {
-        name: "demo",
-        about: "does nothing",
-        usage: "",
-        vars: &[],
-    };
+    static SPEC: ProgramSpec = ProgramSpec { name: "demo", about: "does nothing", usage: "", vars: &[] };
 
     fn read(_: &mut Reader<'_>, args: &[String]) -> Option<Vec<String>> {
         Some(args.to_vec())
@@ -650,8 +566,7 @@ mod tests {
         for v in crate::config::vars::COMMON {
             assert!(help.contains(v.name), "{} missing from --help", v.name);
         }
-        let Ok(Invocation::Print(p)) = configure(&SPEC, &["--help".into()], &Env::default(), read)
-        else {
+        let Ok(Invocation::Print(p)) = configure(&SPEC, &["--help".into()], &Env::default(), read) else {
             panic!("help")
         };
         assert_eq!(p, help);
@@ -660,21 +575,17 @@ mod tests {
     #[test]
     fn modes() {
         let env = Env::from_pairs([("HOME", "/tmp")]);
-        let Ok(Invocation::Run { mode, config, .. }) =
-            configure(&SPEC, &["--once".into(), "x".into()], &env, read)
+        let Ok(Invocation::Run { mode, config, .. }) = configure(&SPEC, &["--once".into(), "x".into()], &env, read)
         else {
             panic!("once")
         };
         assert_eq!((mode, config), (Mode::Job, vec!["x".to_owned()]));
-        let Ok(Invocation::Run { mode, .. }) =
-            configure(&SPEC, &[], &env.clone().with("CLOUD_RUN_JOB", "j"), read)
+        let Ok(Invocation::Run { mode, .. }) = configure(&SPEC, &[], &env.clone().with("CLOUD_RUN_JOB", "j"), read)
         else {
             panic!("job")
         };
         assert_eq!(mode, Mode::Job);
-        let Ok(Invocation::Run { mode, .. }) =
-            configure(&SPEC, &[], &env.clone().with("PORT", "8080"), read)
-        else {
+        let Ok(Invocation::Run { mode, .. }) = configure(&SPEC, &[], &env.clone().with("PORT", "8080"), read) else {
             panic!("svc")
         };
         assert_eq!(mode, Mode::Service(8080));

@@ -65,10 +65,7 @@ mod tests {
     #[test]
     fn redacts_in_text() {
         let s = Secret::new("p4ssw0rd");
-        assert_eq!(
-            s.redact_in("FATAL: password p4ssw0rd rejected"),
-            "FATAL: password [redacted] rejected"
-        );
+        assert_eq!(s.redact_in("FATAL: password p4ssw0rd rejected"), "FATAL: password [redacted] rejected");
     }
 
     #[test]

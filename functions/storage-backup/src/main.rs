@@ -5,9 +5,5 @@ use std::process::ExitCode;
 use lifeboat_core::programs::storage_backup;
 
 fn main() -> ExitCode {
-    lifeboat_core::runtime::main(
-        &storage_backup::SPEC,
-        storage_backup::read,
-        storage_backup::start,
-    )
+    lifeboat_core::runtime::main(&storage_backup::SPEC, storage_backup::read, storage_backup::start)
 }

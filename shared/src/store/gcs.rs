@@ -24,14 +24,12 @@ use gcloud_storage::http::objects::list::ListObjectsRequest;
 use gcloud_storage::http::objects::patch::PatchObjectRequest;
 use gcloud_storage::http::objects::rewrite::RewriteObjectRequest;
 use gcloud_storage::http::objects::upload::{UploadObjectRequest, UploadType};
-use gcloud_storage::http::resumable_upload_client::{
-    ChunkSize, ResumableUploadClient, UploadStatus,
-};
+use gcloud_storage::http::resumable_upload_client::{ChunkSize, ResumableUploadClient, UploadStatus};
 use md5::Digest as _;
 
 use super::{
-    ByteStream, CopyOptions, ListPage, Location, ObjectMeta, ObjectRef, ObjectStore, ObjectWriter,
-    Precondition, PutOptions, StoreError, check_key, crc32c_base64, md5_base64,
+    ByteStream, CopyOptions, ListPage, Location, ObjectMeta, ObjectRef, ObjectStore, ObjectWriter, Precondition,
+    PutOptions, StoreError, check_key, crc32c_base64, md5_base64,
 };
 
 /// Resumable upload chunks must be multiples of this.
@@ -52,21 +50,14 @@ pub struct GcsStore {
 
 impl std::fmt::Debug for GcsStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GcsStore")
-            .field("location", &self.location)
-            .field("chunk_bytes", &self.chunk_bytes)
-            .finish()
+        f.debug_struct("GcsStore").field("location", &self.location).field("chunk_bytes", &self.chunk_bytes).finish()
     }
 }
 
 impl GcsStore {
     /// Connects to GCS (Application Default Credentials, or the metadata server on Cloud Run),
     /// or to an emulator at `emulator` with anonymous credentials.
-    pub async fn connect(
-        location: Location,
-        emulator: Option<&str>,
-        chunk_bytes: usize,
-    ) -> Result<Self, StoreError> {
+    pub async fn connect(location: Location, emulator: Option<&str>, chunk_bytes: usize) -> Result<Self, StoreError> {
         let Location::Gcs { bucket, prefix } = &location else {
             return Err(StoreError::Other {
                 location: location.to_string(),
@@ -109,15 +100,10 @@ impl GcsStore {
 
     /// Creates a bucket (emulator and test setup).
     pub async fn create_bucket(&self, project: &str) -> Result<(), StoreError> {
-        use gcloud_storage::http::buckets::insert::{
-            BucketCreationConfig, InsertBucketParam, InsertBucketRequest,
-        };
+        use gcloud_storage::http::buckets::insert::{BucketCreationConfig, InsertBucketParam, InsertBucketRequest};
         let req = InsertBucketRequest {
             name: self.bucket.clone(),
-            param: InsertBucketParam {
-                project: project.to_owned(),
-                ..Default::default()
-            },
+            param: InsertBucketParam { project: project.to_owned(), ..Default::default() },
             bucket: BucketCreationConfig::default(),
         };
         match self.client.insert_bucket(&req).await {
@@ -128,31 +114,18 @@ impl GcsStore {
     }
 
     fn full_name(&self, key: &str) -> String {
-        if self.prefix.is_empty() {
-            key.to_owned()
-        } else {
-            format!("{}/{key}", self.prefix)
-        }
+        if self.prefix.is_empty() { key.to_owned() } else { format!("{}/{key}", self.prefix) }
     }
 
     fn strip(&self, name: &str) -> String {
         if self.prefix.is_empty() {
             name.to_owned()
         } else {
-            name.strip_prefix(&self.prefix)
-                .and_then(|n| n.strip_prefix('/'))
-                .unwrap_or(name)
-                .to_owned()
+            name.strip_prefix(&self.prefix).and_then(|n| n.strip_prefix('/')).unwrap_or(name).to_owned()
         }
     }
 
-    fn error(
-        &self,
-        e: GcsError,
-        operation: &'static str,
-        key: &str,
-        create_only: bool,
-    ) -> StoreError {
+    fn error(&self, e: GcsError, operation: &'static str, key: &str, create_only: bool) -> StoreError {
         map_error(&self.location, e, operation, key, create_only)
     }
 
@@ -182,13 +155,8 @@ impl GcsStore {
             content_type: options.content_type.clone(),
             content_encoding: options.content_encoding.clone(),
             cache_control: options.cache_control.clone(),
-            metadata: (!options.metadata.is_empty()).then(|| {
-                options
-                    .metadata
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect::<HashMap<_, _>>()
-            }),
+            metadata: (!options.metadata.is_empty())
+                .then(|| options.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<HashMap<_, _>>()),
             ..Object::default()
         }
     }
@@ -209,69 +177,27 @@ fn object_ct(req: &PatchObjectRequest) -> Option<String> {
     req.metadata.as_ref().and_then(|m| m.content_type.clone())
 }
 
-fn map_error(
-    location: &Location,
-    e: GcsError,
-    operation: &'static str,
-    key: &str,
-    create_only: bool,
-) -> StoreError {
+fn map_error(location: &Location, e: GcsError, operation: &'static str, key: &str, create_only: bool) -> StoreError {
     let location_s = location.to_string();
     let key_s = key.to_owned();
     let by_status = |code: u16, message: String| match code {
-        404 => StoreError::NotFound {
-            location: location_s.clone(),
-            key: key_s.clone(),
-        },
-        412 if create_only => StoreError::AlreadyExists {
-            location: location_s.clone(),
-            key: key_s.clone(),
-        },
-        412 => StoreError::PreconditionFailed {
-            location: location_s.clone(),
-            key: key_s.clone(),
-        },
-        401 | 403 => StoreError::PermissionDenied {
-            location: location_s.clone(),
-            key: key_s.clone(),
-            message,
-        },
-        408 | 429 | 500..=599 => StoreError::Transient {
-            location: location_s.clone(),
-            key: key_s.clone(),
-            message,
-        },
-        _ => StoreError::Other {
-            location: location_s.clone(),
-            operation,
-            key: key_s.clone(),
-            message,
-        },
+        404 => StoreError::NotFound { location: location_s.clone(), key: key_s.clone() },
+        412 if create_only => StoreError::AlreadyExists { location: location_s.clone(), key: key_s.clone() },
+        412 => StoreError::PreconditionFailed { location: location_s.clone(), key: key_s.clone() },
+        401 | 403 => StoreError::PermissionDenied { location: location_s.clone(), key: key_s.clone(), message },
+        408 | 429 | 500..=599 => StoreError::Transient { location: location_s.clone(), key: key_s.clone(), message },
+        _ => StoreError::Other { location: location_s.clone(), operation, key: key_s.clone(), message },
     };
     match e {
         GcsError::Response(r) => by_status(r.code, r.message),
         GcsError::HttpClient(e) | GcsError::RawResponse(e, _) => match e.status() {
             Some(s) => by_status(s.as_u16(), e.to_string()),
             None if e.is_connect() || e.is_timeout() || e.is_request() || e.is_body() => {
-                StoreError::Transient {
-                    location: location_s,
-                    key: key_s,
-                    message: e.to_string(),
-                }
+                StoreError::Transient { location: location_s, key: key_s, message: e.to_string() }
             }
-            None => StoreError::Other {
-                location: location_s,
-                operation,
-                key: key_s,
-                message: e.to_string(),
-            },
+            None => StoreError::Other { location: location_s, operation, key: key_s, message: e.to_string() },
         },
-        other => StoreError::Other {
-            location: location_s,
-            operation,
-            key: key_s,
-            message: other.to_string(),
-        },
+        other => StoreError::Other { location: location_s, operation, key: key_s, message: other.to_string() },
     }
 }
 
@@ -360,9 +286,7 @@ async fn upload_chunk(
         };
         match status {
             UploadStatus::Ok(object) => return Ok(Some(object)),
-            UploadStatus::ResumeIncomplete(range)
-                if range.last_byte + 1 >= end && total.is_none() =>
-            {
+            UploadStatus::ResumeIncomplete(range) if range.last_byte + 1 >= end && total.is_none() => {
                 return Ok(None);
             }
             UploadStatus::ResumeIncomplete(range) => from = (range.last_byte + 1).max(first_byte),
@@ -389,10 +313,7 @@ struct GcsWriter {
 
 impl std::fmt::Debug for GcsWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GcsWriter")
-            .field("key", &self.key)
-            .field("sent", &self.sent)
-            .finish_non_exhaustive()
+        f.debug_struct("GcsWriter").field("key", &self.key).field("sent", &self.sent).finish_non_exhaustive()
     }
 }
 
@@ -432,9 +353,7 @@ impl GcsWriter {
             }
         }
         let req = self.store.upload_request(&self.options);
-        let meta = UploadType::Multipart(Box::new(
-            self.store.object_resource(&self.key, &self.options),
-        ));
+        let meta = UploadType::Multipart(Box::new(self.store.object_resource(&self.key, &self.options)));
         let create_only = self.create_only();
         let store = &self.store;
         let session = retry(|| async {
@@ -455,14 +374,8 @@ impl GcsWriter {
         self.wait_inflight().await?;
         let first = self.sent;
         self.sent += chunk.len() as u64;
-        let (loc, key, co) = (
-            self.store.location.clone(),
-            self.key.clone(),
-            self.create_only(),
-        );
-        self.inflight = Some(tokio::spawn(upload_chunk(
-            session, loc, key, chunk, first, None, co,
-        )));
+        let (loc, key, co) = (self.store.location.clone(), self.key.clone(), self.create_only());
+        self.inflight = Some(tokio::spawn(upload_chunk(session, loc, key, chunk, first, None, co)));
         Ok(())
     }
 
@@ -507,10 +420,7 @@ impl ObjectWriter for GcsWriter {
             // GCS implementation honours.
             let data = self.buf.split().freeze();
             self.sent = data.len() as u64;
-            let object = self
-                .store
-                .put_object(&self.key, data, &self.options)
-                .await?;
+            let object = self.store.put_object(&self.key, data, &self.options).await?;
             return self.verify(object);
         }
         self.wait_inflight().await?;
@@ -558,26 +468,13 @@ impl GcsStore {
     /// Some GCS implementations (fake-gcs-server) take a multipart upload's content type from
     /// the media part instead of the metadata part; real GCS does not. When the stored object's
     /// metadata differs from what was asked, it is patched (generation unchanged).
-    async fn ensure_metadata(
-        &self,
-        object: Object,
-        options: &PutOptions,
-    ) -> Result<Object, StoreError> {
+    async fn ensure_metadata(&self, object: Object, options: &PutOptions) -> Result<Object, StoreError> {
         let wanted = self.object_resource(&self.strip(&object.name), options);
-        let stored_meta: BTreeMap<String, String> = object
-            .metadata
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .collect();
+        let stored_meta: BTreeMap<String, String> = object.metadata.clone().unwrap_or_default().into_iter().collect();
         let differs = wanted.content_type.is_some() && wanted.content_type != object.content_type
             || wanted.cache_control.is_some() && wanted.cache_control != object.cache_control
-            || wanted.content_encoding.is_some()
-                && wanted.content_encoding != object.content_encoding
-            || options
-                .metadata
-                .iter()
-                .any(|(k, v)| stored_meta.get(k) != Some(v));
+            || wanted.content_encoding.is_some() && wanted.content_encoding != object.content_encoding
+            || options.metadata.iter().any(|(k, v)| stored_meta.get(k) != Some(v));
         if !differs {
             return Ok(object);
         }
@@ -602,20 +499,14 @@ impl GcsStore {
             Err(e) => {
                 let fresh = self.stat(&key).await?;
                 let applied = fresh.content_type == object_ct(&req)
-                    && options
-                        .metadata
-                        .iter()
-                        .all(|(k, v)| fresh.metadata.get(k) == Some(v));
+                    && options.metadata.iter().all(|(k, v)| fresh.metadata.get(k) == Some(v));
                 if applied {
                     let get = GetObjectRequest {
                         bucket: self.bucket.clone(),
                         object: object.name.clone(),
                         ..Default::default()
                     };
-                    self.client
-                        .get_object(&get)
-                        .await
-                        .map_err(|e| self.error(e, "stat", &key, false))
+                    self.client.get_object(&get).await.map_err(|e| self.error(e, "stat", &key, false))
                 } else {
                     Err(self.error(e, "set metadata", &key, false))
                 }
@@ -623,12 +514,7 @@ impl GcsStore {
         }
     }
 
-    async fn put_object(
-        &self,
-        key: &str,
-        data: Bytes,
-        options: &PutOptions,
-    ) -> Result<Object, StoreError> {
+    async fn put_object(&self, key: &str, data: Bytes, options: &PutOptions) -> Result<Object, StoreError> {
         let req = self.upload_request(options);
         let meta = UploadType::Multipart(Box::new(self.object_resource(key, options)));
         let create_only = options.precondition == Precondition::DoesNotExist;
@@ -650,18 +536,10 @@ impl ObjectStore for GcsStore {
     }
 
     fn object_ref(&self, key: &str) -> ObjectRef {
-        ObjectRef {
-            bucket: self.bucket.clone(),
-            name: self.full_name(key),
-            generation: None,
-        }
+        ObjectRef { bucket: self.bucket.clone(), name: self.full_name(key), generation: None }
     }
 
-    async fn create(
-        &self,
-        key: &str,
-        options: PutOptions,
-    ) -> Result<Box<dyn ObjectWriter>, StoreError> {
+    async fn create(&self, key: &str, options: PutOptions) -> Result<Box<dyn ObjectWriter>, StoreError> {
         check_key(&self.full_name(key))?;
         Ok(Box::new(GcsWriter {
             store: self.clone(),
@@ -676,23 +554,14 @@ impl ObjectStore for GcsStore {
         }))
     }
 
-    async fn put(
-        &self,
-        key: &str,
-        data: Bytes,
-        options: PutOptions,
-    ) -> Result<ObjectMeta, StoreError> {
+    async fn put(&self, key: &str, data: Bytes, options: PutOptions) -> Result<ObjectMeta, StoreError> {
         check_key(&self.full_name(key))?;
         let object = self.put_object(key, data, &options).await?;
         Ok(self.meta(object))
     }
 
     async fn read(&self, key: &str) -> Result<ByteStream, StoreError> {
-        let req = GetObjectRequest {
-            bucket: self.bucket.clone(),
-            object: self.full_name(key),
-            ..Default::default()
-        };
+        let req = GetObjectRequest { bucket: self.bucket.clone(), object: self.full_name(key), ..Default::default() };
         let stream = self
             .client
             .download_streamed_object(&req, &Range::default())
@@ -700,24 +569,14 @@ impl ObjectStore for GcsStore {
             .map_err(|e| self.error(e, "read", key, false))?;
         let location = self.location.clone();
         let key = key.to_owned();
-        Ok(stream
-            .map_err(move |e| map_error(&location, e, "read", &key, false))
-            .boxed())
+        Ok(stream.map_err(move |e| map_error(&location, e, "read", &key, false)).boxed())
     }
 
     async fn stat(&self, key: &str) -> Result<ObjectMeta, StoreError> {
-        let req = GetObjectRequest {
-            bucket: self.bucket.clone(),
-            object: self.full_name(key),
-            ..Default::default()
-        };
-        let object = retry(|| async {
-            self.client
-                .get_object(&req)
-                .await
-                .map_err(|e| self.error(e, "stat", key, false))
-        })
-        .await?;
+        let req = GetObjectRequest { bucket: self.bucket.clone(), object: self.full_name(key), ..Default::default() };
+        let object =
+            retry(|| async { self.client.get_object(&req).await.map_err(|e| self.error(e, "stat", key, false)) })
+                .await?;
         Ok(self.meta(object))
     }
 
@@ -735,37 +594,20 @@ impl ObjectStore for GcsStore {
             max_results: Some(i32::try_from(page_size.clamp(1, 1000)).unwrap_or(1000)),
             ..Default::default()
         };
-        let resp = retry(|| async {
-            self.client
-                .list_objects(&req)
-                .await
-                .map_err(|e| self.error(e, "list", prefix, false))
-        })
-        .await?;
+        let resp =
+            retry(|| async { self.client.list_objects(&req).await.map_err(|e| self.error(e, "list", prefix, false)) })
+                .await?;
         Ok(ListPage {
-            objects: resp
-                .items
-                .unwrap_or_default()
-                .into_iter()
-                .map(|o| self.meta(o))
-                .collect(),
+            objects: resp.items.unwrap_or_default().into_iter().map(|o| self.meta(o)).collect(),
             next_page_token: resp.next_page_token.filter(|t| !t.is_empty()),
         })
     }
 
     async fn delete(&self, key: &str) -> Result<bool, StoreError> {
-        let req = DeleteObjectRequest {
-            bucket: self.bucket.clone(),
-            object: self.full_name(key),
-            ..Default::default()
-        };
-        match retry(|| async {
-            self.client
-                .delete_object(&req)
-                .await
-                .map_err(|e| self.error(e, "delete", key, false))
-        })
-        .await
+        let req =
+            DeleteObjectRequest { bucket: self.bucket.clone(), object: self.full_name(key), ..Default::default() };
+        match retry(|| async { self.client.delete_object(&req).await.map_err(|e| self.error(e, "delete", key, false)) })
+            .await
         {
             Ok(()) => Ok(true),
             Err(StoreError::NotFound { .. }) => Ok(false),
@@ -773,22 +615,14 @@ impl ObjectStore for GcsStore {
         }
     }
 
-    async fn copy_from(
-        &self,
-        source: &ObjectRef,
-        key: &str,
-        options: CopyOptions,
-    ) -> Result<ObjectMeta, StoreError> {
+    async fn copy_from(&self, source: &ObjectRef, key: &str, options: CopyOptions) -> Result<ObjectMeta, StoreError> {
         check_key(&self.full_name(key))?;
         // The rewrite API of the client has no destination ifGenerationMatch; a stat first keeps
         // the create-only promise for everything but a race, where both writers copy identical
         // content-addressed bytes.
         match self.stat(key).await {
             Ok(_) => {
-                return Err(StoreError::AlreadyExists {
-                    location: self.location.to_string(),
-                    key: key.to_owned(),
-                });
+                return Err(StoreError::AlreadyExists { location: self.location.to_string(), key: key.to_owned() });
             }
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e),
@@ -800,10 +634,7 @@ impl ObjectStore for GcsStore {
             source_object: source.name.clone(),
             source_generation: source.generation,
             max_bytes_rewritten_per_call: self.rewrite_bytes_per_call,
-            destination_metadata: options
-                .metadata
-                .as_ref()
-                .map(|m| self.object_resource(key, m)),
+            destination_metadata: options.metadata.as_ref().map(|m| self.object_resource(key, m)),
             ..Default::default()
         };
         let (object, calls) = rewrite_loop(|token| {
@@ -811,28 +642,23 @@ impl ObjectStore for GcsStore {
             req.rewrite_token = token;
             async move {
                 let resp = retry(|| async {
-                    self.client.rewrite_object(&req).await.map_err(|e| {
-                        match self.error(e, "copy", key, false) {
-                            StoreError::NotFound { .. } => StoreError::NotFound {
-                                location: format!("gs://{}", source.bucket),
-                                key: source.name.clone(),
-                            },
-                            other => other,
-                        }
+                    self.client.rewrite_object(&req).await.map_err(|e| match self.error(e, "copy", key, false) {
+                        StoreError::NotFound { .. } => StoreError::NotFound {
+                            location: format!("gs://{}", source.bucket),
+                            key: source.name.clone(),
+                        },
+                        other => other,
                     })
                 })
                 .await?;
                 match (resp.done, resp.resource, resp.rewrite_token) {
                     (true, Some(object), _) => Ok(RewriteStep::Done(Box::new(object))),
-                    (false, _, Some(token)) if !token.is_empty() => {
-                        Ok(RewriteStep::Continue(token))
-                    }
+                    (false, _, Some(token)) if !token.is_empty() => Ok(RewriteStep::Continue(token)),
                     _ => Err(StoreError::Other {
                         location: self.location.to_string(),
                         operation: "copy",
                         key: key.to_owned(),
-                        message: "rewrite answered neither an object nor a token to continue with"
-                            .into(),
+                        message: "rewrite answered neither an object nor a token to continue with".into(),
                     }),
                 }
             }
@@ -855,10 +681,7 @@ mod tests {
             let step = match token.as_deref() {
                 None => RewriteStep::Continue("t1".into()),
                 Some("t1") => RewriteStep::Continue("t2".into()),
-                Some(_) => RewriteStep::Done(Box::new(Object {
-                    name: "done".into(),
-                    ..Object::default()
-                })),
+                Some(_) => RewriteStep::Done(Box::new(Object { name: "done".into(), ..Object::default() })),
             };
             async move { Ok(step) }
         })
@@ -874,12 +697,7 @@ mod tests {
         let mut calls = 0;
         let err = rewrite_loop(|_| {
             calls += 1;
-            async {
-                Err::<RewriteStep, _>(StoreError::InvalidName {
-                    key: "k".into(),
-                    reason: "test",
-                })
-            }
+            async { Err::<RewriteStep, _>(StoreError::InvalidName { key: "k".into(), reason: "test" }) }
         })
         .await
         .expect_err("error");

@@ -17,8 +17,8 @@ use futures::StreamExt;
 use md5::Digest as _;
 
 use super::{
-    ByteStream, CopyOptions, ListPage, Location, ObjectMeta, ObjectRef, ObjectStore, ObjectWriter,
-    Precondition, PutOptions, StoreError, check_key, crc32c_base64, md5_base64,
+    ByteStream, CopyOptions, ListPage, Location, ObjectMeta, ObjectRef, ObjectStore, ObjectWriter, Precondition,
+    PutOptions, StoreError, check_key, crc32c_base64, md5_base64,
 };
 
 const META_DIR: &str = ".lifeboat-meta";
@@ -57,26 +57,15 @@ impl LocalStore {
         };
         let root = root.clone();
         for dir in [root.clone(), root.join(META_DIR), root.join(TMP_DIR)] {
-            std::fs::create_dir_all(&dir).map_err(|e| {
-                io_error(
-                    &location,
-                    "create directory",
-                    &dir.display().to_string(),
-                    &e,
-                )
-            })?;
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| io_error(&location, "create directory", &dir.display().to_string(), &e))?;
         }
         Ok(Self { location, root })
     }
 
     fn path_of(&self, key: &str) -> Result<PathBuf, StoreError> {
         check_key(key)?;
-        let bad = |reason| {
-            Err(StoreError::InvalidName {
-                key: key.to_owned(),
-                reason,
-            })
-        };
+        let bad = |reason| Err(StoreError::InvalidName { key: key.to_owned(), reason });
         if key.starts_with('/') {
             return bad("absolute path");
         }
@@ -94,19 +83,14 @@ impl LocalStore {
         if key.starts_with(META_DIR) || key.starts_with(TMP_DIR) {
             return bad("uses a name reserved by the local store");
         }
-        if key
-            .split('/')
-            .any(|seg| seg.ends_with(".lifeboat-meta.json"))
-        {
+        if key.split('/').any(|seg| seg.ends_with(".lifeboat-meta.json")) {
             return bad("uses a suffix reserved by the local store");
         }
         Ok(self.root.join(key))
     }
 
     fn sidecar_path(&self, key: &str) -> PathBuf {
-        self.root
-            .join(META_DIR)
-            .join(format!("{key}.lifeboat-meta.json"))
+        self.root.join(META_DIR).join(format!("{key}.lifeboat-meta.json"))
     }
 
     fn read_sidecar(&self, key: &str) -> Option<Sidecar> {
@@ -126,9 +110,7 @@ impl LocalStore {
         Ok(ObjectMeta {
             key: key.to_owned(),
             size: md.len(),
-            generation: side
-                .as_ref()
-                .map_or(updated.timestamp_micros(), |s| s.generation),
+            generation: side.as_ref().map_or(updated.timestamp_micros(), |s| s.generation),
             md5: side.as_ref().map(|s| s.md5.clone()),
             crc32c: side.as_ref().map(|s| s.crc32c.clone()),
             updated,
@@ -140,29 +122,16 @@ impl LocalStore {
     }
 
     fn not_found(&self, key: &str) -> StoreError {
-        StoreError::NotFound {
-            location: self.location.to_string(),
-            key: key.to_owned(),
-        }
+        StoreError::NotFound { location: self.location.to_string(), key: key.to_owned() }
     }
 
     fn new_temp(&self) -> Result<(std::fs::File, PathBuf), StoreError> {
-        let path = self
-            .root
-            .join(TMP_DIR)
-            .join(format!("{}.tmp", uuid::Uuid::new_v4().simple()));
+        let path = self.root.join(TMP_DIR).join(format!("{}.tmp", uuid::Uuid::new_v4().simple()));
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&path)
-            .map_err(|e| {
-                io_error(
-                    &self.location,
-                    "create temp file",
-                    &path.display().to_string(),
-                    &e,
-                )
-            })?;
+            .map_err(|e| io_error(&self.location, "create temp file", &path.display().to_string(), &e))?;
         Ok((file, path))
     }
 
@@ -178,8 +147,7 @@ impl LocalStore {
     ) -> Result<ObjectMeta, StoreError> {
         let path = self.path_of(key)?;
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| io_error(&self.location, "create directory", key, &e))?;
+            std::fs::create_dir_all(parent).map_err(|e| io_error(&self.location, "create directory", key, &e))?;
         }
         // One lock serialises commits so generations are unique and compare-and-swap is atomic.
         let lock = std::fs::OpenOptions::new()
@@ -188,18 +156,14 @@ impl LocalStore {
             .write(true)
             .open(self.root.join(META_DIR).join(".lock"))
             .map_err(|e| io_error(&self.location, "lock", key, &e))?;
-        lock.lock()
-            .map_err(|e| io_error(&self.location, "lock", key, &e))?;
+        lock.lock().map_err(|e| io_error(&self.location, "lock", key, &e))?;
         let previous = self.read_sidecar(key).map(|s| s.generation);
         let generation = Utc::now().timestamp_micros().max(previous.unwrap_or(0) + 1);
         match options.precondition {
             Precondition::DoesNotExist => match std::fs::hard_link(temp, &path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                    return Err(StoreError::AlreadyExists {
-                        location: self.location.to_string(),
-                        key: key.to_owned(),
-                    });
+                    return Err(StoreError::AlreadyExists { location: self.location.to_string(), key: key.to_owned() });
                 }
                 Err(e) => return Err(io_error(&self.location, "publish", key, &e)),
             },
@@ -215,8 +179,7 @@ impl LocalStore {
                         key: key.to_owned(),
                     });
                 }
-                std::fs::rename(temp, &path)
-                    .map_err(|e| io_error(&self.location, "publish", key, &e))?;
+                std::fs::rename(temp, &path).map_err(|e| io_error(&self.location, "publish", key, &e))?;
             }
         }
         let side = Sidecar {
@@ -244,17 +207,14 @@ impl LocalStore {
         let start = if dir_part.is_empty() {
             self.root.clone()
         } else {
-            self.path_of(dir_part)
-                .unwrap_or_else(|_| self.root.join("\0"))
+            self.path_of(dir_part).unwrap_or_else(|_| self.root.join("\0"))
         };
         let mut keys = Vec::new();
         let mut stack = vec![(start, dir_part.to_owned())];
         while let Some((dir, rel)) = stack.pop() {
             let entries = match std::fs::read_dir(&dir) {
                 Ok(e) => e,
-                Err(e)
-                    if e.kind() == ErrorKind::NotFound || e.kind() == ErrorKind::NotADirectory =>
-                {
+                Err(e) if e.kind() == ErrorKind::NotFound || e.kind() == ErrorKind::NotADirectory => {
                     continue;
                 }
                 Err(e) => return Err(io_error(&self.location, "list", prefix, &e)),
@@ -267,14 +227,8 @@ impl LocalStore {
                 if rel.is_empty() && (name == META_DIR || name == TMP_DIR) {
                     continue;
                 }
-                let key = if rel.is_empty() {
-                    name
-                } else {
-                    format!("{rel}/{name}")
-                };
-                let ft = entry
-                    .file_type()
-                    .map_err(|e| io_error(&self.location, "list", prefix, &e))?;
+                let key = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+                let ft = entry.file_type().map_err(|e| io_error(&self.location, "list", prefix, &e))?;
                 if ft.is_dir() {
                     if key.starts_with(prefix) || prefix.starts_with(&format!("{key}/")) {
                         stack.push((entry.path(), key));
@@ -300,27 +254,13 @@ fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-fn io_error(
-    location: &Location,
-    operation: &'static str,
-    key: &str,
-    e: &std::io::Error,
-) -> StoreError {
+fn io_error(location: &Location, operation: &'static str, key: &str, e: &std::io::Error) -> StoreError {
     let location = location.to_string();
     let key = key.to_owned();
     match e.kind() {
-        ErrorKind::PermissionDenied => StoreError::PermissionDenied {
-            location,
-            key,
-            message: e.to_string(),
-        },
+        ErrorKind::PermissionDenied => StoreError::PermissionDenied { location, key, message: e.to_string() },
         ErrorKind::NotFound => StoreError::NotFound { location, key },
-        _ => StoreError::Other {
-            location,
-            operation,
-            key,
-            message: e.to_string(),
-        },
+        _ => StoreError::Other { location, operation, key, message: e.to_string() },
     }
 }
 
@@ -338,10 +278,7 @@ struct LocalWriter {
 
 impl std::fmt::Debug for LocalWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LocalWriter")
-            .field("key", &self.key)
-            .field("size", &self.size)
-            .finish_non_exhaustive()
+        f.debug_struct("LocalWriter").field("key", &self.key).field("size", &self.size).finish_non_exhaustive()
     }
 }
 
@@ -386,11 +323,9 @@ impl ObjectWriter for LocalWriter {
         let crc = crc32c_base64(self.crc);
         let this = *self;
         tokio::task::spawn_blocking(move || {
-            file.sync_all()
-                .map_err(|e| io_error(&this.store.location, "sync", &this.key, &e))?;
+            file.sync_all().map_err(|e| io_error(&this.store.location, "sync", &this.key, &e))?;
             drop(file);
-            this.store
-                .commit(&this.key, &this.temp, this.size, md5, crc, &this.options)
+            this.store.commit(&this.key, &this.temp, this.size, md5, crc, &this.options)
         })
         .await
         .map_err(|e| StoreError::Other {
@@ -413,18 +348,10 @@ impl ObjectStore for LocalStore {
     }
 
     fn object_ref(&self, key: &str) -> ObjectRef {
-        ObjectRef {
-            bucket: self.root.display().to_string(),
-            name: key.to_owned(),
-            generation: None,
-        }
+        ObjectRef { bucket: self.root.display().to_string(), name: key.to_owned(), generation: None }
     }
 
-    async fn create(
-        &self,
-        key: &str,
-        options: PutOptions,
-    ) -> Result<Box<dyn ObjectWriter>, StoreError> {
+    async fn create(&self, key: &str, options: PutOptions) -> Result<Box<dyn ObjectWriter>, StoreError> {
         self.path_of(key)?;
         let (file, temp) = self.new_temp()?;
         Ok(Box::new(LocalWriter {
@@ -439,12 +366,7 @@ impl ObjectStore for LocalStore {
         }))
     }
 
-    async fn put(
-        &self,
-        key: &str,
-        data: Bytes,
-        options: PutOptions,
-    ) -> Result<ObjectMeta, StoreError> {
+    async fn put(&self, key: &str, data: Bytes, options: PutOptions) -> Result<ObjectMeta, StoreError> {
         let mut w = self.create(key, options).await?;
         w.write(data).await?;
         w.finish().await
@@ -452,30 +374,24 @@ impl ObjectStore for LocalStore {
 
     async fn read(&self, key: &str) -> Result<ByteStream, StoreError> {
         let path = self.path_of(key)?;
-        let file = tokio::fs::File::open(&path)
-            .await
-            .map_err(|e| io_error(&self.location, "read", key, &e))?;
+        let file = tokio::fs::File::open(&path).await.map_err(|e| io_error(&self.location, "read", key, &e))?;
         let location = self.location.clone();
         let key = key.to_owned();
-        Ok(
-            tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024)
-                .map(move |r| r.map_err(|e| io_error(&location, "read", &key, &e)))
-                .boxed(),
-        )
+        Ok(tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024)
+            .map(move |r| r.map_err(|e| io_error(&location, "read", &key, &e)))
+            .boxed())
     }
 
     async fn stat(&self, key: &str) -> Result<ObjectMeta, StoreError> {
         let path = self.path_of(key)?;
         let this = self.clone();
         let key = key.to_owned();
-        tokio::task::spawn_blocking(move || this.meta_of(&key, &path))
-            .await
-            .map_err(|e| StoreError::Other {
-                location: self.location.to_string(),
-                operation: "stat",
-                key: String::new(),
-                message: e.to_string(),
-            })?
+        tokio::task::spawn_blocking(move || this.meta_of(&key, &path)).await.map_err(|e| StoreError::Other {
+            location: self.location.to_string(),
+            operation: "stat",
+            key: String::new(),
+            message: e.to_string(),
+        })?
     }
 
     async fn list_page(
@@ -489,9 +405,7 @@ impl ObjectStore for LocalStore {
         let page_size = page_size.clamp(1, 5000) as usize;
         tokio::task::spawn_blocking(move || {
             let keys = this.list_keys(&prefix)?;
-            let start = page_token
-                .as_ref()
-                .map_or(0, |t| keys.partition_point(|k| k <= t));
+            let start = page_token.as_ref().map_or(0, |t| keys.partition_point(|k| k <= t));
             let mut objects = Vec::new();
             let mut last = None;
             for key in keys.iter().skip(start).take(page_size) {
@@ -503,10 +417,7 @@ impl ObjectStore for LocalStore {
                 }
             }
             let more = start + page_size < keys.len();
-            Ok(ListPage {
-                objects,
-                next_page_token: if more { last } else { None },
-            })
+            Ok(ListPage { objects, next_page_token: if more { last } else { None } })
         })
         .await
         .map_err(|e| StoreError::Other {
@@ -536,15 +447,8 @@ impl ObjectStore for LocalStore {
         Ok(removed)
     }
 
-    async fn copy_from(
-        &self,
-        source: &ObjectRef,
-        key: &str,
-        options: CopyOptions,
-    ) -> Result<ObjectMeta, StoreError> {
-        let src = LocalStore::open(Location::Local {
-            root: PathBuf::from(&source.bucket),
-        })?;
+    async fn copy_from(&self, source: &ObjectRef, key: &str, options: CopyOptions) -> Result<ObjectMeta, StoreError> {
+        let src = LocalStore::open(Location::Local { root: PathBuf::from(&source.bucket) })?;
         let src_path = src.path_of(&source.name)?;
         let meta = src.stat(&source.name).await?;
         if source.generation.is_some_and(|g| g != meta.generation) {
@@ -563,8 +467,8 @@ impl ObjectStore for LocalStore {
         tokio::task::spawn_blocking(move || {
             let (_file, temp) = this.new_temp()?;
             let guard = TempGuard(temp.clone());
-            let (size, md5, crc) = copy_hashing(&src_path, &temp)
-                .map_err(|e| io_error(&this.location, "copy", &key, &e))?;
+            let (size, md5, crc) =
+                copy_hashing(&src_path, &temp).map_err(|e| io_error(&this.location, "copy", &key, &e))?;
             let result = this.commit(&key, &temp, size, md5, crc, &put);
             drop(guard);
             result
@@ -614,9 +518,7 @@ mod tests {
 
     fn store() -> (tempfile::TempDir, LocalStore) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let loc = Location::Local {
-            root: dir.path().to_path_buf(),
-        };
+        let loc = Location::Local { root: dir.path().to_path_buf() };
         (dir, LocalStore::open(loc).expect("open"))
     }
 
@@ -635,10 +537,7 @@ mod tests {
             ".lifeboat-meta/x",
             "a/b.lifeboat-meta.json",
         ] {
-            assert!(
-                matches!(s.path_of(bad), Err(StoreError::InvalidName { .. })),
-                "{bad:?} accepted"
-            );
+            assert!(matches!(s.path_of(bad), Err(StoreError::InvalidName { .. })), "{bad:?} accepted");
         }
         assert!(s.path_of("db/main/x/manifest.json").is_ok());
         assert!(s.path_of("name with spaces #?%/ünïcode").is_ok());
@@ -647,34 +546,13 @@ mod tests {
     #[tokio::test]
     async fn aborted_and_dropped_writes_leave_nothing() {
         let (d, s) = store();
-        let mut w = s
-            .create("a/b", PutOptions::default())
-            .await
-            .expect("create");
-        w.write(Bytes::from_static(b"partial"))
-            .await
-            .expect("write");
+        let mut w = s.create("a/b", PutOptions::default()).await.expect("create");
+        w.write(Bytes::from_static(b"partial")).await.expect("write");
         w.abort().await.expect("abort");
-        let mut w = s
-            .create("a/c", PutOptions::default())
-            .await
-            .expect("create");
-        w.write(Bytes::from_static(b"partial"))
-            .await
-            .expect("write");
+        let mut w = s.create("a/c", PutOptions::default()).await.expect("create");
+        w.write(Bytes::from_static(b"partial")).await.expect("write");
         drop(w);
-        assert!(
-            s.list_page("", None, 100)
-                .await
-                .expect("list")
-                .objects
-                .is_empty()
-        );
-        assert_eq!(
-            std::fs::read_dir(d.path().join(TMP_DIR))
-                .expect("tmp")
-                .count(),
-            0
-        );
+        assert!(s.list_page("", None, 100).await.expect("list").objects.is_empty());
+        assert_eq!(std::fs::read_dir(d.path().join(TMP_DIR)).expect("tmp").count(), 0);
     }
 }

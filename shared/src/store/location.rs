@@ -28,9 +28,7 @@ pub enum LocationError {
     #[error("{0:?} is not a destination URL: use gs://BUCKET[/PREFIX] or file:///ABSOLUTE/PATH")]
     Scheme(String),
     /// The bucket name breaks GCS's rules.
-    #[error(
-        "{0:?} is not a valid bucket name (3-63 characters: lower-case letters, digits, '-', '_', '.')"
-    )]
+    #[error("{0:?} is not a valid bucket name (3-63 characters: lower-case letters, digits, '-', '_', '.')")]
     Bucket(String),
     /// A relative or odd local path.
     #[error("{0:?} must be an absolute path without '..' (file:///var/backups/lifeboat)")]
@@ -41,9 +39,7 @@ impl Location {
     /// `file://$HOME/.local/share/lifeboat/backups`, the embedded default.
     pub fn embedded_default(env: &crate::config::Env) -> Self {
         let home = env.get("HOME").unwrap_or("/tmp");
-        Self::Local {
-            root: PathBuf::from(home).join(".local/share/lifeboat/backups"),
-        }
+        Self::Local { root: PathBuf::from(home).join(".local/share/lifeboat/backups") }
     }
 
     /// The same location with `sub` appended to its prefix/path.
@@ -51,26 +47,18 @@ impl Location {
     pub fn join(&self, sub: &str) -> Self {
         let sub = sub.trim_matches('/');
         match self {
-            Self::Gcs { bucket, prefix } if prefix.is_empty() => Self::Gcs {
-                bucket: bucket.clone(),
-                prefix: sub.to_owned(),
-            },
-            Self::Gcs { bucket, prefix } => Self::Gcs {
-                bucket: bucket.clone(),
-                prefix: format!("{prefix}/{sub}"),
-            },
-            Self::Local { root } => Self::Local {
-                root: root.join(sub),
-            },
+            Self::Gcs { bucket, prefix } if prefix.is_empty() => {
+                Self::Gcs { bucket: bucket.clone(), prefix: sub.to_owned() }
+            }
+            Self::Gcs { bucket, prefix } => Self::Gcs { bucket: bucket.clone(), prefix: format!("{prefix}/{sub}") },
+            Self::Local { root } => Self::Local { root: root.join(sub) },
         }
     }
 }
 
 fn valid_bucket(b: &str) -> bool {
     (3..=63).contains(&b.len())
-        && b.bytes().all(|c| {
-            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'-' | b'_' | b'.')
-        })
+        && b.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'-' | b'_' | b'.'))
         && b.as_bytes()[0].is_ascii_alphanumeric()
         && b.as_bytes()[b.len() - 1].is_ascii_alphanumeric()
 }
@@ -87,22 +75,14 @@ impl FromStr for Location {
             if prefix.split('/').any(|seg| seg == ".." || seg == ".") || prefix.contains("//") {
                 return Err(LocationError::Scheme(s.to_owned()));
             }
-            return Ok(Self::Gcs {
-                bucket: bucket.to_owned(),
-                prefix: prefix.to_owned(),
-            });
+            return Ok(Self::Gcs { bucket: bucket.to_owned(), prefix: prefix.to_owned() });
         }
         if let Some(path) = s.strip_prefix("file://") {
-            if !path.starts_with('/')
-                || path.split('/').any(|seg| seg == "..")
-                || path.contains('\0')
-            {
+            if !path.starts_with('/') || path.split('/').any(|seg| seg == "..") || path.contains('\0') {
                 return Err(LocationError::Path(path.to_owned()));
             }
             let trimmed = path.trim_end_matches('/');
-            return Ok(Self::Local {
-                root: PathBuf::from(if trimmed.is_empty() { "/" } else { trimmed }),
-            });
+            return Ok(Self::Local { root: PathBuf::from(if trimmed.is_empty() { "/" } else { trimmed }) });
         }
         Err(LocationError::Scheme(s.to_owned()))
     }
@@ -124,42 +104,19 @@ mod tests {
 
     #[test]
     fn parses_and_prints() {
-        for ok in [
-            "gs://my-backups",
-            "gs://my-backups/prod/db",
-            "file:///var/backups",
-            "file:///",
-        ] {
+        for ok in ["gs://my-backups", "gs://my-backups/prod/db", "file:///var/backups", "file:///"] {
             assert_eq!(ok.parse::<Location>().expect(ok).to_string(), ok);
         }
-        assert_eq!(
-            "gs://b-1/p/".parse::<Location>().expect("ok").to_string(),
-            "gs://b-1/p"
-        );
+        assert_eq!("gs://b-1/p/".parse::<Location>().expect("ok").to_string(), "gs://b-1/p");
     }
 
     #[test]
     fn rejects_bad_locations() {
-        assert!(matches!(
-            "s3://x".parse::<Location>(),
-            Err(LocationError::Scheme(_))
-        ));
-        assert!(matches!(
-            "gs://UPPER".parse::<Location>(),
-            Err(LocationError::Bucket(_))
-        ));
-        assert!(matches!(
-            "gs://ab".parse::<Location>(),
-            Err(LocationError::Bucket(_))
-        ));
-        assert!(matches!(
-            "file://relative/x".parse::<Location>(),
-            Err(LocationError::Path(_))
-        ));
-        assert!(matches!(
-            "file:///a/../etc".parse::<Location>(),
-            Err(LocationError::Path(_))
-        ));
+        assert!(matches!("s3://x".parse::<Location>(), Err(LocationError::Scheme(_))));
+        assert!(matches!("gs://UPPER".parse::<Location>(), Err(LocationError::Bucket(_))));
+        assert!(matches!("gs://ab".parse::<Location>(), Err(LocationError::Bucket(_))));
+        assert!(matches!("file://relative/x".parse::<Location>(), Err(LocationError::Path(_))));
+        assert!(matches!("file:///a/../etc".parse::<Location>(), Err(LocationError::Path(_))));
         assert!("gs://b-1/a/../b".parse::<Location>().is_err());
     }
 

@@ -53,9 +53,7 @@ pub enum StoreError {
         key: String,
     },
     /// The credentials may not do this.
-    #[error(
-        "{location}: permission denied for {key:?}: {message}; check the service account's roles"
-    )]
+    #[error("{location}: permission denied for {key:?}: {message}; check the service account's roles")]
     PermissionDenied {
         /// The store.
         location: String,
@@ -210,19 +208,10 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
     fn object_ref(&self, key: &str) -> ObjectRef;
 
     /// Starts a streaming write.
-    async fn create(
-        &self,
-        key: &str,
-        options: PutOptions,
-    ) -> Result<Box<dyn ObjectWriter>, StoreError>;
+    async fn create(&self, key: &str, options: PutOptions) -> Result<Box<dyn ObjectWriter>, StoreError>;
 
     /// Writes a small object in one request.
-    async fn put(
-        &self,
-        key: &str,
-        data: Bytes,
-        options: PutOptions,
-    ) -> Result<ObjectMeta, StoreError>;
+    async fn put(&self, key: &str, data: Bytes, options: PutOptions) -> Result<ObjectMeta, StoreError>;
 
     /// Streams an object's bytes.
     async fn read(&self, key: &str) -> Result<ByteStream, StoreError>;
@@ -231,23 +220,14 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
     async fn stat(&self, key: &str) -> Result<ObjectMeta, StoreError>;
 
     /// One page of the objects whose keys start with `prefix`, in key order.
-    async fn list_page(
-        &self,
-        prefix: &str,
-        page_token: Option<String>,
-        page_size: u32,
-    ) -> Result<ListPage, StoreError>;
+    async fn list_page(&self, prefix: &str, page_token: Option<String>, page_size: u32)
+    -> Result<ListPage, StoreError>;
 
     /// Deletes an object; `Ok(false)` when it was already gone (deletes are idempotent).
     async fn delete(&self, key: &str) -> Result<bool, StoreError>;
 
     /// Server-side copy of `source` (in this backend) to `key` of this store, create-only.
-    async fn copy_from(
-        &self,
-        source: &ObjectRef,
-        key: &str,
-        options: CopyOptions,
-    ) -> Result<ObjectMeta, StoreError>;
+    async fn copy_from(&self, source: &ObjectRef, key: &str, options: CopyOptions) -> Result<ObjectMeta, StoreError>;
 }
 
 /// A shared store handle.
@@ -264,10 +244,7 @@ pub trait ObjectStoreExt: ObjectStore {
                 location: self.location().to_string(),
                 operation: "read",
                 key: key.to_owned(),
-                message: format!(
-                    "object is {} bytes, more than the {limit} expected",
-                    meta.size
-                ),
+                message: format!("object is {} bytes, more than the {limit} expected", meta.size),
             });
         }
         let chunks: Vec<Bytes> = self.read(key).await?.try_collect().await?;
@@ -279,18 +256,12 @@ pub trait ObjectStoreExt: ObjectStore {
     where
         Self: Sync,
     {
-        futures::stream::try_unfold(
-            (Some(None::<String>), prefix),
-            move |(token, prefix)| async move {
-                let Some(token) = token else { return Ok(None) };
-                let page = self.list_page(prefix, token, 1000).await?;
-                let next = page.next_page_token.map(Some);
-                Ok(Some((
-                    futures::stream::iter(page.objects.into_iter().map(Ok)),
-                    (next, prefix),
-                )))
-            },
-        )
+        futures::stream::try_unfold((Some(None::<String>), prefix), move |(token, prefix)| async move {
+            let Some(token) = token else { return Ok(None) };
+            let page = self.list_page(prefix, token, 1000).await?;
+            let next = page.next_page_token.map(Some);
+            Ok(Some((futures::stream::iter(page.objects.into_iter().map(Ok)), (next, prefix))))
+        })
         .try_flatten()
         .boxed()
     }
@@ -299,32 +270,18 @@ pub trait ObjectStoreExt: ObjectStore {
 impl<T: ObjectStore + ?Sized> ObjectStoreExt for T {}
 
 /// Opens a store on `location`, reading emulator settings from `env`.
-pub async fn open(
-    location: &Location,
-    env: &crate::config::Env,
-    chunk_bytes: usize,
-) -> Result<DynStore, StoreError> {
+pub async fn open(location: &Location, env: &crate::config::Env, chunk_bytes: usize) -> Result<DynStore, StoreError> {
     match location {
         Location::Local { .. } => Ok(Arc::new(local::LocalStore::open(location.clone())?)),
-        Location::Gcs { .. } => Ok(Arc::new(
-            gcs::GcsStore::connect(
-                location.clone(),
-                env.get("STORAGE_EMULATOR_HOST"),
-                chunk_bytes,
-            )
-            .await?,
-        )),
+        Location::Gcs { .. } => {
+            Ok(Arc::new(gcs::GcsStore::connect(location.clone(), env.get("STORAGE_EMULATOR_HOST"), chunk_bytes).await?))
+        }
     }
 }
 
 /// Checks a key against the rules every backend shares (GCS object-name rules).
 pub(crate) fn check_key(key: &str) -> Result<(), StoreError> {
-    let bad = |reason| {
-        Err(StoreError::InvalidName {
-            key: key.to_owned(),
-            reason,
-        })
-    };
+    let bad = |reason| Err(StoreError::InvalidName { key: key.to_owned(), reason });
     if key.is_empty() {
         return bad("empty");
     }

@@ -21,9 +21,7 @@ const PROGRAMS: [&ProgramSpec; 6] = [
 /// A command with a clean environment (only PATH and HOME), so the developer's variables do not leak in.
 fn clean(name: &str, home: &std::path::Path) -> Command {
     let mut c = Command::new(binary(name));
-    c.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", home);
+    c.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).env("HOME", home);
     c
 }
 
@@ -31,19 +29,11 @@ fn clean(name: &str, home: &std::path::Path) -> Command {
 fn every_binary_answers_help_with_all_its_variables() {
     let home = tempfile::tempdir().expect("home");
     for spec in PROGRAMS {
-        let out = clean(spec.name, home.path())
-            .arg("--help")
-            .output()
-            .expect("run --help");
+        let out = clean(spec.name, home.path()).arg("--help").output().expect("run --help");
         assert!(out.status.success(), "{} --help failed", spec.name);
         let text = String::from_utf8(out.stdout).expect("utf-8");
         for v in spec.all_vars() {
-            assert!(
-                text.contains(v.name),
-                "{} --help does not list {}",
-                spec.name,
-                v.name
-            );
+            assert!(text.contains(v.name), "{} --help does not list {}", spec.name, v.name);
         }
         assert!(text.starts_with(spec.name), "{text}");
     }
@@ -61,31 +51,12 @@ fn bad_configuration_lists_every_problem_and_exits_2() {
             .env("LIFEBOAT_API_TOKEN", "short-secret")
             .output()
             .expect("run");
-        assert_eq!(
-            out.status.code(),
-            Some(2),
-            "{}: {}",
-            spec.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_eq!(out.status.code(), Some(2), "{}: {}", spec.name, String::from_utf8_lossy(&out.stderr));
         let err = String::from_utf8_lossy(&out.stderr);
-        for name in [
-            vars::DESTINATION.name,
-            vars::RETENTION_DAYS.name,
-            vars::TIMEZONE.name,
-            vars::API_TOKEN.name,
-        ] {
-            assert!(
-                err.contains(name),
-                "{}: {name} not reported in {err}",
-                spec.name
-            );
+        for name in [vars::DESTINATION.name, vars::RETENTION_DAYS.name, vars::TIMEZONE.name, vars::API_TOKEN.name] {
+            assert!(err.contains(name), "{}: {name} not reported in {err}", spec.name);
         }
-        assert!(
-            !err.contains("short-secret"),
-            "{}: a secret leaked into the error",
-            spec.name
-        );
+        assert!(!err.contains("short-secret"), "{}: a secret leaked into the error", spec.name);
         assert!(err.contains("invalid configuration (4 problems)"), "{err}");
     }
 }
@@ -99,11 +70,7 @@ fn no_mode_is_a_configuration_error() {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
 #[tokio::test]
@@ -112,10 +79,7 @@ async fn service_mode_binary_refuses_anonymous_runs_and_stops_on_sigterm() {
     let port = free_port();
     let mut child = tokio::process::Command::from(clean("prune", home.path()))
         .env("PORT", port.to_string())
-        .env(
-            "LIFEBOAT_DESTINATION",
-            format!("file://{}/backups", home.path().display()),
-        )
+        .env("LIFEBOAT_DESTINATION", format!("file://{}/backups", home.path().display()))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -135,14 +99,9 @@ async fn service_mode_binary_refuses_anonymous_runs_and_stops_on_sigterm() {
     let resp = http.post(format!("{base}/run")).send().await.expect("post");
     assert_eq!(resp.status(), 401);
     let pid = child.id().expect("pid");
-    let status = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("kill");
+    let status = Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill");
     assert!(status.success());
-    let exit = tokio::time::timeout(Duration::from_secs(15), child.wait())
-        .await
-        .expect("stops after SIGTERM")
-        .expect("wait");
+    let exit =
+        tokio::time::timeout(Duration::from_secs(15), child.wait()).await.expect("stops after SIGTERM").expect("wait");
     assert!(exit.success(), "graceful stop exits 0, got {exit:?}");
 }

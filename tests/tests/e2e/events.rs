@@ -4,9 +4,7 @@ use std::collections::BTreeMap;
 
 use chrono::Utc;
 use gcloud_pubsub::subscription::SubscriptionConfig;
-use lifeboat_core::events::{
-    Event, ItemResult, Outcome, PubSubPublisher, Publisher, RunResult, SCHEMA_VERSION,
-};
+use lifeboat_core::events::{Event, ItemResult, Outcome, PubSubPublisher, Publisher, RunResult, SCHEMA_VERSION};
 
 use crate::support::{require_env, unique};
 
@@ -14,23 +12,13 @@ use crate::support::{require_env, unique};
 async fn published_event_is_pulled_back_intact() {
     let host = require_env("PUBSUB_EMULATOR_HOST");
     let project = "lifeboat-local";
-    let client = lifeboat_core::events::pubsub_client(Some(project), Some(&host))
-        .await
-        .expect("pubsub client");
+    let client = lifeboat_core::events::pubsub_client(Some(project), Some(&host)).await.expect("pubsub client");
     let topic_id = unique("results");
     let topic = client.topic(&topic_id);
-    topic
-        .create(None, None)
-        .await
-        .expect("create topic on the emulator");
+    topic.create(None, None).await.expect("create topic on the emulator");
     let sub_id = unique("sub");
     let subscription = client
-        .create_subscription(
-            &sub_id,
-            topic.fully_qualified_name(),
-            SubscriptionConfig::default(),
-            None,
-        )
+        .create_subscription(&sub_id, topic.fully_qualified_name(), SubscriptionConfig::default(), None)
         .await
         .expect("create subscription");
 
@@ -55,9 +43,7 @@ async fn published_event_is_pulled_back_intact() {
         figures: BTreeMap::new(),
     };
     let event = Event::new(result);
-    let publisher = PubSubPublisher::connect(&topic_id, Some(project), Some(&host))
-        .await
-        .expect("publisher");
+    let publisher = PubSubPublisher::connect(&topic_id, Some(project), Some(&host)).await.expect("publisher");
     let message_id = publisher.publish(&event).await.expect("publish");
     assert!(!message_id.is_empty());
 
@@ -74,14 +60,8 @@ async fn published_event_is_pulled_back_intact() {
     assert_eq!(msg.message.message_id, message_id);
     let back = Event::from_json(&msg.message.data).expect("valid event");
     assert_eq!(back, event);
-    assert_eq!(
-        msg.message.attributes.get("ce-type").map(String::as_str),
-        Some("dev.lifeboat.db-backup.result")
-    );
-    assert_eq!(
-        msg.message.attributes.get("outcome").map(String::as_str),
-        Some("failure")
-    );
+    assert_eq!(msg.message.attributes.get("ce-type").map(String::as_str), Some("dev.lifeboat.db-backup.result"));
+    assert_eq!(msg.message.attributes.get("outcome").map(String::as_str), Some("failure"));
     assert_eq!(msg.message.attributes.get("ce-id"), Some(&event.id));
     msg.ack().await.expect("ack");
 }

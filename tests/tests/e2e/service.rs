@@ -13,12 +13,7 @@ use tokio::sync::Notify;
 
 use crate::support::local_store;
 
-static SPEC: ProgramSpec = ProgramSpec {
-    name: "slow",
-    about: "waits to be released",
-    usage: "",
-    vars: &[],
-};
+static SPEC: ProgramSpec = ProgramSpec { name: "slow", about: "waits to be released", usage: "", vars: &[] };
 
 /// A program that blocks until released, so a second request can arrive mid-run.
 struct Slow {
@@ -48,22 +43,14 @@ const INVOKER: &str = "scheduler@proj.iam.gserviceaccount.com";
 async fn service_mode_authenticates_serialises_runs_and_stops_gracefully() {
     let (dir, store) = local_store();
     let env = Env::from_pairs([
-        (
-            "LIFEBOAT_DESTINATION",
-            format!("file://{}", dir.path().display()),
-        ),
+        ("LIFEBOAT_DESTINATION", format!("file://{}", dir.path().display())),
         ("LIFEBOAT_API_TOKEN", TOKEN.to_owned()),
         ("LIFEBOAT_ALLOWED_INVOKERS", INVOKER.to_owned()),
     ]);
     let mut r = Reader::new(&env);
     let common = Common::read(&mut r).expect("common");
     r.finish().expect("valid config");
-    let services = Services {
-        env,
-        common,
-        store,
-        publisher: Arc::new(LogPublisher),
-    };
+    let services = Services { env, common, store, publisher: Arc::new(LogPublisher) };
     let release = Arc::new(Notify::new());
     let started = Arc::new(Notify::new());
     let program = Arc::new(Slow {
@@ -73,9 +60,7 @@ async fn service_mode_authenticates_serialises_runs_and_stops_gracefully() {
         runs: AtomicUsize::new(0),
     });
     let app = App::new(&SPEC, program.clone(), services);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let stop = Arc::new(Notify::new());
     let server = tokio::spawn({
@@ -84,30 +69,13 @@ async fn service_mode_authenticates_serialises_runs_and_stops_gracefully() {
     });
     let http = reqwest::Client::new();
 
-    let health = http
-        .get(format!("{base}/healthz"))
-        .send()
-        .await
-        .expect("healthz");
+    let health = http.get(format!("{base}/healthz")).send().await.expect("healthz");
     assert_eq!(health.status(), 200);
-    assert_eq!(
-        health.json::<serde_json::Value>().await.expect("json")["status"],
-        "ok"
-    );
+    assert_eq!(health.json::<serde_json::Value>().await.expect("json")["status"], "ok");
 
-    let anonymous = http
-        .post(format!("{base}/run"))
-        .send()
-        .await
-        .expect("anonymous run");
+    let anonymous = http.post(format!("{base}/run")).send().await.expect("anonymous run");
     assert_eq!(anonymous.status(), 401);
-    assert!(
-        anonymous
-            .text()
-            .await
-            .expect("body")
-            .contains("credentials")
-    );
+    assert!(anonymous.text().await.expect("body").contains("credentials"));
     let stranger = http
         .post(format!("{base}/run"))
         .bearer_auth(unsigned_jwt_for("stranger@evil.example"))
@@ -115,38 +83,18 @@ async fn service_mode_authenticates_serialises_runs_and_stops_gracefully() {
         .await
         .expect("stranger");
     assert_eq!(stranger.status(), 403);
-    let wrong_token = http
-        .post(format!("{base}/run"))
-        .bearer_auth("not-the-token-at-all-000")
-        .send()
-        .await
-        .expect("wrong token");
+    let wrong_token =
+        http.post(format!("{base}/run")).bearer_auth("not-the-token-at-all-000").send().await.expect("wrong token");
     assert_eq!(wrong_token.status(), 401);
-    assert_eq!(
-        program.runs.load(Ordering::SeqCst),
-        0,
-        "refused requests never run the program"
-    );
+    assert_eq!(program.runs.load(Ordering::SeqCst), 0, "refused requests never run the program");
 
     // An allowed identity starts a run; a second request while it runs gets 409.
     let first = tokio::spawn({
         let (http, base) = (http.clone(), base.clone());
-        async move {
-            http.post(format!("{base}/run"))
-                .bearer_auth(unsigned_jwt_for(INVOKER))
-                .send()
-                .await
-        }
+        async move { http.post(format!("{base}/run")).bearer_auth(unsigned_jwt_for(INVOKER)).send().await }
     });
-    tokio::time::timeout(Duration::from_secs(10), started.notified())
-        .await
-        .expect("run started");
-    let second = http
-        .post(format!("{base}/run"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("second run");
+    tokio::time::timeout(Duration::from_secs(10), started.notified()).await.expect("run started");
+    let second = http.post(format!("{base}/run")).bearer_auth(TOKEN).send().await.expect("second run");
     assert_eq!(second.status(), 409);
     release.notify_one();
     let first = first.await.expect("join").expect("first run");
@@ -156,35 +104,16 @@ async fn service_mode_authenticates_serialises_runs_and_stops_gracefully() {
     assert_eq!(body["summary"], "released");
     assert_eq!(program.runs.load(Ordering::SeqCst), 1);
 
-    let unknown = http
-        .get(format!("{base}/nope"))
-        .send()
-        .await
-        .expect("unknown");
+    let unknown = http.get(format!("{base}/nope")).send().await.expect("unknown");
     assert_eq!(unknown.status(), 404);
-    let wrong_method = http
-        .get(format!("{base}/run"))
-        .send()
-        .await
-        .expect("GET /run");
+    let wrong_method = http.get(format!("{base}/run")).send().await.expect("GET /run");
     assert_eq!(wrong_method.status(), 405);
-    let too_big = http
-        .post(format!("{base}/run"))
-        .bearer_auth(TOKEN)
-        .body(vec![b'x'; 2 * 1024 * 1024])
-        .send()
-        .await;
+    let too_big = http.post(format!("{base}/run")).bearer_auth(TOKEN).body(vec![b'x'; 2 * 1024 * 1024]).send().await;
     if let Ok(resp) = too_big {
         assert_eq!(resp.status(), 413);
     }
 
     stop.notify_one();
-    tokio::time::timeout(Duration::from_secs(10), server)
-        .await
-        .expect("server stops")
-        .expect("join");
-    assert!(
-        http.get(format!("{base}/healthz")).send().await.is_err(),
-        "no longer listening"
-    );
+    tokio::time::timeout(Duration::from_secs(10), server).await.expect("server stops").expect("join");
+    assert!(http.get(format!("{base}/healthz")).send().await.is_err(), "no longer listening");
 }

@@ -6,8 +6,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use lifeboat_core::store::{
-    CopyOptions, DynStore, ObjectStore, ObjectStoreExt, Precondition, PutOptions, StoreError,
-    crc32c_base64,
+    CopyOptions, DynStore, ObjectStore, ObjectStoreExt, Precondition, PutOptions, StoreError, crc32c_base64,
 };
 use md5::Digest as _;
 
@@ -32,13 +31,7 @@ fn md5_b64(data: &[u8]) -> String {
 }
 
 async fn read_back(store: &dyn ObjectStore, key: &str) -> Vec<u8> {
-    let chunks: Vec<Bytes> = store
-        .read(key)
-        .await
-        .expect("read")
-        .try_collect()
-        .await
-        .expect("read stream");
+    let chunks: Vec<Bytes> = store.read(key).await.expect("read").try_collect().await.expect("read stream");
     chunks.concat()
 }
 
@@ -53,65 +46,35 @@ fn opts() -> PutOptions {
 
 async fn put_stat_read(store: &dyn ObjectStore) {
     let data = Bytes::from_static(br#"{"hello":"world"}"#);
-    let meta = store
-        .put("a/b/put.json", data.clone(), opts())
-        .await
-        .expect("put");
+    let meta = store.put("a/b/put.json", data.clone(), opts()).await.expect("put");
     assert_eq!(meta.key, "a/b/put.json");
     assert_eq!(meta.size, data.len() as u64);
-    assert_eq!(
-        meta.crc32c.as_deref(),
-        Some(crc32c_base64(crc32c::crc32c(&data)).as_str())
-    );
+    assert_eq!(meta.crc32c.as_deref(), Some(crc32c_base64(crc32c::crc32c(&data)).as_str()));
     assert_eq!(meta.md5.as_deref(), Some(md5_b64(&data).as_str()));
     let stat = store.stat("a/b/put.json").await.expect("stat");
     assert_eq!(stat.size, meta.size);
     assert_eq!(stat.generation, meta.generation);
     assert_eq!(stat.content_type.as_deref(), Some("application/json"));
     assert_eq!(stat.cache_control.as_deref(), Some("no-store"));
-    assert_eq!(
-        stat.metadata.get("lifeboat-test").map(String::as_str),
-        Some("yes")
-    );
+    assert_eq!(stat.metadata.get("lifeboat-test").map(String::as_str), Some("yes"));
     assert_eq!(read_back(store, "a/b/put.json").await, data);
-    assert_eq!(
-        store
-            .read_all("a/b/put.json", 1024)
-            .await
-            .expect("read_all"),
-        data
-    );
-    assert!(
-        store.read_all("a/b/put.json", 3).await.is_err(),
-        "read_all must refuse objects over its limit"
-    );
+    assert_eq!(store.read_all("a/b/put.json", 1024).await.expect("read_all"), data);
+    assert!(store.read_all("a/b/put.json", 3).await.is_err(), "read_all must refuse objects over its limit");
     // Zero-byte objects are objects too.
-    let empty = store
-        .put("empty", Bytes::new(), PutOptions::default())
-        .await
-        .expect("empty put");
+    let empty = store.put("empty", Bytes::new(), PutOptions::default()).await.expect("empty put");
     assert_eq!(empty.size, 0);
     assert!(read_back(store, "empty").await.is_empty());
 }
 
 async fn create_only(store: &dyn ObjectStore, chunk: usize) {
-    store
-        .put("once", Bytes::from_static(b"first"), PutOptions::default())
-        .await
-        .expect("first put");
-    let err = store
-        .put("once", Bytes::from_static(b"second"), PutOptions::default())
-        .await
-        .expect_err("second put");
+    store.put("once", Bytes::from_static(b"first"), PutOptions::default()).await.expect("first put");
+    let err = store.put("once", Bytes::from_static(b"second"), PutOptions::default()).await.expect_err("second put");
     assert!(matches!(err, StoreError::AlreadyExists { .. }), "{err:?}");
     assert_eq!(read_back(store, "once").await, b"first");
 
     // A streamed, multi-chunk write to a taken name fails too and leaves the original intact.
     let big = noise(chunk * 2 + 1000, 7);
-    let mut w = store
-        .create("stream-once", PutOptions::default())
-        .await
-        .expect("create");
+    let mut w = store.create("stream-once", PutOptions::default()).await.expect("create");
     w.write(Bytes::from(big.clone())).await.expect("write");
     w.finish().await.expect("finish");
     let second = async {
@@ -126,108 +89,50 @@ async fn create_only(store: &dyn ObjectStore, chunk: usize) {
 
 async fn streamed_write_in_chunks(store: &dyn ObjectStore, chunk: usize) {
     let data = noise(chunk * 3 + chunk / 2 + 17, 1);
-    let mut w = store
-        .create("streamed/obj.bin", opts())
-        .await
-        .expect("create");
+    let mut w = store.create("streamed/obj.bin", opts()).await.expect("create");
     // Uneven writes across chunk boundaries.
     for piece in data.chunks(chunk / 3 + 5) {
         w.write(Bytes::copy_from_slice(piece)).await.expect("write");
     }
-    assert!(
-        store
-            .stat("streamed/obj.bin")
-            .await
-            .expect_err("not visible before finish")
-            .is_not_found()
-    );
+    assert!(store.stat("streamed/obj.bin").await.expect_err("not visible before finish").is_not_found());
     let meta = w.finish().await.expect("finish");
     assert_eq!(meta.size, data.len() as u64);
+    assert_eq!(meta.crc32c.as_deref(), Some(crc32c_base64(crc32c::crc32c(&data)).as_str()));
     assert_eq!(
-        meta.crc32c.as_deref(),
-        Some(crc32c_base64(crc32c::crc32c(&data)).as_str())
-    );
-    assert_eq!(
-        store
-            .stat("streamed/obj.bin")
-            .await
-            .expect("stat")
-            .metadata
-            .get("lifeboat-test")
-            .map(String::as_str),
+        store.stat("streamed/obj.bin").await.expect("stat").metadata.get("lifeboat-test").map(String::as_str),
         Some("yes")
     );
     assert_eq!(read_back(store, "streamed/obj.bin").await, data);
 
     // A write that ends exactly on a chunk boundary.
     let exact = noise(chunk * 2, 2);
-    let mut w = store
-        .create("streamed/exact.bin", PutOptions::default())
-        .await
-        .expect("create");
+    let mut w = store.create("streamed/exact.bin", PutOptions::default()).await.expect("create");
     w.write(Bytes::from(exact.clone())).await.expect("write");
     assert_eq!(w.finish().await.expect("finish").size, exact.len() as u64);
     assert_eq!(read_back(store, "streamed/exact.bin").await, exact);
 }
 
 async fn abort_leaves_nothing(store: &dyn ObjectStore, chunk: usize) {
-    let mut w = store
-        .create("aborted", PutOptions::default())
-        .await
-        .expect("create");
-    w.write(Bytes::from(noise(chunk + 10, 3)))
-        .await
-        .expect("write");
+    let mut w = store.create("aborted", PutOptions::default()).await.expect("create");
+    w.write(Bytes::from(noise(chunk + 10, 3))).await.expect("write");
     w.abort().await.expect("abort");
-    assert!(
-        store
-            .stat("aborted")
-            .await
-            .expect_err("gone")
-            .is_not_found()
-    );
-    let mut w = store
-        .create("dropped", PutOptions::default())
-        .await
-        .expect("create");
+    assert!(store.stat("aborted").await.expect_err("gone").is_not_found());
+    let mut w = store.create("dropped", PutOptions::default()).await.expect("create");
     w.write(Bytes::from(noise(100, 3))).await.expect("write");
     drop(w);
-    assert!(
-        store
-            .stat("dropped")
-            .await
-            .expect_err("gone")
-            .is_not_found()
-    );
+    assert!(store.stat("dropped").await.expect_err("gone").is_not_found());
 }
 
 async fn listing_paginates(store: &dyn ObjectStore) {
     for i in 0..25 {
-        store
-            .put(
-                &format!("list/{i:03}"),
-                Bytes::from(vec![b'x'; i]),
-                PutOptions::default(),
-            )
-            .await
-            .expect("put");
+        store.put(&format!("list/{i:03}"), Bytes::from(vec![b'x'; i]), PutOptions::default()).await.expect("put");
     }
-    store
-        .put(
-            "listing-not-under-prefix",
-            Bytes::new(),
-            PutOptions::default(),
-        )
-        .await
-        .expect("put");
+    store.put("listing-not-under-prefix", Bytes::new(), PutOptions::default()).await.expect("put");
     let mut pages = 0;
     let mut token = None;
     let mut keys = Vec::new();
     loop {
-        let page = store
-            .list_page("list/", token, 10)
-            .await
-            .expect("list page");
+        let page = store.list_page("list/", token, 10).await.expect("list page");
         pages += 1;
         assert!(page.objects.len() <= 10);
         keys.extend(page.objects.iter().map(|o| o.key.clone()));
@@ -239,169 +144,69 @@ async fn listing_paginates(store: &dyn ObjectStore) {
     assert_eq!(pages, 3, "25 objects in pages of 10");
     let expected: Vec<String> = (0..25).map(|i| format!("list/{i:03}")).collect();
     assert_eq!(keys, expected);
-    let all: Vec<_> = store
-        .list_all("list/")
-        .try_collect()
-        .await
-        .expect("list_all");
+    let all: Vec<_> = store.list_all("list/").try_collect().await.expect("list_all");
     assert_eq!(all.len(), 25);
     assert_eq!(all[7].size, 7);
-    assert!(
-        store
-            .list_page("nothing-here/", None, 10)
-            .await
-            .expect("empty list")
-            .objects
-            .is_empty()
-    );
+    assert!(store.list_page("nothing-here/", None, 10).await.expect("empty list").objects.is_empty());
 }
 
 async fn missing_and_delete(store: &dyn ObjectStore) {
-    assert!(
-        store
-            .stat("missing")
-            .await
-            .expect_err("missing")
-            .is_not_found()
-    );
-    assert!(
-        store
-            .read("missing")
-            .await
-            .err()
-            .expect("missing read")
-            .is_not_found()
-    );
-    store
-        .put("del/x", Bytes::from_static(b"x"), PutOptions::default())
-        .await
-        .expect("put");
+    assert!(store.stat("missing").await.expect_err("missing").is_not_found());
+    assert!(store.read("missing").await.err().expect("missing read").is_not_found());
+    store.put("del/x", Bytes::from_static(b"x"), PutOptions::default()).await.expect("put");
     assert!(store.delete("del/x").await.expect("delete"));
-    assert!(
-        !store
-            .delete("del/x")
-            .await
-            .expect("second delete is a no-op")
-    );
-    assert!(
-        store
-            .stat("del/x")
-            .await
-            .expect_err("deleted")
-            .is_not_found()
-    );
+    assert!(!store.delete("del/x").await.expect("second delete is a no-op"));
+    assert!(store.stat("del/x").await.expect_err("deleted").is_not_found());
 }
 
 async fn generation_preconditions(store: &dyn ObjectStore) {
-    let first = store
-        .put(
-            "state/s.json",
-            Bytes::from_static(b"1"),
-            PutOptions::default(),
-        )
-        .await
-        .expect("create");
+    let first = store.put("state/s.json", Bytes::from_static(b"1"), PutOptions::default()).await.expect("create");
     let stale = PutOptions {
         precondition: Precondition::GenerationMatches(first.generation + 12_345),
         ..PutOptions::default()
     };
-    let err = store
-        .put("state/s.json", Bytes::from_static(b"2"), stale)
-        .await
-        .expect_err("wrong generation");
-    assert!(
-        matches!(err, StoreError::PreconditionFailed { .. }),
-        "{err:?}"
-    );
-    let cas = PutOptions {
-        precondition: Precondition::GenerationMatches(first.generation),
-        ..PutOptions::default()
-    };
-    let second = store
-        .put("state/s.json", Bytes::from_static(b"2"), cas.clone())
-        .await
-        .expect("compare and swap");
+    let err = store.put("state/s.json", Bytes::from_static(b"2"), stale).await.expect_err("wrong generation");
+    assert!(matches!(err, StoreError::PreconditionFailed { .. }), "{err:?}");
+    let cas = PutOptions { precondition: Precondition::GenerationMatches(first.generation), ..PutOptions::default() };
+    let second = store.put("state/s.json", Bytes::from_static(b"2"), cas.clone()).await.expect("compare and swap");
     assert_ne!(second.generation, first.generation);
     assert_eq!(read_back(store, "state/s.json").await, b"2");
     // The same old generation no longer matches: two writers can never both win.
-    let err = store
-        .put("state/s.json", Bytes::from_static(b"3"), cas)
-        .await
-        .expect_err("lost race");
-    assert!(
-        matches!(err, StoreError::PreconditionFailed { .. }),
-        "{err:?}"
-    );
+    let err = store.put("state/s.json", Bytes::from_static(b"3"), cas).await.expect_err("lost race");
+    assert!(matches!(err, StoreError::PreconditionFailed { .. }), "{err:?}");
 }
 
 async fn cross_store_copy(dst: &dyn ObjectStore, src: &dyn ObjectStore) {
     let data = noise(3 * 1024 * 1024 + 123, 4);
-    let put = src
-        .put("src/obj", Bytes::from(data.clone()), opts())
-        .await
-        .expect("source put");
+    let put = src.put("src/obj", Bytes::from(data.clone()), opts()).await.expect("source put");
     let mut source = src.object_ref("src/obj");
     source.generation = Some(put.generation);
-    let copied = dst
-        .copy_from(&source, "copies/obj", CopyOptions::default())
-        .await
-        .expect("copy");
+    let copied = dst.copy_from(&source, "copies/obj", CopyOptions::default()).await.expect("copy");
     assert_eq!(copied.size, data.len() as u64);
     assert_eq!(copied.crc32c, put.crc32c);
     assert_eq!(read_back(dst, "copies/obj").await, data);
     let stat = dst.stat("copies/obj").await.expect("stat copy");
-    assert_eq!(
-        stat.content_type.as_deref(),
-        Some("application/json"),
-        "metadata travels with the copy"
-    );
-    assert_eq!(
-        stat.metadata.get("lifeboat-test").map(String::as_str),
-        Some("yes")
-    );
+    assert_eq!(stat.content_type.as_deref(), Some("application/json"), "metadata travels with the copy");
+    assert_eq!(stat.metadata.get("lifeboat-test").map(String::as_str), Some("yes"));
 
     // Metadata can be replaced on copy (restores recreate the original object's metadata).
-    let replace = PutOptions {
-        content_type: Some("text/plain".into()),
-        ..PutOptions::default()
-    };
-    dst.copy_from(
-        &source,
-        "copies/relabelled",
-        CopyOptions {
-            metadata: Some(replace),
-        },
-    )
-    .await
-    .expect("copy with metadata");
-    assert_eq!(
-        dst.stat("copies/relabelled")
-            .await
-            .expect("stat")
-            .content_type
-            .as_deref(),
-        Some("text/plain")
-    );
-
-    let err = dst
-        .copy_from(&source, "copies/obj", CopyOptions::default())
+    let replace = PutOptions { content_type: Some("text/plain".into()), ..PutOptions::default() };
+    dst.copy_from(&source, "copies/relabelled", CopyOptions { metadata: Some(replace) })
         .await
-        .expect_err("copy onto existing");
+        .expect("copy with metadata");
+    assert_eq!(dst.stat("copies/relabelled").await.expect("stat").content_type.as_deref(), Some("text/plain"));
+
+    let err = dst.copy_from(&source, "copies/obj", CopyOptions::default()).await.expect_err("copy onto existing");
     assert!(matches!(err, StoreError::AlreadyExists { .. }), "{err:?}");
     let mut gone = src.object_ref("src/does-not-exist");
     gone.generation = None;
     assert!(
-        dst.copy_from(&gone, "copies/none", CopyOptions::default())
-            .await
-            .expect_err("missing source")
-            .is_not_found()
+        dst.copy_from(&gone, "copies/none", CopyOptions::default()).await.expect_err("missing source").is_not_found()
     );
     let mut old = source.clone();
     old.generation = Some(put.generation + 1);
     assert!(
-        dst.copy_from(&old, "copies/old", CopyOptions::default())
-            .await
-            .is_err(),
+        dst.copy_from(&old, "copies/old", CopyOptions::default()).await.is_err(),
         "a vanished generation is not copied"
     );
 }
@@ -430,12 +235,7 @@ async fn gcs_store_conforms_on_fake_gcs_server() {
     let chunk = 256 * 1024; // the smallest legal chunk, so every path sees several chunks
     let store = gcs_store_with(chunk, "prefix/inside").await;
     let other = gcs_store_with(chunk, "").await;
-    conformance(
-        std::sync::Arc::new(store),
-        std::sync::Arc::new(other),
-        chunk,
-    )
-    .await;
+    conformance(std::sync::Arc::new(store), std::sync::Arc::new(other), chunk).await;
 }
 
 /// fake-gcs-server ignores `maxBytesRewrittenPerCall` and finishes every rewrite in one call, so
@@ -443,18 +243,11 @@ async fn gcs_store_conforms_on_fake_gcs_server() {
 /// is accepted and copies a multi-MiB object intact.
 #[tokio::test]
 async fn gcs_copy_with_capped_rewrite_bytes_per_call() {
-    let store = gcs_store_with(1024 * 1024, "")
-        .await
-        .with_rewrite_bytes_per_call(1024 * 1024);
+    let store = gcs_store_with(1024 * 1024, "").await.with_rewrite_bytes_per_call(1024 * 1024);
     let src = gcs_store_with(1024 * 1024, "").await;
     let data = noise(5 * 1024 * 1024 + 7, 9);
-    src.put("big", Bytes::from(data.clone()), PutOptions::default())
-        .await
-        .expect("put");
-    let copied = store
-        .copy_from(&src.object_ref("big"), "big-copy", CopyOptions::default())
-        .await
-        .expect("copy");
+    src.put("big", Bytes::from(data.clone()), PutOptions::default()).await.expect("put");
+    let copied = store.copy_from(&src.object_ref("big"), "big-copy", CopyOptions::default()).await.expect("copy");
     assert_eq!(copied.size, data.len() as u64);
     assert_eq!(read_back(&store, "big-copy").await, data);
 }
@@ -462,37 +255,17 @@ async fn gcs_copy_with_capped_rewrite_bytes_per_call() {
 #[tokio::test]
 async fn local_store_refuses_names_that_escape_the_root() {
     let (dir, store) = local_store();
-    for bad in [
-        "../escape",
-        "a/../../escape",
-        "/etc/passwd",
-        "a//b",
-        "nul\0byte",
-        "",
-    ] {
-        let err = store
-            .put(bad, Bytes::from_static(b"x"), PutOptions::default())
-            .await
-            .expect_err(bad);
-        assert!(
-            matches!(err, StoreError::InvalidName { .. }),
-            "{bad:?}: {err:?}"
-        );
+    for bad in ["../escape", "a/../../escape", "/etc/passwd", "a//b", "nul\0byte", ""] {
+        let err = store.put(bad, Bytes::from_static(b"x"), PutOptions::default()).await.expect_err(bad);
+        assert!(matches!(err, StoreError::InvalidName { .. }), "{bad:?}: {err:?}");
     }
     assert!(!dir.path().parent().expect("parent").join("escape").exists());
 }
 
 fn run_stream_write(url: &str, mib: u32) -> serde_json::Value {
     let exe = crate::support::binary("examples/stream_write");
-    let out = std::process::Command::new(exe)
-        .args([url, &mib.to_string(), "8"])
-        .output()
-        .expect("run stream_write");
-    assert!(
-        out.status.success(),
-        "stream_write failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = std::process::Command::new(exe).args([url, &mib.to_string(), "8"]).output().expect("run stream_write");
+    assert!(out.status.success(), "stream_write failed: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("json line")
 }
 
@@ -501,18 +274,13 @@ fn run_stream_write(url: &str, mib: u32) -> serde_json::Value {
 fn streamed_200_mib_write_has_bounded_memory() {
     let host = crate::support::require_env("STORAGE_EMULATOR_HOST");
     let dir = tempfile::tempdir().expect("tempdir");
-    for url in [
-        format!("file://{}", dir.path().display()),
-        format!("gs://{}/big", crate::support::unique("lb-stream")),
-    ] {
+    for url in [format!("file://{}", dir.path().display()), format!("gs://{}/big", crate::support::unique("lb-stream"))]
+    {
         let report = run_stream_write(&url, 200);
         eprintln!("stream_write 200 MiB ({host}): {report}");
         assert_eq!(report["verified"], true);
         assert_eq!(report["bytes"], 200u64 << 20);
         let peak_mib = report["peak_rss_kib"].as_u64().expect("rss") / 1024;
-        assert!(
-            peak_mib < 64,
-            "peak RSS {peak_mib} MiB for {url} is over the 64 MiB target"
-        );
+        assert!(peak_mib < 64, "peak RSS {peak_mib} MiB for {url} is over the 64 MiB target");
     }
 }

@@ -21,19 +21,13 @@ pub fn require_env(name: &str) -> String {
 
 /// A name no other test uses.
 pub fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..12]
-    )
+    format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
 }
 
 /// A local store in a fresh temp dir.
 pub fn local_store() -> (tempfile::TempDir, DynStore) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = LocalStore::open(Location::Local {
-        root: dir.path().to_path_buf(),
-    })
-    .expect("open local store");
+    let store = LocalStore::open(Location::Local { root: dir.path().to_path_buf() }).expect("open local store");
     (dir, Arc::new(store))
 }
 
@@ -42,9 +36,7 @@ pub async fn gcs_store_with(chunk_bytes: usize, prefix: &str) -> GcsStore {
     let host = require_env("STORAGE_EMULATOR_HOST");
     let bucket = unique("lb-test");
     let location: Location = format!("gs://{bucket}/{prefix}").parse().expect("location");
-    let store = GcsStore::connect(location, Some(&host), chunk_bytes)
-        .await
-        .expect("connect to fake-gcs-server");
+    let store = GcsStore::connect(location, Some(&host), chunk_bytes).await.expect("connect to fake-gcs-server");
     store
         .create_bucket("lifeboat-local")
         .await
@@ -58,10 +50,6 @@ pub fn binary(name: &str) -> PathBuf {
     // target/<profile>/deps/e2e-HASH → target/<profile>/<name>
     let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
     let path = dir.join(name);
-    assert!(
-        path.is_file(),
-        "{} is not built: run `cargo build --workspace` first",
-        path.display()
-    );
+    assert!(path.is_file(), "{} is not built: run `cargo build --workspace` first", path.display());
     path
 }
