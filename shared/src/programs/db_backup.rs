@@ -1,9 +1,21 @@
 //! `db-backup`: streams `pg_dump` of one or more databases into the backup store.
 
-use async_trait::async_trait;
+use std::collections::BTreeMap;
 
+use async_trait::async_trait;
+use chrono::Utc;
+use futures::StreamExt as _;
+use tokio_util::sync::CancellationToken;
+
+use crate::catalog::RunId;
 use crate::config::{Reader, vars};
-use crate::events::RunResult;
+use crate::dump::backup::{BackupDone, BackupSettings, backup_database};
+use crate::dump::codec::CompressSpec;
+use crate::dump::conn::ConnParams;
+use crate::dump::sql::{self, DatabaseInfo};
+use crate::dump::tools::{self, PgTools};
+use crate::dump::{DbError, human_bytes};
+use crate::events::{ItemResult, Outcome, RunResult};
 use crate::manifest::Compression;
 use crate::pg::PgConfig;
 use crate::runtime::{Program, ProgramSpec, RunContext, Services, StartError};
@@ -43,10 +55,7 @@ pub fn read(r: &mut Reader<'_>, _args: &[String]) -> Option<Config> {
         Some("zstd") => Some(Compression::Zstd),
         Some("gzip") => Some(Compression::Gzip),
         other => {
-            r.problem(
-                vars::COMPRESSION.name,
-                format!("{:?} is not zstd or gzip", other.unwrap_or_default()),
-            );
+            r.problem(vars::COMPRESSION.name, format!("{:?} is not zstd or gzip", other.unwrap_or_default()));
             None
         }
     };
@@ -67,6 +76,9 @@ pub fn read(r: &mut Reader<'_>, _args: &[String]) -> Option<Config> {
     };
     let row_counts = r.boolean(&vars::ROW_COUNTS);
     let concurrency = r.number_in(&vars::DB_CONCURRENCY, 1, 16);
+    if let Some(pg) = &pg {
+        check_connection(r, pg);
+    }
     Some(Config {
         pg: pg?,
         databases,
@@ -78,22 +90,212 @@ pub fn read(r: &mut Reader<'_>, _args: &[String]) -> Option<Config> {
     })
 }
 
+/// Records a problem when the connection settings cannot be resolved (a malformed
+/// `DATABASE_URL`, several hosts…). Shared with `restore`.
+pub(crate) fn check_connection(r: &mut Reader<'_>, pg: &PgConfig) {
+    let url_ok =
+        |u: &crate::secret::Secret| u.expose().starts_with("postgres://") || u.expose().starts_with("postgresql://");
+    if pg.url.as_ref().is_some_and(|u| !url_ok(u)) {
+        return; // already reported by PgConfig::read
+    }
+    if let Err(e) = ConnParams::resolve(pg, r.env()) {
+        let text = e.to_string();
+        let (name, message) = match text.split_once(": ") {
+            Some((name, message)) if name.chars().all(|c| c.is_ascii_uppercase() || c == '_') => {
+                (name.to_owned(), message.to_owned())
+            }
+            _ => (vars::DATABASE_URL.name.to_owned(), text),
+        };
+        r.problem(&name, message);
+    }
+}
+
 /// The program.
 #[derive(Debug)]
 pub struct App {
     services: Services,
-    #[allow(dead_code)]
     config: Config,
+    conn: ConnParams,
 }
 
 /// Builds the program.
 pub async fn start(services: Services, config: Config) -> Result<App, StartError> {
-    Ok(App { services, config })
+    let conn = ConnParams::resolve(&config.pg, &services.env).map_err(|e| StartError(e.to_string()))?;
+    Ok(App { services, config, conn })
+}
+
+/// What a run backs up: the databases found, or why one cannot be.
+type Targets = Vec<Result<DatabaseInfo, (String, DbError)>>;
+
+impl App {
+    /// Checks the tools against the server and finds the databases to back up.
+    async fn prepare(&self) -> Result<(BackupSettings, Targets), DbError> {
+        let tools = PgTools::locate(self.config.pg.bin_dir.as_deref());
+        let pg_dump_version = tools.version("pg_dump").await?;
+        let conn = &self.conn;
+        let admin_db = conn.maintenance_db.as_str();
+        let admin = conn.connect(admin_db).await?;
+        let server = sql::server_version(&admin, conn, admin_db).await?;
+        tools::check_dump_version(&pg_dump_version, &server.text, tools::server_major(server.num))?;
+        let all = sql::list_databases(&admin, conn, admin_db).await?;
+        drop(admin);
+        let targets: Targets = if self.config.databases.is_empty() {
+            if all.is_empty() {
+                return Err(DbError::NotFound(format!(
+                    "{} has no database to back up (none that is not a template and that we may connect to)",
+                    conn.describe_target()
+                )));
+            }
+            all.into_iter().map(Ok).collect()
+        } else {
+            self.config
+                .databases
+                .iter()
+                .map(|name| match all.iter().find(|d| &d.name == name) {
+                    Some(info) => Ok(info.clone()),
+                    None => Err((
+                        name.clone(),
+                        DbError::NotFound(format!(
+                            "database {name:?} does not exist on {} (or it is a template, or {} may not connect to it)",
+                            conn.describe_target(),
+                            conn.user
+                        )),
+                    )),
+                })
+                .collect()
+        };
+        let settings = BackupSettings {
+            source: self.services.common.source.clone(),
+            conn: conn.clone(),
+            pg_dump: tools.path("pg_dump"),
+            pg_dump_version,
+            server,
+            spec: CompressSpec {
+                compression: self.config.compression,
+                level: self.config.level,
+                threads: self.config.threads,
+            },
+            row_counts: self.config.row_counts,
+        };
+        Ok((settings, targets))
+    }
+
+    /// Backs up one database as run `run` (the unit of work of [`Program::run`]; public so
+    /// tests can race two runs for one name).
+    pub async fn backup_one(
+        &self,
+        database: &str,
+        run: RunId,
+        cancel: &CancellationToken,
+    ) -> Result<BackupDone, DbError> {
+        let (settings, _) = self.prepare().await?;
+        let conn = &self.conn;
+        let admin = conn.connect(&conn.maintenance_db).await?;
+        let info = sql::database_info(&admin, conn, &conn.maintenance_db, database).await?.ok_or_else(|| {
+            DbError::NotFound(format!("database {database:?} does not exist on {}", conn.describe_target()))
+        })?;
+        drop(admin);
+        backup_database(&settings, &*self.services.store, &info, run, cancel).await
+    }
+}
+
+fn failure_item(name: &str, kind: &str, error: &DbError) -> ItemResult {
+    ItemResult {
+        kind: kind.to_owned(),
+        name: name.to_owned(),
+        outcome: Outcome::Failure,
+        error: Some(error.to_string()),
+        backup_id: None,
+        figures: BTreeMap::new(),
+    }
 }
 
 #[async_trait]
 impl Program for App {
     async fn run(&self, ctx: RunContext) -> RunResult {
-        super::not_yet(&self.services, SPEC.name, ctx.started)
+        let mut result = self.services.result(SPEC.name, ctx.started);
+        let (settings, targets) = match self.prepare().await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the backups");
+                result.outcome = Outcome::Failure;
+                result.summary = format!("no database backed up: {e}");
+                result.items = if self.config.databases.is_empty() {
+                    vec![failure_item(&self.conn.describe_target(), "server", &e)]
+                } else {
+                    self.config.databases.iter().map(|d| failure_item(d, "database", &e)).collect()
+                };
+                result.finished_at = Utc::now();
+                return result;
+            }
+        };
+        let run = RunId::new(ctx.started);
+        tracing::info!(run = %run, databases = targets.len(), server = settings.server.text, "backing up");
+        let settings = &settings;
+        let cancel = &ctx.cancel;
+        let store = &*self.services.store;
+        let outcomes: Vec<(String, Result<BackupDone, DbError>)> = futures::stream::iter(targets)
+            .map(|target| {
+                let run = run.clone();
+                async move {
+                    match target {
+                        Ok(info) => {
+                            let r = backup_database(settings, store, &info, run, cancel).await;
+                            if let Err(e) = &r {
+                                tracing::error!(database = info.name, error = %e, "backup failed");
+                            }
+                            (info.name, r)
+                        }
+                        Err((name, e)) => {
+                            tracing::error!(database = name, error = %e, "backup failed");
+                            (name, Err(e))
+                        }
+                    }
+                }
+            })
+            .buffered(self.config.concurrency)
+            .collect()
+            .await;
+
+        let (mut raw, mut stored, mut failed) = (0u64, 0u64, Vec::new());
+        for (name, outcome) in outcomes {
+            match outcome {
+                Ok(done) => {
+                    raw += done.manifest.dump.uncompressed_bytes;
+                    stored += done.manifest.dump.stored_bytes;
+                    result.items.push(ItemResult {
+                        kind: "database".into(),
+                        name,
+                        outcome: Outcome::Success,
+                        error: None,
+                        backup_id: Some(done.manifest.backup_id.clone()),
+                        figures: done.figures(),
+                    });
+                }
+                Err(e) => {
+                    failed.push(format!("{name} ({e})"));
+                    result.items.push(failure_item(&name, "database", &e));
+                }
+            }
+        }
+        let total = result.items.len();
+        result.finished_at = Utc::now();
+        let secs = (result.finished_at - result.started_at).num_milliseconds() as f64 / 1000.0;
+        result.figures.insert("databases".into(), total.into());
+        result.figures.insert("failed".into(), failed.len().into());
+        result.figures.insert("uncompressed_bytes".into(), raw.into());
+        result.figures.insert("stored_bytes".into(), stored.into());
+        if failed.is_empty() {
+            result.summary = format!(
+                "backed up {total} database{} ({} → {}) in {secs:.1} s",
+                if total == 1 { "" } else { "s" },
+                human_bytes(raw),
+                human_bytes(stored)
+            );
+        } else {
+            result.outcome = Outcome::Failure;
+            result.summary = format!("{} of {total} database backups failed: {}", failed.len(), failed.join("; "));
+        }
+        result
     }
 }
