@@ -105,3 +105,38 @@ async fn service_mode_binary_refuses_anonymous_runs_and_stops_on_sigterm() {
         tokio::time::timeout(Duration::from_secs(15), child.wait()).await.expect("stops after SIGTERM").expect("wait");
     assert!(exit.success(), "graceful stop exits 0, got {exit:?}");
 }
+
+#[test]
+fn on_cloud_run_logs_are_json_for_cloud_logging_and_hold_no_secret() {
+    let home = tempfile::tempdir().expect("home");
+    let out = clean("health", home.path())
+        .env("CLOUD_RUN_JOB", "health")
+        .env("LIFEBOAT_DESTINATION", format!("file://{}/backups", home.path().display()))
+        .env("LIFEBOAT_API_TOKEN", "super-secret-token-value-42")
+        .env("SLACK_WEBHOOK_URL", "https://hooks.slack.com/services/T000/B000/SECRETSECRET")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1), "no backups at all is not healthy");
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let json_lines: Vec<serde_json::Value> =
+        all.lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).expect("a JSON log line")).collect();
+    assert!(!json_lines.is_empty(), "no JSON log lines in: {all}");
+    for line in &json_lines {
+        assert!(line.get("severity").is_some(), "no severity in {line}");
+    }
+    assert!(json_lines.iter().any(|l| l["severity"] == "ERROR"), "the failure is logged as an error");
+    assert!(!all.contains("super-secret-token-value-42") && !all.contains("SECRETSECRET"), "a secret leaked: {all}");
+}
+
+#[test]
+fn locally_logs_are_readable_text() {
+    let home = tempfile::tempdir().expect("home");
+    let out = clean("health", home.path())
+        .arg("--once")
+        .env("LIFEBOAT_DESTINATION", format!("file://{}/backups", home.path().display()))
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("job failed"), "{err}");
+    assert!(!err.lines().any(|l| l.starts_with('{')), "text logs expected locally: {err}");
+}

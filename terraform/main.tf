@@ -1,0 +1,105 @@
+# Shared values, data sources and the Google APIs lifeboat uses.
+# Resources are split by concern: bucket.tf, pubsub.tf, run.tf, scheduler.tf, iam.tf,
+# secrets.tf, monitoring.tf, artifact.tf, outputs.tf.
+
+data "google_project" "this" {
+  project_id = var.project_id
+}
+
+locals {
+  project_number   = data.google_project.this.number
+  scheduler_region = coalesce(var.scheduler_region, var.region)
+
+  # Object layout inside the backup bucket (DESIGN.md): PREFIX/db/..., PREFIX/storage/..., PREFIX/state/...
+  object_root = var.backup_prefix == "" ? "" : "${var.backup_prefix}/"
+  destination = var.backup_prefix == "" ? "gs://${var.backup_bucket_name}" : "gs://${var.backup_bucket_name}/${var.backup_prefix}"
+
+  # IAM condition prefixes (resource.name of an object: projects/_/buckets/BUCKET/objects/NAME).
+  objects_resource_prefix = "projects/_/buckets/${var.backup_bucket_name}/objects/${local.object_root}"
+
+  # Database connection: Cloud SQL volume (unix socket directory) or a plain host.
+  use_cloudsql = var.database_instance_connection_name != ""
+  pg_host      = local.use_cloudsql ? "/cloudsql/${var.database_instance_connection_name}" : var.database_host
+  # PROJECT:REGION:INSTANCE; the project part may contain a domain (example.com:project).
+  cloudsql_parts    = local.use_cloudsql ? split(":", var.database_instance_connection_name) : []
+  cloudsql_instance = local.use_cloudsql ? element(local.cloudsql_parts, length(local.cloudsql_parts) - 1) : ""
+  cloudsql_project  = local.use_cloudsql ? join(":", slice(local.cloudsql_parts, 0, length(local.cloudsql_parts) - 2)) : ""
+
+  use_vpc = var.vpc_network != null || var.vpc_subnetwork != null
+
+  source_bucket_names = distinct([for b in var.source_buckets : split("/", b)[0]])
+
+  # Pub/Sub service agent: creates OIDC tokens for push and forwards to the dead-letter topic.
+  pubsub_service_agent = "serviceAccount:service-${local.project_number}@gcp-sa-pubsub.iam.gserviceaccount.com"
+
+  # ---- Environment of the programs (secrets are NOT here: they are secret_key_ref env entries in run.tf) ----
+  common_env = {
+    LIFEBOAT_DESTINATION   = local.destination
+    BACKUP_BUCKET_NAME     = var.backup_bucket_name
+    BACKUP_SOURCE          = var.backup_source
+    LIFEBOAT_RESULTS_TOPIC = google_pubsub_topic.results.name
+    GOOGLE_CLOUD_PROJECT   = var.project_id
+    BACKUP_TIMEZONE        = var.timezone
+    BACKUP_RETENTION_DAYS  = tostring(var.retention_days)
+    BACKUP_ALERT_EMAILS    = join(",", var.alert_emails)
+    BACKUP_SCHEDULE        = var.db_backup_schedule
+    RUST_LOG               = var.rust_log
+  }
+
+  db_env = {
+    PGHOST             = local.pg_host
+    PGPORT             = tostring(var.database_port)
+    PGUSER             = var.database_user
+    BACKUP_DATABASES   = join(",", var.databases)
+    BACKUP_COMPRESSION = var.backup_compression
+  }
+
+  db_backup_env = merge(local.common_env, local.db_env)
+
+  restore_env = merge(local.common_env, local.db_env)
+
+  storage_backup_env = merge(local.common_env, {
+    SOURCE_BUCKETS = join(",", var.source_buckets)
+  })
+
+  prune_env = merge(local.common_env, {
+    for k, v in {
+      BACKUP_KEEP_LAST    = var.keep_last
+      BACKUP_KEEP_DAILY   = var.keep_daily
+      BACKUP_KEEP_WEEKLY  = var.keep_weekly
+      BACKUP_KEEP_MONTHLY = var.keep_monthly
+    } : k => tostring(v) if v != null
+  })
+
+  health_env = merge(local.common_env, {
+    BACKUP_MAX_AGE          = var.max_backup_age
+    ALERT_REMINDER_INTERVAL = var.alert_reminder_interval
+  })
+
+  monitor_env = merge(local.common_env, {
+    BACKUP_MAX_AGE            = var.max_backup_age
+    ALERT_REMINDER_INTERVAL   = var.alert_reminder_interval
+    LIFEBOAT_ALLOWED_INVOKERS = join(",", [google_service_account.pubsub_push.email, google_service_account.scheduler.email])
+  })
+
+  apis = [
+    "artifactregistry.googleapis.com",
+    "cloudbuild.googleapis.com",
+    "cloudscheduler.googleapis.com",
+    "iam.googleapis.com",
+    "monitoring.googleapis.com",
+    "pubsub.googleapis.com",
+    "run.googleapis.com",
+    "secretmanager.googleapis.com",
+    "sqladmin.googleapis.com",
+    "storage.googleapis.com",
+  ]
+}
+
+resource "google_project_service" "apis" {
+  for_each = var.enable_apis ? toset(local.apis) : toset([])
+
+  project            = var.project_id
+  service            = each.value
+  disable_on_destroy = false
+}
