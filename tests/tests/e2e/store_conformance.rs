@@ -284,3 +284,30 @@ fn streamed_200_mib_write_has_bounded_memory() {
         assert!(peak_mib < 64, "peak RSS {peak_mib} MiB for {url} is over the 64 MiB target");
     }
 }
+
+/// A connection cut in the middle of a chunk costs one chunk, not the upload: the writer asks
+/// the server how much arrived and re-sends the rest.
+#[tokio::test]
+async fn resumable_upload_survives_a_connection_cut_mid_chunk() {
+    use crate::support::{FakeGcs, FaultyProxy, free_port};
+    let proxy_port = free_port();
+    let gcs = FakeGcs::start(Some(proxy_port));
+    let proxy = FaultyProxy::start(proxy_port, gcs.port).await;
+    let chunk = 1024 * 1024;
+    let location: lifeboat_core::store::Location = "gs://lb-faulty/x".parse().expect("location");
+    let store =
+        lifeboat_core::store::gcs::GcsStore::connect(location, Some(&format!("http://127.0.0.1:{proxy_port}")), chunk)
+            .await
+            .expect("connect");
+    store.create_bucket("lifeboat-local").await.expect("bucket");
+    let data = noise(chunk * 4 + 333, 11);
+    let mut w = store.create("resumed.bin", PutOptions::default()).await.expect("create");
+    w.write(Bytes::copy_from_slice(&data[..chunk + 10])).await.expect("first chunk");
+    // The next connection (the second chunk's PUT) dies half-way through its body.
+    proxy.cut_next_after(chunk as u64 / 2);
+    w.write(Bytes::copy_from_slice(&data[chunk + 10..])).await.expect("rest");
+    let meta = w.finish().await.expect("upload completes despite the cut");
+    assert!(proxy.cuts.load(std::sync::atomic::Ordering::SeqCst) >= 1, "the fault was injected");
+    assert_eq!(meta.size, data.len() as u64);
+    assert_eq!(read_back(&store, "resumed.bin").await, data);
+}
