@@ -219,7 +219,11 @@ impl Program for App {
             Err(e) => {
                 tracing::error!(error = %e, "cannot start the backups");
                 result.outcome = Outcome::Failure;
-                result.summary = format!("no database backed up: {e}");
+                result.summary = if self.config.databases.is_empty() {
+                    format!("no database backed up: {e}")
+                } else {
+                    format!("no database backed up ({}): {e}", self.config.databases.join(", "))
+                };
                 result.items = if self.config.databases.is_empty() {
                     vec![failure_item(&self.conn.describe_target(), "server", &e)]
                 } else {

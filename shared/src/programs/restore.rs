@@ -146,10 +146,10 @@ pub fn read(r: &mut Reader<'_>, args: &[String]) -> Option<Config> {
             None
         }
     };
-    if let Some(Command::Db(a)) = &command {
-        if a.database.is_empty() || a.target.as_deref().is_some_and(|t| t.is_empty() || t.len() > 63) {
-            r.problem("arguments", "--database and --target must be 1 to 63 bytes");
-        }
+    if let Some(Command::Db(a)) = &command
+        && (a.database.is_empty() || a.target.as_deref().is_some_and(|t| t.is_empty() || t.len() > 63))
+    {
+        r.problem("arguments", "--database and --target must be 1 to 63 bytes");
     }
     Some(Config { pg: pg?, command: command? })
 }

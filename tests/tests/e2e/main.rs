@@ -2,6 +2,9 @@
 //! Pub/Sub emulator, real HTTP servers, and the programs' binaries. One test binary, many modules.
 
 mod binaries;
+mod db;
+mod db_binaries;
+mod db_support;
 mod events;
 mod service;
 mod store_conformance;
