@@ -497,3 +497,10 @@ async fn restore_chooses_latest_by_id_or_before_a_time_and_lists_backups() {
     let e = restore_rows(vec!["--before".into(), "2000-01-01T00:00:00Z".into()]).await.expect_err("too early");
     assert!(e.contains("no complete backup"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_run_racing_for_the_same_name_fails_and_spares_the_first_fake_gcs_resumable() {
+    let store = gcs_store_with(256 * 1024, "").await;
+    let destination = store.location().to_string();
+    race(Arc::new(store), &destination).await;
+}
