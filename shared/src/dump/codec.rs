@@ -18,8 +18,9 @@ use crate::store::crc32c_base64;
 pub const CHUNK: usize = 1024 * 1024;
 
 /// zstd job size: each worker compresses this much at a time. zstd's default for level 3 is
-/// 8 MiB; 4 MiB keeps the encoder's memory near 30 MiB at two workers for no measurable loss of ratio.
-const ZSTD_JOB_BYTES: u32 = 4 * 1024 * 1024;
+/// 8 MiB, which costs ~58 MiB of encoder memory at two workers; 2 MiB costs ~18 MiB for the same
+/// ratio (measured on a 1.9 GB pgbench dump: 342.2 MB at 8 MiB, 342.4 MB at 2 MiB) and speed.
+const ZSTD_JOB_BYTES: u32 = 2 * 1024 * 1024;
 
 /// How to compress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -211,6 +211,8 @@ pub struct RestoreDone {
     pub tables_verified: usize,
     /// Wall time.
     pub elapsed: Duration,
+    /// Of which the verification of row counts.
+    pub verify_elapsed: Duration,
 }
 
 impl RestoreDone {
@@ -227,6 +229,7 @@ impl RestoreDone {
                 ((dump.uncompressed_bytes as f64 / 1_048_576.0 / secs * 100.0).round() / 100.0).into(),
             ),
             ("tables_verified".to_owned(), self.tables_verified.into()),
+            ("verify_ms".to_owned(), u64::try_from(self.verify_elapsed.as_millis()).unwrap_or(u64::MAX).into()),
         ])
     }
 }
@@ -600,15 +603,18 @@ pub async fn restore_database(
             Some(_) => restore_parallel(settings, store, &key, dump, &target.name, cancel).await?,
             None => restore_streaming(settings, store, &key, dump, &target.name, cancel).await?,
         }
-        match &manifest.row_counts {
-            Some(expected) => verify_row_counts(conn, &target.name, expected).await,
-            None => Ok(0),
-        }
+        let verifying = Instant::now();
+        let tables = match &manifest.row_counts {
+            Some(expected) => verify_row_counts(conn, &target.name, expected).await?,
+            None => 0,
+        };
+        Ok::<_, DbError>((tables, verifying.elapsed()))
     }
     .await;
     match restored {
-        Ok(tables_verified) => {
-            let done = RestoreDone { target: target.name.clone(), tables_verified, elapsed: clock.elapsed() };
+        Ok((tables_verified, verify_elapsed)) => {
+            let done =
+                RestoreDone { target: target.name.clone(), tables_verified, elapsed: clock.elapsed(), verify_elapsed };
             tracing::info!(target = target.name, tables_verified, "restore complete and verified");
             Ok(done)
         }

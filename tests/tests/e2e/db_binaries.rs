@@ -78,3 +78,55 @@ fn db_backup_and_restore_binaries_run_once() {
     assert_eq!(out.status.code(), Some(2), "no command is a configuration error");
     assert!(String::from_utf8_lossy(&out.stderr).contains("a command is required"));
 }
+
+#[test]
+fn sigterm_mid_backup_fails_the_job_cleanly() {
+    let db = TestDb::create("lb-bin-term");
+    let server = db.server.clone();
+    let home = tempfile::tempdir().expect("home");
+    let backups = tempfile::tempdir().expect("backups");
+    let destination = format!("file://{}", backups.path().display());
+    let tools = crate::db_support::fake_bin_dir(
+        "case \"$1\" in --version) exec \"$REAL\" --version;; esac\nprintf PGDMP\nhead -c 300000 /dev/urandom\nexec sleep 120",
+    );
+    let bin_dir = tools.path().to_string_lossy().into_owned();
+    let mut c = Command::new(binary("db-backup"));
+    c.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", home.path())
+        .env("PGHOST", &server.host)
+        .env("PGPORT", &server.port)
+        .env("PGUSER", &server.user)
+        .env("LIFEBOAT_DESTINATION", &destination)
+        .env("LIFEBOAT_PG_BIN_DIR", &bin_dir)
+        .env("BACKUP_DATABASES", &db.name)
+        .arg("--once")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let child = c.spawn().expect("spawn db-backup");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let started = std::time::Instant::now();
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(status.success());
+    let out = child.wait_with_output().expect("wait");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "stops within Cloud Run's 10 s grace");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cancelled by a termination signal"), "{stderr}");
+    assert!(manifests(backups.path(), &db.name).is_empty());
+    let leftovers: Vec<_> = walk(&backups.path().join("db"));
+    assert!(leftovers.is_empty(), "objects left behind: {leftovers:?}");
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
