@@ -66,6 +66,15 @@ impl Series {
     }
 }
 
+/// True for the object whose existence makes a run complete (`manifest.json` of a database
+/// backup, `header.json` of a snapshot).
+pub fn is_completion_key(kind: Kind, key: &str) -> bool {
+    match kind {
+        Kind::Database => key.ends_with("/manifest.json"),
+        Kind::Bucket => key.ends_with("/header.json"),
+    }
+}
+
 /// Groups a listing into series. Objects outside the layout (blobs, state, strays) are ignored.
 pub fn series_from_listing(objects: impl IntoIterator<Item = ObjectMeta>) -> Vec<Series> {
     let mut runs: BTreeMap<(Kind, String, String, RunId), Backup> = BTreeMap::new();

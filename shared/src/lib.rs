@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod catalog;
+pub mod clock;
 pub mod config;
 pub mod dump;
 pub mod events;
@@ -16,7 +17,9 @@ pub mod logging;
 pub mod manifest;
 pub mod pg;
 pub mod programs;
+pub mod retention;
 pub mod runtime;
 pub mod secret;
 pub mod snapshot_format;
 pub mod store;
+pub mod units;
