@@ -219,10 +219,10 @@ pub async fn stream_to_store(
         return Err(e);
     }
     let compressed = compress.await.map_err(|e| DbError::Io(format!("the compressing thread failed: {e}")));
-    let early = match &compressed {
-        Ok(Err(CompressFail::Header(_) | CompressFail::Read(_) | CompressFail::Compress(_))) | Err(_) => true,
-        _ => false,
-    };
+    let early = matches!(
+        &compressed,
+        Ok(Err(CompressFail::Header(_) | CompressFail::Read(_) | CompressFail::Compress(_))) | Err(_)
+    );
     if early {
         // The stream is unusable whatever the tool does next: stop it.
         let _ = child.start_kill();
