@@ -890,6 +890,8 @@ mod tests {
         Series { backups: s.backups.iter().filter(|b| !deleted.contains(&b.run)).cloned().collect(), ..s.clone() }
     }
 
+    type PeriodKey = fn(&DateTime<Tz>) -> (i32, u32, u32);
+
     fn distinct<K: Ord>(it: impl Iterator<Item = K>) -> usize {
         it.collect::<BTreeSet<_>>().len()
     }
@@ -952,7 +954,7 @@ mod tests {
             if let Some(n) = p.keep_last {
                 prop_assert!(kept.len() >= complete.len().min(n as usize));
             }
-            let rules: [(Option<u32>, fn(&DateTime<Tz>) -> (i32, u32, u32)); 3] = [
+            let rules: [(Option<u32>, PeriodKey); 3] = [
                 (p.keep_daily, |t| (t.year(), t.ordinal(), 0)),
                 (p.keep_weekly, |t| (t.iso_week().year(), t.iso_week().week(), 1)),
                 (p.keep_monthly, |t| (t.year(), t.month(), 2)),
