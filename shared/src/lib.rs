@@ -21,5 +21,6 @@ pub mod retention;
 pub mod runtime;
 pub mod secret;
 pub mod snapshot_format;
+pub mod status_page;
 pub mod store;
 pub mod units;

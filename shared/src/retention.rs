@@ -318,15 +318,11 @@ impl Plan {
 
     /// A readable table of every decision (what `--dry-run` prints).
     pub fn table(&self, tz: Tz) -> String {
+        let started = format!("STARTED ({})", tz.name());
+        let w = started.len().max(16);
         let mut out = format!(
-            "{:<28} {:<26} {:<19} {:<10} {:>10}  {:<6} {}\n",
-            "SERIES",
-            "BACKUP",
-            format!("STARTED ({})", short_tz(tz)),
-            "STATE",
-            "SIZE",
-            "ACTION",
-            "WHY"
+            "{:<28} {:<26} {:<w$} {:<10} {:>10}  {:<6} {}\n",
+            "SERIES", "BACKUP", started, "STATE", "SIZE", "ACTION", "WHY"
         );
         for s in &self.series {
             let label = s.label();
@@ -343,7 +339,7 @@ impl Plan {
                     Action::Delete(reason) => ("DELETE", reason.to_string()),
                 };
                 out.push_str(&format!(
-                    "{:<28} {:<26} {:<19} {:<10} {:>10}  {:<6} {}\n",
+                    "{:<28} {:<26} {:<w$} {:<10} {:>10}  {:<6} {}\n",
                     label,
                     d.run.to_string(),
                     d.run.started.with_timezone(&tz).format("%Y-%m-%d %H:%M").to_string(),
@@ -372,10 +368,6 @@ impl Plan {
         ));
         out
     }
-}
-
-fn short_tz(tz: Tz) -> String {
-    tz.name().to_owned()
 }
 
 fn to_chrono(d: Duration) -> chrono::Duration {

@@ -3,6 +3,8 @@
 
 mod binaries;
 mod events;
+mod fake_backups;
+mod prune;
 mod service;
 mod store_conformance;
 mod support;
