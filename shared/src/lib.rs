@@ -4,6 +4,7 @@
 //! planning modules. Edges, each behind a small trait and tested against real services:
 //! [`store`] (GCS, local directory), [`events`] publishers (Pub/Sub, log), the HTTP runtime.
 
+pub mod alerts;
 pub mod auth;
 pub mod catalog;
 pub mod clock;
@@ -15,8 +16,11 @@ pub mod http;
 pub mod inventory;
 pub mod logging;
 pub mod manifest;
+pub mod monitor_state;
+pub mod notify;
 pub mod pg;
 pub mod programs;
+pub mod push;
 pub mod retention;
 pub mod runtime;
 pub mod secret;
