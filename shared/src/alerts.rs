@@ -221,7 +221,11 @@ impl Alert {
     /// The one-line text (Slack's notification and fallback text).
     pub fn text(&self) -> String {
         let first = self.reason.lines().next().unwrap_or_default();
-        cap(&format!("{} {} ({}): {}", self.emoji(), self.title, self.source, first), 600)
+        if self.title.contains(&self.source) {
+            cap(&format!("{} {}: {}", self.emoji(), self.title, first), 600)
+        } else {
+            cap(&format!("{} {} ({}): {}", self.emoji(), self.title, self.source, first), 600)
+        }
     }
 
     /// The Slack incoming-webhook payload: `text` plus `blocks`.

@@ -4,7 +4,10 @@
 mod binaries;
 mod events;
 mod fake_backups;
+mod health;
+mod monitor;
 mod prune;
 mod service;
+mod slack;
 mod store_conformance;
 mod support;
