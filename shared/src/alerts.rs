@@ -140,7 +140,7 @@ pub fn explain(row: &Freshness, max_age: std::time::Duration) -> String {
     };
     match row.status {
         Status::Ok => newest,
-        Status::Stale => format!("{newest}, older than the limit of {}", humantime::format_duration(max_age)),
+        Status::Stale => format!("{newest}, older than the limit of {}", units::duration(max_age)),
         Status::Failed => format!("the newest run left no manifest: it failed ({newest})"),
         Status::Suspicious => format!("the newest backup is flagged suspicious ({newest})"),
         Status::Missing => "no complete backup found in the backup store".to_owned(),
@@ -355,7 +355,7 @@ mod tests {
         let max = std::time::Duration::from_secs(25 * 3600);
         let a = from_change(Change::Opened, &row, now, now, max, &Rerun::default());
         assert_eq!(a.title, "gs://media backups are stale");
-        assert!(a.reason.contains("is 1d01h old, older than the limit of 1day 1h"), "{}", a.reason);
+        assert!(a.reason.contains("is 1d01h old, older than the limit of 25h"), "{}", a.reason);
         assert_eq!(a.rerun.as_deref(), Some("gcloud run jobs execute storage-backup --region REGION"));
         let ok = Freshness { status: Status::Ok, ..row };
         let r = from_change(Change::Recovered, &ok, now - chrono::Duration::hours(3), now, max, &Rerun::default());

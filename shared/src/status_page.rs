@@ -118,7 +118,7 @@ pub fn render(rows: &[Freshness], now: DateTime<Utc>, tz: Tz, destination: &str,
     let backups: usize = rows.iter().map(|r| r.complete_backups).sum();
     let stored: u64 = rows.iter().map(|r| r.total_bytes).sum();
     let newest = rows.iter().filter_map(|r| r.age_seconds).min();
-    let max_age_text = humantime::format_duration(max_age).to_string();
+    let max_age_text = units::duration(max_age);
 
     let mut html = String::with_capacity(8192);
     let _ = write!(
@@ -212,7 +212,7 @@ mod tests {
         let html = render(&rows, now, chrono_tz::Europe::Paris, "gs://b", Duration::from_secs(25 * 3600));
         assert_eq!(html.matches(r#"<tr class="row""#).count(), 3);
         assert!(html.contains("checked 2026-11-26 09:00:00 (Europe/Paris)"), "{html}");
-        assert!(html.contains("stale after 1day 1h"), "{html}");
+        assert!(html.contains("stale after 25h"), "{html}");
         assert!(html.contains("2 of 3 need attention"));
         assert!(html.contains("&lt;script&gt;") && !html.contains("<script>"), "escaped");
         assert!(html.contains(r#"<span class="pill">stale</span>"#));

@@ -35,6 +35,27 @@ pub fn age(seconds: i64) -> String {
     }
 }
 
+/// A configured duration: `25h`, `90m`, `1h30m`, `2d`, `45s`.
+pub fn duration(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    let (days, hours, minutes, seconds) = (s / 86_400, (s % 86_400) / 3600, (s % 3600) / 60, s % 60);
+    if s == 0 {
+        return "0s".to_owned();
+    }
+    if seconds != 0 {
+        return format!("{s}s");
+    }
+    if days > 0 && hours == 0 && minutes == 0 {
+        return format!("{days}d");
+    }
+    let hours = hours + days * 24;
+    match (hours, minutes) {
+        (0, m) => format!("{m}m"),
+        (h, 0) => format!("{h}h"),
+        (h, m) => format!("{h}h{m:02}m"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,5 +73,11 @@ mod tests {
         assert_eq!(age(3599), "59m");
         assert_eq!(age(25 * 3600 + 60), "1d01h");
         assert_eq!(age(3 * 3600 + 5 * 60), "3h05m");
+        let d = std::time::Duration::from_secs;
+        assert_eq!(duration(d(25 * 3600)), "25h");
+        assert_eq!(duration(d(48 * 3600)), "2d");
+        assert_eq!(duration(d(90 * 60)), "1h30m");
+        assert_eq!(duration(d(45 * 60)), "45m");
+        assert_eq!(duration(d(61)), "61s");
     }
 }

@@ -321,7 +321,7 @@ async fn the_25_hour_rule_alerts_once_reminds_and_recovers() {
     texts.sort();
     assert_eq!(texts.len(), 2, "{texts:?}");
     assert!(texts[0].starts_with(":red_circle: main/billing backups are stale: newest complete backup"), "{texts:?}");
-    assert!(texts[0].contains("is 1d01h old, older than the limit of 1day 1h"), "{texts:?}");
+    assert!(texts[0].contains("is 1d01h old, older than the limit of 25h"), "{texts:?}");
     assert!(texts[1].starts_with(":red_circle: main/ledger backups are missing"), "{texts:?}");
     let hooked = webhook.requests().await;
     assert_eq!(hooked.len(), 2, "the generic webhook gets the same alerts");
