@@ -3,12 +3,12 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::inventory::{Kind, Series};
 
 /// A database's backup status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     /// The newest complete backup is younger than the maximum age.
@@ -46,7 +46,12 @@ pub struct Freshness {
     pub complete_backups: usize,
     /// Bytes stored for this database (all runs).
     pub total_bytes: u64,
+    /// Sizes of the last [`HISTORY`] complete backups, oldest first (the status page's chart).
+    pub recent_sizes: Vec<u64>,
 }
+
+/// How many complete backups' sizes [`Freshness::recent_sizes`] holds.
+pub const HISTORY: usize = 30;
 
 impl Freshness {
     /// `source/name` for databases, `gs://bucket` for snapshots.
@@ -101,6 +106,7 @@ pub fn evaluate(
                 },
                 complete_backups: complete.len(),
                 total_bytes: s.backups.iter().map(|b| b.bytes).sum(),
+                recent_sizes: complete[complete.len().saturating_sub(HISTORY)..].iter().map(|b| b.bytes).collect(),
             }
         })
         .collect();
@@ -117,6 +123,7 @@ pub fn evaluate(
                 bytes_change: None,
                 complete_backups: 0,
                 total_bytes: 0,
+                recent_sizes: Vec::new(),
             });
         }
     }
@@ -188,6 +195,7 @@ mod tests {
             (rows[0].bytes, rows[0].bytes_change, rows[0].complete_backups, rows[0].total_bytes),
             (Some(90), Some(-10), 2, 190)
         );
+        assert_eq!(rows[0].recent_sizes, [100, 90]);
         assert_eq!(rows[1].status, Status::Missing);
         assert_eq!(rows[1].label(), "main/billing");
     }

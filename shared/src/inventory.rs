@@ -6,13 +6,13 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt as _;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::catalog::{DbBackupPath, RunId, SUSPICIOUS_METADATA, SnapshotPath};
 use crate::store::{ObjectMeta, ObjectStore, ObjectStoreExt as _, StoreError};
 
 /// What a series backs up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     /// A PostgreSQL database (`db/<source>/<database>/…`).
@@ -63,6 +63,15 @@ impl Series {
             Kind::Database => format!("{}/{}", self.source, self.name),
             Kind::Bucket => format!("gs://{}", self.source),
         }
+    }
+}
+
+/// True for the object whose existence makes a run complete (`manifest.json` of a database
+/// backup, `header.json` of a snapshot).
+pub fn is_completion_key(kind: Kind, key: &str) -> bool {
+    match kind {
+        Kind::Database => key.ends_with("/manifest.json"),
+        Kind::Bucket => key.ends_with("/header.json"),
     }
 }
 

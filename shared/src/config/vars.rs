@@ -226,10 +226,17 @@ var!(
     "While an incident stays open, at most one reminder per interval."
 );
 
+var!(
+    REGION,
+    "LIFEBOAT_REGION",
+    None,
+    "Cloud Run region of the jobs, used in the rerun command of alerts (gcloud run jobs execute JOB --region REGION)."
+);
+
 /// Variables `health` reads besides [`COMMON`].
 pub const HEALTH: &[&Var] = &[&MAX_AGE];
 /// Variables `monitor` reads besides [`COMMON`].
-pub const MONITOR: &[&Var] = &[&MAX_AGE, &SLACK_WEBHOOK_URL, &ALERT_WEBHOOK_URL, &REMINDER_INTERVAL];
+pub const MONITOR: &[&Var] = &[&MAX_AGE, &SLACK_WEBHOOK_URL, &ALERT_WEBHOOK_URL, &REMINDER_INTERVAL, &REGION];
 
 /// Every group, titled, in the order of the README's configuration reference.
 pub const GROUPS: &[(&str, &[&Var])] = &[

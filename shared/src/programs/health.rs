@@ -1,27 +1,34 @@
-//! `health`: reads the backup store itself and reports, per database, the age of the newest
-//! complete backup; stale after `BACKUP_MAX_AGE` (25 h by default).
+//! `health`: reads the backup store itself and reports, per source (each database of
+//! `BACKUP_SOURCE` and each snapshotted bucket), the age of the newest complete backup, its size,
+//! the change against the previous one and a status; stale after `BACKUP_MAX_AGE` (25 h).
+//!
+//! Job mode prints a table, publishes the evaluation and exits 1 unless everything is ok.
+//! Service mode: `GET /status` answers JSON (200 all ok, 503 otherwise), or the HTML page when
+//! the client accepts `text/html`; `GET /` is the HTML page.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use http::{Method, StatusCode};
 
+use crate::clock::Clock;
 use crate::config::{Reader, vars};
 use crate::events::{ItemResult, Outcome, RunResult};
 use crate::freshness::{Freshness, Status, evaluate};
 use crate::http::{HttpRequest, HttpResponse};
 use crate::inventory::Kind;
 use crate::runtime::{Program, ProgramSpec, RunContext, Services, StartError};
-use crate::store::StoreError;
+use crate::status_page::status_name;
+use crate::store::{ObjectStore, StoreError};
 
 /// The program's specification.
 pub static SPEC: ProgramSpec = ProgramSpec {
     name: "health",
-    about: "Reads the backup store and reports, per database, the age of the newest complete backup; stale after BACKUP_MAX_AGE. Job mode exits 1 unless all are ok; service mode serves GET /status.",
+    about: "Reads the backup store and reports, per source (database or bucket), the age of the newest complete backup, its size and status; stale after BACKUP_MAX_AGE. Job mode exits 1 unless all are ok; service mode serves GET /status (JSON, or HTML for browsers) and GET / (HTML).",
     usage: "",
-    vars: &[vars::HEALTH, &[&vars::DATABASES]],
+    vars: &[vars::HEALTH, &[&vars::DATABASES, &vars::SOURCE_BUCKETS]],
 };
 
 /// Settings of `health`.
@@ -31,13 +38,38 @@ pub struct Config {
     pub max_age: Duration,
     /// Databases that must have backups (others found in the store are reported too).
     pub expected: Vec<String>,
+    /// Buckets that must have snapshots (`BUCKET` or `BUCKET/PREFIX` as in `SOURCE_BUCKETS`).
+    pub expected_buckets: Vec<String>,
 }
 
 /// Reads the settings.
 pub fn read(r: &mut Reader<'_>, _args: &[String]) -> Option<Config> {
     let max_age = r.duration(&vars::MAX_AGE);
     let expected = r.list(&vars::DATABASES);
-    Some(Config { max_age: max_age?, expected })
+    let expected_buckets = r.list(&vars::SOURCE_BUCKETS);
+    Some(Config { max_age: max_age?, expected, expected_buckets })
+}
+
+/// The series that must exist: every expected database of `source` and every expected bucket.
+pub fn expected_series(source: &str, databases: &[String], buckets: &[String]) -> Vec<(Kind, String, String)> {
+    let dbs = databases.iter().map(|d| (Kind::Database, source.to_owned(), d.clone()));
+    let buckets = buckets.iter().map(|b| {
+        let bucket = b.split_once('/').map_or(b.as_str(), |(bucket, _)| bucket);
+        (Kind::Bucket, bucket.to_owned(), "snapshots".to_owned())
+    });
+    dbs.chain(buckets).collect()
+}
+
+/// Lists the store and evaluates freshness at `now` (shared by `health` and `monitor`).
+pub async fn assess(
+    store: &dyn ObjectStore,
+    source: &str,
+    expected: &[(Kind, String, String)],
+    now: DateTime<Utc>,
+    max_age: Duration,
+) -> Result<Vec<Freshness>, StoreError> {
+    let series = crate::inventory::load(store, source).await?;
+    Ok(evaluate(&series, expected, now, max_age))
 }
 
 /// The program.
@@ -45,40 +77,56 @@ pub fn read(r: &mut Reader<'_>, _args: &[String]) -> Option<Config> {
 pub struct App {
     services: Services,
     config: Config,
+    clock: Clock,
 }
 
 /// Builds the program.
 pub async fn start(services: Services, config: Config) -> Result<App, StartError> {
-    Ok(App { services, config })
+    Ok(App { services, config, clock: Clock::system() })
 }
 
 impl App {
-    /// Evaluates freshness now.
-    pub async fn evaluate(&self, now: chrono::DateTime<Utc>) -> Result<Vec<Freshness>, StoreError> {
+    /// Uses `clock` for "now" (tests).
+    #[must_use]
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Evaluates freshness at `now`.
+    pub async fn evaluate(&self, now: DateTime<Utc>) -> Result<Vec<Freshness>, StoreError> {
         let source = &self.services.common.source;
-        let series = crate::inventory::load(&*self.services.store, source).await?;
-        let expected: Vec<(Kind, String, String)> =
-            self.config.expected.iter().map(|d| (Kind::Database, source.clone(), d.clone())).collect();
-        Ok(evaluate(&series, &expected, now, self.config.max_age))
+        let expected = expected_series(source, &self.config.expected, &self.config.expected_buckets);
+        assess(&*self.services.store, source, &expected, now, self.config.max_age).await
+    }
+
+    fn page(&self, rows: &[Freshness], now: DateTime<Utc>) -> String {
+        crate::status_page::render(
+            rows,
+            now,
+            self.services.common.timezone,
+            &self.services.common.destination.to_string(),
+            self.config.max_age,
+        )
     }
 }
 
 /// A plain-text table of the evaluation, for terminals.
 pub fn table(rows: &[Freshness]) -> String {
     let mut out = format!(
-        "{:<10} {:<24} {:<8} {:>10} {:>12}  {}\n",
-        "SOURCE", "DATABASE", "STATUS", "AGE", "BYTES", "NEWEST BACKUP"
+        "{:<32} {:<10} {:>8} {:>10} {:>11} {:>7} {:>10}  {}\n",
+        "SOURCE", "STATUS", "AGE", "SIZE", "CHANGE", "COUNT", "STORED", "NEWEST BACKUP"
     );
     for r in rows {
-        let age = r.age_seconds.map_or_else(|| "-".to_owned(), |s| format!("{}h{:02}m", s / 3600, (s % 3600) / 60));
-        let status =
-            serde_json::to_value(r.status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
         out.push_str(&format!(
-            "{:<32} {:<10} {:>10} {:>12}  {}\n",
+            "{:<32} {:<10} {:>8} {:>10} {:>11} {:>7} {:>10}  {}\n",
             r.label(),
-            status,
-            age,
-            r.bytes.map_or_else(|| "-".to_owned(), |b| b.to_string()),
+            status_name(r.status),
+            r.age_seconds.map_or_else(|| "-".to_owned(), crate::units::age),
+            r.bytes.map_or_else(|| "-".to_owned(), crate::units::bytes),
+            r.bytes_change.map_or_else(|| "-".to_owned(), crate::units::bytes_change),
+            r.complete_backups,
+            crate::units::bytes(r.total_bytes),
             r.newest_backup.as_deref().unwrap_or("-")
         ));
     }
@@ -91,21 +139,31 @@ fn item(r: &Freshness) -> ItemResult {
         _ => BTreeMap::new(),
     };
     ItemResult {
-        kind: serde_json::to_value(r.kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+        kind: match r.kind {
+            Kind::Database => "database".into(),
+            Kind::Bucket => "bucket".into(),
+        },
         name: r.label(),
         outcome: if r.status == Status::Ok { Outcome::Success } else { Outcome::Failure },
-        error: (r.status != Status::Ok)
-            .then(|| format!("{} backups of {}", figures["status"].as_str().unwrap_or("bad"), r.label())),
+        error: (r.status != Status::Ok).then(|| format!("{} backups of {}", status_name(r.status), r.label())),
         backup_id: r.newest_backup.clone(),
         figures,
     }
+}
+
+fn wants_html(request: &HttpRequest) -> bool {
+    request
+        .headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.split(',').any(|t| t.trim().starts_with("text/html")))
 }
 
 #[async_trait]
 impl Program for App {
     async fn run(&self, ctx: RunContext) -> RunResult {
         let mut result = self.services.result(SPEC.name, ctx.started);
-        match self.evaluate(Utc::now()).await {
+        match self.evaluate(self.clock.now()).await {
             Ok(rows) => {
                 if ctx.trigger == crate::runtime::Trigger::Job {
                     print!("{}", table(&rows));
@@ -114,10 +172,25 @@ impl Program for App {
                 result.items = rows.iter().map(item).collect();
                 result.outcome = if bad == 0 && !rows.is_empty() { Outcome::Success } else { Outcome::Failure };
                 result.summary = if rows.is_empty() {
-                    format!("no database backups found in {}", self.services.common.destination)
+                    format!("no backups found in {}", self.services.common.destination)
                 } else {
-                    format!("{} of {} databases ok", rows.len() - bad, rows.len())
+                    let problems: Vec<String> = rows
+                        .iter()
+                        .filter(|r| r.status != Status::Ok)
+                        .map(|r| format!("{} {}", r.label(), status_name(r.status)))
+                        .collect();
+                    let mut s = format!("{} of {} sources ok", rows.len() - bad, rows.len());
+                    if !problems.is_empty() {
+                        s.push_str(&format!(": {}", problems.join(", ")));
+                    }
+                    s
                 };
+                result.figures = BTreeMap::from([
+                    ("sources".into(), serde_json::json!(rows.len())),
+                    ("not_ok".into(), serde_json::json!(bad)),
+                    ("backups".into(), serde_json::json!(rows.iter().map(|r| r.complete_backups).sum::<usize>())),
+                    ("bytes_stored".into(), serde_json::json!(rows.iter().map(|r| r.total_bytes).sum::<u64>())),
+                ]);
             }
             Err(e) => {
                 result.outcome = Outcome::Failure;
@@ -129,18 +202,64 @@ impl Program for App {
     }
 
     async fn route(&self, request: &HttpRequest) -> Option<HttpResponse> {
-        if (request.method.clone(), request.path.as_str()) != (Method::GET, "/status") {
+        if request.method != Method::GET {
             return None;
         }
-        Some(match self.evaluate(Utc::now()).await {
+        let html = match request.path.as_str() {
+            "/" => true,
+            "/status" => wants_html(request),
+            _ => return None,
+        };
+        let now = self.clock.now();
+        Some(match self.evaluate(now).await {
             Ok(rows) => {
                 let all_ok = !rows.is_empty() && rows.iter().all(|r| r.status == Status::Ok);
                 let status = if all_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-                HttpResponse::json(status, &serde_json::json!({ "ok": all_ok, "sources": rows }))
+                if html {
+                    HttpResponse::html(status, self.page(&rows, now))
+                } else {
+                    HttpResponse::json(status, &serde_json::json!({ "ok": all_ok, "checked_at": now, "sources": rows }))
+                }
             }
             Err(e) => {
+                tracing::error!(error = %e, "cannot read the backup store");
                 HttpResponse::error(StatusCode::SERVICE_UNAVAILABLE, format!("cannot read the backup store: {e}"))
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expected_series_cover_databases_and_buckets() {
+        let e = expected_series("main", &["app".into()], &["media".into(), "logs/2026".into()]);
+        assert_eq!(
+            e,
+            [
+                (Kind::Database, "main".into(), "app".into()),
+                (Kind::Bucket, "media".into(), "snapshots".into()),
+                (Kind::Bucket, "logs".into(), "snapshots".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn html_is_negotiated() {
+        let mut req = HttpRequest {
+            method: Method::GET,
+            path: "/status".into(),
+            query: None,
+            headers: http::HeaderMap::new(),
+            body: bytes::Bytes::new(),
+        };
+        assert!(!wants_html(&req));
+        req.headers.insert(
+            http::header::ACCEPT,
+            http::HeaderValue::from_static("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
+        );
+        assert!(wants_html(&req));
     }
 }

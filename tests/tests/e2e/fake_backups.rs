@@ -1,0 +1,166 @@
+//! Small but real backups written through the store API: a dump object plus a real
+//! `manifest.json`, or a bucket snapshot (blobs, a zstd JSON-lines part, `header.json`). Their run
+//! ids carry the start time, so tests choose how old a backup is; objects' `updated` is the
+//! server's clock (real time), which is what the grace rules look at.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt as _;
+use lifeboat_core::catalog::{DbBackupPath, RunId, SUSPICIOUS_METADATA, SnapshotPath};
+use lifeboat_core::config::{Common, Env, Reader};
+use lifeboat_core::events::{LogPublisher, Publisher};
+use lifeboat_core::manifest::{Compression, DB_FORMAT, DB_FORMAT_VERSION, DbManifest, DumpObject};
+use lifeboat_core::runtime::Services;
+use lifeboat_core::snapshot_format::{
+    PartEncoder, SNAPSHOT_FORMAT, SNAPSHOT_FORMAT_VERSION, SnapshotEntry, SnapshotHeader, SnapshotTotals, part_key,
+};
+use lifeboat_core::store::{DynStore, ObjectStore, ObjectStoreExt as _, PutOptions, StoreError};
+
+/// A run id starting at `started` (whole seconds) with a random suffix.
+pub fn run_at(started: DateTime<Utc>) -> RunId {
+    RunId::new(started)
+}
+
+/// Writes a database backup of run `run`: `dump.pgc.zst` of `size` bytes, then (when `complete`) its manifest.
+pub async fn db_backup(
+    store: &dyn ObjectStore,
+    source: &str,
+    database: &str,
+    run: &RunId,
+    size: usize,
+    complete: bool,
+) -> DbBackupPath {
+    let path = DbBackupPath { source: source.into(), database: database.into(), run: run.clone() };
+    let dump = Bytes::from(vec![b'd'; size]);
+    store.put(&path.dump_key("zst"), dump.clone(), PutOptions::default()).await.expect("put dump");
+    if complete {
+        let manifest = DbManifest {
+            format: DB_FORMAT.into(),
+            format_version: DB_FORMAT_VERSION,
+            backup_id: path.run.to_string(),
+            source: source.into(),
+            database: database.into(),
+            server_version: "15.20".into(),
+            pg_dump_version: "pg_dump (PostgreSQL) 15.20".into(),
+            lifeboat_version: env!("CARGO_PKG_VERSION").into(),
+            started_at: path.run.started,
+            finished_at: path.run.started + chrono::Duration::seconds(30),
+            dump: DumpObject {
+                name: "dump.pgc.zst".into(),
+                compression: Compression::Zstd,
+                level: 3,
+                uncompressed_bytes: size as u64 * 3,
+                stored_bytes: size as u64,
+                sha256: "00".repeat(32),
+                crc32c: lifeboat_core::store::crc32c_base64(crc32c::crc32c(&dump)),
+            },
+            row_counts: None,
+        };
+        let options = PutOptions { content_type: Some("application/json".into()), ..PutOptions::default() };
+        store.put(&path.manifest_key(), Bytes::from(manifest.to_json()), options).await.expect("put manifest");
+    }
+    path
+}
+
+/// The key of blob `name` of `bucket`.
+pub fn blob_key(bucket: &str, name: &str) -> String {
+    format!("{}{name}", SnapshotPath::blobs_prefix(bucket))
+}
+
+/// Writes a snapshot of `bucket` whose objects are `objects` (object name, blob name); blobs are
+/// created when missing. The header is written last, only when `complete`.
+pub async fn snapshot(
+    store: &dyn ObjectStore,
+    bucket: &str,
+    run: &RunId,
+    objects: &[(&str, &str)],
+    complete: bool,
+    suspicious: bool,
+) -> SnapshotPath {
+    let path = SnapshotPath { bucket: bucket.into(), run: run.clone() };
+    let mut part = PartEncoder::new().expect("encoder");
+    let mut bytes = 0;
+    for (name, blob) in objects {
+        let key = blob_key(bucket, blob);
+        let content = Bytes::from(format!("content of {blob}"));
+        match store.put(&key, content.clone(), PutOptions::default()).await {
+            Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
+            Err(e) => panic!("put blob: {e}"),
+        }
+        bytes += content.len() as u64;
+        part.push(&SnapshotEntry {
+            name: (*name).into(),
+            size: content.len() as u64,
+            generation: 1,
+            md5: None,
+            crc32c: None,
+            content_type: None,
+            content_encoding: None,
+            cache_control: None,
+            metadata: BTreeMap::new(),
+            blob: key,
+        })
+        .expect("push");
+    }
+    let part = part.finish().expect("finish part");
+    store.put(&part_key(&path, 0, 1), Bytes::from(part), PutOptions::default()).await.expect("put part");
+    if complete {
+        let header = SnapshotHeader {
+            format: SNAPSHOT_FORMAT.into(),
+            format_version: SNAPSHOT_FORMAT_VERSION,
+            snapshot_id: path.run.to_string(),
+            bucket: bucket.into(),
+            prefix: String::new(),
+            started_at: path.run.started,
+            finished_at: path.run.started + chrono::Duration::seconds(10),
+            parts: 1,
+            totals: SnapshotTotals { objects: objects.len() as u64, bytes, ..SnapshotTotals::default() },
+            suspicious: suspicious.then(|| "listed far fewer objects than before".to_owned()),
+            lifeboat_version: env!("CARGO_PKG_VERSION").into(),
+        };
+        let mut options = PutOptions { content_type: Some("application/json".into()), ..PutOptions::default() };
+        if suspicious {
+            options.metadata.insert(SUSPICIOUS_METADATA.into(), "true".into());
+        }
+        let json = serde_json::to_vec(&header).expect("header json");
+        store.put(&path.header_key(), Bytes::from(json), options).await.expect("put header");
+    }
+    path
+}
+
+/// Every key in the store, sorted.
+pub async fn keys(store: &dyn ObjectStore) -> Vec<String> {
+    let mut keys: Vec<String> = store.list_all("").map_ok(|o| o.key).try_collect().await.expect("list");
+    keys.sort();
+    keys
+}
+
+/// Services over `store`, configured by `vars` on top of the store's location.
+pub fn services(store: DynStore, vars: &[(&str, &str)]) -> (Services, Env) {
+    services_with(store, vars, Arc::new(LogPublisher))
+}
+
+/// [`services`] with a given publisher.
+pub fn services_with(store: DynStore, vars: &[(&str, &str)], publisher: Arc<dyn Publisher>) -> (Services, Env) {
+    let mut env = Env::from_pairs([("LIFEBOAT_DESTINATION", store.location().to_string())]);
+    for (k, v) in vars {
+        env = env.with(k, v);
+    }
+    let mut r = Reader::new(&env);
+    let common = Common::read(&mut r);
+    r.finish().expect("valid common configuration");
+    let common = common.expect("common");
+    (Services { env: env.clone(), common, store, publisher }, env)
+}
+
+/// Reads a program's configuration from `env` (panics with every problem).
+pub fn config<C>(env: &Env, args: &[&str], read: fn(&mut Reader<'_>, &[String]) -> Option<C>) -> C {
+    let mut r = Reader::new(env);
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let c = read(&mut r, &args);
+    r.finish().expect("valid program configuration");
+    c.expect("config")
+}

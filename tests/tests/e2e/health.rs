@@ -1,0 +1,120 @@
+//! `health` end to end: backups in fake-gcs-server, the service served in-process (JSON and the
+//! HTML page), and the binary in job mode (exit code, table).
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use lifeboat_core::clock::Clock;
+use lifeboat_core::programs::health;
+use lifeboat_core::runtime::{App, serve};
+use lifeboat_core::store::DynStore;
+use serde_json::Value;
+use tokio::sync::Notify;
+
+use crate::fake_backups::{config, db_backup, run_at, services, snapshot};
+use crate::support::{binary, gcs_store_with, require_env};
+
+async fn store() -> DynStore {
+    Arc::new(gcs_store_with(1 << 20, "backups").await)
+}
+
+#[tokio::test]
+async fn health_serves_json_and_an_html_page() {
+    let store = store().await;
+    let t0 = DateTime::from_timestamp(Utc::now().timestamp(), 0).expect("now");
+    let clock = Clock::manual(t0);
+    for (k, size) in [(3, 1000), (2, 1100), (1, 900)] {
+        db_backup(&*store, "main", "app", &run_at(t0 - Duration::days(k) + Duration::hours(2)), size, true).await;
+    }
+    db_backup(&*store, "main", "billing", &run_at(t0 - Duration::minutes(25 * 60 + 1)), 500, true).await;
+    snapshot(&*store, "media", &run_at(t0 - Duration::hours(3)), &[("a.png", "blob-a")], true, false).await;
+
+    let (services, env) = services(store.clone(), &[("BACKUP_DATABASES", "app,billing,ledger")]);
+    let program = health::start(services.clone(), config(&env, &[], health::read)).await.expect("start");
+    let app = App::new(&health::SPEC, Arc::new(program.with_clock(clock.clone())), services);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let stop = Arc::new(Notify::new());
+    let signal = stop.clone();
+    let server = tokio::spawn(async move { serve(listener, app, async move { signal.notified().await }).await });
+    let http = reqwest::Client::new();
+
+    let r = http.get(format!("{base}/status")).send().await.expect("status");
+    assert_eq!(r.status(), 503, "billing is stale, ledger missing");
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let body: Value = r.json().await.expect("json");
+    let rows = body["sources"].as_array().expect("sources");
+    let summary: Vec<_> = rows.iter().map(|s| (s["name"].clone(), s["status"].clone())).collect();
+    assert_eq!(
+        summary,
+        [("app", "ok"), ("billing", "stale"), ("snapshots", "ok"), ("ledger", "missing")]
+            .map(|(n, s)| (Value::from(n), Value::from(s)))
+    );
+    let app_row = &rows[0];
+    assert_eq!(app_row["complete_backups"], 3);
+    assert_eq!(app_row["age_seconds"], 22 * 3600);
+    // Sizes count the dump and the manifest (whose length varies by a byte or two).
+    let change = app_row["bytes_change"].as_i64().expect("change");
+    assert!((-205..=-195).contains(&change), "{change}");
+    assert_eq!(app_row["recent_sizes"].as_array().map(Vec::len), Some(3));
+    assert_eq!(rows[2]["kind"], "bucket");
+
+    for request in [
+        http.get(format!("{base}/")),
+        http.get(format!("{base}/status")).header("accept", "text/html,application/xhtml+xml;q=0.9"),
+    ] {
+        let r = request.send().await.expect("page");
+        assert_eq!(r.status(), 503);
+        assert_eq!(r.headers()["content-type"], "text/html; charset=utf-8");
+        let html = r.text().await.expect("html");
+        assert_eq!(html.matches(r#"<tr class="row""#).count(), 4, "one row per source");
+        for text in ["main/app", "main/billing", "gs://media", "main/ledger", "2 of 4 need attention", "<svg"] {
+            assert!(html.contains(text), "{text} missing");
+        }
+    }
+
+    // Fresh backups for billing and ledger: all ok, 200.
+    for db in ["billing", "ledger"] {
+        db_backup(&*store, "main", db, &run_at(t0 - Duration::hours(1)), 700, true).await;
+    }
+    let r = http.get(format!("{base}/status")).send().await.expect("status");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.expect("json")["ok"], true);
+    // …until time passes (injected): 25 h after the newest of app.
+    clock.advance(Duration::hours(4));
+    let r = http.get(format!("{base}/status")).send().await.expect("status");
+    assert_eq!(r.status(), 503, "app's newest backup is now 26 h old");
+
+    stop.notify_one();
+    server.await.expect("server stops");
+}
+
+#[tokio::test]
+async fn job_mode_exits_non_zero_unless_everything_is_ok() {
+    let host = require_env("STORAGE_EMULATOR_HOST");
+    let store = store().await;
+    let now = Utc::now();
+    db_backup(&*store, "main", "app", &run_at(now - Duration::hours(2)), 100, true).await;
+    let run = || {
+        let home = tempfile::tempdir().expect("home");
+        std::process::Command::new(binary("health"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", home.path())
+            .env("STORAGE_EMULATOR_HOST", &host)
+            .env("LIFEBOAT_DESTINATION", store.location().to_string())
+            .env("BACKUP_DATABASES", "app")
+            .env("SOURCE_BUCKETS", "media/photos")
+            .arg("--once")
+            .output()
+            .expect("run health")
+    };
+    let out = run();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "the expected bucket has no snapshot:\n{stdout}");
+    assert!(stdout.contains("main/app") && stdout.contains("gs://media") && stdout.contains("missing"), "{stdout}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1 of 2 sources ok: gs://media missing"));
+    snapshot(&*store, "media", &run_at(now - Duration::hours(1)), &[("p.jpg", "b1")], true, false).await;
+    let out = run();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+}

@@ -1,0 +1,443 @@
+//! `monitor` end to end: served in-process over a real socket (`runtime::serve`, port 0, API
+//! token), its state in fake-gcs-server, events through the real Pub/Sub emulator (published
+//! with the library's publisher, pulled back, wrapped in the real push envelope) and alerts to the
+//! Slack stand-in. Time is injected with a manual clock, never slept.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use gcloud_pubsub::subscription::SubscriptionConfig;
+use lifeboat_core::clock::Clock;
+use lifeboat_core::events::{Event, ItemResult, Outcome, PubSubPublisher, Publisher, RunResult, SCHEMA_VERSION};
+use lifeboat_core::programs::monitor;
+use lifeboat_core::runtime::{App, serve};
+use lifeboat_core::store::{DynStore, ObjectStoreExt as _};
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+use crate::fake_backups::{config, db_backup, run_at, services};
+use crate::slack::Hook;
+use crate::support::{binary, gcs_store_with, require_env, unique};
+
+const TOKEN: &str = "monitor-test-token-0123456789";
+
+/// A monitor served on 127.0.0.1:0 until dropped.
+struct Served {
+    base: String,
+    stop: Arc<Notify>,
+    http: reqwest::Client,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.stop.notify_one();
+    }
+}
+
+impl Served {
+    async fn post(&self, path: &str, body: &Value) -> (u16, Option<String>, Value) {
+        let r =
+            self.http.post(format!("{}{path}", self.base)).bearer_auth(TOKEN).json(body).send().await.expect("post");
+        let status = r.status().as_u16();
+        let retry_after = r.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let body = r.json().await.unwrap_or(Value::Null);
+        (status, retry_after, body)
+    }
+
+    async fn check(&self) -> (u16, Value) {
+        let (status, _, body) = self.post("/check", &json!({})).await;
+        (status, body)
+    }
+}
+
+async fn serve_monitor(store: &DynStore, vars: &[(&str, &str)], clock: &Clock) -> Served {
+    let mut all = vec![("LIFEBOAT_API_TOKEN", TOKEN), ("LIFEBOAT_REGION", "europe-west1")];
+    all.extend_from_slice(vars);
+    let (services, env) = services(store.clone(), &all);
+    let program = monitor::start(services.clone(), config(&env, &[], monitor::read)).await.expect("start monitor");
+    let app = App::new(&monitor::SPEC, Arc::new(program.with_clock(clock.clone())), services);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let stop = Arc::new(Notify::new());
+    let signal = stop.clone();
+    tokio::spawn(async move { serve(listener, app, async move { signal.notified().await }).await });
+    Served { base, stop, http: reqwest::Client::new() }
+}
+
+async fn store() -> DynStore {
+    Arc::new(gcs_store_with(1 << 20, "backups").await)
+}
+
+fn result(program: &str, outcome: Outcome, error: Option<&str>) -> RunResult {
+    let now = Utc::now();
+    RunResult {
+        schema_version: SCHEMA_VERSION,
+        program: program.into(),
+        source: "main".into(),
+        outcome,
+        summary: match outcome {
+            Outcome::Success => "1 database backed up".into(),
+            _ => "1 of 1 databases failed".into(),
+        },
+        started_at: now - Duration::seconds(42),
+        finished_at: now,
+        destination: "gs://backups-1".into(),
+        items: vec![ItemResult {
+            kind: "database".into(),
+            name: "app".into(),
+            outcome,
+            error: error.map(str::to_owned),
+            backup_id: None,
+            figures: BTreeMap::new(),
+        }],
+        figures: BTreeMap::new(),
+    }
+}
+
+/// Publishes `result` with the library's publisher on a fresh topic of the emulator, pulls it
+/// back and returns the push envelope Pub/Sub would POST, with the message id.
+async fn through_pubsub(result: RunResult) -> (Value, String) {
+    let host = require_env("PUBSUB_EMULATOR_HOST");
+    let project = "lifeboat-local";
+    let client = lifeboat_core::events::pubsub_client(Some(project), Some(&host)).await.expect("pubsub client");
+    let topic_id = unique("results");
+    let topic = client.topic(&topic_id);
+    topic.create(None, None).await.expect("create topic on the emulator");
+    let sub_id = unique("monitor-push");
+    let subscription = client
+        .create_subscription(&sub_id, topic.fully_qualified_name(), SubscriptionConfig::default(), None)
+        .await
+        .expect("create subscription");
+    let publisher = PubSubPublisher::connect(&topic_id, Some(project), Some(&host)).await.expect("publisher");
+    let message_id = publisher.publish(&Event::new(result)).await.expect("publish");
+    let mut received = Vec::new();
+    for _ in 0..50 {
+        received = subscription.pull(1, None).await.expect("pull");
+        if !received.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let m = received.pop().expect("the published message");
+    m.ack().await.expect("ack");
+    assert_eq!(m.message.message_id, message_id);
+    let publish_time = m
+        .message
+        .publish_time
+        .as_ref()
+        .and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0)))
+        .unwrap_or_else(Utc::now);
+    let attributes: BTreeMap<String, String> = m.message.attributes.clone().into_iter().collect();
+    let envelope = lifeboat_core::push::envelope(
+        &m.message.data,
+        &attributes,
+        &m.message.message_id,
+        publish_time,
+        subscription.fully_qualified_name(),
+    );
+    (envelope, message_id)
+}
+
+#[tokio::test]
+async fn a_failure_event_from_pubsub_alerts_slack_once() {
+    let store = store().await;
+    let slack = Hook::new().await;
+    let clock = Clock::manual(Utc::now());
+    let url = slack.url();
+    let monitor = serve_monitor(&store, &[("SLACK_WEBHOOK_URL", &url), ("GOOGLE_CLOUD_PROJECT", "acme")], &clock).await;
+    let (envelope, message_id) = through_pubsub(result(
+        "db-backup",
+        Outcome::Failure,
+        Some("pg_dump exited with status 1: FATAL: no such database"),
+    ))
+    .await;
+
+    let anonymous = monitor.http.post(format!("{}/pubsub", monitor.base)).json(&envelope).send().await.expect("post");
+    assert_eq!(anonymous.status(), 401, "push requests are authenticated");
+    assert!(slack.requests().await.is_empty());
+
+    let (status, _, body) = monitor.post("/pubsub", &envelope).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("alerted")), "{body}");
+    let requests = slack.requests().await;
+    assert_eq!(requests.len(), 1);
+    let msg = &requests[0]["json"];
+    assert_eq!(msg["text"], ":red_circle: db-backup failed (main: app): 1 of 1 databases failed");
+    let blocks = msg["blocks"].to_string();
+    for expected in [
+        "db-backup failed",
+        "*Source*\\nmain: app",
+        "pg_dump exited with status 1: FATAL: no such database",
+        "*When*",
+        "gcloud run jobs execute db-backup --region europe-west1 --project acme",
+        &message_id,
+    ] {
+        assert!(blocks.contains(expected), "{expected} missing from {blocks}");
+    }
+    let headers = requests[0]["headers"].as_object().expect("headers");
+    let content_type = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("content-type")).map(|(_, v)| v.clone());
+    assert_eq!(content_type, Some(json!("application/json")));
+
+    // Pub/Sub delivers at least once: the same message again, here and on another instance.
+    let (status, _, body) = monitor.post("/pubsub", &envelope).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("duplicate")));
+    let other = serve_monitor(&store, &[("SLACK_WEBHOOK_URL", &url)], &clock).await;
+    let (status, _, body) = other.post("/pubsub", &envelope).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("duplicate")), "the record is shared through the store");
+    assert_eq!(slack.requests().await.len(), 1, "never alerted twice");
+    let record = store.read_all(&format!("state/monitor/messages/{message_id}"), 1 << 20).await.expect("record");
+    let record: Value = serde_json::from_slice(&record).expect("json");
+    assert_eq!((record["state"].as_str(), record["settled"].clone()), (Some("done"), json!(["slack"])));
+
+    // A success raises nothing; health's evaluations are left to /check.
+    let (envelope, _) = through_pubsub(result("db-backup", Outcome::Success, None)).await;
+    let (status, _, body) = monitor.post("/pubsub", &envelope).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
+    let (envelope, _) = through_pubsub(result("health", Outcome::Failure, Some("stale backups of main/app"))).await;
+    let (status, _, body) = monitor.post("/pubsub", &envelope).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("ignored")));
+    assert_eq!(slack.requests().await.len(), 1);
+}
+
+#[tokio::test]
+async fn slack_429_is_redelivered_after_retry_after() {
+    let store = store().await;
+    let slack = Hook::new().await;
+    slack.script(json!([{"status": 429, "body": "rate_limited", "headers": {"Retry-After": "30"}}])).await;
+    let clock = Clock::manual(Utc::now());
+    let monitor = serve_monitor(&store, &[("SLACK_WEBHOOK_URL", &slack.url())], &clock).await;
+    let (envelope, _) =
+        through_pubsub(result("storage-backup", Outcome::Failure, Some("bucket media not found"))).await;
+
+    let (status, retry_after, body) = monitor.post("/pubsub", &envelope).await;
+    assert_eq!((status, retry_after.as_deref()), (429, Some("30")), "{body}");
+    assert!(body["error"].as_str().unwrap_or_default().contains("rate-limiting"), "{body}");
+    assert_eq!(slack.requests().await.len(), 1);
+
+    // Pub/Sub redelivers early: Slack is not called before Retry-After has passed.
+    clock.advance(Duration::seconds(10));
+    let (status, retry_after, _) = monitor.post("/pubsub", &envelope).await;
+    assert_eq!((status, retry_after.as_deref()), (429, Some("20")));
+    assert_eq!(slack.requests().await.len(), 1, "Retry-After honoured");
+
+    clock.advance(Duration::seconds(21));
+    let (status, _, body) = monitor.post("/pubsub", &envelope).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("alerted")));
+    let statuses: Vec<_> = slack.requests().await.iter().map(|r| r["status"].as_u64()).collect();
+    assert_eq!(statuses, [Some(429), Some(200)]);
+    let (_, _, body) = monitor.post("/pubsub", &envelope).await;
+    assert_eq!(body["status"], "duplicate");
+    assert_eq!(slack.requests().await.len(), 2);
+}
+
+#[tokio::test]
+async fn slack_500_is_retried_and_404_is_acknowledged() {
+    let store = store().await;
+    let slack = Hook::new().await;
+    slack.script(json!([{"status": 500, "body": "internal_error"}])).await;
+    let clock = Clock::manual(Utc::now());
+    let monitor = serve_monitor(&store, &[("SLACK_WEBHOOK_URL", &slack.url())], &clock).await;
+
+    let (envelope, _) = through_pubsub(result("prune", Outcome::Failure, Some("permission denied"))).await;
+    let (status, retry_after, body) = monitor.post("/pubsub", &envelope).await;
+    assert_eq!((status, retry_after), (503, None), "{body}");
+    assert!(body["error"].as_str().unwrap_or_default().contains("answered 500"), "{body}");
+    let (status, _, body) = monitor.post("/pubsub", &envelope).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("alerted")), "the redelivery succeeds");
+    assert_eq!(slack.requests().await.len(), 2);
+    assert!(slack.texts().await[1].contains("prune failed"));
+
+    slack.script(json!([{"status": 404, "body": "channel_not_found"}])).await;
+    let (envelope, message_id) = through_pubsub(result("db-backup", Outcome::Warning, Some("slow"))).await;
+    let (status, _, body) = monitor.post("/pubsub", &envelope).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("alerted")), "4xx: logged and acknowledged");
+    let (_, _, body) = monitor.post("/pubsub", &envelope).await;
+    assert_eq!(body["status"], "duplicate", "a refused alert is not retried");
+    assert_eq!(slack.requests().await.len(), 3);
+    let record = store.read_all(&format!("state/monitor/messages/{message_id}"), 1 << 20).await.expect("record");
+    assert!(String::from_utf8_lossy(&record).contains(r#""state":"done""#));
+}
+
+#[tokio::test]
+async fn malformed_push_requests_get_400_with_a_reason() {
+    let store = store().await;
+    let slack = Hook::new().await;
+    let monitor = serve_monitor(&store, &[("SLACK_WEBHOOK_URL", &slack.url())], &Clock::system()).await;
+    let t = Utc::now();
+    let wrap =
+        |data: &[u8]| lifeboat_core::push::envelope(data, &BTreeMap::new(), "77", t, "projects/p/subscriptions/s");
+    let mut wrong_version: Value =
+        serde_json::from_str(&Event::new(result("db-backup", Outcome::Failure, None)).to_json()).expect("event json");
+    wrong_version["data"]["schema_version"] = json!(99);
+    let cases = [
+        (json!("not an object"), "not a Pub/Sub push envelope"),
+        (json!({"message": {"data": "eA=="}}), "no message.messageId"),
+        (json!({"message": {"messageId": "1", "data": "***"}}), "not base64"),
+        (wrap(b"{\"hello\": 1}"), "not a lifeboat result event"),
+        (wrap(wrong_version.to_string().as_bytes()), "schema_version 99"),
+    ];
+    for (body, reason) in cases {
+        let (status, _, answer) = monitor.post("/pubsub", &body).await;
+        assert_eq!(status, 400, "{body} → {answer}");
+        assert!(answer["error"].as_str().unwrap_or_default().contains(reason), "{answer} should say {reason}");
+    }
+    let raw = monitor
+        .http
+        .post(format!("{}/pubsub", monitor.base))
+        .bearer_auth(TOKEN)
+        .body(vec![0xff, 0x00, 0x7b])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(raw.status(), 400);
+    let health = monitor.http.get(format!("{}/healthz", monitor.base)).send().await.expect("healthz");
+    assert_eq!(health.status(), 200, "still serving");
+    assert!(slack.requests().await.is_empty());
+}
+
+#[tokio::test]
+async fn the_25_hour_rule_alerts_once_reminds_and_recovers() {
+    let store = store().await;
+    let (slack, webhook) = (Hook::new().await, Hook::new().await);
+    let t0 = DateTime::from_timestamp(Utc::now().timestamp(), 0).expect("now");
+    let clock = Clock::manual(t0);
+    db_backup(&*store, "main", "app", &run_at(t0 - Duration::minutes(24 * 60 + 59)), 1000, true).await;
+    db_backup(&*store, "main", "billing", &run_at(t0 - Duration::minutes(25 * 60 + 1)), 2000, true).await;
+    let vars = [
+        ("SLACK_WEBHOOK_URL", slack.url()),
+        ("ALERT_WEBHOOK_URL", webhook.url()),
+        ("ALERT_REMINDER_INTERVAL", "6h".to_owned()),
+        ("BACKUP_DATABASES", "app,billing,ledger".to_owned()),
+    ];
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let monitor = serve_monitor(&store, &vars, &clock).await;
+
+    // 24 h 59 min: ok. 25 h 1 min: stale. ledger has no backup at all: missing.
+    let (status, body) = monitor.check().await;
+    assert_eq!(status, 200, "{body}");
+    let statuses: Vec<_> = body["sources"].as_array().expect("sources").iter().map(|s| s["status"].clone()).collect();
+    assert_eq!(statuses, [json!("ok"), json!("stale"), json!("missing")]);
+    let mut texts = slack.texts().await;
+    texts.sort();
+    assert_eq!(texts.len(), 2, "{texts:?}");
+    assert!(texts[0].starts_with(":red_circle: main/billing backups are stale: newest complete backup"), "{texts:?}");
+    assert!(texts[0].contains("is 1d01h old, older than the limit of 25h"), "{texts:?}");
+    assert!(texts[1].starts_with(":red_circle: main/ledger backups are missing"), "{texts:?}");
+    let hooked = webhook.requests().await;
+    assert_eq!(hooked.len(), 2, "the generic webhook gets the same alerts");
+    assert_eq!(hooked[0]["json"]["schema"], "lifeboat.alert/v1");
+
+    // Still stale a minute later: no second alert.
+    clock.advance(Duration::minutes(1));
+    monitor.check().await;
+    assert_eq!(slack.requests().await.len(), 2);
+
+    // Another minute: app crosses 25 h (25 h 1 min) and raises its own alert.
+    clock.advance(Duration::minutes(1));
+    monitor.check().await;
+    let texts = slack.texts().await;
+    assert_eq!(texts.len(), 3);
+    assert!(texts[2].starts_with(":red_circle: main/app backups are stale"), "{texts:?}");
+
+    // Reminders: at most one per ALERT_REMINDER_INTERVAL (6 h) per incident.
+    clock.set(t0 + Duration::hours(6));
+    monitor.check().await;
+    let texts = slack.texts().await;
+    assert_eq!(texts.len(), 5, "billing and ledger reminded, app not yet: {texts:?}");
+    assert!(texts[3..].iter().all(|t| t.contains("still stale") || t.contains("still missing")), "{texts:?}");
+    clock.set(t0 + Duration::hours(6) + Duration::minutes(2));
+    monitor.check().await;
+    assert_eq!(slack.texts().await.len(), 6, "now app's reminder");
+    clock.set(t0 + Duration::hours(7));
+    monitor.check().await;
+    assert_eq!(slack.texts().await.len(), 6, "no more within the interval");
+
+    // Fresh backups: one "recovered" message per source, then silence.
+    let now = clock.now();
+    for db in ["app", "billing", "ledger"] {
+        db_backup(&*store, "main", db, &run_at(now - Duration::hours(1)), 1500, true).await;
+    }
+    let (status, body) = monitor.check().await;
+    assert_eq!(status, 200);
+    assert_eq!(body["changes"].as_array().map(Vec::len), Some(3), "{body}");
+    let texts = slack.texts().await;
+    assert_eq!(texts.len(), 9);
+    assert!(texts[6..].iter().all(|t| t.starts_with(":white_check_mark:") && t.contains("recovered")), "{texts:?}");
+    monitor.check().await;
+    assert_eq!(slack.texts().await.len(), 9);
+    assert_eq!(webhook.requests().await.len(), 9);
+    let book = store.read_all("state/monitor/incidents.json", 1 << 20).await.expect("state");
+    let book: Value = serde_json::from_slice(&book).expect("json");
+    assert_eq!((book["incidents"].clone(), book["outbox"].clone()), (json!({}), json!([])));
+}
+
+#[tokio::test]
+async fn a_failed_delivery_is_retried_by_the_next_check_without_repeating_the_others() {
+    let store = store().await;
+    let (slack, webhook) = (Hook::new().await, Hook::new().await);
+    webhook.script(json!([{"status": 503, "body": "down", "headers": {"Retry-After": "60"}}])).await;
+    let t0 = Utc::now();
+    let clock = Clock::manual(t0);
+    db_backup(&*store, "main", "app", &run_at(t0 - Duration::hours(30)), 10, true).await;
+    let (s, w) = (slack.url(), webhook.url());
+    let monitor = serve_monitor(&store, &[("SLACK_WEBHOOK_URL", &s), ("ALERT_WEBHOOK_URL", &w)], &clock).await;
+    let (status, body) = monitor.check().await;
+    assert_eq!((status, body["alerts_pending"].as_u64()), (503, Some(1)), "{body}");
+    assert_eq!((slack.requests().await.len(), webhook.requests().await.len()), (1, 1));
+    clock.advance(Duration::minutes(5));
+    let (status, body) = monitor.check().await;
+    assert_eq!((status, body["alerts_delivered"].as_u64()), (200, Some(1)), "{body}");
+    assert_eq!((slack.requests().await.len(), webhook.requests().await.len()), (1, 2), "slack is not sent twice");
+}
+
+#[tokio::test]
+async fn two_monitors_racing_on_the_same_incident_send_one_alert() {
+    let store = store().await;
+    let slack = Hook::new().await;
+    let t0 = Utc::now();
+    let clock = Clock::manual(t0);
+    let url = slack.url();
+    let a = serve_monitor(&store, &[("SLACK_WEBHOOK_URL", &url)], &clock).await;
+    let b = serve_monitor(&store, &[("SLACK_WEBHOOK_URL", &url)], &clock).await;
+    for round in 0..5 {
+        // A new database turns stale; both instances check at the same moment.
+        db_backup(&*store, "main", &format!("db{round}"), &run_at(t0 - Duration::hours(26)), 10, true).await;
+        let ((sa, _), (sb, _)) = tokio::join!(a.check(), b.check());
+        assert_eq!((sa, sb), (200, 200));
+        let texts = slack.texts().await;
+        assert_eq!(texts.len(), round + 1, "round {round}: {texts:?}");
+        assert!(texts[round].contains(&format!("main/db{round} backups are stale")), "{texts:?}");
+    }
+    // The same Pub/Sub message pushed to both at once: one alert.
+    let (envelope, _) = through_pubsub(result("db-backup", Outcome::Failure, Some("boom"))).await;
+    let ((s1, _, b1), (s2, _, b2)) = tokio::join!(a.post("/pubsub", &envelope), b.post("/pubsub", &envelope));
+    let answers = [(s1, b1["status"].clone()), (s2, b2["status"].clone())];
+    assert!(answers.contains(&(200, json!("alerted"))), "{answers:?}");
+    assert_eq!(slack.requests().await.len(), 6, "{answers:?}");
+}
+
+#[tokio::test]
+async fn job_mode_binary_runs_one_check() {
+    let host = require_env("STORAGE_EMULATOR_HOST");
+    let store = store().await;
+    let slack = Hook::new().await;
+    db_backup(&*store, "main", "app", &run_at(Utc::now() - Duration::hours(30)), 10, true).await;
+    let home = tempfile::tempdir().expect("home");
+    let out = std::process::Command::new(binary("monitor"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", home.path())
+        .env("STORAGE_EMULATOR_HOST", host)
+        .env("LIFEBOAT_DESTINATION", store.location().to_string())
+        .env("SLACK_WEBHOOK_URL", slack.url())
+        .arg("--once")
+        .output()
+        .expect("run monitor");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains(&slack.url()) && !stderr.contains("/hooks/"), "the webhook URL leaked into the log");
+    assert!(stderr.contains("checked 1 sources (1 not ok); 1 alerts delivered"), "{stderr}");
+    let texts = slack.texts().await;
+    assert_eq!(texts.len(), 1);
+    assert!(texts[0].contains("main/app backups are stale"));
+}

@@ -1,0 +1,241 @@
+//! `prune` applied to fake-gcs-server with real manifests and snapshots. Time is injected: the
+//! objects are written now (the server's clock), the clock of the program is set hours later to
+//! cross the grace periods without sleeping.
+
+use std::process::Command;
+use std::sync::Arc;
+
+use chrono::{Duration, Utc};
+use lifeboat_core::clock::Clock;
+use lifeboat_core::events::{Outcome, RunResult};
+use lifeboat_core::programs::prune;
+use lifeboat_core::runtime::{Program, RunContext, Trigger};
+use lifeboat_core::store::{DynStore, ObjectStore};
+
+use crate::fake_backups::{blob_key, config, db_backup, keys, run_at, services, snapshot};
+use crate::support::{binary, gcs_store_with, require_env};
+
+async fn store() -> DynStore {
+    Arc::new(gcs_store_with(1 << 20, "backups").await)
+}
+
+async fn app(store: &DynStore, vars: &[(&str, &str)], clock: &Clock) -> prune::App {
+    let (services, env) = services(store.clone(), vars);
+    let cfg = config(&env, &[], prune::read);
+    prune::start(services, cfg).await.expect("start").with_clock(clock.clone())
+}
+
+fn figure(r: &RunResult, name: &str) -> u64 {
+    r.figures.get(name).and_then(serde_json::Value::as_u64).unwrap_or_else(|| panic!("figure {name} in {r:?}"))
+}
+
+async fn bytes_under(store: &dyn ObjectStore, prefixes: &[String]) -> u64 {
+    use futures::TryStreamExt as _;
+    use lifeboat_core::store::ObjectStoreExt as _;
+    let mut total = 0;
+    for p in prefixes {
+        let objects: Vec<_> = store.list_all(p).try_collect().await.expect("list");
+        total += objects.iter().map(|o| o.size).sum::<u64>();
+    }
+    total
+}
+
+#[tokio::test]
+async fn prune_applies_the_plan_and_collects_orphans_after_the_grace() {
+    let store = store().await;
+    let now = Utc::now();
+    let mut backups = Vec::new();
+    for k in 1..=8 {
+        backups
+            .push(db_backup(&*store, "main", "app", &run_at(now - Duration::days(k)), 1000 + k as usize, true).await);
+    }
+    let orphan = db_backup(&*store, "main", "app", &run_at(now - Duration::days(20)), 500, false).await;
+    let other_source = db_backup(&*store, "other", "app", &run_at(now - Duration::days(50)), 10, true).await;
+    let expected_freed = bytes_under(&*store, &backups[3..].iter().map(|b| b.prefix()).collect::<Vec<_>>()).await;
+
+    let vars = [("BACKUP_RETENTION_DAYS", "1"), ("BACKUP_KEEP_DAILY", "3"), ("PRUNE_MAX_DELETE_FRACTION", "0.75")];
+    let clock = Clock::manual(now + Duration::hours(1));
+    let app = app(&store, &vars, &clock).await;
+    let result = app.run(RunContext::new(Trigger::Http)).await;
+    assert_eq!(result.outcome, Outcome::Success, "{}", result.summary);
+    assert_eq!(figure(&result, "backups_deleted"), 5);
+    assert_eq!(figure(&result, "orphans_deleted"), 0, "the orphan is younger than PRUNE_GRACE (server time)");
+    assert_eq!(figure(&result, "objects_deleted"), 10);
+    assert_eq!(figure(&result, "bytes_freed"), expected_freed);
+    assert!(result.summary.contains("deleted 5 backups, 0 orphans"), "{}", result.summary);
+    assert_eq!(result.items.len(), 1);
+    assert_eq!(result.items[0].name, "main/app");
+
+    let left = keys(&*store).await;
+    for b in &backups[..3] {
+        assert!(left.contains(&b.manifest_key()) && left.contains(&b.dump_key("zst")), "{} kept", b.run);
+    }
+    for b in &backups[3..] {
+        assert!(!left.iter().any(|k| k.starts_with(&b.prefix())), "{} deleted", b.run);
+    }
+    assert!(left.contains(&orphan.dump_key("zst")));
+    assert!(left.contains(&other_source.manifest_key()), "another source is never touched");
+
+    // Idempotent: planning again deletes nothing.
+    let again = app.plan(clock.now()).await.expect("plan");
+    assert_eq!(again.totals().backups + again.totals().orphans, 0, "{}", again.table(chrono_tz::UTC));
+
+    // Past the grace period (as seen against the objects' server time) the orphan goes.
+    clock.set(now + Duration::hours(49));
+    let result = app.run(RunContext::new(Trigger::Http)).await;
+    assert_eq!(result.outcome, Outcome::Success, "{}", result.summary);
+    assert_eq!((figure(&result, "backups_deleted"), figure(&result, "orphans_deleted")), (0, 1));
+    let left = keys(&*store).await;
+    assert!(!left.contains(&orphan.dump_key("zst")));
+    assert_eq!(left.len(), 3 * 2 + 2, "three backups of main/app and the other source's");
+}
+
+#[tokio::test]
+async fn prune_holds_a_series_whose_newest_run_failed() {
+    let store = store().await;
+    let now = Utc::now();
+    for k in 10..15 {
+        db_backup(&*store, "main", "app", &run_at(now - Duration::days(k)), 100, true).await;
+    }
+    // The newest run wrote its dump (server time: now) and never its manifest.
+    db_backup(&*store, "main", "app", &run_at(now - Duration::hours(1)), 100, false).await;
+    let before = keys(&*store).await;
+    let vars = [("BACKUP_RETENTION_DAYS", "1"), ("PRUNE_MAX_DELETE_FRACTION", "1")];
+    // 7 h later the run is past RUN_GRACE (6 h): failed.
+    let clock = Clock::manual(now + Duration::hours(7));
+    let result = app(&store, &vars, &clock).await.run(RunContext::new(Trigger::Http)).await;
+    assert_eq!(result.outcome, Outcome::Warning, "{}", result.summary);
+    assert_eq!(figure(&result, "series_held"), 1);
+    assert_eq!(figure(&result, "objects_deleted"), 0);
+    let why = result.items[0].error.as_deref().unwrap_or_default();
+    assert!(why.contains("failed (no manifest)"), "{why}");
+    assert_eq!(keys(&*store).await, before, "nothing deleted");
+
+    // Too many deletions without --force: held too.
+    let store = self::store().await;
+    for k in 10..15 {
+        db_backup(&*store, "main", "app", &run_at(now - Duration::days(k)), 100, true).await;
+    }
+    let vars = [("BACKUP_RETENTION_DAYS", "1")];
+    let result = app(&store, &vars, &clock).await.run(RunContext::new(Trigger::Http)).await;
+    assert_eq!(result.outcome, Outcome::Warning);
+    assert!(result.summary.contains("1 series held"), "{}", result.summary);
+    assert!(result.items[0].error.as_deref().unwrap_or_default().contains("--force"));
+    let (services, env) = services(store.clone(), &vars);
+    let forced = prune::start(services, config(&env, &["--force"], prune::read)).await.expect("start");
+    let result = forced.with_clock(clock).run(RunContext::new(Trigger::Http)).await;
+    assert_eq!((result.outcome, figure(&result, "backups_deleted")), (Outcome::Success, 4));
+}
+
+#[tokio::test]
+async fn prune_deletes_unreferenced_blobs_only_after_the_grace() {
+    let store = store().await;
+    let now = Utc::now();
+    let s1 =
+        snapshot(&*store, "media", &run_at(now - Duration::days(10)), &[("x", "a"), ("y", "b")], true, false).await;
+    let s2 = snapshot(&*store, "media", &run_at(now - Duration::days(5)), &[("y", "b"), ("z", "c")], true, false).await;
+    let s3 = snapshot(&*store, "media", &run_at(now - Duration::days(1)), &[("z", "c"), ("w", "d")], true, false).await;
+    // A blob nothing references (e.g. copied by a crashed snapshot).
+    store
+        .put(&blob_key("media", "stray"), bytes::Bytes::from_static(b"stray"), Default::default())
+        .await
+        .expect("stray blob");
+
+    let vars = [("BACKUP_RETENTION_DAYS", "1"), ("BACKUP_KEEP_LAST", "2"), ("PRUNE_MAX_DELETE_FRACTION", "1")];
+    let clock = Clock::manual(now + Duration::hours(1));
+    let app = app(&store, &vars, &clock).await;
+    let result = app.run(RunContext::new(Trigger::Http)).await;
+    assert_eq!(result.outcome, Outcome::Success, "{}", result.summary);
+    assert_eq!((figure(&result, "backups_deleted"), figure(&result, "blobs_deleted")), (1, 0));
+    let left = keys(&*store).await;
+    assert!(!left.iter().any(|k| k.starts_with(&s1.prefix())), "snapshot s1 dropped");
+    assert!(left.contains(&blob_key("media", "a")), "young blobs survive the first run");
+
+    clock.set(now + Duration::hours(49));
+    let result = app.run(RunContext::new(Trigger::Http)).await;
+    assert_eq!(figure(&result, "blobs_deleted"), 2, "{result:?}");
+    let left = keys(&*store).await;
+    let blobs: Vec<_> = left.iter().filter(|k| k.contains("/blobs/")).cloned().collect();
+    assert_eq!(blobs, ["b", "c", "d"].map(|b| blob_key("media", b)));
+    assert!(left.contains(&s2.header_key()) && left.contains(&s3.header_key()));
+    assert_eq!(item_figure(&result, "gs://media", "blobs_deleted"), 2);
+}
+
+fn item_figure(r: &RunResult, item: &str, name: &str) -> u64 {
+    let item = r.items.iter().find(|i| i.name == item).unwrap_or_else(|| panic!("item {item} in {r:?}"));
+    item.figures.get(name).and_then(serde_json::Value::as_u64).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_crash_mid_prune_and_a_rerun_reach_the_same_end_state() {
+    let now = Utc::now();
+    let db_runs: Vec<_> = (1..=6).map(|k| run_at(now - Duration::days(k * 3))).collect();
+    let snap_runs: Vec<_> = (1..=4).map(|k| run_at(now - Duration::days(k * 3))).collect();
+    let (clean, crashed) = (store().await, store().await);
+    for s in [&clean, &crashed] {
+        for (i, run) in db_runs.iter().enumerate() {
+            db_backup(&**s, "main", "app", run, 100 + i, true).await;
+        }
+        for (i, run) in snap_runs.iter().enumerate() {
+            let blob = format!("blob-{i}");
+            snapshot(&**s, "media", run, &[("shared", "common"), ("own", &blob)], true, false).await;
+        }
+    }
+    let vars = [("BACKUP_RETENTION_DAYS", "1"), ("BACKUP_KEEP_LAST", "2"), ("PRUNE_MAX_DELETE_FRACTION", "1")];
+    let clock = Clock::manual(now + Duration::hours(49));
+
+    // The crashed prune removed only the completion objects of its first deletions.
+    let crashed_app = app(&crashed, &vars, &clock).await;
+    let plan = crashed_app.plan(clock.now()).await.expect("plan");
+    for sp in &plan.series {
+        let first = sp.deletions().next().expect("something to delete");
+        let order = sp.deletion_order(first);
+        assert!(order[0].ends_with("manifest.json") || order[0].ends_with("header.json"), "{order:?}");
+        assert!(crashed.delete(order[0]).await.expect("delete"), "completion object deleted first");
+    }
+    let rerun = crashed_app.run(RunContext::new(Trigger::Http)).await;
+    assert_eq!(rerun.outcome, Outcome::Success, "{}", rerun.summary);
+    assert_eq!(figure(&rerun, "orphans_deleted"), 2, "the half-deleted runs are now orphans");
+
+    let result = app(&clean, &vars, &clock).await.run(RunContext::new(Trigger::Http)).await;
+    assert_eq!(result.outcome, Outcome::Success, "{}", result.summary);
+    assert_eq!(figure(&result, "backups_deleted"), 4 + 2);
+    let (a, b) = (keys(&*clean).await, keys(&*crashed).await);
+    assert_eq!(a, b, "same end state");
+    assert_eq!(a.iter().filter(|k| k.ends_with("manifest.json")).count(), 2);
+    assert_eq!(a.iter().filter(|k| k.contains("/blobs/")).count(), 3, "common + the two kept snapshots' own");
+}
+
+#[tokio::test]
+async fn dry_run_binary_prints_the_plan_and_changes_nothing() {
+    let host = require_env("STORAGE_EMULATOR_HOST");
+    let store = store().await;
+    let now = Utc::now();
+    for k in 1..=5 {
+        db_backup(&*store, "main", "app", &run_at(now - Duration::days(k)), 100, true).await;
+    }
+    let before = keys(&*store).await;
+    let home = tempfile::tempdir().expect("home");
+    let out = Command::new(binary("prune"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", home.path())
+        .env("STORAGE_EMULATOR_HOST", host)
+        .env("LIFEBOAT_DESTINATION", store.location().to_string())
+        .env("BACKUP_RETENTION_DAYS", "1")
+        .env("BACKUP_KEEP_LAST", "2")
+        .env("BACKUP_TIMEZONE", "Asia/Tokyo")
+        .env("PRUNE_MAX_DELETE_FRACTION", "1")
+        .args(["--once", "--dry-run"])
+        .output()
+        .expect("run prune");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "exit {:?}\n{stdout}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.starts_with("SERIES"), "{stdout}");
+    assert!(stdout.contains("STARTED (Asia/Tokyo)"), "{stdout}");
+    assert_eq!(stdout.matches(" DELETE ").count(), 3, "{stdout}");
+    assert_eq!(stdout.lines().filter(|l| l.contains("  keep  ")).count(), 2, "{stdout}");
+    assert!(stdout.contains("newest good"), "{stdout}");
+    assert!(stdout.contains("delete 3 backups and 0 orphans (6 objects"), "{stdout}");
+    assert_eq!(keys(&*store).await, before, "a dry run changes nothing");
+}
