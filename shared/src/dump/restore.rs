@@ -6,10 +6,11 @@
 //! ```
 //!
 //! The checksum is known only at the end of the download, so the restore goes into a database
-//! this restore creates, and the decompressing thread sees the end of its input only after the
-//! download verified: a corrupted object makes `pg_restore` fail (it never sees a clean end of
-//! the archive), and the half-restored database is dropped. After `pg_restore` exits 0, exact
-//! row counts per table are compared with the manifest's; a mismatch fails the restore too.
+//! this restore creates, and succeeds only if the download verified (size, SHA-256, CRC32C), the
+//! decompression ended cleanly, `pg_restore` exited 0 and every table has the row count the
+//! manifest records; otherwise the database is dropped. The decompressing thread sees the end of
+//! its input only after the download verified, so a truncated or corrupted object never looks
+//! like a clean end of the archive to `pg_restore`.
 //!
 //! With `--jobs N` the verified archive is first written (decompressed) to a local temp file,
 //! then `pg_restore -j N` reads it: faster for big databases, for users with disk.

@@ -303,3 +303,43 @@ impl Program for App {
         result
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Env;
+
+    fn read_env(pairs: &[(&str, &str)]) -> Result<Config, crate::config::ConfigError> {
+        let env = Env::from_pairs(pairs.iter().copied());
+        let mut r = Reader::new(&env);
+        let c = read(&mut r, &[]);
+        r.finish()?;
+        Ok(c.expect("a config when there is no problem"))
+    }
+
+    #[test]
+    fn defaults() {
+        let c = read_env(&[("PGHOST", "/cloudsql/p:r:i")]).expect("valid");
+        assert_eq!((c.compression, c.level, c.row_counts, c.concurrency), (Compression::Zstd, 3, true, 1));
+        assert!(c.threads >= 1);
+        assert!(c.databases.is_empty());
+        let c = read_env(&[("BACKUP_COMPRESSION", "gzip"), ("BACKUP_DATABASES", "a, b,")]).expect("valid");
+        assert_eq!((c.compression, c.level, c.databases), (Compression::Gzip, 6, vec!["a".to_owned(), "b".to_owned()]));
+    }
+
+    #[test]
+    fn a_bad_database_url_is_a_configuration_problem_that_hides_the_password() {
+        let e = read_env(&[("DATABASE_URL", "postgresql://u:hunter2-secret@h/db?frobnicate=1")]).expect_err("bad");
+        assert_eq!(e.problems.len(), 1, "{e}");
+        assert_eq!(e.problems[0].name, "DATABASE_URL");
+        assert!(e.problems[0].message.contains("frobnicate"), "{e}");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        let e = read_env(&[("PGHOST", "a,b")]).expect_err("two hosts");
+        assert_eq!(e.problems[0].name, "PGHOST");
+        let e = read_env(&[("DATABASE_URL", "mysql://u:hunter2-secret@h/db")]).expect_err("scheme");
+        assert_eq!(e.problems.len(), 1, "reported once: {e}");
+        assert!(!e.to_string().contains("hunter2"));
+        let e = read_env(&[("BACKUP_COMPRESSION", "lz4"), ("BACKUP_COMPRESSION_LEVEL", "30")]).expect_err("bad");
+        assert_eq!(e.problems[0].name, "BACKUP_COMPRESSION");
+    }
+}
