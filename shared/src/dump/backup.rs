@@ -213,16 +213,18 @@ pub async fn stream_to_store(
     if let Err(e) = pumped {
         let _ = child.start_kill();
         let _ = child.wait().await;
-        let _ = compress.await;
+        // The thread ends at its next read (the pipe closed) or send (the channel closed); a
+        // grandchild still holding the pipe must not hang the cleanup, hence the bound.
+        let _ = tokio::time::timeout(Duration::from_secs(5), compress).await;
         let _ = writer.abort().await;
         stderr.abort();
         return Err(e);
     }
     let compressed = compress.await.map_err(|e| DbError::Io(format!("the compressing thread failed: {e}")));
-    let early = match &compressed {
-        Ok(Err(CompressFail::Header(_) | CompressFail::Read(_) | CompressFail::Compress(_))) | Err(_) => true,
-        _ => false,
-    };
+    let early = matches!(
+        &compressed,
+        Ok(Err(CompressFail::Header(_) | CompressFail::Read(_) | CompressFail::Compress(_))) | Err(_)
+    );
     if early {
         // The stream is unusable whatever the tool does next: stop it.
         let _ = child.start_kill();

@@ -94,9 +94,9 @@ pub async fn choose(
 ) -> Result<(DbBackupPath, DbManifest), DbError> {
     let entries = list_backups(store, source, database).await?;
     let hint = format!("`restore list --database {database}` shows the backups there are");
-    let complete = entries.iter().filter(|e| e.complete);
+    let mut complete = entries.iter().filter(|e| e.complete);
     let chosen = match selector {
-        Selector::Latest => complete.last().ok_or_else(|| {
+        Selector::Latest => complete.next_back().ok_or_else(|| {
             DbError::NotFound(format!(
                 "no complete backup of database {database:?} (source {source:?}) in {}",
                 store.location()
@@ -111,7 +111,7 @@ pub async fn choose(
             }
             None => return Err(DbError::NotFound(format!("database {database:?} has no backup {id}; {hint}"))),
         },
-        Selector::Before(t) => complete.filter(|e| e.path.run.started <= *t).last().ok_or_else(|| {
+        Selector::Before(t) => complete.rfind(|e| e.path.run.started <= *t).ok_or_else(|| {
             DbError::NotFound(format!(
                 "database {database:?} has no complete backup from {} or earlier; {hint}",
                 t.to_rfc3339()
