@@ -18,5 +18,6 @@ pub mod pg;
 pub mod programs;
 pub mod runtime;
 pub mod secret;
+pub mod snapshot;
 pub mod snapshot_format;
 pub mod store;
