@@ -13,7 +13,7 @@
 //!   flat: neither the listing nor a snapshot is ever held, only the heads of two streams.
 //! - [`read`]: the snapshots of a bucket, choosing one, and streaming its entries (parts decoded
 //!   as they download, merged in name order).
-//! - `backup`: taking a snapshot (one task's part; the header once every part exists).
+//! - [`backup`]: taking a snapshot (one task's part; the header once every part exists).
 //! - `restore`: restoring a snapshot into a target bucket/prefix.
 //! - [`source`]: what `SOURCE_BUCKETS` names.
 //!
@@ -24,6 +24,7 @@
 //! another name). A listing of the blobs prefix would be as many requests as the source listing
 //! and would need a set of every blob in memory; a stat per object would be one request per object.
 
+pub mod backup;
 pub mod blob;
 pub mod join;
 pub mod read;
