@@ -14,7 +14,7 @@
 //! - [`read`]: the snapshots of a bucket, choosing one, and streaming its entries (parts decoded
 //!   as they download, merged in name order).
 //! - [`backup`]: taking a snapshot (one task's part; the header once every part exists).
-//! - `restore`: restoring a snapshot into a target bucket/prefix.
+//! - [`restore`]: restoring a snapshot into a target bucket/prefix.
 //! - [`source`]: what `SOURCE_BUCKETS` names.
 //!
 //! Why the previous snapshot is the index of known content: both it and the source listing are
@@ -28,6 +28,7 @@ pub mod backup;
 pub mod blob;
 pub mod join;
 pub mod read;
+pub mod restore;
 pub mod source;
 
 use serde::{Deserialize, Serialize};
