@@ -4,5 +4,6 @@
 mod binaries;
 mod events;
 mod service;
+mod snapshots;
 mod store_conformance;
 mod support;
