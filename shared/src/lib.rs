@@ -24,6 +24,7 @@ pub mod push;
 pub mod retention;
 pub mod runtime;
 pub mod secret;
+pub mod snapshot;
 pub mod snapshot_format;
 pub mod status_page;
 pub mod store;

@@ -180,7 +180,7 @@ var!(
     SOURCE_BUCKETS,
     "SOURCE_BUCKETS",
     None,
-    "Comma-separated source buckets to snapshot, each BUCKET or BUCKET/PREFIX."
+    "Comma-separated source buckets to snapshot, each BUCKET or BUCKET/PREFIX (names starting with PREFIX; end it with / for a folder). gs://BUCKET[/PREFIX] and, for local use with a file:// destination, file:///DIR work too."
 );
 var!(SNAPSHOT_CONCURRENCY, "SNAPSHOT_CONCURRENCY", Some("16"), "Server-side copies in flight at once.");
 var!(
@@ -190,8 +190,41 @@ var!(
     "A snapshot listing fewer than this fraction of the previous snapshot's objects is marked suspicious."
 );
 
+var!(
+    SNAPSHOT_ID,
+    "SNAPSHOT_ID",
+    None,
+    "Pins the snapshot id (like 20261126T030000Z-1a2b3c4d) that every task of a run writes into; unset = a fresh id, shared by the tasks of one Cloud Run execution through a create-only claim object."
+);
+var!(
+    CLOUD_RUN_TASK_INDEX,
+    "CLOUD_RUN_TASK_INDEX",
+    Some("0"),
+    "Set by Cloud Run jobs: this task's index. storage-backup snapshots the objects whose name hashes to it."
+);
+var!(
+    CLOUD_RUN_TASK_COUNT,
+    "CLOUD_RUN_TASK_COUNT",
+    Some("1"),
+    "Set by Cloud Run jobs: the number of tasks; each writes one part of the snapshot, the last one the header."
+);
+var!(
+    CLOUD_RUN_EXECUTION,
+    "CLOUD_RUN_EXECUTION",
+    None,
+    "Set by Cloud Run jobs: the execution name; the tasks of one execution share one snapshot id through it."
+);
+
 /// Variables `storage-backup` reads besides [`COMMON`].
-pub const STORAGE_BACKUP: &[&Var] = &[&SOURCE_BUCKETS, &SNAPSHOT_CONCURRENCY, &SUSPICIOUS_FRACTION];
+pub const STORAGE_BACKUP: &[&Var] = &[
+    &SOURCE_BUCKETS,
+    &SNAPSHOT_CONCURRENCY,
+    &SUSPICIOUS_FRACTION,
+    &SNAPSHOT_ID,
+    &CLOUD_RUN_TASK_INDEX,
+    &CLOUD_RUN_TASK_COUNT,
+    &CLOUD_RUN_EXECUTION,
+];
 
 // --- prune ---------------------------------------------------------------------------------------
 var!(KEEP_LAST, "BACKUP_KEEP_LAST", None, "Always keep this many newest backups per source.");

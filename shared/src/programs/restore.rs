@@ -6,7 +6,8 @@
 //! - `restore db --database NAME [--backup-id ID | --before RFC3339] [--target NEWNAME] [--clean]
 //!   [--jobs N] [--no-owner] [--no-privileges]`: restores a database backup.
 //!
-//! Bucket snapshots get their own subcommand (`restore bucket …`) next to these.
+//! - `restore bucket --source-bucket B … --target-bucket T …`: restores a bucket snapshot with
+//!   server-side copies, implemented in [`crate::snapshot::restore`].
 
 use std::collections::BTreeMap;
 
@@ -22,6 +23,7 @@ use crate::dump::{DbError, conn::ConnParams, human_bytes};
 use crate::events::{ItemResult, Outcome, RunResult};
 use crate::pg::PgConfig;
 use crate::runtime::{Program, ProgramSpec, RunContext, Services, StartError};
+use crate::snapshot::restore::{self as bucket_restore, BucketArgs};
 
 /// The program's specification.
 pub static SPEC: ProgramSpec = ProgramSpec {
@@ -44,7 +46,21 @@ pub static SPEC: ProgramSpec = ProgramSpec {
       --jobs N           download to a temp file ($TMPDIR), verify, then pg_restore -j N
       --no-owner         objects belong to the restoring user (default: the original owners,
                          which must exist as roles on the target server)
-      --no-privileges    do not restore GRANTs",
+      --no-privileges    do not restore GRANTs
+  restore --once bucket --source-bucket B [--snapshot ID | --before RFC3339] --target-bucket T
+                        [--target-prefix P] [--only-prefix P] [--dry-run] [--delete-extra] [--concurrency N]
+      Restore a bucket snapshot with server-side copies: by default the newest complete snapshot of
+      bucket B, every object, into bucket T (a name, gs://T or file:///DIR). Each restored object gets
+      the metadata it had and is checked against the snapshot's size, MD5 and CRC32C. Objects already
+      in the target with the same bytes and metadata are left alone; a different object under a
+      snapshot name is a conflict and is never overwritten; other target objects are kept.
+      --snapshot ID      exactly this snapshot (e.g. 20261126T030000Z-1a2b3c4d)
+      --before TIME      the newest snapshot started at or before TIME (2026-11-26T03:00:00Z)
+      --target-prefix P  restore object NAME as P/NAME
+      --only-prefix P    only the objects whose name starts with P
+      --dry-run          print what would be copied (and deleted); change nothing
+      --delete-extra     delete target objects that are not in the snapshot (printed and counted)
+      --concurrency N    copies in flight (default 16)",
     vars: &[vars::POSTGRES],
 };
 
@@ -70,6 +86,8 @@ pub enum Command {
     List(ListArgs),
     /// Restore a database backup.
     Db(DbArgs),
+    /// Restore a bucket snapshot.
+    Bucket(BucketArgs),
 }
 
 /// `restore list`.
@@ -138,7 +156,8 @@ pub fn read(r: &mut Reader<'_>, args: &[String]) -> Option<Config> {
             let first = text.split("\n\n").next().unwrap_or_default();
             let first = first.trim_start_matches("error: ").split_whitespace().collect::<Vec<_>>().join(" ");
             let message = if args.is_empty() {
-                "a command is required: list --database NAME, or db --database NAME [...]".to_owned()
+                "a command is required: list --database NAME, db --database NAME [...], or bucket --source-bucket B [...]"
+                    .to_owned()
             } else {
                 first.to_owned()
             };
@@ -150,6 +169,11 @@ pub fn read(r: &mut Reader<'_>, args: &[String]) -> Option<Config> {
         && (a.database.is_empty() || a.target.as_deref().is_some_and(|t| t.is_empty() || t.len() > 63))
     {
         r.problem("arguments", "--database and --target must be 1 to 63 bytes");
+    }
+    if let Some(Command::Bucket(a)) = &command
+        && let Err(e) = a.target_location()
+    {
+        r.problem("arguments", e);
     }
     Some(Config { pg: pg?, command: command? })
 }
@@ -279,6 +303,7 @@ impl Program for App {
         let mut result = match &self.config.command {
             Command::List(args) => self.list(args, result).await,
             Command::Db(args) => self.restore_db(args, &ctx, result).await,
+            Command::Bucket(args) => bucket_restore::run(&self.services, args, &ctx, result).await,
         };
         result.finished_at = Utc::now();
         result
@@ -289,6 +314,21 @@ impl Program for App {
 mod tests {
     use super::*;
     use crate::config::Env;
+
+    #[test]
+    fn bucket_subcommand_parses() {
+        let c = parse(&["bucket", "--source-bucket", "media", "--target-bucket", "t-1", "--dry-run"]).expect("bucket");
+        let Command::Bucket(a) = c.command else { panic!("bucket") };
+        assert!(a.dry_run);
+        for (args, needle) in [
+            (&["bucket", "--source-bucket", "m"][..], "--target-bucket"),
+            (&["bucket", "--source-bucket", "m", "--target-bucket", "Bad_Bucket"][..], "not a valid bucket"),
+        ] {
+            let e = parse(args).expect_err("bad");
+            assert_eq!(e.problems.len(), 1, "{e}");
+            assert!(e.problems[0].message.contains(needle), "{args:?}: {e}");
+        }
+    }
 
     fn parse(args: &[&str]) -> Result<Config, crate::config::ConfigError> {
         let env = Env::from_pairs([("PGHOST", "/tmp")]);

@@ -12,5 +12,6 @@ mod monitor;
 mod prune;
 mod service;
 mod slack;
+mod snapshots;
 mod store_conformance;
 mod support;
