@@ -82,9 +82,10 @@ impl FakeGcs {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("start fake-gcs-server");
+        let gcs = Self { child, port };
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Self { child, port };
+                return gcs;
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
