@@ -418,7 +418,7 @@ impl GcsWriter {
     }
 
     async fn send_full_chunk(&mut self) -> Result<(), StoreError> {
-        let chunk = self.buf.split_to(self.store.chunk_bytes).freeze();
+        let chunk = std::mem::replace(&mut self.buf, BytesMut::with_capacity(self.store.chunk_bytes)).freeze();
         let session = self.session().await?;
         self.wait_inflight().await?;
         let first = self.sent;
@@ -455,9 +455,17 @@ impl ObjectWriter for GcsWriter {
     async fn write(&mut self, data: Bytes) -> Result<(), StoreError> {
         self.md5.update(&data);
         self.crc = crc32c::crc32c_append(self.crc, &data);
-        self.buf.extend_from_slice(&data);
-        while self.buf.len() >= self.store.chunk_bytes {
-            self.send_full_chunk().await?;
+        // Fill the chunk buffer up to its capacity, never past it: each chunk is one allocation
+        // of exactly the chunk size, so memory stays at two chunks instead of growing through
+        // reallocations (which, with glibc's malloc, also left the heap fragmented and growing).
+        let mut rest = &data[..];
+        while !rest.is_empty() {
+            let take = (self.store.chunk_bytes - self.buf.len()).min(rest.len());
+            self.buf.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if self.buf.len() >= self.store.chunk_bytes {
+                self.send_full_chunk().await?;
+            }
         }
         Ok(())
     }
