@@ -45,9 +45,12 @@ fn bad_configuration_lists_every_problem_and_exits_2() {
     for spec in PROGRAMS {
         // restore needs a command too (without one, that is a fifth problem).
         let command: &[&str] = if spec.name == "restore" { &["list", "--database", "app"] } else { &[] };
+        // storage-backup needs its source buckets (without them, a fifth problem).
+        let sources: &[(&str, &str)] = if spec.name == "storage-backup" { &[("SOURCE_BUCKETS", "media")] } else { &[] };
         let out = clean(spec.name, home.path())
             .arg("--once")
             .args(command)
+            .envs(sources.iter().copied())
             .env("LIFEBOAT_DESTINATION", "s3://not-supported")
             .env("BACKUP_RETENTION_DAYS", "-1")
             .env("BACKUP_TIMEZONE", "Nowhere/Special")
