@@ -87,7 +87,8 @@ pub fn encode_segment(name: &str) -> String {
     out
 }
 
-/// Reverses [`encode_segment`].
+/// Percent-decoding (reverses [`encode_segment`], and any `%XX` escape); `None` for a broken
+/// escape or invalid UTF-8.
 pub fn decode_segment(seg: &str) -> Option<String> {
     let bytes = seg.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());

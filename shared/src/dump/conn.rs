@@ -256,10 +256,12 @@ fn parse_uri(uri: &str) -> Result<UriParts, String> {
             None => (userinfo, None),
         };
         if !user.is_empty() {
-            parts.user = Some(decode(user).ok_or("the user name is not valid percent-encoding")?);
+            parts.user =
+                Some(crate::catalog::decode_segment(user).ok_or("the user name is not valid percent-encoding")?);
         }
         if let Some(p) = password {
-            parts.password = Some(decode(p).ok_or("the password is not valid percent-encoding")?);
+            parts.password =
+                Some(crate::catalog::decode_segment(p).ok_or("the password is not valid percent-encoding")?);
         }
     }
     let (hostport, dbname) = match main.split_once('/') {
@@ -274,8 +276,10 @@ fn parse_uri(uri: &str) -> Result<UriParts, String> {
         (h.to_owned(), after.strip_prefix(':'))
     } else {
         match hostport.rsplit_once(':') {
-            Some((h, p)) => (decode(h).ok_or("the host is not valid percent-encoding")?, Some(p)),
-            None => (decode(hostport).ok_or("the host is not valid percent-encoding")?, None),
+            Some((h, p)) => {
+                (crate::catalog::decode_segment(h).ok_or("the host is not valid percent-encoding")?, Some(p))
+            }
+            None => (crate::catalog::decode_segment(hostport).ok_or("the host is not valid percent-encoding")?, None),
         }
     };
     if !host.is_empty() {
@@ -285,14 +289,16 @@ fn parse_uri(uri: &str) -> Result<UriParts, String> {
         parts.port = Some(p.parse().map_err(|_| "the port is not a number from 1 to 65535")?);
     }
     if let Some(d) = dbname.filter(|d| !d.is_empty()) {
-        parts.dbname = Some(decode(d).ok_or("the database name is not valid percent-encoding")?);
+        parts.dbname =
+            Some(crate::catalog::decode_segment(d).ok_or("the database name is not valid percent-encoding")?);
     }
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair
             .split_once('=')
             .ok_or_else(|| format!("query parameter {:?} has no value", pair.split('=').next().unwrap_or("")))?;
-        let key = decode(k).ok_or("a query parameter name is not valid percent-encoding")?;
-        let value = decode(v).ok_or_else(|| format!("the value of {key} is not valid percent-encoding"))?;
+        let key = crate::catalog::decode_segment(k).ok_or("a query parameter name is not valid percent-encoding")?;
+        let value = crate::catalog::decode_segment(v)
+            .ok_or_else(|| format!("the value of {key} is not valid percent-encoding"))?;
         match key.as_str() {
             "host" => parts.host = Some(value),
             "hostaddr" => parts.hostaddr = Some(value),
@@ -309,24 +315,6 @@ fn parse_uri(uri: &str) -> Result<UriParts, String> {
         }
     }
     Ok(parts)
-}
-
-/// Percent-decoding (`%2F` → `/`); `None` for a broken escape or invalid UTF-8.
-fn decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]

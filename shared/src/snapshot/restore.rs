@@ -72,22 +72,6 @@ fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
         .map_err(|_| format!("{s:?} is not an RFC 3339 time like 2026-11-26T03:00:00Z"))
 }
 
-/// The usage text of `restore bucket`, for the program's `--help`.
-pub const USAGE: &str = "  restore --once bucket --source-bucket B [--snapshot ID | --before RFC3339] --target-bucket T
-                        [--target-prefix P] [--only-prefix P] [--dry-run] [--delete-extra] [--concurrency N]
-      Restore a bucket snapshot with server-side copies: by default the newest complete snapshot of
-      bucket B, every object, into bucket T (a name, gs://T or file:///DIR). Each restored object gets
-      the metadata it had and is checked against the snapshot's size, MD5 and CRC32C. Objects already
-      in the target with the same bytes and metadata are left alone; a different object under a
-      snapshot name is a conflict and is never overwritten; other target objects are kept.
-      --snapshot ID      exactly this snapshot (e.g. 20261126T030000Z-1a2b3c4d)
-      --before TIME      the newest snapshot started at or before TIME (2026-11-26T03:00:00Z)
-      --target-prefix P  restore object NAME as P/NAME
-      --only-prefix P    only the objects whose name starts with P
-      --dry-run          print what would be copied (and deleted); change nothing
-      --delete-extra     delete target objects that are not in the snapshot (printed and counted)
-      --concurrency N    copies in flight (default 16)";
-
 impl BucketArgs {
     /// Which snapshot.
     pub fn selector(&self) -> Selector {
