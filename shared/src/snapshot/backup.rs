@@ -12,10 +12,16 @@
 //! 3. Entries go, in name order, through the part encoder into a streaming create-only writer;
 //!    then the part summary (totals) is written, create-only. Any error or a cancellation aborts
 //!    the writer: no part, no summary, no header.
-//! 4. List the snapshot's objects; when every part summary is there, sum them, apply the guards
-//!    and write the header create-only. Of tasks finishing together, the last to list sees every
-//!    summary (each wrote its own before listing); if two write, one gets "already exists", which
-//!    is fine.
+//! 4. The header, create-only: a single task writes it at once. Of several tasks, each lists the
+//!    snapshot's objects after writing its own summary, and the one that finds every summary sums
+//!    them and writes it. Of tasks finishing together, the last to list sees every summary (each
+//!    wrote its own before listing); if two write, one gets "already exists", which is fine. The
+//!    guards (no object, or fewer than a fraction of the previous snapshot's) make it suspicious:
+//!    a `suspicious` reason in the header and the custom metadata [`SUSPICIOUS_METADATA`] on it.
+//!
+//! The snapshot id of a sharded run is shared through a create-only claim object keyed by the
+//! Cloud Run execution ([`RunNaming::Execution`]): whichever task starts first names the snapshot,
+//! the others (and retries of any task) read the name. `SNAPSHOT_ID` pins it instead.
 //!
 //! Objects that change or vanish while the run goes: a copy of a generation that no longer exists
 //! answers "not found"; the object is read again and copied at its new generation (counted as
