@@ -484,38 +484,52 @@ impl Drop for RemoveOnDrop {
     }
 }
 
-/// Compares exact row counts in `target` with the manifest's.
+/// Compares exact row counts in `target` with the manifest's. Tables are counted biggest first
+/// over a few connections at once (the counting backends run in parallel on the server).
 async fn verify_row_counts(
     conn: &ConnParams,
     target: &str,
     expected: &BTreeMap<String, i64>,
 ) -> Result<usize, DbError> {
-    let client = conn.connect(target).await?;
     let mut tables = Vec::with_capacity(expected.len());
-    for key in expected.keys() {
+    for (key, want) in expected {
         let (schema, table) = sql::parse_qualified(key).ok_or_else(|| {
             DbError::Verification(format!("the manifest's row counts name {key:?}, which is not a table name"))
         })?;
-        tables.push((schema, table));
+        tables.push((key.clone(), schema, table, *want));
     }
-    let mut mismatches = Vec::new();
-    for (schema, table) in &tables {
-        let key = sql::qualified_key(schema, table);
-        let want = expected.get(&key).copied().unwrap_or_default();
-        let q = format!("SELECT count(*) FROM ONLY {}.{}", sql::quote_ident(schema), sql::quote_ident(table));
-        match client.query_one(&q, &[]).await {
-            Ok(row) => {
-                let got: i64 = row.get(0);
-                if got != want {
-                    mismatches.push(format!("{key}: {got} rows, backup had {want}"));
+    tables.sort_by_key(|t| std::cmp::Reverse(t.3));
+    let total = tables.len();
+    let queue = std::sync::Mutex::new(std::collections::VecDeque::from(tables));
+    let workers = std::thread::available_parallelism().map_or(1, std::num::NonZero::get).clamp(1, 4).min(total.max(1));
+    let worker = || async {
+        let client = conn.connect(target).await?;
+        let mut mismatches = Vec::new();
+        loop {
+            let next = queue.lock().map_err(|_| DbError::Io("row-count queue poisoned".into()))?.pop_front();
+            let Some((key, schema, table, want)) = next else { break };
+            let q = format!("SELECT count(*) FROM ONLY {}.{}", sql::quote_ident(&schema), sql::quote_ident(&table));
+            match client.query_one(&q, &[]).await {
+                Ok(row) => {
+                    let got: i64 = row.get(0);
+                    if got != want {
+                        mismatches.push(format!("{key}: {got} rows, backup had {want}"));
+                    }
                 }
+                Err(e) => mismatches.push(format!("{key}: {}", conn.describe(&e))),
             }
-            Err(e) => mismatches.push(format!("{key}: {}", conn.describe(&e))),
         }
+        Ok::<_, DbError>(mismatches)
+    };
+    let results = futures::future::join_all((0..workers).map(|_| worker())).await;
+    let mut mismatches = Vec::new();
+    for r in results {
+        mismatches.extend(r?);
     }
     if mismatches.is_empty() {
-        return Ok(tables.len());
+        return Ok(total);
     }
+    mismatches.sort();
     let n = mismatches.len();
     mismatches.truncate(10);
     Err(DbError::Verification(format!(

@@ -12,10 +12,16 @@
 //! 3. Entries go, in name order, through the part encoder into a streaming create-only writer;
 //!    then the part summary (totals) is written, create-only. Any error or a cancellation aborts
 //!    the writer: no part, no summary, no header.
-//! 4. List the snapshot's objects; when every part summary is there, sum them, apply the guards
-//!    and write the header create-only. Of tasks finishing together, the last to list sees every
-//!    summary (each wrote its own before listing); if two write, one gets "already exists", which
-//!    is fine.
+//! 4. The header, create-only: a single task writes it at once. Of several tasks, each lists the
+//!    snapshot's objects after writing its own summary, and the one that finds every summary sums
+//!    them and writes it. Of tasks finishing together, the last to list sees every summary (each
+//!    wrote its own before listing); if two write, one gets "already exists", which is fine. The
+//!    guards (no object, or fewer than a fraction of the previous snapshot's) make it suspicious:
+//!    a `suspicious` reason in the header and the custom metadata [`SUSPICIOUS_METADATA`] on it.
+//!
+//! The snapshot id of a sharded run is shared through a create-only claim object keyed by the
+//! Cloud Run execution ([`RunNaming::Execution`]): whichever task starts first names the snapshot,
+//! the others (and retries of any task) read the name. `SNAPSHOT_ID` pins it instead.
 //!
 //! Objects that change or vanish while the run goes: a copy of a generation that no longer exists
 //! answers "not found"; the object is read again and copied at its new generation (counted as
@@ -27,6 +33,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use futures::future::{BoxFuture, Either, FutureExt as _, Ready};
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, mpsc};
@@ -36,7 +43,7 @@ use super::blob::{Expected, blob_key, entry_of, shard_of, verify_content};
 use super::join::{Joined, merge_join, ordered_or_end, strictly_ordered};
 use super::read::{read_header, shard_entries};
 use super::source::SourceSpec;
-use super::{PartSummary, SnapshotError, human_bytes, part_summary_key};
+use super::{PartSummary, SnapshotError, human_bytes, part_summary_key, read_small};
 use crate::catalog::{RunId, SUSPICIOUS_METADATA, SnapshotPath, encode_segment};
 use crate::inventory::series_from_listing;
 use crate::snapshot_format::{
@@ -55,7 +62,7 @@ const WRITE_BATCH: usize = 256 * 1024;
 /// Attempts at an object that keeps changing before it is left out.
 const CHANGE_ATTEMPTS: u32 = 5;
 /// Largest part summary or claim accepted.
-const SMALL_OBJECT_LIMIT: u64 = 64 * 1024;
+const SMALL_OBJECT_LIMIT: usize = 64 * 1024;
 
 /// A source bucket, opened.
 #[derive(Debug, Clone)]
@@ -158,11 +165,10 @@ pub async fn resolve_run(
         claimed_at: *now,
     };
     let body = serde_json::to_vec_pretty(&claim).map_err(|e| SnapshotError::Invalid(e.to_string()))?;
-    let options = PutOptions { content_type: Some("application/json".into()), ..PutOptions::default() };
-    let claim = match backup.put(&key, Bytes::from(body), options).await {
+    let claim = match backup.put(&key, Bytes::from(body), PutOptions::default()).await {
         Ok(_) => claim,
         Err(StoreError::AlreadyExists { .. }) => {
-            let bytes = backup.read_all(&key, SMALL_OBJECT_LIMIT).await?;
+            let bytes = read_small(backup, &key, SMALL_OBJECT_LIMIT).await?;
             serde_json::from_slice::<ExecutionClaim>(&bytes)
                 .map_err(|e| SnapshotError::Inconsistent(format!("claim {key:?} is not readable: {e}")))?
         }
@@ -260,6 +266,11 @@ pub fn suspicion(objects: u64, previous: Option<(&str, u64)>, fraction: f64) -> 
 
 /// Takes task `settings.task`'s part of snapshot `run` of `source`, then writes the header if
 /// every part is there.
+///
+/// Requests besides the listing and the copies, for one task: a listing of the bucket's
+/// snapshots, the previous header, the previous part (streamed alongside the listing), the part,
+/// its summary and the header. Several tasks add a listing and a read per summary for the task
+/// that writes the header.
 pub async fn take_snapshot(
     backup: &DynStore,
     source: &Source,
@@ -278,41 +289,38 @@ pub async fn take_snapshot(
     let path = SnapshotPath { bucket: source.spec.bucket.clone(), run: run.clone() };
     let summary_key = part_summary_key(&path, settings.task, settings.tasks);
     let part_key = part_key(&path, settings.task, settings.tasks);
-    let resumed =
-        match backup.read_all(&summary_key, SMALL_OBJECT_LIMIT).await {
-            Ok(bytes) => Some(serde_json::from_slice::<PartSummary>(&bytes).map_err(|e| {
-                SnapshotError::Inconsistent(format!("part summary {summary_key:?} is not readable: {e}"))
-            })?),
-            Err(e) if e.is_not_found() => None,
-            Err(e) => return Err(e.into()),
-        };
-    let (part, previous, known, copy_attempts) = match resumed.clone() {
-        Some(summary) => {
-            tracing::info!(snapshot = %run, task = settings.task, "this task's part was written by an earlier attempt");
-            (summary, None, 0, 0)
-        }
+    let series = list_series(&**backup, &path.bucket).await?;
+    let previous = previous_snapshot(&**backup, &path, &series).await?;
+    let resumed = if series.iter().any(|o| o.key == summary_key) {
+        tracing::info!(snapshot = %run, task = settings.task, "this task's part was written by an earlier attempt");
+        Some(read_summary(&**backup, &summary_key).await?)
+    } else {
+        None
+    };
+    let (part, known, copy_attempts) = match resumed.clone() {
+        Some(summary) => (summary, 0, 0),
         None => {
-            // A part without a summary is what a failed attempt of this very task left: only
-            // this task writes this key, so it is safe to start it over.
-            if backup.delete(&part_key).await? {
+            if series.iter().any(|o| o.key == part_key) {
+                // A part without a summary is what a failed attempt of this very task left: only
+                // this task writes this key, so it is safe to start it over.
+                backup.delete(&part_key).await?;
                 tracing::warn!(key = part_key, "removed the part of an earlier, failed attempt of this task");
             }
-            let previous = previous_snapshot(&**backup, &source.spec.bucket, run).await?;
             let writer = PartWriter { backup, source, settings, observer, cancel };
             let done = writer.write(previous.as_ref(), &part_key).await?;
             let body = serde_json::to_vec_pretty(&done.summary).map_err(|e| SnapshotError::Invalid(e.to_string()))?;
-            let options = PutOptions { content_type: Some("application/json".into()), ..PutOptions::default() };
-            backup.put(&summary_key, Bytes::from(body), options).await?;
-            (done.summary, previous.map(|(p, _)| p.run.to_string()), done.known, done.copy_attempts)
+            backup.put(&summary_key, Bytes::from(body), PutOptions::default()).await?;
+            (done.summary, done.known, done.copy_attempts)
         }
     };
-    let header = write_header_if_complete(&**backup, &source.spec, &path, settings).await?;
+    let compare_with = previous.as_ref().map(|(p, h)| (p.run.to_string(), h.totals.objects));
+    let header = write_header_if_complete(&**backup, &source.spec, &path, settings, &part, compare_with).await?;
     let outcome = TaskOutcome {
         path,
         part,
         header,
         resumed: resumed.is_some(),
-        previous,
+        previous: previous.map(|(p, _)| p.run.to_string()),
         known,
         copy_attempts,
         elapsed: started.elapsed(),
@@ -331,89 +339,89 @@ pub async fn take_snapshot(
     Ok(outcome)
 }
 
-/// The newest complete snapshot older than `run`, with its header. An unreadable header is
-/// logged and ignored (the run then looks every object up in the store).
+/// Every object of the bucket's snapshot series.
+async fn list_series(backup: &dyn ObjectStore, bucket: &str) -> Result<Vec<ObjectMeta>, SnapshotError> {
+    backup
+        .list_all(&SnapshotPath::series_prefix(bucket))
+        .try_collect()
+        .await
+        .map_err(|e| super::read::missing_bucket(backup, e))
+}
+
+async fn read_summary(backup: &dyn ObjectStore, key: &str) -> Result<PartSummary, SnapshotError> {
+    let bytes = read_small(backup, key, SMALL_OBJECT_LIMIT).await?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| SnapshotError::Inconsistent(format!("part summary {key:?} is not readable: {e}")))
+}
+
+/// The newest complete snapshot older than `path`'s, with its header. An unreadable header is
+/// logged and ignored (the run then copies, or finds stored, every object).
 async fn previous_snapshot(
     backup: &dyn ObjectStore,
-    bucket: &str,
-    run: &RunId,
+    path: &SnapshotPath,
+    series: &[ObjectMeta],
 ) -> Result<Option<(SnapshotPath, SnapshotHeader)>, SnapshotError> {
-    let snapshots = super::read::list_snapshots(backup, bucket).await?;
-    let Some(prev) = snapshots.iter().rev().find(|b| b.complete && &b.run < run) else {
-        return Ok(None);
-    };
-    let path = SnapshotPath { bucket: bucket.to_owned(), run: prev.run.clone() };
-    match read_header(backup, &path).await {
-        Ok(h) => Ok(Some((path, h))),
+    let snapshots = series_from_listing(series.iter().cloned());
+    let newest = snapshots
+        .iter()
+        .flat_map(|s| s.backups.iter())
+        .filter(|b| b.complete && b.run < path.run)
+        .max_by(|a, b| a.run.cmp(&b.run));
+    let Some(prev) = newest else { return Ok(None) };
+    let prev_path = SnapshotPath { bucket: path.bucket.clone(), run: prev.run.clone() };
+    match read_header(backup, &prev_path).await {
+        Ok(h) => Ok(Some((prev_path, h))),
         Err(SnapshotError::Format(e)) => {
-            tracing::warn!(snapshot = %prev.run, error = %e, "previous snapshot unreadable: not used as an index");
+            tracing::warn!(snapshot = %prev.run, error = %e, "previous snapshot unreadable: not used");
             Ok(None)
         }
         Err(e) => Err(e),
     }
 }
 
-/// Writes the header when every part summary exists and no header does.
+/// Writes the header when every part summary exists. One task knows that without looking; of
+/// several, each lists the snapshot after writing its own summary, so the last to list sees all.
 async fn write_header_if_complete(
     backup: &dyn ObjectStore,
     spec: &SourceSpec,
     path: &SnapshotPath,
     settings: &SnapshotSettings,
+    own: &PartSummary,
+    previous: Option<(String, u64)>,
 ) -> Result<HeaderState, SnapshotError> {
-    let objects: Vec<ObjectMeta> = backup.list_all(&SnapshotPath::series_prefix(&path.bucket)).try_collect().await?;
-    let prefix = path.prefix();
-    let mine: Vec<&ObjectMeta> = objects.iter().filter(|o| o.key.starts_with(&prefix)).collect();
-    if mine.iter().any(|o| o.key == path.header_key()) {
-        return Ok(HeaderState::WrittenByAnother);
-    }
-    let wanted: Vec<String> = (0..settings.tasks).map(|t| part_summary_key(path, t, settings.tasks)).collect();
-    let present = wanted.iter().filter(|k| mine.iter().any(|o| &o.key == *k)).count();
-    let present = u32::try_from(present).unwrap_or(0);
-    if present < settings.tasks {
-        return Ok(HeaderState::Waiting { present, total: settings.tasks });
-    }
-    let mut totals = SnapshotTotals::default();
-    for key in &wanted {
-        let bytes = backup.read_all(key, SMALL_OBJECT_LIMIT).await?;
-        let s: PartSummary = serde_json::from_slice(&bytes)
-            .map_err(|e| SnapshotError::Inconsistent(format!("part summary {key:?} is not readable: {e}")))?;
-        if s.tasks != settings.tasks {
-            return Err(SnapshotError::Inconsistent(format!(
-                "{key:?} counts {} tasks, not {}",
-                s.tasks, settings.tasks
-            )));
+    let totals = if settings.tasks == 1 {
+        own.totals.clone()
+    } else {
+        let series = list_series(backup, &path.bucket).await?;
+        if series.iter().any(|o| o.key == path.header_key()) {
+            return Ok(HeaderState::WrittenByAnother);
         }
-        totals.objects += s.totals.objects;
-        totals.bytes += s.totals.bytes;
-        totals.new_objects += s.totals.new_objects;
-        totals.new_bytes += s.totals.new_bytes;
-        totals.changed_during_run += s.totals.changed_during_run;
-        totals.vanished_during_run += s.totals.vanished_during_run;
-    }
-    let series = series_from_listing(objects.iter().cloned());
-    let previous = series
-        .iter()
-        .flat_map(|s| s.backups.iter())
-        .filter(|b| b.complete && b.run < path.run)
-        .max_by(|a, b| a.run.cmp(&b.run));
-    let previous_objects = match previous {
-        Some(b) => {
-            let p = SnapshotPath { bucket: path.bucket.clone(), run: b.run.clone() };
-            match read_header(backup, &p).await {
-                Ok(h) => Some((b.run.to_string(), h.totals.objects)),
-                Err(e) => {
-                    tracing::warn!(snapshot = %b.run, error = %e, "previous header unreadable: no comparison");
-                    None
-                }
+        let wanted: Vec<String> = (0..settings.tasks).map(|t| part_summary_key(path, t, settings.tasks)).collect();
+        let present = wanted.iter().filter(|k| series.iter().any(|o| &o.key == *k)).count();
+        let present = u32::try_from(present).unwrap_or(0);
+        if present < settings.tasks {
+            return Ok(HeaderState::Waiting { present, total: settings.tasks });
+        }
+        let mut totals = SnapshotTotals::default();
+        for key in &wanted {
+            let s = read_summary(backup, key).await?;
+            if s.tasks != settings.tasks {
+                return Err(SnapshotError::Inconsistent(format!(
+                    "{key:?} counts {} tasks, not {}",
+                    s.tasks, settings.tasks
+                )));
             }
+            totals.objects += s.totals.objects;
+            totals.bytes += s.totals.bytes;
+            totals.new_objects += s.totals.new_objects;
+            totals.new_bytes += s.totals.new_bytes;
+            totals.changed_during_run += s.totals.changed_during_run;
+            totals.vanished_during_run += s.totals.vanished_during_run;
         }
-        None => None,
+        totals
     };
-    let suspicious = suspicion(
-        totals.objects,
-        previous_objects.as_ref().map(|(id, n)| (id.as_str(), *n)),
-        settings.suspicious_fraction,
-    );
+    let suspicious =
+        suspicion(totals.objects, previous.as_ref().map(|(id, n)| (id.as_str(), *n)), settings.suspicious_fraction);
     let header = SnapshotHeader {
         format: SNAPSHOT_FORMAT.into(),
         format_version: SNAPSHOT_FORMAT_VERSION,
@@ -427,7 +435,7 @@ async fn write_header_if_complete(
         suspicious: suspicious.clone(),
         lifeboat_version: env!("CARGO_PKG_VERSION").into(),
     };
-    let mut options = PutOptions { content_type: Some("application/json".into()), ..PutOptions::default() };
+    let mut options = PutOptions::default();
     if suspicious.is_some() {
         options.metadata.insert(SUSPICIOUS_METADATA.into(), "true".into());
     }
@@ -443,6 +451,9 @@ async fn write_header_if_complete(
         Err(e) => Err(e.into()),
     }
 }
+
+/// Resolving one object: ready at once, or a boxed copy.
+type ResolveFuture<'s> = Either<Ready<Result<Resolved, SnapshotError>>, BoxFuture<'s, Result<Resolved, SnapshotError>>>;
 
 /// What resolving one listed object gave.
 struct Resolved {
@@ -556,8 +567,7 @@ impl PartWriter<'_> {
             .map_ok(|(object, previous)| self.resolve(object, previous, &semaphore))
             .try_buffered(window);
 
-        let options = PutOptions { content_type: Some("application/zstd".into()), ..PutOptions::default() };
-        let mut writer = self.backup.create(part_key, options).await?;
+        let mut writer = self.backup.create(part_key, PutOptions::default()).await?;
         match self.encode(resolved, &mut *writer).await {
             Ok(mut done) => {
                 let meta = writer.finish().await?;
@@ -625,20 +635,31 @@ impl PartWriter<'_> {
         Ok(PartDone { summary, known, copy_attempts })
     }
 
-    async fn resolve(
-        &self,
+    /// An object's entry: at once when the previous snapshot says its content is stored
+    /// (most objects, kept small on purpose: the window holds many of these), otherwise after
+    /// copying it (boxed, and limited by the semaphore).
+    fn resolve<'s>(
+        &'s self,
         object: ObjectMeta,
         previous: Option<SnapshotEntry>,
-        semaphore: &Semaphore,
-    ) -> Result<Resolved, SnapshotError> {
+        semaphore: &'s Semaphore,
+    ) -> ResolveFuture<'s> {
         let blob = blob_key(&self.source.spec.bucket, &object);
         if previous.is_some_and(|p| p.blob == blob && p.size == object.size) {
-            let entry = entry_of(&object, blob);
-            return Ok(Resolved { entry: Some(entry), copied: false, changed: false, known: true, attempts: 0 });
+            let entry = entry_of(object, blob);
+            let known = Resolved { entry: Some(entry), copied: false, changed: false, known: true, attempts: 0 };
+            return Either::Left(futures::future::ready(Ok(known)));
         }
-        let _permit =
-            semaphore.acquire().await.map_err(|_| SnapshotError::Inconsistent("copy semaphore closed".into()))?;
-        self.store_content(object).await
+        Either::Right(
+            async move {
+                let _permit = semaphore
+                    .acquire()
+                    .await
+                    .map_err(|_| SnapshotError::Inconsistent("copy semaphore closed".into()))?;
+                self.store_content(object).await
+            }
+            .boxed(),
+        )
     }
 
     /// Copies `object`'s content into its blob unless it is there; follows changes of the object.
@@ -655,7 +676,7 @@ impl PartWriter<'_> {
             let copied_wrong = match copy {
                 Ok(copied) => match verify_content(Expected::of_object(&object), &copied) {
                     Ok(()) => {
-                        let entry = entry_of(&object, blob);
+                        let entry = entry_of(object, blob);
                         return Ok(Resolved::entry(entry, true, changed, attempt));
                     }
                     Err(detail) => {
@@ -671,7 +692,7 @@ impl PartWriter<'_> {
                     }
                 },
                 Err(StoreError::AlreadyExists { .. }) => {
-                    let entry = entry_of(&object, blob);
+                    let entry = entry_of(object, blob);
                     return Ok(Resolved::entry(entry, false, changed, attempt));
                 }
                 Err(e) if e.is_not_found() => None,

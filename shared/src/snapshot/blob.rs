@@ -57,17 +57,17 @@ pub fn shard_of(name: &str, count: u32) -> u32 {
 }
 
 /// The snapshot entry of `object`, whose content is in `blob`.
-pub fn entry_of(object: &ObjectMeta, blob: String) -> SnapshotEntry {
+pub fn entry_of(object: ObjectMeta, blob: String) -> SnapshotEntry {
     SnapshotEntry {
-        name: object.key.clone(),
+        name: object.key,
         size: object.size,
         generation: object.generation,
-        md5: object.md5.clone(),
-        crc32c: object.crc32c.clone(),
-        content_type: object.content_type.clone(),
-        content_encoding: object.content_encoding.clone(),
-        cache_control: object.cache_control.clone(),
-        metadata: object.metadata.clone(),
+        md5: object.md5,
+        crc32c: object.crc32c,
+        content_type: object.content_type,
+        content_encoding: object.content_encoding,
+        cache_control: object.cache_control,
+        metadata: object.metadata,
         blob,
     }
 }
@@ -184,7 +184,7 @@ mod tests {
 
     #[test]
     fn content_verification() {
-        let entry = entry_of(&meta("a", 5, Some("XUFAKrxLKna5cZ2REBfFkg=="), Some("mnG7TA=="), 1), "b".into());
+        let entry = entry_of(meta("a", 5, Some("XUFAKrxLKna5cZ2REBfFkg=="), Some("mnG7TA=="), 1), "b".into());
         let exp = Expected::of_entry(&entry);
         assert_eq!(verify_content(exp, &meta("x", 5, Some("XUFAKrxLKna5cZ2REBfFkg=="), Some("mnG7TA=="), 9)), Ok(()));
         assert_eq!(verify_content(exp, &meta("x", 5, None, Some("mnG7TA=="), 9)), Ok(()), "CRC32C suffices");
@@ -201,7 +201,7 @@ mod tests {
         let mut o = meta("a", 1, None, None, 1);
         o.content_type = Some("text/plain".into());
         o.metadata = BTreeMap::from([("k".into(), "v".into())]);
-        let e = entry_of(&o, "b".into());
+        let e = entry_of(o.clone(), "b".into());
         assert!(same_metadata(&e, &o));
         let mut o2 = o.clone();
         o2.cache_control = Some("no-store".into());

@@ -35,7 +35,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::SnapshotPath;
 use crate::snapshot_format::{SnapshotFormatError, SnapshotTotals};
-use crate::store::StoreError;
+use futures::TryStreamExt as _;
+
+use crate::store::{ObjectStore, StoreError};
 
 /// What went wrong with a snapshot or a restore.
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +119,22 @@ pub struct PartSummary {
 /// `part-<task>-of-<count>.summary.json`, next to the part it describes.
 pub fn part_summary_key(path: &SnapshotPath, task: u32, count: u32) -> String {
     format!("{}part-{task:05}-of-{count:05}.summary.json", path.prefix())
+}
+
+/// Reads a small object in one request (no stat first), refusing more than `limit` bytes.
+pub async fn read_small(store: &dyn ObjectStore, key: &str, limit: usize) -> Result<Vec<u8>, SnapshotError> {
+    let mut stream = store.read(key).await?;
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.try_next().await? {
+        out.extend_from_slice(&chunk);
+        if out.len() > limit {
+            return Err(SnapshotError::Inconsistent(format!(
+                "{key:?} in {} is larger than the {limit} bytes expected",
+                store.location()
+            )));
+        }
+    }
+    Ok(out)
 }
 
 /// Bytes in human units, for log lines and summaries.

@@ -16,17 +16,30 @@ use super::join::strictly_ordered;
 use crate::catalog::{RunId, SnapshotPath};
 use crate::inventory::{Backup, series_from_listing};
 use crate::snapshot_format::{SnapshotEntry, SnapshotFormatError, SnapshotHeader, part_key};
-use crate::store::{ByteStream, ObjectStore, ObjectStoreExt as _};
+use crate::store::{ByteStream, ObjectStore, ObjectStoreExt as _, StoreError};
 
 /// Largest header accepted.
-const HEADER_LIMIT: u64 = 1024 * 1024;
+const HEADER_LIMIT: usize = 1024 * 1024;
 /// Decompression output buffer.
 const OUT_BUF: usize = 64 * 1024;
 
 /// The snapshots of `bucket` in `store`, oldest first (complete or not).
 pub async fn list_snapshots(store: &dyn ObjectStore, bucket: &str) -> Result<Vec<Backup>, SnapshotError> {
-    let objects: Vec<_> = store.list_all(&SnapshotPath::series_prefix(bucket)).try_collect().await?;
+    let prefix = SnapshotPath::series_prefix(bucket);
+    let objects: Vec<_> = store.list_all(&prefix).try_collect().await.map_err(|e| missing_bucket(store, e))?;
     Ok(series_from_listing(objects).into_iter().flat_map(|s| s.backups).collect())
+}
+
+/// A listing answers "not found" only when the bucket itself is missing: say so.
+pub fn missing_bucket(store: &dyn ObjectStore, e: StoreError) -> SnapshotError {
+    if e.is_not_found() {
+        SnapshotError::Invalid(format!(
+            "{}: the bucket does not exist (or is not visible to these credentials)",
+            store.location()
+        ))
+    } else {
+        e.into()
+    }
 }
 
 /// Which snapshot to use.
@@ -84,7 +97,7 @@ pub async fn find(
 
 /// Reads and checks a snapshot's header.
 pub async fn read_header(store: &dyn ObjectStore, path: &SnapshotPath) -> Result<SnapshotHeader, SnapshotError> {
-    let bytes = store.read_all(&path.header_key(), HEADER_LIMIT).await?;
+    let bytes = super::read_small(store, &path.header_key(), HEADER_LIMIT).await?;
     let header = SnapshotHeader::from_json(&bytes)?;
     if header.snapshot_id != path.run.to_string() || header.bucket != path.bucket {
         return Err(SnapshotError::Inconsistent(format!(

@@ -553,7 +553,7 @@ mod tests {
 
     #[test]
     fn plan_of_each_case() {
-        let e = entry_of(&object("a", b"hello", Some("text/plain")), "storage/b/blobs/x".into());
+        let e = entry_of(object("a", b"hello", Some("text/plain")), "storage/b/blobs/x".into());
         assert_eq!(plan_step(Joined::Left(e.clone()), false), Action::Copy(e.clone()));
         assert_eq!(
             plan_step(Joined::Both(e.clone(), object("a", b"hello", Some("text/plain"))), true),

@@ -794,3 +794,50 @@ async fn restore_binary_dry_run_and_restore() {
     let out = run(&["--snapshot", &run_id(7).to_string()]);
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// Cancels the run at the first copy (what SIGTERM does to a job).
+struct CancelAtFirstCopy(CancellationToken);
+
+#[async_trait]
+impl SnapshotObserver for CancelAtFirstCopy {
+    async fn before_copy(&self, _object: &ObjectMeta) {
+        self.0.cancel();
+    }
+}
+
+/// A cancelled run leaves nothing that looks complete; a retry of the same task (same id)
+/// removes the half-written part of a failed attempt and starts over; a retry after the part was
+/// written only finishes the header.
+#[tokio::test]
+async fn cancelled_and_retried_tasks() {
+    let src = gcs_bucket().await;
+    let backup = gcs_backup_store().await;
+    let source = source_of(&src);
+    for i in 0..20 {
+        put(&*src, &format!("r/{i:02}"), format!("retry {i}").as_bytes(), PutOptions::default()).await;
+    }
+    let run = run_id(1);
+    let path = SnapshotPath { bucket: source.spec.bucket.clone(), run: run.clone() };
+    let cancel = CancellationToken::new();
+    let err = take_snapshot(&backup, &source, &run, &settings(2), &CancelAtFirstCopy(cancel.clone()), &cancel)
+        .await
+        .expect_err("cancelled");
+    assert!(matches!(err, SnapshotError::Cancelled), "{err:?}");
+    for key in [path.header_key(), part_key(&path, 0, 1), part_summary_key(&path, 0, 1)] {
+        assert!(backup.stat(&key).await.expect_err("absent").is_not_found(), "{key} after a cancelled run");
+    }
+
+    // What a crash between part and summary leaves: a part and nothing else.
+    put(&*backup, &part_key(&path, 0, 1), b"half of an earlier attempt", PutOptions::default()).await;
+    let first = snap(&backup, &source, &run, &settings(4)).await;
+    assert!(!first.resumed);
+    assert_eq!(written(&first).totals.objects, 20);
+    let (_, entries) = newest_entries(&*backup, &source.spec.bucket).await;
+    assert_eq!(entries.len(), 20, "the stale part was replaced");
+
+    // The same task again (a retry after success): nothing is redone.
+    let again = snap(&backup, &source, &run, &settings(4)).await;
+    assert!(again.resumed);
+    assert_eq!(again.header, HeaderState::WrittenByAnother);
+    assert_eq!((again.part.totals.objects, again.copy_attempts), (20, 0));
+}
