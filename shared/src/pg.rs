@@ -37,17 +37,12 @@ impl PgConfig {
                 "must start with postgresql:// (value not shown: it may hold a password)",
             );
         }
-        let port = r
-            .number_in(&vars::PGPORT, 1, 65_535)
-            .and_then(|p| u16::try_from(p).ok());
+        let port = r.number_in(&vars::PGPORT, 1, 65_535).and_then(|p| u16::try_from(p).ok());
         let bin_dir = r.text(&vars::PG_BIN_DIR).map(PathBuf::from);
         if let Some(d) = &bin_dir
             && !d.join("pg_dump").is_file()
         {
-            r.problem(
-                vars::PG_BIN_DIR.name,
-                format!("{} has no pg_dump", d.display()),
-            );
+            r.problem(vars::PG_BIN_DIR.name, format!("{} has no pg_dump", d.display()));
         }
         Some(Self {
             url,
