@@ -29,4 +29,11 @@ step "build (the e2e tests run the real binaries)"
 cargo build --workspace --all-targets --locked
 
 step "tests"
-cargo test --workspace --locked
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace --locked 2>&1 | tee "$log" || status=$?
+# cargo prints one summary per test binary (the last ones are empty doc-test runs); close with
+# the total, so the last line says how many tests ran.
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
