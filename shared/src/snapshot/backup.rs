@@ -41,7 +41,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::blob::{Expected, blob_key, entry_of, shard_of, verify_content};
 use super::join::{Joined, merge_join, ordered_or_end, strictly_ordered};
-use super::read::{read_header, shard_entries};
+use super::read::{BlobOfName, read_header, shard_entries};
 use super::source::SourceSpec;
 use super::{PartSummary, SnapshotError, human_bytes, part_summary_key, read_small};
 use crate::catalog::{RunId, SUSPICIOUS_METADATA, SnapshotPath, encode_segment};
@@ -548,7 +548,7 @@ impl PartWriter<'_> {
         let (listing, _lister) = prefetched_listing(self.source.store.clone(), self.source.spec.prefix.clone());
         let listing = strictly_ordered(listing, format!("the listing of {}", self.source.spec))
             .try_filter(move |o| futures::future::ready(shard_of(&o.key, tasks) == task));
-        let known: BoxStream<'_, Result<SnapshotEntry, SnapshotError>> = match previous {
+        let known: BoxStream<'_, Result<BlobOfName, SnapshotError>> = match previous {
             Some((p, h)) => {
                 ordered_or_end(shard_entries(&**self.backup, p, h, task, tasks), format!("snapshot {}", p.run))
             }
@@ -641,7 +641,7 @@ impl PartWriter<'_> {
     fn resolve<'s>(
         &'s self,
         object: ObjectMeta,
-        previous: Option<SnapshotEntry>,
+        previous: Option<BlobOfName>,
         semaphore: &'s Semaphore,
     ) -> ResolveFuture<'s> {
         let blob = blob_key(&self.source.spec.bucket, &object);

@@ -8,11 +8,13 @@ use std::collections::VecDeque;
 
 use chrono::{DateTime, Utc};
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use zstd::stream::raw::{Decoder, Operation as _};
 
 use super::SnapshotError;
 use super::blob::shard_of;
-use super::join::strictly_ordered;
+use super::join::{Named, strictly_ordered};
 use crate::catalog::{RunId, SnapshotPath};
 use crate::inventory::{Backup, series_from_listing};
 use crate::snapshot_format::{SnapshotEntry, SnapshotFormatError, SnapshotHeader, part_key};
@@ -110,6 +112,29 @@ pub async fn read_header(store: &dyn ObjectStore, path: &SnapshotPath) -> Result
     Ok(header)
 }
 
+/// What a part's lines can be read as: the whole [`SnapshotEntry`], or a lighter view of it.
+pub trait PartLine: DeserializeOwned + Named + Send + 'static {}
+
+impl<T: DeserializeOwned + Named + Send + 'static> PartLine for T {}
+
+/// What a new snapshot needs of the previous one: the blob holding a name's content. Reading
+/// only this (the other fields are skipped, not allocated) makes the index cheaper to read.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct BlobOfName {
+    /// Object name.
+    pub name: String,
+    /// Size.
+    pub size: u64,
+    /// The blob's key.
+    pub blob: String,
+}
+
+impl Named for BlobOfName {
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
 /// Incremental decoder of one part: compressed chunks in, entries out.
 struct PartDecoder {
     decoder: Decoder<'static>,
@@ -129,7 +154,7 @@ impl PartDecoder {
         })
     }
 
-    fn feed(&mut self, mut input: &[u8], entries: &mut VecDeque<SnapshotEntry>) -> Result<(), SnapshotError> {
+    fn feed<E: PartLine>(&mut self, mut input: &[u8], entries: &mut VecDeque<E>) -> Result<(), SnapshotError> {
         loop {
             let status = self.decoder.run_on_buffers(input, &mut self.out).map_err(SnapshotFormatError::Io)?;
             self.pending.extend_from_slice(&self.out[..status.bytes_written]);
@@ -143,7 +168,7 @@ impl PartDecoder {
         self.split_lines(entries)
     }
 
-    fn split_lines(&mut self, entries: &mut VecDeque<SnapshotEntry>) -> Result<(), SnapshotError> {
+    fn split_lines<E: PartLine>(&mut self, entries: &mut VecDeque<E>) -> Result<(), SnapshotError> {
         let mut start = 0;
         while let Some(n) = self.pending[start..].iter().position(|&b| b == b'\n') {
             let line = &self.pending[start..start + n];
@@ -156,7 +181,7 @@ impl PartDecoder {
         Ok(())
     }
 
-    fn finish(&mut self, entries: &mut VecDeque<SnapshotEntry>) -> Result<(), SnapshotError> {
+    fn finish<E: PartLine>(&mut self, entries: &mut VecDeque<E>) -> Result<(), SnapshotError> {
         if self.hint != 0 {
             return Err(SnapshotFormatError::Io(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
@@ -172,18 +197,18 @@ impl PartDecoder {
     }
 }
 
-struct PartState<'a> {
+struct PartState<'a, E> {
     store: &'a dyn ObjectStore,
     key: String,
     snapshot: String,
     bytes: Option<ByteStream>,
     decoder: PartDecoder,
-    entries: VecDeque<SnapshotEntry>,
+    entries: VecDeque<E>,
     finished: bool,
 }
 
 /// The entries of one part, decoded while it downloads.
-pub fn part_entries<'a>(store: &'a dyn ObjectStore, key: String, snapshot: String) -> EntryStream<'a> {
+pub fn part_entries<'a, E: PartLine>(store: &'a dyn ObjectStore, key: String, snapshot: String) -> EntryStream<'a, E> {
     let decoder = match PartDecoder::new() {
         Ok(d) => d,
         Err(e) => return futures::stream::once(async move { Err(e) }).boxed(),
@@ -219,22 +244,22 @@ pub fn part_entries<'a>(store: &'a dyn ObjectStore, key: String, snapshot: Strin
     .boxed()
 }
 
-/// A stream of snapshot entries.
-pub type EntryStream<'a> = BoxStream<'a, Result<SnapshotEntry, SnapshotError>>;
+/// A stream of snapshot entries (or of a lighter view of them).
+pub type EntryStream<'a, E = SnapshotEntry> = BoxStream<'a, Result<E, SnapshotError>>;
 
 /// One input of a merge: its stream, its next entry, and whether it ended.
-struct MergeInput<'a> {
-    stream: EntryStream<'a>,
-    head: Option<SnapshotEntry>,
+struct MergeInput<'a, E> {
+    stream: EntryStream<'a, E>,
+    head: Option<E>,
     done: bool,
 }
 
 /// Merges name-ordered streams into one, by name.
-pub fn merge_by_name<'a>(parts: Vec<EntryStream<'a>>) -> EntryStream<'a> {
+pub fn merge_by_name<'a, E: PartLine>(parts: Vec<EntryStream<'a, E>>) -> EntryStream<'a, E> {
     if parts.len() == 1 {
         return parts.into_iter().next().unwrap_or_else(|| futures::stream::empty().boxed());
     }
-    let inputs: Vec<MergeInput<'a>> =
+    let inputs: Vec<MergeInput<'a, E>> =
         parts.into_iter().map(|stream| MergeInput { stream, head: None, done: false }).collect();
     futures::stream::try_unfold(inputs, |mut inputs| async move {
         for input in &mut inputs {
@@ -248,7 +273,7 @@ pub fn merge_by_name<'a>(parts: Vec<EntryStream<'a>>) -> EntryStream<'a> {
         let smallest = inputs
             .iter()
             .enumerate()
-            .filter_map(|(i, input)| input.head.as_ref().map(|e| (i, e.name.as_str())))
+            .filter_map(|(i, input)| input.head.as_ref().map(|e| (i, e.name())))
             .min_by(|a, b| a.1.cmp(b.1))
             .map(|(i, _)| i);
         Ok(match smallest {
@@ -261,6 +286,15 @@ pub fn merge_by_name<'a>(parts: Vec<EntryStream<'a>>) -> EntryStream<'a> {
 
 /// Every entry of a snapshot, in strict name order (disorder or a duplicate name is an error).
 pub fn entries<'a>(store: &'a dyn ObjectStore, path: &SnapshotPath, header: &SnapshotHeader) -> EntryStream<'a> {
+    entries_as(store, path, header)
+}
+
+/// [`entries`], read as `E`.
+pub fn entries_as<'a, E: PartLine>(
+    store: &'a dyn ObjectStore,
+    path: &SnapshotPath,
+    header: &SnapshotHeader,
+) -> EntryStream<'a, E> {
     let id = path.run.to_string();
     let parts = (0..header.parts).map(|t| part_entries(store, part_key(path, t, header.parts), id.clone())).collect();
     strictly_ordered(merge_by_name(parts), format!("snapshot {id}"))
@@ -268,19 +302,21 @@ pub fn entries<'a>(store: &'a dyn ObjectStore, path: &SnapshotPath, header: &Sna
 
 /// The entries of a snapshot that belong to task `task` of `tasks` (see [`shard_of`]). When the
 /// snapshot was taken with as many tasks, that is exactly one part; otherwise every part is read.
-pub fn shard_entries<'a>(
+pub fn shard_entries<'a, E: PartLine>(
     store: &'a dyn ObjectStore,
     path: &SnapshotPath,
     header: &SnapshotHeader,
     task: u32,
     tasks: u32,
-) -> EntryStream<'a> {
+) -> EntryStream<'a, E> {
     let id = path.run.to_string();
     if header.parts == tasks {
         let part = part_entries(store, part_key(path, task, tasks), id.clone());
         return strictly_ordered(part, format!("snapshot {id}"));
     }
-    entries(store, path, header).try_filter(move |e| futures::future::ready(shard_of(&e.name, tasks) == task)).boxed()
+    entries_as(store, path, header)
+        .try_filter(move |e: &E| futures::future::ready(shard_of(e.name(), tasks) == task))
+        .boxed()
 }
 
 #[cfg(test)]
@@ -316,14 +352,18 @@ mod tests {
         out
     }
 
-    fn decode_in_chunks(bytes: &[u8], chunk: usize) -> Result<Vec<String>, SnapshotError> {
+    fn decode_as<E: PartLine>(bytes: &[u8], chunk: usize) -> Result<Vec<E>, SnapshotError> {
         let mut d = PartDecoder::new()?;
         let mut q = VecDeque::new();
         for c in bytes.chunks(chunk.max(1)) {
             d.feed(c, &mut q)?;
         }
         d.finish(&mut q)?;
-        Ok(q.into_iter().map(|e| e.name).collect())
+        Ok(q.into_iter().collect())
+    }
+
+    fn decode_in_chunks(bytes: &[u8], chunk: usize) -> Result<Vec<String>, SnapshotError> {
+        Ok(decode_as::<SnapshotEntry>(bytes, chunk)?.into_iter().map(|e| e.name).collect())
     }
 
     #[test]
@@ -342,6 +382,12 @@ mod tests {
         .expect("decode_part");
         assert_eq!(back, names);
         assert!(decode_in_chunks(&encode(&[]), 3).expect("empty part").is_empty());
+        // The light view the index reads.
+        let light: Vec<BlobOfName> = decode_as(&bytes, 4096).expect("light");
+        assert_eq!(
+            light[7],
+            BlobOfName { name: names[7].clone(), size: 1, blob: format!("storage/b/blobs/{}", names[7]) }
+        );
     }
 
     #[test]
