@@ -340,6 +340,9 @@ impl UploadSession {
     }
 }
 
+/// What uploading one chunk gives: the finished object after the last chunk.
+type ChunkResult = Result<Option<Object>, StoreError>;
+
 /// A resumable, create-only upload in progress.
 struct GcsWriter {
     store: GcsStore,
@@ -348,7 +351,11 @@ struct GcsWriter {
     buf: BytesMut,
     session: Option<UploadSession>,
     sent: u64,
-    inflight: Option<tokio::task::JoinHandle<Result<Option<Object>, StoreError>>>,
+    /// The chunk being uploaded, and its bytes (handed back so the buffer is reused).
+    inflight: Option<tokio::task::JoinHandle<(ChunkResult, Bytes)>>,
+    /// The buffer of the last uploaded chunk, for the next one: two buffers in all, allocated
+    /// once (allocating one per chunk fragments glibc's heap, which then grows with the object).
+    spare: Option<BytesMut>,
     md5: md5::Md5,
     crc: u32,
 }
@@ -367,12 +374,19 @@ impl GcsWriter {
     async fn wait_inflight(&mut self) -> Result<Option<Object>, StoreError> {
         match self.inflight.take() {
             None => Ok(None),
-            Some(h) => h.await.map_err(|e| StoreError::Other {
-                location: self.store.location.to_string(),
-                operation: "upload",
-                key: self.key.clone(),
-                message: e.to_string(),
-            })?,
+            Some(h) => {
+                let (result, chunk) = h.await.map_err(|e| StoreError::Other {
+                    location: self.store.location.to_string(),
+                    operation: "upload",
+                    key: self.key.clone(),
+                    message: e.to_string(),
+                })?;
+                self.spare = chunk.try_into_mut().ok().map(|mut b| {
+                    b.clear();
+                    b
+                });
+                result
+            }
         }
     }
 
@@ -418,12 +432,14 @@ impl GcsWriter {
     }
 
     async fn send_full_chunk(&mut self) -> Result<(), StoreError> {
-        let chunk = std::mem::replace(&mut self.buf, BytesMut::with_capacity(self.store.chunk_bytes)).freeze();
         let session = self.session().await?;
         self.wait_inflight().await?;
+        let next = self.spare.take().unwrap_or_else(|| BytesMut::with_capacity(self.store.chunk_bytes));
+        let chunk = std::mem::replace(&mut self.buf, next).freeze();
         let first = self.sent;
         self.sent += chunk.len() as u64;
-        self.inflight = Some(tokio::spawn(session.upload_chunk(chunk, first, None)));
+        let keep = chunk.clone();
+        self.inflight = Some(tokio::spawn(async move { (session.upload_chunk(chunk, first, None).await, keep) }));
         Ok(())
     }
 
@@ -595,6 +611,7 @@ impl ObjectStore for GcsStore {
             session: None,
             sent: 0,
             inflight: None,
+            spare: None,
             md5: md5::Md5::new(),
             crc: 0,
         }))
