@@ -106,7 +106,7 @@ fn compress_stream(
 }
 
 /// Keeps the last [`STDERR_TAIL`] bytes a child writes to stderr.
-async fn stderr_tail(mut stderr: tokio::process::ChildStderr) -> String {
+pub(crate) async fn stderr_tail(mut stderr: tokio::process::ChildStderr) -> String {
     let mut kept: Vec<u8> = Vec::new();
     let mut dropped = false;
     let mut chunk = [0u8; 8192];

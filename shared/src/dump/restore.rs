@@ -23,11 +23,10 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt as _;
-use tokio::io::AsyncReadExt as _;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::backup::{META_COLLATE, META_CTYPE, META_ENCODING, describe_status};
+use super::backup::{META_COLLATE, META_CTYPE, META_ENCODING, describe_status, stderr_tail};
 use super::codec::{CHUNK, Feed, FeedReader, StreamHash, decoder};
 use super::conn::ConnParams;
 use super::sql::{self, DatabaseInfo};
@@ -39,8 +38,6 @@ use crate::store::{ObjectStore, ObjectStoreExt as _};
 
 /// Longest database name PostgreSQL keeps (NAMEDATALEN - 1 bytes).
 const MAX_DB_NAME: usize = 63;
-/// Bytes of `pg_restore`'s stderr kept for the failure message.
-const STDERR_TAIL: usize = 8 * 1024;
 
 /// One backup of a database, as a listing sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -301,23 +298,6 @@ async fn download_verified(
         )));
     }
     Ok(tx.send(Feed::Verified).await.is_ok())
-}
-
-async fn stderr_tail(mut stderr: tokio::process::ChildStderr) -> String {
-    let mut kept: Vec<u8> = Vec::new();
-    let mut chunk = [0u8; 8192];
-    loop {
-        match stderr.read(&mut chunk).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                kept.extend_from_slice(&chunk[..n]);
-                if kept.len() > STDERR_TAIL {
-                    kept.drain(..kept.len() - STDERR_TAIL);
-                }
-            }
-        }
-    }
-    String::from_utf8_lossy(&kept).trim().to_owned()
 }
 
 fn decode_error(key: &str, e: &std::io::Error) -> DbError {

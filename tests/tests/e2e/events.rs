@@ -3,24 +3,13 @@
 use std::collections::BTreeMap;
 
 use chrono::Utc;
-use gcloud_pubsub::subscription::SubscriptionConfig;
 use lifeboat_core::events::{Event, ItemResult, Outcome, PubSubPublisher, Publisher, RunResult, SCHEMA_VERSION};
 
-use crate::support::{require_env, unique};
+use crate::support::{PubSubFixture, pubsub_fixture};
 
 #[tokio::test]
 async fn published_event_is_pulled_back_intact() {
-    let host = require_env("PUBSUB_EMULATOR_HOST");
-    let project = "lifeboat-local";
-    let client = lifeboat_core::events::pubsub_client(Some(project), Some(&host)).await.expect("pubsub client");
-    let topic_id = unique("results");
-    let topic = client.topic(&topic_id);
-    topic.create(None, None).await.expect("create topic on the emulator");
-    let sub_id = unique("sub");
-    let subscription = client
-        .create_subscription(&sub_id, topic.fully_qualified_name(), SubscriptionConfig::default(), None)
-        .await
-        .expect("create subscription");
+    let PubSubFixture { host, project, topic_id, subscription } = pubsub_fixture().await;
 
     let now = Utc::now();
     let result = RunResult {

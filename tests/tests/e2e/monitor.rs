@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
-use gcloud_pubsub::subscription::SubscriptionConfig;
 use lifeboat_core::clock::Clock;
 use lifeboat_core::events::{Event, ItemResult, Outcome, PubSubPublisher, Publisher, RunResult, SCHEMA_VERSION};
 use lifeboat_core::programs::monitor;
@@ -18,7 +17,7 @@ use tokio::sync::Notify;
 
 use crate::fake_backups::{config, db_backup, run_at, services};
 use crate::slack::Hook;
-use crate::support::{binary, gcs_store_with, require_env, unique};
+use crate::support::{PubSubFixture, binary, gcs_store_with, pubsub_fixture, require_env};
 
 const TOKEN: &str = "monitor-test-token-0123456789";
 
@@ -98,17 +97,7 @@ fn result(program: &str, outcome: Outcome, error: Option<&str>) -> RunResult {
 /// Publishes `result` with the library's publisher on a fresh topic of the emulator, pulls it
 /// back and returns the push envelope Pub/Sub would POST, with the message id.
 async fn through_pubsub(result: RunResult) -> (Value, String) {
-    let host = require_env("PUBSUB_EMULATOR_HOST");
-    let project = "lifeboat-local";
-    let client = lifeboat_core::events::pubsub_client(Some(project), Some(&host)).await.expect("pubsub client");
-    let topic_id = unique("results");
-    let topic = client.topic(&topic_id);
-    topic.create(None, None).await.expect("create topic on the emulator");
-    let sub_id = unique("monitor-push");
-    let subscription = client
-        .create_subscription(&sub_id, topic.fully_qualified_name(), SubscriptionConfig::default(), None)
-        .await
-        .expect("create subscription");
+    let PubSubFixture { host, project, topic_id, subscription } = pubsub_fixture().await;
     let publisher = PubSubPublisher::connect(&topic_id, Some(project), Some(&host)).await.expect("publisher");
     let message_id = publisher.publish(&Event::new(result)).await.expect("publish");
     let mut received = Vec::new();

@@ -179,3 +179,36 @@ impl FaultyProxy {
         *self.remaining.lock().expect("lock") = Some(bytes);
     }
 }
+
+/// A fresh topic on the Pub/Sub emulator with a pull subscription to it.
+#[derive(Debug)]
+pub struct PubSubFixture {
+    /// `PUBSUB_EMULATOR_HOST`.
+    pub host: String,
+    /// The emulator project.
+    pub project: &'static str,
+    /// The topic id.
+    pub topic_id: String,
+    /// A pull subscription to the topic.
+    pub subscription: gcloud_pubsub::subscription::Subscription,
+}
+
+/// Creates a uniquely named topic and subscription on the emulator.
+pub async fn pubsub_fixture() -> PubSubFixture {
+    let host = require_env("PUBSUB_EMULATOR_HOST");
+    let project = "lifeboat-local";
+    let client = lifeboat_core::events::pubsub_client(Some(project), Some(&host)).await.expect("pubsub client");
+    let topic_id = unique("results");
+    let topic = client.topic(&topic_id);
+    topic.create(None, None).await.expect("create topic on the emulator");
+    let subscription = client
+        .create_subscription(
+            &unique("sub"),
+            topic.fully_qualified_name(),
+            gcloud_pubsub::subscription::SubscriptionConfig::default(),
+            None,
+        )
+        .await
+        .expect("create subscription");
+    PubSubFixture { host, project, topic_id, subscription }
+}
