@@ -17,9 +17,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use lifeboat_core::catalog::SnapshotPath;
+use lifeboat_core::bucket::read::{Selector, find};
 use lifeboat_core::config::Env;
-use lifeboat_core::snapshot::read::{Selector, find};
+use lifeboat_core::core::naming::SnapshotPath;
 use lifeboat_core::store::{self, DynStore, Location, ObjectStore, ObjectStoreExt, Precondition, PutOptions};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;

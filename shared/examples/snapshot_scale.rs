@@ -16,8 +16,8 @@ use std::time::Instant;
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::Utc;
-use lifeboat_core::catalog::RunId;
-use lifeboat_core::snapshot::backup::{NoObserver, SnapshotSettings, Source, take_snapshot};
+use lifeboat_core::bucket::backup::{NoObserver, SnapshotSettings, Source, take_snapshot};
+use lifeboat_core::core::naming::RunId;
 use lifeboat_core::store::local::LocalStore;
 use lifeboat_core::store::{
     ByteStream, CopyOptions, DynStore, ListPage, Location, ObjectMeta, ObjectRef, ObjectStore, ObjectWriter,

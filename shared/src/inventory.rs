@@ -1,162 +1,36 @@
-//! What the backup store holds: database backups and bucket snapshots grouped into series,
-//! complete or not, suspicious or not. Built from a listing alone (no object is read), so it is
-//! cheap, and pure to test. `health`, `monitor` and `prune` all stand on it.
+//! What the backup store holds, read from the store itself: the listing behind every freshness
+//! figure (`health`, `monitor`, `console`) and every retention plan (`prune`).
+//!
+//! The model and the judgement are pure and live in the core ([`crate::core::series`],
+//! [`crate::core::freshness`]); this module only takes the listing and hands it over.
 
-use std::collections::BTreeMap;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt as _;
-use serde::{Deserialize, Serialize};
 
-use crate::catalog::{DbBackupPath, RunId, SUSPICIOUS_METADATA, SnapshotPath};
-use crate::store::{ObjectMeta, ObjectStore, ObjectStoreExt as _, StoreError};
-
-/// What a series backs up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    /// A PostgreSQL database (`db/<source>/<database>/…`).
-    Database,
-    /// A GCS bucket (`storage/<bucket>/snapshots/…`).
-    Bucket,
-}
-
-/// One run: its objects, and whether its completion object exists.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Backup {
-    /// The run's id.
-    pub run: RunId,
-    /// The completion object (`manifest.json` / `header.json`) exists.
-    pub complete: bool,
-    /// Complete, but flagged for a human look (e.g. a snapshot that listed far fewer objects).
-    pub suspicious: bool,
-    /// Bytes of its own objects (shared blobs not included).
-    pub bytes: u64,
-    /// Newest object update (when the run last wrote).
-    pub last_write: DateTime<Utc>,
-    /// Its object keys.
-    pub keys: Vec<String>,
-}
-
-/// The runs of one database or bucket, oldest first.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Series {
-    /// Database or bucket.
-    pub kind: Kind,
-    /// Logical source (`BACKUP_SOURCE`) for databases; the source bucket for snapshots.
-    pub source: String,
-    /// Database name; `snapshots` for buckets.
-    pub name: String,
-    /// Runs, oldest first.
-    pub backups: Vec<Backup>,
-}
-
-impl Series {
-    /// The newest complete backup.
-    pub fn newest_complete(&self) -> Option<&Backup> {
-        self.backups.iter().rev().find(|b| b.complete)
-    }
-
-    /// `source/name` for databases, `gs://bucket` for snapshots.
-    pub fn label(&self) -> String {
-        match self.kind {
-            Kind::Database => format!("{}/{}", self.source, self.name),
-            Kind::Bucket => format!("gs://{}", self.source),
-        }
-    }
-}
-
-/// True for the object whose existence makes a run complete (`manifest.json` of a database
-/// backup, `header.json` of a snapshot).
-pub fn is_completion_key(kind: Kind, key: &str) -> bool {
-    match kind {
-        Kind::Database => key.ends_with("/manifest.json"),
-        Kind::Bucket => key.ends_with("/header.json"),
-    }
-}
-
-/// Groups a listing into series. Objects outside the layout (blobs, state, strays) are ignored.
-pub fn series_from_listing(objects: impl IntoIterator<Item = ObjectMeta>) -> Vec<Series> {
-    let mut runs: BTreeMap<(Kind, String, String, RunId), Backup> = BTreeMap::new();
-    for o in objects {
-        let (kind, source, name, run, file) = if let Some((p, file)) = DbBackupPath::parse_key(&o.key) {
-            (Kind::Database, p.source, p.database, p.run, file)
-        } else if let Some((p, file)) = SnapshotPath::parse_key(&o.key) {
-            (Kind::Bucket, p.bucket, "snapshots".to_owned(), p.run, file)
-        } else {
-            continue;
-        };
-        let marker = matches!((kind, file), (Kind::Database, "manifest.json") | (Kind::Bucket, "header.json"));
-        let entry = runs.entry((kind, source, name, run.clone())).or_insert_with(|| Backup {
-            run,
-            complete: false,
-            suspicious: false,
-            bytes: 0,
-            last_write: o.updated,
-            keys: Vec::new(),
-        });
-        if marker {
-            entry.complete = true;
-            entry.suspicious |= o.metadata.get(SUSPICIOUS_METADATA).is_some_and(|v| v == "true");
-        }
-        entry.bytes += o.size;
-        entry.last_write = entry.last_write.max(o.updated);
-        entry.keys.push(o.key);
-    }
-    let mut series: BTreeMap<(Kind, String, String), Series> = BTreeMap::new();
-    for ((kind, source, name, _), backup) in runs {
-        series
-            .entry((kind, source.clone(), name.clone()))
-            .or_insert_with(|| Series { kind, source, name, backups: Vec::new() })
-            .backups
-            .push(backup);
-    }
-    series.into_values().collect()
-}
+use crate::core::freshness::{Freshness, evaluate};
+use crate::core::object::ObjectMeta;
+use crate::core::series::{Kind, Series, series_from_listing};
+use crate::store::{ObjectStore, ObjectStoreExt as _, StoreError};
 
 /// Lists the database backups of `source` and every bucket snapshot in the store.
 pub async fn load(store: &dyn ObjectStore, source: &str) -> Result<Vec<Series>, StoreError> {
-    let db_prefix = format!("db/{}/", crate::catalog::encode_segment(source));
+    let db_prefix = format!("db/{}/", crate::core::naming::encode_segment(source));
     let mut objects: Vec<ObjectMeta> = store.list_all(&db_prefix).try_collect().await?;
     let storage = store.list_all("storage/").try_filter(|o| futures::future::ready(o.key.contains("/snapshots/")));
     objects.extend(storage.try_collect::<Vec<_>>().await?);
     Ok(series_from_listing(objects))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn obj(key: &str, size: u64) -> ObjectMeta {
-        ObjectMeta { key: key.into(), size, ..ObjectMeta::default() }
-    }
-
-    #[test]
-    fn groups_runs_and_marks_complete_ones() {
-        let mut suspicious = obj("storage/media/snapshots/20261126T030000Z-00000009/header.json", 5);
-        suspicious.metadata.insert(SUSPICIOUS_METADATA.into(), "true".into());
-        let series = series_from_listing([
-            obj("db/main/app/20261125T020000Z-00000001/dump.pgc.zst", 100),
-            obj("db/main/app/20261125T020000Z-00000001/manifest.json", 2),
-            obj("db/main/app/20261126T020000Z-00000002/dump.pgc.zst", 50),
-            obj("db/main/other/20261126T020000Z-00000003/manifest.json", 2),
-            obj("db/main/app/not-a-run/x", 1),
-            obj("storage/media/blobs/abc", 1),
-            obj("storage/media/snapshots/20261126T030000Z-00000009/part-0.jsonl.zst", 7),
-            suspicious,
-            obj("state/incidents.json", 1),
-        ]);
-        assert_eq!(series.len(), 3);
-        let app = &series[0];
-        assert_eq!((app.kind, app.label().as_str()), (Kind::Database, "main/app"));
-        assert_eq!(app.backups.len(), 2);
-        assert!(app.backups[0].complete && !app.backups[1].complete);
-        assert_eq!(app.backups[0].bytes, 102);
-        assert_eq!(app.newest_complete().map(|b| b.run.suffix.as_str()), Some("00000001"));
-        assert_eq!(series[1].name, "other");
-        let snap = &series[2];
-        assert_eq!((snap.kind, snap.label().as_str()), (Kind::Bucket, "gs://media"));
-        assert!(snap.backups[0].complete && snap.backups[0].suspicious);
-        assert_eq!(snap.backups[0].bytes, 12);
-    }
+/// Lists the store and evaluates freshness at `now` (shared by `health`, `monitor` and `console`).
+pub async fn assess(
+    store: &dyn ObjectStore,
+    source: &str,
+    expected: &[(Kind, String, String)],
+    now: DateTime<Utc>,
+    max_age: Duration,
+) -> Result<Vec<Freshness>, StoreError> {
+    let series = load(store, source).await?;
+    Ok(evaluate(&series, expected, now, max_age))
 }

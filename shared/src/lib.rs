@@ -1,31 +1,32 @@
 //! lifeboat-core: the library every lifeboat program stands on.
 //!
-//! Pure core (no network, no disk): [`config`], [`catalog`], [`events`] (schema), and the
-//! planning modules. Edges, each behind a small trait and tested against real services:
-//! [`store`] (GCS, local directory), [`events`] publishers (Pub/Sub, log), the HTTP runtime.
+//! The folders are the layers; imports point one way, down:
+//!
+//! ```text
+//! programs/   one module per binary: its settings, its command line, wiring; nothing else
+//!    │        imports a program but its `functions/<name>` binary
+//!    ▼
+//! db/ bucket/ inventory report/     the domain: database backups and restores, bucket
+//!    │                              snapshots and restores, what the store holds, the status page
+//!    ▼
+//! store/ postgres/ notify/ runtime/ the edges, one folder each: the object store (GCS, local
+//!    │                              directory), PostgreSQL and its tools, Pub/Sub and Slack, the
+//!    │                              job/HTTP runtime
+//!    ▼
+//! config/     every setting declared once; reading the environment, all problems at once
+//!    ▼
+//! core/       pure: naming, manifests, series, freshness, retention plan, incidents, alert
+//!             text, event schema, units, clock, secrets. No I/O.
+//! ```
 
-pub mod alerts;
-pub mod auth;
-pub mod catalog;
-pub mod clock;
+pub mod bucket;
 pub mod config;
-pub mod dump;
-pub mod events;
-pub mod freshness;
-pub mod http;
+pub mod core;
+pub mod db;
 pub mod inventory;
-pub mod logging;
-pub mod manifest;
-pub mod monitor_state;
 pub mod notify;
-pub mod pg;
+pub mod postgres;
 pub mod programs;
-pub mod push;
-pub mod retention;
+pub mod report;
 pub mod runtime;
-pub mod secret;
-pub mod snapshot;
-pub mod snapshot_format;
-pub mod status_page;
 pub mod store;
-pub mod units;

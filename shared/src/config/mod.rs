@@ -4,15 +4,17 @@
 //! Reading never stops at the first problem: a [`Reader`] collects every problem and
 //! [`Reader::finish`] reports them together, so a user fixes a deployment in one round trip.
 
+mod env;
 pub mod vars;
 
-use std::collections::BTreeMap;
+pub use env::Env;
+
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::secret::Secret;
-use crate::store::Location;
+use crate::core::location::Location;
+use crate::core::secret::Secret;
 
 /// One environment variable a program reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,39 +27,6 @@ pub struct Var {
     pub help: &'static str,
     /// Secret values are never printed, logged or echoed in errors.
     pub secret: bool,
-}
-
-/// A snapshot of the environment (the process's, or a map in tests).
-#[derive(Debug, Clone, Default)]
-pub struct Env(BTreeMap<String, String>);
-
-impl Env {
-    /// The current process environment.
-    pub fn from_process() -> Self {
-        Self(std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect())
-    }
-
-    /// An environment made of the given pairs (tests, embedded defaults).
-    pub fn from_pairs<K: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (K, V)>) -> Self {
-        Self(pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
-    }
-
-    /// The raw value; an empty string counts as unset.
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(String::as_str).filter(|v| !v.trim().is_empty())
-    }
-
-    /// Sets a value (builder style, for tests).
-    #[must_use]
-    pub fn with(mut self, name: &str, value: &str) -> Self {
-        self.0.insert(name.to_owned(), value.to_owned());
-        self
-    }
-
-    /// True when running on Cloud Run (a service sets `K_SERVICE`, a job `CLOUD_RUN_JOB`).
-    pub fn on_cloud_run(&self) -> bool {
-        self.get("K_SERVICE").is_some() || self.get("CLOUD_RUN_JOB").is_some()
-    }
 }
 
 /// One problem with one variable.
@@ -238,7 +207,7 @@ pub struct Common {
     /// Days a backup is kept at least (retention floor).
     pub retention_days: u32,
     /// Who may call state-changing HTTP endpoints.
-    pub auth: crate::auth::AuthConfig,
+    pub auth: AuthConfig,
     /// Chunk size of resumable uploads, in bytes.
     pub upload_chunk_bytes: usize,
     /// Notification e-mails (documented for Terraform; shown in alerts).
@@ -264,10 +233,10 @@ impl Common {
                     None
                 }
             },
-            (None, None) => Some(Location::embedded_default(r.env())),
+            (None, None) => Some(Location::embedded_default(r.env().get("HOME"))),
         };
         let source = r.text(&SOURCE).unwrap_or_default();
-        if !crate::catalog::is_valid_segment(&source) {
+        if !crate::core::naming::is_valid_segment(&source) {
             r.problem(SOURCE.name, format!("{source:?} must be 1-100 characters of letters, digits, '-', '_' or '.'"));
         }
         let results_topic = r.text(&RESULTS_TOPIC);
@@ -286,7 +255,7 @@ impl Common {
             r.problem(SCHEDULE.name, format!("{s:?} is not a five-field cron expression like \"0 2 * * *\""));
         }
         let chunk_mib = r.number_in(&UPLOAD_CHUNK_MIB, 1, 1024);
-        let auth = crate::auth::AuthConfig::read(r);
+        let auth = AuthConfig::read(r);
         if results_topic.is_some() && project.is_none() && r.env().get("PUBSUB_EMULATOR_HOST").is_none() {
             // On Cloud Run the project comes from the metadata server; elsewhere it must be given.
             if !r.env().on_cloud_run() {
@@ -304,6 +273,40 @@ impl Common {
             upload_chunk_bytes: usize::try_from(chunk_mib?).ok()? * 1024 * 1024,
             alert_emails,
         })
+    }
+}
+
+/// The authentication settings.
+#[derive(Debug, Clone, Default)]
+pub struct AuthConfig {
+    /// Service-account e-mails allowed to call (compared case-insensitively).
+    pub allowed_invokers: Vec<String>,
+    /// A static bearer token for local use.
+    pub api_token: Option<Secret>,
+}
+
+impl AuthConfig {
+    /// Reads the settings, recording problems in `r`.
+    pub fn read(r: &mut Reader<'_>) -> Option<Self> {
+        let allowed_invokers: Vec<String> =
+            r.list(&vars::ALLOWED_INVOKERS).into_iter().map(|e| e.to_lowercase()).collect();
+        for e in &allowed_invokers {
+            if !e.contains('@') {
+                r.problem(vars::ALLOWED_INVOKERS.name, format!("{e:?} is not a service-account e-mail"));
+            }
+        }
+        let api_token = r.secret(&vars::API_TOKEN);
+        if let Some(t) = &api_token
+            && t.expose().len() < 16
+        {
+            r.problem(vars::API_TOKEN.name, "must be at least 16 characters long");
+        }
+        Some(Self { allowed_invokers, api_token })
+    }
+
+    /// True when nobody at all could be admitted (the endpoints then answer 401 to everyone).
+    pub fn is_closed(&self) -> bool {
+        self.allowed_invokers.is_empty() && self.api_token.is_none()
     }
 }
 

@@ -7,17 +7,18 @@ use chrono::Utc;
 use futures::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
-use crate::catalog::RunId;
 use crate::config::{Reader, vars};
-use crate::dump::backup::{BackupDone, BackupSettings, backup_database};
-use crate::dump::codec::CompressSpec;
-use crate::dump::conn::ConnParams;
-use crate::dump::sql::{self, DatabaseInfo};
-use crate::dump::tools::{self, PgTools};
-use crate::dump::{DbError, human_bytes};
-use crate::events::{ItemResult, Outcome, RunResult};
-use crate::manifest::Compression;
-use crate::pg::PgConfig;
+use crate::core::db_manifest::Compression;
+use crate::core::events::{ItemResult, Outcome, RunResult};
+use crate::core::naming::RunId;
+use crate::core::units;
+use crate::db::DbError;
+use crate::db::backup::{BackupDone, BackupSettings, backup_database};
+use crate::db::codec::CompressSpec;
+use crate::postgres::conn::ConnParams;
+use crate::postgres::settings::PgConfig;
+use crate::postgres::sql::{self, DatabaseInfo};
+use crate::postgres::tools::{self, PgTools};
 use crate::runtime::{Program, ProgramSpec, RunContext, Services, StartError};
 
 /// The program's specification.
@@ -77,7 +78,7 @@ pub fn read(r: &mut Reader<'_>, _args: &[String]) -> Option<Config> {
     let row_counts = r.boolean(&vars::ROW_COUNTS);
     let concurrency = r.number_in(&vars::DB_CONCURRENCY, 1, 16);
     if let Some(pg) = &pg {
-        check_connection(r, pg);
+        pg.check_connection(r);
     }
     Some(Config {
         pg: pg?,
@@ -88,26 +89,6 @@ pub fn read(r: &mut Reader<'_>, _args: &[String]) -> Option<Config> {
         row_counts: row_counts?,
         concurrency: usize::try_from(concurrency?).ok()?,
     })
-}
-
-/// Records a problem when the connection settings cannot be resolved (a malformed
-/// `DATABASE_URL`, several hosts…). Shared with `restore`.
-pub(crate) fn check_connection(r: &mut Reader<'_>, pg: &PgConfig) {
-    let url_ok =
-        |u: &crate::secret::Secret| u.expose().starts_with("postgres://") || u.expose().starts_with("postgresql://");
-    if pg.url.as_ref().is_some_and(|u| !url_ok(u)) {
-        return; // already reported by PgConfig::read
-    }
-    if let Err(e) = ConnParams::resolve(pg, r.env()) {
-        let text = e.to_string();
-        let (name, message) = match text.split_once(": ") {
-            Some((name, message)) if name.chars().all(|c| c.is_ascii_uppercase() || c == '_') => {
-                (name.to_owned(), message.to_owned())
-            }
-            _ => (vars::DATABASE_URL.name.to_owned(), text),
-        };
-        r.problem(&name, message);
-    }
 }
 
 /// The program.
@@ -293,8 +274,8 @@ impl Program for App {
             result.summary = format!(
                 "backed up {total} database{} ({} → {}) in {secs:.1} s",
                 if total == 1 { "" } else { "s" },
-                human_bytes(raw),
-                human_bytes(stored)
+                units::bytes(raw),
+                units::bytes(stored)
             );
         } else {
             result.outcome = Outcome::Failure;

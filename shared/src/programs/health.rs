@@ -13,15 +13,14 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use http::{Method, StatusCode};
 
-use crate::clock::Clock;
 use crate::config::{Reader, vars};
-use crate::events::{ItemResult, Outcome, RunResult};
-use crate::freshness::{Freshness, Status, evaluate};
-use crate::http::{HttpRequest, HttpResponse};
-use crate::inventory::Kind;
+use crate::core::clock::Clock;
+use crate::core::events::{ItemResult, Outcome, RunResult};
+use crate::core::freshness::{Freshness, Status};
+use crate::core::series::Kind;
+use crate::runtime::http::{HttpRequest, HttpResponse};
 use crate::runtime::{Program, ProgramSpec, RunContext, Services, StartError};
-use crate::status_page::status_name;
-use crate::store::{ObjectStore, StoreError};
+use crate::store::StoreError;
 
 /// The program's specification.
 pub static SPEC: ProgramSpec = ProgramSpec {
@@ -50,28 +49,6 @@ pub fn read(r: &mut Reader<'_>, _args: &[String]) -> Option<Config> {
     Some(Config { max_age: max_age?, expected, expected_buckets })
 }
 
-/// The series that must exist: every expected database of `source` and every expected bucket.
-pub fn expected_series(source: &str, databases: &[String], buckets: &[String]) -> Vec<(Kind, String, String)> {
-    let dbs = databases.iter().map(|d| (Kind::Database, source.to_owned(), d.clone()));
-    let buckets = buckets.iter().map(|b| {
-        let bucket = b.split_once('/').map_or(b.as_str(), |(bucket, _)| bucket);
-        (Kind::Bucket, bucket.to_owned(), "snapshots".to_owned())
-    });
-    dbs.chain(buckets).collect()
-}
-
-/// Lists the store and evaluates freshness at `now` (shared by `health` and `monitor`).
-pub async fn assess(
-    store: &dyn ObjectStore,
-    source: &str,
-    expected: &[(Kind, String, String)],
-    now: DateTime<Utc>,
-    max_age: Duration,
-) -> Result<Vec<Freshness>, StoreError> {
-    let series = crate::inventory::load(store, source).await?;
-    Ok(evaluate(&series, expected, now, max_age))
-}
-
 /// The program.
 #[derive(Debug)]
 pub struct App {
@@ -96,12 +73,13 @@ impl App {
     /// Evaluates freshness at `now`.
     pub async fn evaluate(&self, now: DateTime<Utc>) -> Result<Vec<Freshness>, StoreError> {
         let source = &self.services.common.source;
-        let expected = expected_series(source, &self.config.expected, &self.config.expected_buckets);
-        assess(&*self.services.store, source, &expected, now, self.config.max_age).await
+        let expected =
+            crate::core::freshness::expected_series(source, &self.config.expected, &self.config.expected_buckets);
+        crate::inventory::assess(&*self.services.store, source, &expected, now, self.config.max_age).await
     }
 
     fn page(&self, rows: &[Freshness], now: DateTime<Utc>) -> String {
-        crate::status_page::render(
+        crate::report::page::render(
             rows,
             now,
             self.services.common.timezone,
@@ -121,12 +99,12 @@ pub fn table(rows: &[Freshness]) -> String {
         out.push_str(&format!(
             "{:<32} {:<10} {:>8} {:>10} {:>11} {:>7} {:>10}  {}\n",
             r.label(),
-            status_name(r.status),
-            r.age_seconds.map_or_else(|| "-".to_owned(), crate::units::age),
-            r.bytes.map_or_else(|| "-".to_owned(), crate::units::bytes),
-            r.bytes_change.map_or_else(|| "-".to_owned(), crate::units::bytes_change),
+            r.status.name(),
+            r.age_seconds.map_or_else(|| "-".to_owned(), crate::core::units::age),
+            r.bytes.map_or_else(|| "-".to_owned(), crate::core::units::bytes),
+            r.bytes_change.map_or_else(|| "-".to_owned(), crate::core::units::bytes_change),
             r.complete_backups,
-            crate::units::bytes(r.total_bytes),
+            crate::core::units::bytes(r.total_bytes),
             r.newest_backup.as_deref().unwrap_or("-")
         ));
     }
@@ -145,7 +123,7 @@ fn item(r: &Freshness) -> ItemResult {
         },
         name: r.label(),
         outcome: if r.status == Status::Ok { Outcome::Success } else { Outcome::Failure },
-        error: (r.status != Status::Ok).then(|| format!("{} backups of {}", status_name(r.status), r.label())),
+        error: (r.status != Status::Ok).then(|| format!("{} backups of {}", r.status.name(), r.label())),
         backup_id: r.newest_backup.clone(),
         figures,
     }
@@ -177,7 +155,7 @@ impl Program for App {
                     let problems: Vec<String> = rows
                         .iter()
                         .filter(|r| r.status != Status::Ok)
-                        .map(|r| format!("{} {}", r.label(), status_name(r.status)))
+                        .map(|r| format!("{} {}", r.label(), r.status.name()))
                         .collect();
                     let mut s = format!("{} of {} sources ok", rows.len() - bad, rows.len());
                     if !problems.is_empty() {
@@ -232,19 +210,6 @@ impl Program for App {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn expected_series_cover_databases_and_buckets() {
-        let e = expected_series("main", &["app".into()], &["media".into(), "logs/2026".into()]);
-        assert_eq!(
-            e,
-            [
-                (Kind::Database, "main".into(), "app".into()),
-                (Kind::Bucket, "media".into(), "snapshots".into()),
-                (Kind::Bucket, "logs".into(), "snapshots".into())
-            ]
-        );
-    }
 
     #[test]
     fn html_is_negotiated() {

@@ -8,7 +8,7 @@
 //!   and acknowledged. Malformed envelopes or events: 400 with the reason.
 //!   Events of `health` and `monitor` are evaluations, alerted on by `/check`: acknowledged.
 //! - `POST /check` (Cloud Scheduler), and job mode: the freshness evaluation of `health`, fed to
-//!   the alert state machine in `state/monitor/incidents.json` (see [`crate::monitor_state`]):
+//!   the alert state machine in `state/monitor/incidents.json` (see [`crate::core::incidents`]):
 //!   one alert when a source turns bad, at most one reminder per `ALERT_REMINDER_INTERVAL`, one
 //!   "recovered" message. Updates are compare-and-swap on the object's generation, so two
 //!   instances never send the same alert.
@@ -23,20 +23,19 @@ use chrono::{DateTime, Utc};
 use futures::TryStreamExt as _;
 use http::{Method, StatusCode};
 
-use crate::alerts::{Alert, Change, Rerun};
-use crate::clock::Clock;
 use crate::config::{Reader, Var, vars};
-use crate::events::{Event, Outcome, RunResult};
-use crate::freshness::{Freshness, Status};
-use crate::http::{HttpRequest, HttpResponse};
-use crate::monitor_state::{
+use crate::core::alerts::{Alert, Change, Rerun};
+use crate::core::clock::Clock;
+use crate::core::events::{Event, Outcome, RunResult};
+use crate::core::freshness::{Freshness, Status};
+use crate::core::incidents::{
     CLAIM_LEASE, INCIDENTS_KEY, IncidentBook, MESSAGE_RETENTION, MESSAGES_PREFIX, MessageRecord, MessageState,
     Settlement, StateError, Verdict,
 };
-use crate::notify::{Channel, DeliveryError, Format};
+use crate::core::secret::Secret;
+use crate::notify::slack::{Channel, DeliveryError, Format};
+use crate::runtime::http::{HttpRequest, HttpResponse};
 use crate::runtime::{Program, ProgramSpec, RunContext, Services, StartError};
-use crate::secret::Secret;
-use crate::status_page::status_name;
 use crate::store::{ObjectStore, ObjectStoreExt as _, Precondition, PutOptions, StoreError};
 
 /// The program's specification.
@@ -261,7 +260,7 @@ impl App {
     /// Handles one Pub/Sub push request body (at the clock's "now").
     pub async fn handle_push(&self, body: &[u8]) -> HttpResponse {
         let now = self.clock.now();
-        let message = match crate::push::parse(body) {
+        let message = match crate::runtime::push::parse(body) {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(error = %e, "refused a push request");
@@ -281,7 +280,7 @@ impl App {
             tracing::debug!(message_id = id, program, "evaluation event: freshness is alerted on by POST /check");
             return ack("ignored", &id);
         }
-        let Some(alert) = crate::alerts::from_event(&event, &id, &self.rerun) else {
+        let Some(alert) = crate::core::alerts::from_event(&event, &id, &self.rerun) else {
             tracing::debug!(message_id = id, program, "success event: nothing to alert");
             return ack("ok", &id);
         };
@@ -388,9 +387,12 @@ impl App {
     /// Runs one freshness check at `now`: evaluate, move the incident state, deliver alerts.
     pub async fn check_at(&self, now: DateTime<Utc>) -> Result<CheckReport, MonitorError> {
         let common = &self.services.common;
-        let expected =
-            super::health::expected_series(&common.source, &self.config.expected, &self.config.expected_buckets);
-        let rows = super::health::assess(self.store(), &common.source, &expected, now, self.config.max_age).await?;
+        let expected = crate::core::freshness::expected_series(
+            &common.source,
+            &self.config.expected,
+            &self.config.expected_buckets,
+        );
+        let rows = crate::inventory::assess(self.store(), &common.source, &expected, now, self.config.max_age).await?;
         let token = uuid::Uuid::new_v4().to_string();
 
         // 1. Move the state and claim the alerts to send, in one conditional write.
@@ -415,7 +417,7 @@ impl App {
         }
         let Some((claimed, transitions)) = outcome else { return Err(MonitorError::Contended) };
         for t in &transitions {
-            tracing::info!(source = t.row.label(), change = ?t.change, status = status_name(t.row.status), "incident");
+            tracing::info!(source = t.row.label(), change = ?t.change, status = t.row.status.name(), "incident");
         }
 
         // 2. Deliver what this check claimed.
@@ -521,7 +523,7 @@ fn report_json(r: &CheckReport) -> serde_json::Value {
     serde_json::json!({
         "sources": r.rows.iter().map(|row| serde_json::json!({
             "source": row.label(),
-            "status": status_name(row.status),
+            "status": row.status.name(),
             "age_seconds": row.age_seconds,
             "newest_backup": row.newest_backup,
         })).collect::<Vec<_>>(),

@@ -1,4 +1,4 @@
-//! `prune`: applies the retention policy. First a pure plan ([`crate::retention::plan`]), then
+//! `prune`: applies the retention policy. First a pure plan ([`crate::core::retention::plan`]), then
 //! its application; `--dry-run` prints the plan and changes nothing.
 //!
 //! Application, per series: each dropped run loses its completion object first (so a
@@ -15,16 +15,16 @@ use chrono::{DateTime, Utc};
 use futures::TryStreamExt as _;
 use tokio_util::sync::CancellationToken;
 
-use crate::catalog::SnapshotPath;
-use crate::clock::Clock;
 use crate::config::{Reader, vars};
-use crate::events::{ItemResult, Outcome, RunResult};
-use crate::inventory::Kind;
-use crate::retention::{Action, DeleteReason, Hold, Plan, Policy, SeriesPlan, unreferenced_blobs};
+use crate::core::clock::Clock;
+use crate::core::events::{ItemResult, Outcome, RunResult};
+use crate::core::naming::SnapshotPath;
+use crate::core::retention::{Action, DeleteReason, Hold, Plan, Policy, SeriesPlan, unreferenced_blobs};
+use crate::core::series::Kind;
+use crate::core::snapshot_manifest::{SnapshotFormatError, SnapshotHeader, decode_part, part_key};
+use crate::core::units;
 use crate::runtime::{Program, ProgramSpec, RunContext, Services, StartError, Trigger};
-use crate::snapshot_format::{SnapshotFormatError, SnapshotHeader, decode_part, part_key};
 use crate::store::{ObjectMeta, ObjectStore, ObjectStoreExt as _, StoreError};
-use crate::units;
 
 /// The program's specification.
 pub static SPEC: ProgramSpec = ProgramSpec {
@@ -179,7 +179,7 @@ impl App {
     /// Lists the store and plans at `now`.
     pub async fn plan(&self, now: DateTime<Utc>) -> Result<Plan, StoreError> {
         let series = crate::inventory::load(&*self.services.store, &self.services.common.source).await?;
-        Ok(crate::retention::plan(&series, &self.config.policy, now, self.services.common.timezone))
+        Ok(crate::core::retention::plan(&series, &self.config.policy, now, self.services.common.timezone))
     }
 
     /// Plans and (unless `dry_run`) applies at `now`. The plan table goes to `report`.

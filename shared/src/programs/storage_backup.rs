@@ -1,20 +1,21 @@
 //! `storage-backup`: takes an incremental, server-side snapshot of source buckets into the backup
-//! store (see [`crate::snapshot`]).
+//! store (see [`crate::bucket`]).
 
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use chrono::Utc;
 
-use crate::catalog::RunId;
-use crate::config::{Reader, vars};
-use crate::events::{ItemResult, Outcome, RunResult};
-use crate::runtime::{Program, ProgramSpec, RunContext, Services, StartError};
-use crate::snapshot::backup::{
+use crate::bucket::SnapshotError;
+use crate::bucket::backup::{
     HeaderState, NoObserver, RunNaming, SnapshotSettings, Source, TaskOutcome, resolve_run, take_snapshot,
 };
-use crate::snapshot::source::SourceSpec;
-use crate::snapshot::{SnapshotError, human_bytes};
+use crate::bucket::source::SourceSpec;
+use crate::config::{Reader, vars};
+use crate::core::events::{ItemResult, Outcome, RunResult};
+use crate::core::naming::RunId;
+use crate::core::units;
+use crate::runtime::{Program, ProgramSpec, RunContext, Services, StartError};
 use crate::store::Location;
 
 /// The program's specification.
@@ -190,9 +191,9 @@ pub fn describe(spec: &SourceSpec, outcome: &Result<TaskOutcome, SnapshotError>)
             let work = format!(
                 "{} objects ({}), {} new ({}), {} changed and {} vanished during the run",
                 t.objects,
-                human_bytes(t.bytes),
+                units::bytes(t.bytes),
                 t.new_objects,
-                human_bytes(t.new_bytes),
+                units::bytes(t.new_bytes),
                 t.changed_during_run,
                 t.vanished_during_run
             );
@@ -203,7 +204,7 @@ pub fn describe(spec: &SourceSpec, outcome: &Result<TaskOutcome, SnapshotError>)
                         item.figures.insert("suspicious".into(), why.clone().into());
                         format!("complete but SUSPICIOUS: {why}")
                     }
-                    None => format!("complete ({} objects, {})", h.totals.objects, human_bytes(h.totals.bytes)),
+                    None => format!("complete ({} objects, {})", h.totals.objects, units::bytes(h.totals.bytes)),
                 },
                 HeaderState::WrittenByAnother => "complete (header written by another task)".into(),
                 HeaderState::Waiting { present, total } => {

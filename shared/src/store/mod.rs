@@ -11,7 +11,6 @@
 
 pub mod gcs;
 pub mod local;
-mod location;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -19,11 +18,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 
-pub use location::{Location, LocationError};
+pub use crate::core::location::{Location, LocationError};
+pub use crate::core::object::ObjectMeta;
 
 /// What went wrong with a store operation. Each backend maps its own errors into these kinds.
 #[derive(Debug, thiserror::Error)]
@@ -104,31 +103,6 @@ impl StoreError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, Self::NotFound { .. })
     }
-}
-
-/// Metadata of a stored object.
-#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-pub struct ObjectMeta {
-    /// Key relative to the store's location.
-    pub key: String,
-    /// Size in bytes.
-    pub size: u64,
-    /// Generation (GCS) or creation time in microseconds (local); changes on every rewrite.
-    pub generation: i64,
-    /// MD5 of the content, base64 (absent for composite GCS objects).
-    pub md5: Option<String>,
-    /// CRC32C of the content, base64 of the big-endian value (as GCS reports it).
-    pub crc32c: Option<String>,
-    /// Last update.
-    pub updated: DateTime<Utc>,
-    /// Content type.
-    pub content_type: Option<String>,
-    /// Content encoding.
-    pub content_encoding: Option<String>,
-    /// Cache control.
-    pub cache_control: Option<String>,
-    /// Custom metadata.
-    pub metadata: BTreeMap<String, String>,
 }
 
 /// A write's precondition.

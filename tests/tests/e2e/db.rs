@@ -5,10 +5,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lifeboat_core::catalog::{DbBackupPath, RunId};
-use lifeboat_core::dump::DbError;
-use lifeboat_core::dump::restore::{BackupEntry, list_backups};
-use lifeboat_core::events::Outcome;
+use lifeboat_core::core::events::Outcome;
+use lifeboat_core::core::naming::{DbBackupPath, RunId};
+use lifeboat_core::db::DbError;
+use lifeboat_core::db::restore::{BackupEntry, list_backups};
 use lifeboat_core::store::gcs::GcsStore;
 use lifeboat_core::store::{DynStore, Location, ObjectStore as _, ObjectStoreExt as _};
 use tokio_util::sync::CancellationToken;
@@ -27,7 +27,7 @@ fn file_url(dir: &tempfile::TempDir) -> String {
     format!("file://{}", dir.path().display())
 }
 
-fn target_of(result: &lifeboat_core::events::RunResult) -> String {
+fn target_of(result: &lifeboat_core::core::events::RunResult) -> String {
     result.items[0].figures.get("target").and_then(|v| v.as_str()).expect("target figure").to_owned()
 }
 
@@ -95,7 +95,8 @@ async fn round_trip_through_the_file_store_restores_an_identical_database() {
 fn zstd_decode(data: &[u8]) -> Vec<u8> {
     use std::io::Read as _;
     let mut out = Vec::new();
-    let mut d = lifeboat_core::dump::codec::decoder(lifeboat_core::manifest::Compression::Zstd, data).expect("decoder");
+    let mut d =
+        lifeboat_core::db::codec::decoder(lifeboat_core::core::db_manifest::Compression::Zstd, data).expect("decoder");
     d.read_to_end(&mut out).expect("decodes");
     out
 }

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use lifeboat_core::manifest::DbManifest;
+use lifeboat_core::core::db_manifest::DbManifest;
 
 use crate::db_support::{Server, TestDb};
 use crate::support::{binary, unique};

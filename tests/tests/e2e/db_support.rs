@@ -11,9 +11,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use lifeboat_core::config::{Common, Env, Reader};
-use lifeboat_core::dump::tools::PgTools;
-use lifeboat_core::events::{LogPublisher, Outcome, RunResult};
-use lifeboat_core::manifest::DbManifest;
+use lifeboat_core::core::db_manifest::DbManifest;
+use lifeboat_core::core::events::{Outcome, RunResult};
+use lifeboat_core::notify::publisher::LogPublisher;
+use lifeboat_core::postgres::tools::PgTools;
 use lifeboat_core::programs::{db_backup, restore};
 use lifeboat_core::runtime::{Program as _, RunContext, Services, Trigger};
 use lifeboat_core::store::{DynStore, ObjectStoreExt as _};
@@ -306,7 +307,7 @@ pub fn services(env: &Env, store: DynStore) -> Services {
 
 /// Builds `db-backup` as its binary would (configuration from `env`).
 pub async fn backup_app(env: &Env, store: DynStore) -> db_backup::App {
-    lifeboat_core::logging::init(env);
+    lifeboat_core::runtime::logging::init(env);
     let mut r = Reader::new(env);
     let config = db_backup::read(&mut r, &[]);
     r.finish().unwrap_or_else(|e| panic!("db-backup configuration: {e}"));
@@ -325,7 +326,7 @@ pub async fn run_restore(env: &Env, store: DynStore, args: &[&str]) -> RunResult
 
 /// Runs `restore` once with `args`, cancelled by `cancel`.
 pub async fn run_restore_with(env: &Env, store: DynStore, args: &[&str], cancel: CancellationToken) -> RunResult {
-    lifeboat_core::logging::init(env);
+    lifeboat_core::runtime::logging::init(env);
     let mut r = Reader::new(env);
     let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
     let config = restore::read(&mut r, &args);
@@ -386,8 +387,10 @@ pub async fn assert_nothing_stored(store: &DynStore) {
 
 /// The manifest of a backup.
 pub async fn manifest(store: &DynStore, source: &str, database: &str, backup_id: &str) -> DbManifest {
-    let key =
-        format!("{}{backup_id}/manifest.json", lifeboat_core::catalog::DbBackupPath::series_prefix(source, database));
+    let key = format!(
+        "{}{backup_id}/manifest.json",
+        lifeboat_core::core::naming::DbBackupPath::series_prefix(source, database)
+    );
     let bytes = store.read_all(&key, 1 << 20).await.expect("manifest");
     DbManifest::from_json(&bytes).expect("valid manifest")
 }

@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 
 use chrono::Utc;
-use lifeboat_core::events::{Event, ItemResult, Outcome, PubSubPublisher, Publisher, RunResult, SCHEMA_VERSION};
+use lifeboat_core::core::events::{Event, ItemResult, Outcome, RunResult, SCHEMA_VERSION};
+use lifeboat_core::notify::publisher::{PubSubPublisher, Publisher};
 
 use crate::support::{PubSubFixture, pubsub_fixture};
 

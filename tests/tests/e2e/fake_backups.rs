@@ -9,14 +9,14 @@ use std::sync::Arc;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt as _;
-use lifeboat_core::catalog::{DbBackupPath, RunId, SUSPICIOUS_METADATA, SnapshotPath};
 use lifeboat_core::config::{Common, Env, Reader};
-use lifeboat_core::events::{LogPublisher, Publisher};
-use lifeboat_core::manifest::{Compression, DB_FORMAT, DB_FORMAT_VERSION, DbManifest, DumpObject};
-use lifeboat_core::runtime::Services;
-use lifeboat_core::snapshot_format::{
+use lifeboat_core::core::db_manifest::{Compression, DB_FORMAT, DB_FORMAT_VERSION, DbManifest, DumpObject};
+use lifeboat_core::core::naming::{DbBackupPath, RunId, SUSPICIOUS_METADATA, SnapshotPath};
+use lifeboat_core::core::snapshot_manifest::{
     PartEncoder, SNAPSHOT_FORMAT, SNAPSHOT_FORMAT_VERSION, SnapshotEntry, SnapshotHeader, SnapshotTotals, part_key,
 };
+use lifeboat_core::notify::publisher::{LogPublisher, Publisher};
+use lifeboat_core::runtime::Services;
 use lifeboat_core::store::{DynStore, ObjectStore, ObjectStoreExt as _, PutOptions, StoreError};
 
 /// A run id starting at `started` (whole seconds) with a random suffix.

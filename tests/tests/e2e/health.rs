@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
-use lifeboat_core::clock::Clock;
+use lifeboat_core::core::clock::Clock;
 use lifeboat_core::programs::health;
 use lifeboat_core::runtime::{App, serve};
 use lifeboat_core::store::DynStore;

@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
-use lifeboat_core::clock::Clock;
-use lifeboat_core::events::{Event, ItemResult, Outcome, PubSubPublisher, Publisher, RunResult, SCHEMA_VERSION};
+use lifeboat_core::core::clock::Clock;
+use lifeboat_core::core::events::{Event, ItemResult, Outcome, RunResult, SCHEMA_VERSION};
+use lifeboat_core::notify::publisher::{PubSubPublisher, Publisher};
 use lifeboat_core::programs::monitor;
 use lifeboat_core::runtime::{App, serve};
 use lifeboat_core::store::{DynStore, ObjectStoreExt as _};
@@ -118,7 +119,7 @@ async fn through_pubsub(result: RunResult) -> (Value, String) {
         .and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0)))
         .unwrap_or_else(Utc::now);
     let attributes: BTreeMap<String, String> = m.message.attributes.clone().into_iter().collect();
-    let envelope = lifeboat_core::push::envelope(
+    let envelope = lifeboat_core::runtime::push::envelope(
         &m.message.data,
         &attributes,
         &m.message.message_id,
@@ -253,8 +254,9 @@ async fn malformed_push_requests_get_400_with_a_reason() {
     let slack = Hook::new().await;
     let monitor = serve_monitor(&store, &[("SLACK_WEBHOOK_URL", &slack.url())], &Clock::system()).await;
     let t = Utc::now();
-    let wrap =
-        |data: &[u8]| lifeboat_core::push::envelope(data, &BTreeMap::new(), "77", t, "projects/p/subscriptions/s");
+    let wrap = |data: &[u8]| {
+        lifeboat_core::runtime::push::envelope(data, &BTreeMap::new(), "77", t, "projects/p/subscriptions/s")
+    };
     let mut wrong_version: Value =
         serde_json::from_str(&Event::new(result("db-backup", Outcome::Failure, None)).to_json()).expect("event json");
     wrong_version["data"]["schema_version"] = json!(99);

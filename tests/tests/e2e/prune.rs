@@ -6,8 +6,8 @@ use std::process::Command;
 use std::sync::Arc;
 
 use chrono::{Duration, Utc};
-use lifeboat_core::clock::Clock;
-use lifeboat_core::events::{Outcome, RunResult};
+use lifeboat_core::core::clock::Clock;
+use lifeboat_core::core::events::{Outcome, RunResult};
 use lifeboat_core::programs::prune;
 use lifeboat_core::runtime::{Program, RunContext, Trigger};
 use lifeboat_core::store::{DynStore, ObjectStore};

@@ -5,9 +5,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use lifeboat_core::auth::unsigned_jwt_for;
 use lifeboat_core::config::{Common, Env, Reader};
-use lifeboat_core::events::{LogPublisher, Outcome, RunResult};
+use lifeboat_core::core::events::{Outcome, RunResult};
+use lifeboat_core::notify::publisher::LogPublisher;
+use lifeboat_core::runtime::auth::unsigned_jwt_for;
 use lifeboat_core::runtime::{App, Program, ProgramSpec, RunContext, Services, serve};
 use tokio::sync::Notify;
 

@@ -14,18 +14,19 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::DateTime;
 use futures::TryStreamExt;
-use lifeboat_core::catalog::{RunId, SUSPICIOUS_METADATA, SnapshotPath};
-use lifeboat_core::config::{Env, Reader};
-use lifeboat_core::events::{LogPublisher, Outcome};
-use lifeboat_core::runtime::{Program, RunContext, Services, Trigger};
-use lifeboat_core::snapshot::backup::{
+use lifeboat_core::bucket::backup::{
     HeaderState, NoObserver, SnapshotObserver, SnapshotSettings, Source, TaskOutcome, take_snapshot,
 };
-use lifeboat_core::snapshot::read::{self, Selector};
-use lifeboat_core::snapshot::restore::{Action, RestoreReport, RestoreRequest, restore_bucket};
-use lifeboat_core::snapshot::source::SourceSpec;
-use lifeboat_core::snapshot::{SnapshotError, part_summary_key};
-use lifeboat_core::snapshot_format::{SnapshotEntry, SnapshotHeader, part_key};
+use lifeboat_core::bucket::read::{self, Selector};
+use lifeboat_core::bucket::restore::{Action, RestoreReport, RestoreRequest, restore_bucket};
+use lifeboat_core::bucket::source::SourceSpec;
+use lifeboat_core::bucket::{SnapshotError, part_summary_key};
+use lifeboat_core::config::{Env, Reader};
+use lifeboat_core::core::events::Outcome;
+use lifeboat_core::core::naming::{RunId, SUSPICIOUS_METADATA, SnapshotPath};
+use lifeboat_core::core::snapshot_manifest::{SnapshotEntry, SnapshotHeader, part_key};
+use lifeboat_core::notify::publisher::LogPublisher;
+use lifeboat_core::runtime::{Program, RunContext, Services, Trigger};
 use lifeboat_core::store::gcs::GcsStore;
 use lifeboat_core::store::local::LocalStore;
 use lifeboat_core::store::{DynStore, Location, ObjectMeta, ObjectStore, ObjectStoreExt, Precondition, PutOptions};
@@ -489,7 +490,7 @@ async fn corrupt_blob_is_detected_at_restore_on_gcs() {
     put(&*src, "victim", b"bytes that will rot", PutOptions::default()).await;
     snap(&backup, &source, &run_id(1), &settings(4)).await;
     let victim = src.stat("victim").await.expect("stat");
-    let blob = lifeboat_core::snapshot::blob::blob_key(&source.spec.bucket, &victim);
+    let blob = lifeboat_core::bucket::blob::blob_key(&source.spec.bucket, &victim);
     overwrite(&*backup, &blob, b"bytes that DID rot!", PutOptions::default()).await;
 
     let target = gcs_bucket().await;
@@ -676,7 +677,7 @@ fn services(env: &Env) -> (Services, lifeboat_core::programs::storage_backup::Co
     (Services { env: env.clone(), common, store, publisher: Arc::new(LogPublisher) }, config.expect("config"))
 }
 
-async fn run_program(env: &Env) -> lifeboat_core::events::RunResult {
+async fn run_program(env: &Env) -> lifeboat_core::core::events::RunResult {
     let (services, config) = services(env);
     let app = lifeboat_core::programs::storage_backup::start(services, config).await.expect("start");
     app.run(RunContext::new(Trigger::Job)).await

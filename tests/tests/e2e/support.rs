@@ -197,7 +197,8 @@ pub struct PubSubFixture {
 pub async fn pubsub_fixture() -> PubSubFixture {
     let host = require_env("PUBSUB_EMULATOR_HOST");
     let project = "lifeboat-local";
-    let client = lifeboat_core::events::pubsub_client(Some(project), Some(&host)).await.expect("pubsub client");
+    let client =
+        lifeboat_core::notify::publisher::pubsub_client(Some(project), Some(&host)).await.expect("pubsub client");
     let topic_id = unique("results");
     let topic = client.topic(&topic_id);
     topic.create(None, None).await.expect("create topic on the emulator");

@@ -1,0 +1,376 @@
+//! Alerts: what `monitor` tells people, built from result events and freshness incidents, and
+//! rendered for Slack (`text` plus Block Kit `blocks`) or as plain JSON for a generic webhook.
+//! Pure: no network here (delivery is [`crate::notify::slack`]).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::core::events::{Event, Outcome};
+use crate::core::freshness::{Freshness, Status};
+use crate::core::series::Kind;
+use crate::core::units;
+
+/// How bad it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Something failed or backups are missing/stale.
+    Failure,
+    /// Done, but deserves a look (e.g. a suspicious snapshot).
+    Warning,
+    /// An incident is over.
+    Recovered,
+}
+
+/// One alert.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alert {
+    /// Unique id (webhook consumers may deduplicate on it).
+    pub id: String,
+    /// Severity.
+    pub severity: Severity,
+    /// What happened, one line (`db-backup failed`).
+    pub title: String,
+    /// Which source (`main/app`, `gs://media`).
+    pub source: String,
+    /// Why, possibly several lines.
+    pub reason: String,
+    /// When it happened.
+    pub at: DateTime<Utc>,
+    /// The command that reruns the job, when there is one.
+    pub rerun: Option<String>,
+    /// Extra facts, in order (`program`, `backup`, `destination`…).
+    pub facts: Vec<(String, String)>,
+    /// Where the alert comes from (`event …`, `freshness check`).
+    pub origin: String,
+}
+
+/// How to print rerun commands: `gcloud run jobs execute JOB --region REGION [--project P]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rerun {
+    /// Cloud Run region of the jobs.
+    pub region: Option<String>,
+    /// Project.
+    pub project: Option<String>,
+}
+
+impl Rerun {
+    /// The command that runs `job` now.
+    pub fn command(&self, job: &str) -> String {
+        let mut c = format!("gcloud run jobs execute {job} --region {}", self.region.as_deref().unwrap_or("REGION"));
+        if let Some(p) = &self.project {
+            c.push_str(&format!(" --project {p}"));
+        }
+        c
+    }
+
+    /// The command for a program's job, when it is a scheduled job that can simply be rerun.
+    pub fn for_program(&self, program: &str) -> Option<String> {
+        matches!(program, "db-backup" | "storage-backup" | "prune").then(|| self.command(program))
+    }
+}
+
+/// The alert for a result event; `None` for a success.
+pub fn from_event(event: &Event, message_id: &str, rerun: &Rerun) -> Option<Alert> {
+    let d = &event.data;
+    let severity = match d.outcome {
+        Outcome::Success => return None,
+        Outcome::Failure => Severity::Failure,
+        Outcome::Warning => Severity::Warning,
+    };
+    let bad: Vec<_> = d.items.iter().filter(|i| i.outcome != Outcome::Success).collect();
+    let source = if bad.is_empty() {
+        d.source.clone()
+    } else {
+        format!("{}: {}", d.source, bad.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", "))
+    };
+    let mut reason = d.summary.clone();
+    for i in &bad {
+        if let Some(e) = &i.error {
+            reason.push_str(&format!("\n{}: {e}", i.name));
+        }
+    }
+    let mut facts = vec![("Program".to_owned(), d.program.clone())];
+    facts.push(("Destination".to_owned(), d.destination.clone()));
+    facts.push(("Duration".to_owned(), format!("{:.1} s", d.duration_ms() as f64 / 1000.0)));
+    if let Some(id) = bad.iter().find_map(|i| i.backup_id.clone()) {
+        facts.push(("Backup".to_owned(), id));
+    }
+    Some(Alert {
+        id: format!("event:{}", event.id),
+        severity,
+        title: match severity {
+            Severity::Warning => format!("{} finished with a warning", d.program),
+            _ => format!("{} failed", d.program),
+        },
+        source,
+        reason,
+        at: d.finished_at,
+        rerun: rerun.for_program(&d.program),
+        facts,
+        origin: format!("result event {} (Pub/Sub message {message_id})", event.id),
+    })
+}
+
+/// What changed about a source's freshness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Change {
+    /// It turned bad: a new incident.
+    Opened,
+    /// Still bad after the reminder interval.
+    Reminder,
+    /// Ok again.
+    Recovered,
+}
+
+fn job_for(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Database => "db-backup",
+        Kind::Bucket => "storage-backup",
+    }
+}
+
+/// Why a row is not ok, in words.
+pub fn explain(row: &Freshness, max_age: std::time::Duration) -> String {
+    let newest = match (&row.newest_backup, row.age_seconds) {
+        (Some(id), Some(age)) => format!("newest complete backup {id} is {} old", units::age(age)),
+        _ => "no complete backup".to_owned(),
+    };
+    match row.status {
+        Status::Ok => newest,
+        Status::Stale => format!("{newest}, older than the limit of {}", units::duration(max_age)),
+        Status::Failed => format!("the newest run left no manifest: it failed ({newest})"),
+        Status::Suspicious => format!("the newest backup is flagged suspicious ({newest})"),
+        Status::Missing => "no complete backup found in the backup store".to_owned(),
+    }
+}
+
+/// The alert for a freshness change. `opened_at` is when the incident began.
+pub fn from_change(
+    change: Change,
+    row: &Freshness,
+    opened_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+    max_age: std::time::Duration,
+    rerun: &Rerun,
+) -> Alert {
+    let label = row.label();
+    let status = row.status.name();
+    let open_for = units::age((now - opened_at).num_seconds());
+    let (severity, title, reason) = match change {
+        Change::Opened => (
+            if row.status == Status::Suspicious { Severity::Warning } else { Severity::Failure },
+            format!("{label} backups are {status}"),
+            explain(row, max_age),
+        ),
+        Change::Reminder => (
+            if row.status == Status::Suspicious { Severity::Warning } else { Severity::Failure },
+            format!("still {status}: {label} backups"),
+            format!("{} (open for {open_for})", explain(row, max_age)),
+        ),
+        Change::Recovered => (
+            Severity::Recovered,
+            format!("{label} backups recovered"),
+            format!("{}; the incident lasted {open_for}", explain(row, max_age)),
+        ),
+    };
+    let mut facts = vec![("Status".to_owned(), status.to_owned())];
+    if let Some(b) = row.bytes {
+        facts.push(("Size".to_owned(), units::bytes(b)));
+    }
+    facts.push(("Backups held".to_owned(), row.complete_backups.to_string()));
+    Alert {
+        id: format!("check:{label}:{change:?}:{}", now.timestamp()).to_lowercase(),
+        severity,
+        title,
+        source: label,
+        reason,
+        at: now,
+        rerun: (change != Change::Recovered).then(|| rerun.command(job_for(row.kind))),
+        facts,
+        origin: "freshness check".to_owned(),
+    }
+}
+
+/// Escapes text for Slack mrkdwn.
+fn mrkdwn(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// Shortens `text` to at most `max` characters, marking the cut.
+fn cap(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut s: String = text.chars().take(max.saturating_sub(1)).collect();
+    s.push('…');
+    s
+}
+
+impl Alert {
+    fn emoji(&self) -> &'static str {
+        match self.severity {
+            Severity::Failure => ":red_circle:",
+            Severity::Warning => ":warning:",
+            Severity::Recovered => ":white_check_mark:",
+        }
+    }
+
+    /// The one-line text (Slack's notification and fallback text).
+    pub fn text(&self) -> String {
+        let first = self.reason.lines().next().unwrap_or_default();
+        if self.title.contains(&self.source) {
+            cap(&format!("{} {}: {}", self.emoji(), self.title, first), 600)
+        } else {
+            cap(&format!("{} {} ({}): {}", self.emoji(), self.title, self.source, first), 600)
+        }
+    }
+
+    /// The Slack incoming-webhook payload: `text` plus `blocks`.
+    pub fn slack_payload(&self) -> serde_json::Value {
+        let when = format!(
+            "<!date^{}^{{date_short_pretty}} {{time}}|{}>",
+            self.at.timestamp(),
+            self.at.format("%Y-%m-%d %H:%M:%S UTC")
+        );
+        let mut fields = vec![
+            serde_json::json!({"type": "mrkdwn", "text": format!("*Source*\n{}", cap(&mrkdwn(&self.source), 1900))}),
+            serde_json::json!({"type": "mrkdwn", "text": format!("*When*\n{when}")}),
+        ];
+        for (k, v) in self.facts.iter().take(8) {
+            fields.push(
+                serde_json::json!({"type": "mrkdwn", "text": format!("*{}*\n{}", mrkdwn(k), cap(&mrkdwn(v), 1900))}),
+            );
+        }
+        let mut blocks = vec![
+            serde_json::json!({"type": "header", "text": {"type": "plain_text", "text": cap(&format!("{} {}", self.emoji(), self.title), 150), "emoji": true}}),
+            serde_json::json!({"type": "section", "fields": fields}),
+            serde_json::json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("*Reason*\n```{}```", cap(&mrkdwn(&self.reason), 2800))}}),
+        ];
+        if let Some(cmd) = &self.rerun {
+            blocks.push(serde_json::json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("*Rerun*\n`{}`", mrkdwn(cmd))}}));
+        }
+        blocks.push(serde_json::json!({"type": "context", "elements": [{"type": "mrkdwn", "text": cap(&format!("lifeboat monitor · {}", mrkdwn(&self.origin)), 2900)}]}));
+        serde_json::json!({ "text": self.text(), "blocks": blocks })
+    }
+
+    /// The generic webhook payload: the alert as JSON, with a schema name.
+    pub fn webhook_payload(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.insert("schema".into(), "lifeboat.alert/v1".into());
+            o.insert("text".into(), self.text().into());
+            o.insert(
+                "facts".into(),
+                self.facts.iter().map(|(k, v)| (k.clone(), serde_json::Value::from(v.clone()))).collect(),
+            );
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::events::{ItemResult, RunResult, SCHEMA_VERSION};
+
+    fn event(outcome: Outcome) -> Event {
+        let t = DateTime::parse_from_rfc3339("2026-11-26T02:00:00Z").expect("t").to_utc();
+        Event::new(RunResult {
+            schema_version: SCHEMA_VERSION,
+            program: "db-backup".into(),
+            source: "main".into(),
+            outcome,
+            summary: "1 of 2 databases failed".into(),
+            started_at: t,
+            finished_at: t + chrono::Duration::seconds(90),
+            destination: "gs://b".into(),
+            items: vec![
+                ItemResult {
+                    kind: "database".into(),
+                    name: "app".into(),
+                    outcome: Outcome::Failure,
+                    error: Some("pg_dump exited with status 1: <connection refused>".into()),
+                    backup_id: None,
+                    figures: Default::default(),
+                },
+                ItemResult {
+                    kind: "database".into(),
+                    name: "billing".into(),
+                    outcome: Outcome::Success,
+                    error: None,
+                    backup_id: Some("x".into()),
+                    figures: Default::default(),
+                },
+            ],
+            figures: Default::default(),
+        })
+    }
+
+    #[test]
+    fn failure_event_becomes_a_slack_message_with_rerun_command() {
+        let rerun = Rerun { region: Some("europe-west1".into()), project: Some("acme".into()) };
+        assert_eq!(from_event(&event(Outcome::Success), "1", &rerun), None);
+        let alert = from_event(&event(Outcome::Failure), "123", &rerun).expect("alert");
+        assert_eq!(alert.title, "db-backup failed");
+        assert_eq!(alert.source, "main: app");
+        assert!(alert.reason.contains("app: pg_dump exited with status 1"), "{}", alert.reason);
+        let cmd = "gcloud run jobs execute db-backup --region europe-west1 --project acme";
+        assert_eq!(alert.rerun.as_deref(), Some(cmd));
+        let p = alert.slack_payload();
+        assert!(p["text"].as_str().expect("text").starts_with(":red_circle: db-backup failed (main: app)"));
+        let blocks = p["blocks"].as_array().expect("blocks");
+        assert_eq!(blocks[0]["type"], "header");
+        let all = p.to_string();
+        assert!(all.contains(cmd), "{all}");
+        assert!(all.contains("&lt;connection refused&gt;"), "mrkdwn escaped: {all}");
+        assert!(all.contains("<!date^1795658490^"), "{all}");
+        let w = alert.webhook_payload();
+        assert_eq!(w["schema"], "lifeboat.alert/v1");
+        assert_eq!(w["severity"], "failure");
+        assert_eq!(w["facts"]["Program"], "db-backup");
+        let warn = from_event(&event(Outcome::Warning), "1", &Rerun::default()).expect("alert");
+        assert_eq!(warn.severity, Severity::Warning);
+        assert_eq!(warn.rerun.as_deref(), Some("gcloud run jobs execute db-backup --region REGION"));
+    }
+
+    #[test]
+    fn freshness_changes_read_well() {
+        let now = DateTime::parse_from_rfc3339("2026-11-26T08:00:00Z").expect("t").to_utc();
+        let row = Freshness {
+            kind: Kind::Bucket,
+            source: "media".into(),
+            name: "snapshots".into(),
+            status: Status::Stale,
+            newest_backup: Some("20261125T070000Z-00000001".into()),
+            age_seconds: Some(25 * 3600 + 60),
+            bytes: Some(2048),
+            bytes_change: None,
+            complete_backups: 4,
+            total_bytes: 9000,
+            recent_sizes: vec![],
+        };
+        let max = std::time::Duration::from_secs(25 * 3600);
+        let a = from_change(Change::Opened, &row, now, now, max, &Rerun::default());
+        assert_eq!(a.title, "gs://media backups are stale");
+        assert!(a.reason.contains("is 1d01h old, older than the limit of 25h"), "{}", a.reason);
+        assert_eq!(a.rerun.as_deref(), Some("gcloud run jobs execute storage-backup --region REGION"));
+        let ok = Freshness { status: Status::Ok, ..row };
+        let r = from_change(Change::Recovered, &ok, now - chrono::Duration::hours(3), now, max, &Rerun::default());
+        assert_eq!((r.severity, r.rerun.clone()), (Severity::Recovered, None));
+        assert!(r.reason.ends_with("the incident lasted 3h00m"), "{}", r.reason);
+        assert!(r.text().starts_with(":white_check_mark: gs://media backups recovered"));
+    }
+
+    #[test]
+    fn long_texts_are_capped_for_slack() {
+        let mut a = from_event(&event(Outcome::Failure), "1", &Rerun::default()).expect("alert");
+        a.reason = "x".repeat(10_000);
+        a.title = "t".repeat(500);
+        let p = a.slack_payload();
+        assert!(p["blocks"][0]["text"]["text"].as_str().expect("header").chars().count() <= 150);
+        assert!(p["blocks"][2]["text"]["text"].as_str().expect("reason").chars().count() <= 3000);
+        assert!(p["text"].as_str().expect("text").chars().count() <= 600);
+    }
+}

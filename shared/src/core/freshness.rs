@@ -1,0 +1,238 @@
+//! Freshness: is the newest good backup of each database recent enough? Pure; time is injected.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::core::series::{Kind, Series};
+
+/// A database's backup status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// The newest complete backup is younger than the maximum age.
+    Ok,
+    /// The newest complete backup is too old.
+    Stale,
+    /// The newest run left no manifest and is past the grace period: it failed.
+    Failed,
+    /// The newest complete backup is flagged suspicious (e.g. far fewer objects than before).
+    Suspicious,
+    /// No complete backup at all.
+    Missing,
+}
+
+impl Status {
+    /// The status's name as in the JSON (`ok`, `stale`…).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Stale => "stale",
+            Self::Failed => "failed",
+            Self::Suspicious => "suspicious",
+            Self::Missing => "missing",
+        }
+    }
+}
+
+/// One row of the evaluation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Freshness {
+    /// Database or bucket.
+    pub kind: Kind,
+    /// Logical source (databases) or source bucket (snapshots).
+    pub source: String,
+    /// Database name, or `snapshots`.
+    pub name: String,
+    /// Status.
+    pub status: Status,
+    /// Id of the newest complete backup.
+    pub newest_backup: Option<String>,
+    /// Its age in seconds.
+    pub age_seconds: Option<i64>,
+    /// Its stored bytes.
+    pub bytes: Option<u64>,
+    /// Change in bytes against the previous complete backup.
+    pub bytes_change: Option<i64>,
+    /// Complete backups held.
+    pub complete_backups: usize,
+    /// Bytes stored for this database (all runs).
+    pub total_bytes: u64,
+    /// Sizes of the last [`HISTORY`] complete backups, oldest first (the status page's chart).
+    pub recent_sizes: Vec<u64>,
+}
+
+/// How many complete backups' sizes [`Freshness::recent_sizes`] holds.
+pub const HISTORY: usize = 30;
+
+impl Freshness {
+    /// `source/name` for databases, `gs://bucket` for snapshots.
+    pub fn label(&self) -> String {
+        match self.kind {
+            Kind::Database => format!("{}/{}", self.source, self.name),
+            Kind::Bucket => format!("gs://{}", self.source),
+        }
+    }
+}
+
+/// A run without manifest younger than this may still be running; older, it failed.
+pub const RUN_GRACE: Duration = Duration::from_secs(6 * 3600);
+
+/// Evaluates every series, plus `expected` databases with no series at all (missing).
+pub fn evaluate(
+    series: &[Series],
+    expected: &[(Kind, String, String)],
+    now: DateTime<Utc>,
+    max_age: Duration,
+) -> Vec<Freshness> {
+    let max_age = chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::MAX);
+    let grace = chrono::Duration::from_std(RUN_GRACE).unwrap_or(chrono::Duration::MAX);
+    let mut rows: Vec<Freshness> = series
+        .iter()
+        .map(|s| {
+            let complete: Vec<_> = s.backups.iter().filter(|b| b.complete).collect();
+            let newest = complete.last();
+            let previous = complete.len().checked_sub(2).and_then(|i| complete.get(i));
+            let age = newest.map(|b| now - b.run.started);
+            let newest_run_failed = s.backups.last().is_some_and(|b| !b.complete && now - b.last_write > grace);
+            let status = match age {
+                None => Status::Missing,
+                Some(_) if newest_run_failed => Status::Failed,
+                Some(_) if newest.is_some_and(|b| b.suspicious) => Status::Suspicious,
+                Some(a) if a > max_age => Status::Stale,
+                Some(_) => Status::Ok,
+            };
+            Freshness {
+                kind: s.kind,
+                source: s.source.clone(),
+                name: s.name.clone(),
+                status,
+                newest_backup: newest.map(|b| b.run.to_string()),
+                age_seconds: age.map(|a| a.num_seconds()),
+                bytes: newest.map(|b| b.bytes),
+                bytes_change: match (newest, previous) {
+                    (Some(n), Some(p)) => {
+                        Some(i64::try_from(n.bytes).unwrap_or(i64::MAX) - i64::try_from(p.bytes).unwrap_or(i64::MAX))
+                    }
+                    _ => None,
+                },
+                complete_backups: complete.len(),
+                total_bytes: s.backups.iter().map(|b| b.bytes).sum(),
+                recent_sizes: complete[complete.len().saturating_sub(HISTORY)..].iter().map(|b| b.bytes).collect(),
+            }
+        })
+        .collect();
+    for (kind, source, name) in expected {
+        if !rows.iter().any(|r| r.kind == *kind && &r.source == source && &r.name == name) {
+            rows.push(Freshness {
+                kind: *kind,
+                source: source.clone(),
+                name: name.clone(),
+                status: Status::Missing,
+                newest_backup: None,
+                age_seconds: None,
+                bytes: None,
+                bytes_change: None,
+                complete_backups: 0,
+                total_bytes: 0,
+                recent_sizes: Vec::new(),
+            });
+        }
+    }
+    rows
+}
+
+/// The series that must exist: every expected database of `source` and every expected bucket.
+pub fn expected_series(source: &str, databases: &[String], buckets: &[String]) -> Vec<(Kind, String, String)> {
+    let dbs = databases.iter().map(|d| (Kind::Database, source.to_owned(), d.clone()));
+    let buckets = buckets.iter().map(|b| {
+        let bucket = b.split_once('/').map_or(b.as_str(), |(bucket, _)| bucket);
+        (Kind::Bucket, bucket.to_owned(), "snapshots".to_owned())
+    });
+    dbs.chain(buckets).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expected_series_cover_databases_and_buckets() {
+        let e = expected_series("main", &["app".into()], &["media".into(), "logs/2026".into()]);
+        assert_eq!(
+            e,
+            [
+                (Kind::Database, "main".into(), "app".into()),
+                (Kind::Bucket, "media".into(), "snapshots".into()),
+                (Kind::Bucket, "logs".into(), "snapshots".into())
+            ]
+        );
+    }
+    use crate::core::naming::RunId;
+    use crate::core::series::Backup;
+
+    fn backup(started: DateTime<Utc>, complete: bool, bytes: u64) -> Backup {
+        Backup {
+            run: RunId { started, suffix: format!("{:08x}", started.timestamp() as u32) },
+            complete,
+            suspicious: false,
+            bytes,
+            last_write: started,
+            keys: Vec::new(),
+        }
+    }
+
+    fn series(backups: Vec<Backup>) -> Vec<Series> {
+        vec![Series { kind: Kind::Database, source: "main".into(), name: "app".into(), backups }]
+    }
+
+    const MAX_AGE: Duration = Duration::from_secs(25 * 3600);
+
+    fn at(t: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(t).expect("time").to_utc()
+    }
+
+    #[test]
+    fn the_25_hour_rule() {
+        let now = at("2026-11-26T08:00:00Z");
+        let fresh = now - chrono::Duration::minutes(24 * 60 + 59);
+        let stale = now - chrono::Duration::minutes(25 * 60 + 1);
+        assert_eq!(evaluate(&series(vec![backup(fresh, true, 10)]), &[], now, MAX_AGE)[0].status, Status::Ok);
+        assert_eq!(evaluate(&series(vec![backup(stale, true, 10)]), &[], now, MAX_AGE)[0].status, Status::Stale);
+    }
+
+    #[test]
+    fn incomplete_runs_count_as_failed_only_after_the_grace() {
+        let now = at("2026-11-26T08:00:00Z");
+        let good = backup(now - chrono::Duration::hours(20), true, 10);
+        let running = backup(now - chrono::Duration::hours(1), false, 5);
+        let dead = backup(now - chrono::Duration::hours(7), false, 5);
+        assert_eq!(evaluate(&series(vec![good.clone(), running]), &[], now, MAX_AGE)[0].status, Status::Ok);
+        assert_eq!(evaluate(&series(vec![good.clone(), dead]), &[], now, MAX_AGE)[0].status, Status::Failed);
+        let odd = Backup { suspicious: true, ..good };
+        assert_eq!(evaluate(&series(vec![odd]), &[], now, MAX_AGE)[0].status, Status::Suspicious);
+    }
+
+    #[test]
+    fn sizes_and_missing() {
+        let now = Utc::now();
+        let rows = evaluate(
+            &series(vec![
+                backup(now - chrono::Duration::hours(30), true, 100),
+                backup(now - chrono::Duration::hours(2), true, 90),
+            ]),
+            &[(Kind::Database, "main".into(), "app".into()), (Kind::Database, "main".into(), "billing".into())],
+            now,
+            MAX_AGE,
+        );
+        assert_eq!(rows.len(), 2);
+        assert_eq!(
+            (rows[0].bytes, rows[0].bytes_change, rows[0].complete_backups, rows[0].total_bytes),
+            (Some(90), Some(-10), 2, 190)
+        );
+        assert_eq!(rows[0].recent_sizes, [100, 90]);
+        assert_eq!(rows[1].status, Status::Missing);
+        assert_eq!(rows[1].label(), "main/billing");
+    }
+}

@@ -1,0 +1,484 @@
+//! The monitor's state, kept in the backup store under `state/monitor/` so it survives restarts
+//! and is shared by every instance. Pure: the types, the alert state machine and the claim rules;
+//! `monitor` reads and writes them with generation preconditions (compare-and-swap).
+//!
+//! - `state/monitor/incidents.json`, an [`IncidentBook`]: the open freshness incidents and an
+//!   outbox of alerts to deliver. One check moves the book from one state to the next
+//!   ([`IncidentBook::advance`]) and claims the alerts it will send ([`IncidentBook::claim`]) in
+//!   a single conditional write, so of two racing instances only one sends each alert; after
+//!   delivery it records what was delivered ([`IncidentBook::settle`]). An alert whose delivery
+//!   failed, or whose sender died (claim older than [`CLAIM_LEASE`]), is sent by a later check.
+//! - `state/monitor/messages/<messageId>`, a [`MessageRecord`] per Pub/Sub message that raised an
+//!   alert, created create-only: a second delivery of the same message finds it
+//!   ([`MessageRecord::verdict`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::core::alerts::{Alert, Change, Rerun, from_change};
+use crate::core::events::Outcome;
+use crate::core::freshness::{Freshness, Status};
+use crate::core::series::Kind;
+
+/// Key of the incident book.
+pub const INCIDENTS_KEY: &str = "state/monitor/incidents.json";
+/// Prefix of the per-message records.
+pub const MESSAGES_PREFIX: &str = "state/monitor/messages/";
+/// A claim older than this is considered abandoned (its holder crashed) and may be taken over.
+pub const CLAIM_LEASE: Duration = Duration::from_secs(120);
+/// Message records older than this are removed (Pub/Sub retains messages at most 7 days).
+pub const MESSAGE_RETENTION: Duration = Duration::from_secs(8 * 24 * 3600);
+/// Format version of the book.
+pub const BOOK_VERSION: u32 = 1;
+
+/// An open freshness incident of one source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Incident {
+    /// Database or bucket.
+    pub kind: Kind,
+    /// Source.
+    pub source: String,
+    /// Name.
+    pub name: String,
+    /// The current (bad) status.
+    pub status: Status,
+    /// When it turned bad.
+    pub opened_at: DateTime<Utc>,
+    /// When the last alert or reminder was raised.
+    pub last_alert_at: DateTime<Utc>,
+    /// Reminders raised so far.
+    pub reminders: u32,
+}
+
+/// An alert waiting for delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    /// The alert.
+    pub alert: Alert,
+    /// Channels done with it (delivered, or refused it for good).
+    #[serde(default)]
+    pub settled: BTreeSet<String>,
+    /// The check that is delivering it.
+    #[serde(default)]
+    pub claimed_by: Option<String>,
+    /// Since when.
+    #[serde(default)]
+    pub claimed_at: Option<DateTime<Utc>>,
+    /// Delivery attempts so far.
+    #[serde(default)]
+    pub attempts: u32,
+}
+
+/// The incident state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IncidentBook {
+    /// [`BOOK_VERSION`].
+    pub version: u32,
+    /// Open incidents by source key (`database:main/app`).
+    #[serde(default)]
+    pub incidents: BTreeMap<String, Incident>,
+    /// Alerts not yet delivered everywhere.
+    #[serde(default)]
+    pub outbox: Vec<OutboxEntry>,
+}
+
+impl Default for IncidentBook {
+    fn default() -> Self {
+        Self { version: BOOK_VERSION, incidents: BTreeMap::new(), outbox: Vec::new() }
+    }
+}
+
+/// Why the stored state cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// Not JSON of the expected shape.
+    #[error("unreadable monitor state: {0}")]
+    Malformed(#[from] serde_json::Error),
+    /// A newer format.
+    #[error("monitor state version {0} is newer than this monitor understands; upgrade lifeboat")]
+    Unsupported(u32),
+}
+
+/// One transition of the alert state machine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    /// What changed.
+    pub change: Change,
+    /// The source's current evaluation.
+    pub row: Freshness,
+    /// When its incident began.
+    pub opened_at: DateTime<Utc>,
+}
+
+/// The key of a source in the book.
+pub fn source_key(row: &Freshness) -> String {
+    match row.kind {
+        Kind::Database => format!("database:{}", row.label()),
+        Kind::Bucket => format!("bucket:{}", row.label()),
+    }
+}
+
+/// The alert state machine: from the open incidents and a fresh evaluation to the next
+/// incidents and what to tell people. A source that turns bad opens an incident (one alert);
+/// while it stays bad, one reminder per `reminder` interval; when ok again, one recovery.
+/// Incidents of sources no longer evaluated are closed silently.
+pub fn step(
+    incidents: &BTreeMap<String, Incident>,
+    rows: &[Freshness],
+    now: DateTime<Utc>,
+    reminder: Duration,
+) -> (BTreeMap<String, Incident>, Vec<Transition>) {
+    let reminder = crate::core::units::to_chrono(reminder);
+    let mut next = BTreeMap::new();
+    let mut transitions = Vec::new();
+    for row in rows {
+        let key = source_key(row);
+        match (incidents.get(&key), row.status) {
+            (None, Status::Ok) => {}
+            (None, status) => {
+                next.insert(
+                    key,
+                    Incident {
+                        kind: row.kind,
+                        source: row.source.clone(),
+                        name: row.name.clone(),
+                        status,
+                        opened_at: now,
+                        last_alert_at: now,
+                        reminders: 0,
+                    },
+                );
+                transitions.push(Transition { change: Change::Opened, row: row.clone(), opened_at: now });
+            }
+            (Some(open), Status::Ok) => {
+                transitions.push(Transition { change: Change::Recovered, row: row.clone(), opened_at: open.opened_at });
+            }
+            (Some(open), status) => {
+                let mut open = open.clone();
+                open.status = status;
+                if now - open.last_alert_at >= reminder {
+                    open.last_alert_at = now;
+                    open.reminders += 1;
+                    transitions.push(Transition {
+                        change: Change::Reminder,
+                        row: row.clone(),
+                        opened_at: open.opened_at,
+                    });
+                }
+                next.insert(key, open);
+            }
+        }
+    }
+    (next, transitions)
+}
+
+/// What one delivery achieved for one alert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settlement {
+    /// The alert's id.
+    pub alert_id: String,
+    /// Channels now done with it.
+    pub settled: BTreeSet<String>,
+}
+
+impl IncidentBook {
+    /// Parses a stored book.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, StateError> {
+        let b: Self = serde_json::from_slice(bytes)?;
+        if b.version > BOOK_VERSION {
+            return Err(StateError::Unsupported(b.version));
+        }
+        Ok(b)
+    }
+
+    /// The stored form.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(self).unwrap_or_default()
+    }
+
+    /// The next book after evaluating `rows` at `now`: incidents moved by [`step`], one alert per
+    /// transition appended to the outbox. Also returns the transitions.
+    pub fn advance(
+        &self,
+        rows: &[Freshness],
+        now: DateTime<Utc>,
+        reminder: Duration,
+        max_age: Duration,
+        rerun: &Rerun,
+    ) -> (Self, Vec<Transition>) {
+        let (incidents, transitions) = step(&self.incidents, rows, now, reminder);
+        let mut next = Self { version: BOOK_VERSION, incidents, outbox: self.outbox.clone() };
+        for t in &transitions {
+            next.outbox.push(OutboxEntry {
+                alert: from_change(t.change, &t.row, t.opened_at, now, max_age, rerun),
+                settled: BTreeSet::new(),
+                claimed_by: None,
+                claimed_at: None,
+                attempts: 0,
+            });
+        }
+        (next, transitions)
+    }
+
+    /// Claims, for `token`, every outbox entry nobody holds (or whose claim is older than
+    /// `lease`), and returns copies of them: the alerts this check must deliver.
+    pub fn claim(&mut self, token: &str, now: DateTime<Utc>, lease: Duration) -> Vec<OutboxEntry> {
+        let lease = crate::core::units::to_chrono(lease);
+        let mut claimed = Vec::new();
+        for e in &mut self.outbox {
+            let free = match (&e.claimed_by, e.claimed_at) {
+                (None, _) | (Some(_), None) => true,
+                (Some(_), Some(at)) => now - at >= lease,
+            };
+            if free {
+                e.claimed_by = Some(token.to_owned());
+                e.claimed_at = Some(now);
+                claimed.push(e.clone());
+            }
+        }
+        claimed
+    }
+
+    /// Records deliveries made under `token`: entries settled on every one of `channels` leave
+    /// the outbox, the others are released for a later check.
+    pub fn settle(&mut self, token: &str, results: &[Settlement], channels: &[&str]) {
+        for r in results {
+            if let Some(e) =
+                self.outbox.iter_mut().find(|e| e.alert.id == r.alert_id && e.claimed_by.as_deref() == Some(token))
+            {
+                e.settled.extend(r.settled.iter().cloned());
+                e.attempts += 1;
+                e.claimed_by = None;
+                e.claimed_at = None;
+            }
+        }
+        self.outbox.retain(|e| e.claimed_by.is_some() || !channels.iter().all(|c| e.settled.contains(*c)));
+    }
+}
+
+/// Where a message's alert stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageState {
+    /// An instance is delivering it.
+    Sending,
+    /// A delivery failed in a way a retry may fix; the next delivery of the message retries.
+    Retry,
+    /// Handled: later deliveries of the message are duplicates.
+    Done,
+}
+
+/// The record of one Pub/Sub message that raised an alert.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageRecord {
+    /// State.
+    pub state: MessageState,
+    /// Which request holds it.
+    pub claimed_by: String,
+    /// Since when.
+    pub claimed_at: DateTime<Utc>,
+    /// Channels done with the alert.
+    #[serde(default)]
+    pub settled: BTreeSet<String>,
+    /// The result event's id.
+    pub event_id: String,
+    /// The program that sent it.
+    pub program: String,
+    /// Its outcome.
+    pub outcome: Outcome,
+    /// Deliveries attempted.
+    #[serde(default)]
+    pub attempts: u32,
+}
+
+/// What to do with a message whose record already exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Already handled: acknowledge, send nothing.
+    Duplicate,
+    /// Another instance is sending it right now: answer non-2xx so Pub/Sub comes back later.
+    InFlight,
+    /// Retry it (after a failed delivery, or a claim whose holder died).
+    TakeOver,
+}
+
+impl MessageRecord {
+    /// The key of a message's record.
+    pub fn key(message_id: &str) -> String {
+        format!("{MESSAGES_PREFIX}{}", crate::core::naming::encode_segment(message_id))
+    }
+
+    /// Decides on a message that has this record, at `now`.
+    pub fn verdict(&self, now: DateTime<Utc>, lease: Duration) -> Verdict {
+        match self.state {
+            MessageState::Done => Verdict::Duplicate,
+            MessageState::Retry => Verdict::TakeOver,
+            MessageState::Sending if now - self.claimed_at < crate::core::units::to_chrono(lease) => Verdict::InFlight,
+            MessageState::Sending => Verdict::TakeOver,
+        }
+    }
+
+    /// Parses a stored record.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, StateError> {
+        Ok(serde_json::from_slice(bytes)?)
+    }
+
+    /// The stored form.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(t: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(t).expect("t").to_utc()
+    }
+
+    fn row(status: Status) -> Freshness {
+        Freshness {
+            kind: Kind::Database,
+            source: "main".into(),
+            name: "app".into(),
+            status,
+            newest_backup: Some("20261125T020000Z-00000001".into()),
+            age_seconds: Some(3600),
+            bytes: Some(10),
+            bytes_change: None,
+            complete_backups: 1,
+            total_bytes: 10,
+            recent_sizes: vec![10],
+        }
+    }
+
+    const HOUR: Duration = Duration::from_secs(3600);
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+
+    fn changes(t: &[Transition]) -> Vec<Change> {
+        t.iter().map(|t| t.change).collect()
+    }
+
+    #[test]
+    fn one_alert_per_incident_reminders_and_one_recovery() {
+        let t0 = at("2026-11-26T08:00:00Z");
+        let none = BTreeMap::new();
+        let (open, t) = step(&none, &[row(Status::Ok)], t0, DAY);
+        assert!(open.is_empty() && t.is_empty(), "ok stays quiet");
+
+        let (open, t) = step(&none, &[row(Status::Stale)], t0, DAY);
+        assert_eq!(changes(&t), [Change::Opened]);
+        let (open2, t) = step(&open, &[row(Status::Stale)], t0 + HOUR, DAY);
+        assert!(t.is_empty(), "no second alert while it stays stale");
+        assert_eq!(open2, open);
+        // Status changes are tracked without alerting; the reminder comes after the interval.
+        let (open3, t) = step(&open2, &[row(Status::Failed)], t0 + chrono::Duration::hours(23), DAY);
+        assert!(t.is_empty());
+        assert_eq!(open3["database:main/app"].status, Status::Failed);
+        let (open4, t) = step(&open3, &[row(Status::Failed)], t0 + chrono::Duration::hours(24), DAY);
+        assert_eq!(changes(&t), [Change::Reminder]);
+        assert_eq!(open4["database:main/app"].reminders, 1);
+        let (open5, t) = step(&open4, &[row(Status::Failed)], t0 + chrono::Duration::hours(30), DAY);
+        assert!(t.is_empty(), "at most one reminder per interval");
+        let (closed, t) = step(&open5, &[row(Status::Ok)], t0 + chrono::Duration::hours(31), DAY);
+        assert_eq!(changes(&t), [Change::Recovered]);
+        assert_eq!(t[0].opened_at, t0);
+        assert!(closed.is_empty());
+        let (_, t) = step(&closed, &[row(Status::Ok)], t0 + chrono::Duration::hours(32), DAY);
+        assert!(t.is_empty(), "one recovery message only");
+        // A source that disappears from the evaluation is closed silently.
+        let (gone, t) = step(&open, &[], t0 + HOUR, DAY);
+        assert!(gone.is_empty() && t.is_empty());
+    }
+
+    #[test]
+    fn missing_failed_and_suspicious_open_incidents_too() {
+        let t0 = at("2026-11-26T08:00:00Z");
+        for s in [Status::Missing, Status::Failed, Status::Suspicious] {
+            let (open, t) = step(&BTreeMap::new(), &[row(s)], t0, DAY);
+            assert_eq!((changes(&t), open.len()), (vec![Change::Opened], 1), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn racing_checks_claim_each_alert_once() {
+        let t0 = at("2026-11-26T08:00:00Z");
+        let stored = IncidentBook::default();
+        // Both instances read the same book and compute the same next state.
+        let (mut a, _) = stored.advance(&[row(Status::Stale)], t0, DAY, DAY, &Rerun::default());
+        let (mut b, _) = stored.advance(&[row(Status::Stale)], t0, DAY, DAY, &Rerun::default());
+        assert_eq!(a.claim("a", t0, CLAIM_LEASE).len(), 1);
+        assert_eq!(b.claim("b", t0, CLAIM_LEASE).len(), 1);
+        // Only one conditional write wins (say a's). b re-reads a's book and recomputes:
+        let stored = IncidentBook::from_json(&a.to_json()).expect("round trip");
+        let (mut b, t) = stored.advance(&[row(Status::Stale)], t0, DAY, DAY, &Rerun::default());
+        assert!(t.is_empty(), "the incident is already open");
+        assert!(b.claim("b", t0, CLAIM_LEASE).is_empty(), "a holds the only alert");
+        // a delivers to slack only (the webhook failed): the alert stays, released.
+        let id = a.outbox[0].alert.id.clone();
+        let mut after = stored.clone();
+        after.settle(
+            "a",
+            &[Settlement { alert_id: id.clone(), settled: BTreeSet::from(["slack".into()]) }],
+            &["slack", "webhook"],
+        );
+        assert_eq!(after.outbox.len(), 1);
+        assert_eq!(after.outbox[0].claimed_by, None);
+        // The next check claims it again; delivering to the webhook empties the outbox.
+        let claimed = after.claim("c", t0 + HOUR, CLAIM_LEASE);
+        assert_eq!(claimed[0].settled, BTreeSet::from(["slack".to_owned()]), "slack is not sent twice");
+        after.settle(
+            "c",
+            &[Settlement { alert_id: id, settled: BTreeSet::from(["webhook".into()]) }],
+            &["slack", "webhook"],
+        );
+        assert!(after.outbox.is_empty());
+    }
+
+    #[test]
+    fn abandoned_claims_are_taken_over_after_the_lease() {
+        let t0 = at("2026-11-26T08:00:00Z");
+        let (mut book, _) = IncidentBook::default().advance(&[row(Status::Missing)], t0, DAY, DAY, &Rerun::default());
+        assert_eq!(book.claim("dead", t0, CLAIM_LEASE).len(), 1);
+        assert!(book.claim("x", t0 + chrono::Duration::seconds(119), CLAIM_LEASE).is_empty());
+        assert_eq!(book.claim("x", t0 + chrono::Duration::seconds(120), CLAIM_LEASE).len(), 1);
+        // A settlement from the dead claimant no longer applies.
+        let id = book.outbox[0].alert.id.clone();
+        book.settle("dead", &[Settlement { alert_id: id, settled: BTreeSet::from(["slack".into()]) }], &["slack"]);
+        assert_eq!(book.outbox.len(), 1);
+    }
+
+    #[test]
+    fn message_verdicts() {
+        let t0 = at("2026-11-26T08:00:00Z");
+        let rec = |state| MessageRecord {
+            state,
+            claimed_by: "x".into(),
+            claimed_at: t0,
+            settled: BTreeSet::new(),
+            event_id: "e".into(),
+            program: "db-backup".into(),
+            outcome: Outcome::Failure,
+            attempts: 0,
+        };
+        assert_eq!(rec(MessageState::Done).verdict(t0, CLAIM_LEASE), Verdict::Duplicate);
+        assert_eq!(rec(MessageState::Retry).verdict(t0, CLAIM_LEASE), Verdict::TakeOver);
+        assert_eq!(
+            rec(MessageState::Sending).verdict(t0 + chrono::Duration::seconds(5), CLAIM_LEASE),
+            Verdict::InFlight
+        );
+        assert_eq!(
+            rec(MessageState::Sending).verdict(t0 + chrono::Duration::minutes(3), CLAIM_LEASE),
+            Verdict::TakeOver
+        );
+        let r = rec(MessageState::Done);
+        assert_eq!(MessageRecord::from_json(&r.to_json()).expect("round trip"), r);
+        assert_eq!(MessageRecord::key("2070443601311540"), "state/monitor/messages/2070443601311540");
+        assert!(IncidentBook::from_json(br#"{"version":99}"#).is_err());
+        assert_eq!(IncidentBook::from_json(br#"{"version":1}"#).expect("minimal"), IncidentBook::default());
+    }
+}

@@ -1,0 +1,24 @@
+//! The pure core: the formats, rules and texts every program shares. Nothing here touches the
+//! network, the disk, a process or the clock (time is passed in), so all of it is tested with
+//! plain unit and property tests, fast.
+//!
+//! - Naming and formats: [`naming`] (the bucket layout), [`location`], [`object`],
+//!   [`db_manifest`], [`snapshot_manifest`], [`events`] (the result event schema).
+//! - Judgements: [`series`] (what a listing holds), [`freshness`], [`retention`] (the prune plan),
+//!   [`incidents`] (the alert state machine), [`alerts`] (what people are told).
+//! - Small things everyone needs: [`units`], [`clock`], [`secret`].
+
+pub mod alerts;
+pub mod clock;
+pub mod db_manifest;
+pub mod events;
+pub mod freshness;
+pub mod incidents;
+pub mod location;
+pub mod naming;
+pub mod object;
+pub mod retention;
+pub mod secret;
+pub mod series;
+pub mod snapshot_manifest;
+pub mod units;

@@ -1,0 +1,261 @@
+//! Catalog queries and identifier quoting.
+//!
+//! Row counts are keyed by the qualified table name written as PostgreSQL would need it:
+//! `public.orders`, `"Sales"."Q1 ""EU"""`; plain lower-case names stay bare, anything else is
+//! quoted, so a key is unambiguous and [`parse_qualified`] reads it back.
+
+use std::collections::BTreeMap;
+
+use tokio_postgres::Client;
+
+use super::PgError;
+use super::conn::ConnParams;
+
+/// A database of the server with what a restore needs to recreate it alike.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseInfo {
+    /// Name.
+    pub name: String,
+    /// Encoding (`UTF8`).
+    pub encoding: String,
+    /// `LC_COLLATE`.
+    pub collate: String,
+    /// `LC_CTYPE`.
+    pub ctype: String,
+}
+
+/// The server's version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerVersion {
+    /// `server_version`, e.g. `15.20 (Debian 15.20-0+deb12u1)`.
+    pub text: String,
+    /// `server_version_num`, e.g. 150020.
+    pub num: u32,
+}
+
+/// `"name"` with inner quotes doubled: always safe in SQL.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A string literal: `'it''s'`, or `E'a\\b'` when it holds a backslash.
+pub fn quote_literal(value: &str) -> String {
+    let doubled = value.replace('\'', "''");
+    if value.contains('\\') { format!("E'{}'", doubled.replace('\\', "\\\\")) } else { format!("'{doubled}'") }
+}
+
+fn is_plain(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '$')
+}
+
+fn key_part(name: &str) -> String {
+    if is_plain(name) { name.to_owned() } else { quote_ident(name) }
+}
+
+/// The row-count key of `schema.table`.
+pub fn qualified_key(schema: &str, table: &str) -> String {
+    format!("{}.{}", key_part(schema), key_part(table))
+}
+
+/// Reads a key of [`qualified_key`] back into `(schema, table)`.
+pub fn parse_qualified(key: &str) -> Option<(String, String)> {
+    fn part(s: &str) -> Option<(String, &str)> {
+        if let Some(rest) = s.strip_prefix('"') {
+            let mut out = String::new();
+            let mut chars = rest.char_indices();
+            while let Some((i, c)) = chars.next() {
+                if c == '"' {
+                    if rest[i + 1..].starts_with('"') {
+                        out.push('"');
+                        chars.next();
+                    } else {
+                        return Some((out, &rest[i + 1..]));
+                    }
+                } else {
+                    out.push(c);
+                }
+            }
+            None
+        } else {
+            let end = s.find('.').unwrap_or(s.len());
+            let name = &s[..end];
+            is_plain(name).then(|| (name.to_owned(), &s[end..]))
+        }
+    }
+    let (schema, rest) = part(key)?;
+    let (table, rest) = part(rest.strip_prefix('.')?)?;
+    (rest.is_empty() && !schema.is_empty() && !table.is_empty()).then_some((schema, table))
+}
+
+fn query_error(conn: &ConnParams, database: &str, e: &tokio_postgres::Error) -> PgError {
+    PgError::Query { database: database.to_owned(), message: conn.describe(e) }
+}
+
+/// `server_version` and `server_version_num`.
+pub async fn server_version(client: &Client, conn: &ConnParams, database: &str) -> Result<ServerVersion, PgError> {
+    let row = client
+        .query_one("SELECT current_setting('server_version'), current_setting('server_version_num')::int4", &[])
+        .await
+        .map_err(|e| query_error(conn, database, &e))?;
+    let num: i32 = row.get(1);
+    Ok(ServerVersion { text: row.get(0), num: u32::try_from(num).unwrap_or(0) })
+}
+
+/// Every database a backup of "all databases" covers: not a template, accepting connections,
+/// and one we may connect to (managed services keep private databases, like Cloud SQL's
+/// `cloudsqladmin`, that their users cannot open).
+pub async fn list_databases(client: &Client, conn: &ConnParams, database: &str) -> Result<Vec<DatabaseInfo>, PgError> {
+    let rows = client
+        .query(
+            "SELECT datname, pg_encoding_to_char(encoding), datcollate, datctype, \
+                    has_database_privilege(datname, 'CONNECT') \
+             FROM pg_database WHERE NOT datistemplate AND datallowconn ORDER BY datname",
+            &[],
+        )
+        .await
+        .map_err(|e| query_error(conn, database, &e))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let info = DatabaseInfo { name: row.get(0), encoding: row.get(1), collate: row.get(2), ctype: row.get(3) };
+        if row.get::<_, bool>(4) {
+            out.push(info);
+        } else {
+            tracing::info!(database = info.name, "skipped: no CONNECT privilege");
+        }
+    }
+    Ok(out)
+}
+
+/// Encoding and locale of one database (`None` when it does not exist).
+pub async fn database_info(
+    client: &Client,
+    conn: &ConnParams,
+    database: &str,
+    name: &str,
+) -> Result<Option<DatabaseInfo>, PgError> {
+    let row = client
+        .query_opt(
+            "SELECT datname, pg_encoding_to_char(encoding), datcollate, datctype FROM pg_database WHERE datname = $1",
+            &[&name],
+        )
+        .await
+        .map_err(|e| query_error(conn, database, &e))?;
+    Ok(row.map(|row| DatabaseInfo { name: row.get(0), encoding: row.get(1), collate: row.get(2), ctype: row.get(3) }))
+}
+
+/// The user tables whose rows a backup counts: ordinary tables (partitions included,
+/// partitioned parents and views not) outside the system schemas, minus tables that belong to
+/// an extension (their content is the extension's, not the dump's).
+pub async fn user_tables(client: &Client, conn: &ConnParams, database: &str) -> Result<Vec<(String, String)>, PgError> {
+    let rows = client
+        .query(
+            "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind = 'r' AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%' \
+               AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass \
+                               AND d.objid = c.oid AND d.deptype = 'e') \
+             ORDER BY 1, 2",
+            &[],
+        )
+        .await
+        .map_err(|e| query_error(conn, database, &e))?;
+    Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Exact row counts (`SELECT count(*) FROM ONLY t`) of `tables`, on `client`'s current
+/// transaction (hence its snapshot).
+pub async fn count_rows(
+    client: &Client,
+    conn: &ConnParams,
+    database: &str,
+    tables: &[(String, String)],
+) -> Result<BTreeMap<String, i64>, PgError> {
+    let mut counts = BTreeMap::new();
+    for (schema, table) in tables {
+        let sql = format!("SELECT count(*) FROM ONLY {}.{}", quote_ident(schema), quote_ident(table));
+        let row = client.query_one(&sql, &[]).await.map_err(|e| query_error(conn, database, &e))?;
+        counts.insert(qualified_key(schema, table), row.get::<_, i64>(0));
+    }
+    Ok(counts)
+}
+
+/// How many user objects a database holds (0 = safe to restore into).
+pub async fn user_object_count(client: &Client, conn: &ConnParams, database: &str) -> Result<i64, PgError> {
+    let row = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                     WHERE n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%') \
+                  + (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+                     WHERE n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%') \
+                  + (SELECT count(*) FROM pg_namespace \
+                     WHERE nspname NOT IN ('public', 'information_schema') AND nspname NOT LIKE 'pg\\_%') \
+                  + (SELECT count(*) FROM pg_extension WHERE extname <> 'plpgsql') \
+                  + (SELECT count(*) FROM pg_largeobject_metadata)",
+            &[],
+        )
+        .await
+        .map_err(|e| query_error(conn, database, &e))?;
+    Ok(row.get(0))
+}
+
+/// `CREATE DATABASE` from `template0`, with the encoding and locale of `like` when known.
+pub async fn create_database(
+    client: &Client,
+    conn: &ConnParams,
+    database: &str,
+    name: &str,
+    like: Option<&DatabaseInfo>,
+) -> Result<(), PgError> {
+    let mut sql = format!("CREATE DATABASE {} TEMPLATE template0", quote_ident(name));
+    if let Some(info) = like {
+        sql.push_str(&format!(
+            " ENCODING {} LC_COLLATE {} LC_CTYPE {}",
+            quote_literal(&info.encoding),
+            quote_literal(&info.collate),
+            quote_literal(&info.ctype)
+        ));
+    }
+    client.batch_execute(&sql).await.map_err(|e| query_error(conn, database, &e))
+}
+
+/// `DROP DATABASE IF EXISTS`, ending other sessions on it first (PostgreSQL 13+).
+pub async fn drop_database(
+    client: &Client,
+    conn: &ConnParams,
+    database: &str,
+    name: &str,
+    server_num: u32,
+) -> Result<(), PgError> {
+    let force = if server_num >= 130_000 { " WITH (FORCE)" } else { "" };
+    let sql = format!("DROP DATABASE IF EXISTS {}{force}", quote_ident(name));
+    client.batch_execute(&sql).await.map_err(|e| query_error(conn, database, &e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(quote_literal("it's"), "'it''s'");
+        assert_eq!(quote_literal("a\\b'"), "E'a\\\\b'''");
+        assert_eq!(qualified_key("public", "orders"), "public.orders");
+        assert_eq!(qualified_key("Sales", "Q1 \"EU\""), "\"Sales\".\"Q1 \"\"EU\"\"\"");
+        assert_eq!(qualified_key("a.b", "ünï"), "\"a.b\".\"ünï\"");
+        assert_eq!(parse_qualified("public.orders"), Some(("public".into(), "orders".into())));
+        assert_eq!(parse_qualified("\"a.b\".\"x\"\"y\""), Some(("a.b".into(), "x\"y".into())));
+        for bad in ["public", "public.", ".t", "Public.t", "a.b.c", "\"a.t", "a.t; DROP TABLE x", "a.\"t\"x"] {
+            assert_eq!(parse_qualified(bad), None, "{bad}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn keys_round_trip(schema in "\\PC{1,20}", table in "\\PC{1,20}") {
+            let key = qualified_key(&schema, &table);
+            prop_assert_eq!(parse_qualified(&key), Some((schema, table)));
+        }
+    }
+}

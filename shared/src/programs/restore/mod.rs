@@ -1,0 +1,384 @@
+//! `restore`: Restores a database backup (streaming into pg_restore) or a bucket snapshot (server-side copies), verifying checksums.
+//!
+//! The work is chosen by a subcommand (after the runtime's `--once`):
+//!
+//! - `restore list --database NAME`: the backups of a database (id, start time, size, age).
+//! - `restore db --database NAME [--backup-id ID | --before RFC3339] [--target NEWNAME] [--clean]
+//!   [--jobs N] [--no-owner] [--no-privileges]`: restores a database backup.
+//!
+//! - `restore bucket --source-bucket B … --target-bucket T …`: restores a bucket snapshot with
+//!   server-side copies, implemented in [`crate::bucket::restore`] (wiring in `bucket.rs`).
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Reader, vars};
+use crate::core::events::{ItemResult, Outcome, RunResult};
+use crate::core::naming::RunId;
+use crate::core::units;
+use crate::db::DbError;
+use crate::db::restore::{self as db_restore, RestoreSettings, RestoreTarget, Selector};
+use crate::postgres::conn::ConnParams;
+use crate::postgres::settings::PgConfig;
+use crate::postgres::tools::PgTools;
+use crate::runtime::{Program, ProgramSpec, RunContext, Services, StartError};
+mod bucket;
+
+use bucket::BucketArgs;
+
+/// The program's specification.
+pub static SPEC: ProgramSpec = ProgramSpec {
+    name: "restore",
+    about: "Restores a database backup (streaming into pg_restore) or a bucket snapshot (server-side copies), verifying checksums.",
+    usage: "Commands:
+  restore --once list --database NAME
+      List the backups of a database: id, start time (UTC), size, age, complete or not.
+  restore --once db --database NAME [--backup-id ID | --before RFC3339] [--target NEWNAME]
+                    [--clean] [--jobs N] [--no-owner] [--no-privileges]
+      Restore a database backup: by default the newest complete one, into a new database
+      NAME_restored_<timestamp>. Download, size/SHA-256/CRC32C check, decompression and
+      pg_restore are one stream; the restore succeeds only if the checksums match, pg_restore
+      exits 0 and every table has the row count the backup recorded. Otherwise the database
+      it created is dropped.
+      --backup-id ID     restore exactly this backup (e.g. 20261126T020000Z-1a2b3c4d)
+      --before TIME      the newest backup started at or before TIME (2026-11-26T03:00:00Z)
+      --target NEWNAME   restore into this database; an existing one must be empty unless --clean
+      --clean            drop and recreate an existing target first
+      --jobs N           download to a temp file ($TMPDIR), verify, then pg_restore -j N
+      --no-owner         objects belong to the restoring user (default: the original owners,
+                         which must exist as roles on the target server)
+      --no-privileges    do not restore GRANTs
+  restore --once bucket --source-bucket B [--snapshot ID | --before RFC3339] --target-bucket T
+                        [--target-prefix P] [--only-prefix P] [--dry-run] [--delete-extra] [--concurrency N]
+      Restore a bucket snapshot with server-side copies: by default the newest complete snapshot of
+      bucket B, every object, into bucket T (a name, gs://T or file:///DIR). Each restored object gets
+      the metadata it had and is checked against the snapshot's size, MD5 and CRC32C. Objects already
+      in the target with the same bytes and metadata are left alone; a different object under a
+      snapshot name is a conflict and is never overwritten; other target objects are kept.
+      --snapshot ID      exactly this snapshot (e.g. 20261126T030000Z-1a2b3c4d)
+      --before TIME      the newest snapshot started at or before TIME (2026-11-26T03:00:00Z)
+      --target-prefix P  restore object NAME as P/NAME
+      --only-prefix P    only the objects whose name starts with P
+      --dry-run          print what would be copied (and deleted); change nothing
+      --delete-extra     delete target objects that are not in the snapshot (printed and counted)
+      --concurrency N    copies in flight (default 16)",
+    vars: &[vars::POSTGRES],
+};
+
+/// The command line after `--once`.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "restore",
+    no_binary_name = true,
+    disable_help_flag = true,
+    disable_version_flag = true,
+    disable_help_subcommand = true,
+    color = clap::ColorChoice::Never
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// What `restore` does.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// List the backups of a database.
+    List(ListArgs),
+    /// Restore a database backup.
+    Db(DbArgs),
+    /// Restore a bucket snapshot.
+    Bucket(BucketArgs),
+}
+
+/// `restore list`.
+#[derive(Debug, Clone, Args)]
+pub struct ListArgs {
+    /// The database whose backups to list.
+    #[arg(long)]
+    pub database: String,
+}
+
+/// `restore db`.
+#[derive(Debug, Clone, Args)]
+pub struct DbArgs {
+    /// The backed-up database.
+    #[arg(long)]
+    pub database: String,
+    /// Exactly this backup.
+    #[arg(long, conflicts_with = "before")]
+    pub backup_id: Option<RunId>,
+    /// The newest backup started at or before this time (RFC 3339).
+    #[arg(long, value_parser = units::parse_time)]
+    pub before: Option<DateTime<Utc>>,
+    /// The database to restore into (default: `<database>_restored_<timestamp>`).
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Drop and recreate an existing target.
+    #[arg(long)]
+    pub clean: bool,
+    /// Download first, then `pg_restore -j N`.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub jobs: Option<u32>,
+    /// Do not restore ownership.
+    #[arg(long)]
+    pub no_owner: bool,
+    /// Do not restore privileges.
+    #[arg(long)]
+    pub no_privileges: bool,
+}
+
+/// Settings of `restore`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Connection.
+    pub pg: PgConfig,
+    /// What to do.
+    pub command: Command,
+}
+
+/// Reads the settings: the connection from the environment, the work from the arguments.
+pub fn read(r: &mut Reader<'_>, args: &[String]) -> Option<Config> {
+    let pg = PgConfig::read(r);
+    if let Some(pg) = &pg {
+        pg.check_connection(r);
+    }
+    let command = match Cli::try_parse_from(args) {
+        Ok(cli) => Some(cli.command),
+        Err(e) => {
+            // clap's message: "error: …" plus indented details, then a blank line and usage.
+            let text = e.to_string();
+            let first = text.split("\n\n").next().unwrap_or_default();
+            let first = first.trim_start_matches("error: ").split_whitespace().collect::<Vec<_>>().join(" ");
+            let message = if args.is_empty() {
+                "a command is required: list --database NAME, db --database NAME [...], or bucket --source-bucket B [...]"
+                    .to_owned()
+            } else {
+                first.to_owned()
+            };
+            r.problem("arguments", format!("{message} (run with --help for the commands)"));
+            None
+        }
+    };
+    if let Some(Command::Db(a)) = &command
+        && (a.database.is_empty() || a.target.as_deref().is_some_and(|t| t.is_empty() || t.len() > 63))
+    {
+        r.problem("arguments", "--database and --target must be 1 to 63 bytes");
+    }
+    if let Some(Command::Bucket(a)) = &command
+        && let Err(e) = a.target_location()
+    {
+        r.problem("arguments", e);
+    }
+    Some(Config { pg: pg?, command: command? })
+}
+
+/// The program.
+#[derive(Debug)]
+pub struct App {
+    services: Services,
+    config: Config,
+    conn: ConnParams,
+}
+
+/// Builds the program.
+pub async fn start(services: Services, config: Config) -> Result<App, StartError> {
+    let conn = ConnParams::resolve(&config.pg, &services.env).map_err(|e| StartError(e.to_string()))?;
+    Ok(App { services, config, conn })
+}
+
+impl App {
+    async fn list(&self, args: &ListArgs, mut result: RunResult) -> RunResult {
+        let source = &self.services.common.source;
+        match db_restore::list_backups(&*self.services.store, source, &args.database).await {
+            Ok(entries) if entries.is_empty() => {
+                println!(
+                    "no backups of database {:?} (source {source:?}) in {}",
+                    args.database,
+                    self.services.store.location()
+                );
+                result.summary = format!("database {:?} has no backups", args.database);
+            }
+            Ok(entries) => {
+                print!("{}", db_restore::format_list(&entries, Utc::now()));
+                let complete = entries.iter().filter(|e| e.complete).count();
+                result.summary =
+                    format!("database {:?} has {complete} complete backup(s) of {}", args.database, entries.len());
+                result.figures.insert("backups".into(), entries.len().into());
+                result.figures.insert("complete".into(), complete.into());
+            }
+            Err(e) => {
+                result.outcome = Outcome::Failure;
+                result.summary = format!("cannot list the backups of {:?}: {e}", args.database);
+            }
+        }
+        result
+    }
+
+    async fn restore_db(&self, args: &DbArgs, ctx: &RunContext, mut result: RunResult) -> RunResult {
+        let mut item = ItemResult {
+            kind: "database".into(),
+            name: args.database.clone(),
+            outcome: Outcome::Success,
+            error: None,
+            backup_id: None,
+            figures: BTreeMap::new(),
+        };
+        match self.restore_db_inner(args, ctx, &mut item).await {
+            Ok(done) => {
+                result.summary = format!(
+                    "restored {:?} backup {} into database {:?} ({} tables verified, {:.1} s)",
+                    args.database,
+                    item.backup_id.as_deref().unwrap_or("?"),
+                    done.target,
+                    done.tables_verified,
+                    done.elapsed.as_secs_f64()
+                );
+                println!("{}", result.summary);
+            }
+            Err(e) => {
+                tracing::error!(database = args.database, error = %e, "restore failed");
+                item.outcome = Outcome::Failure;
+                item.error = Some(e.to_string());
+                result.outcome = Outcome::Failure;
+                result.summary = format!("restore of {:?} failed: {e}", args.database);
+            }
+        }
+        result.items.push(item);
+        result
+    }
+
+    async fn restore_db_inner(
+        &self,
+        args: &DbArgs,
+        ctx: &RunContext,
+        item: &mut ItemResult,
+    ) -> Result<db_restore::RestoreDone, DbError> {
+        let tools = PgTools::locate(self.config.pg.bin_dir.as_deref());
+        let pg_restore_version = tools.version("pg_restore").await?;
+        let selector = match (&args.backup_id, args.before) {
+            (Some(id), _) => Selector::Id(id.clone()),
+            (None, Some(t)) => Selector::Before(t),
+            (None, None) => Selector::Latest,
+        };
+        let store = &*self.services.store;
+        let (path, manifest) =
+            db_restore::choose(store, &self.services.common.source, &args.database, &selector).await?;
+        item.backup_id = Some(manifest.backup_id.clone());
+        let target = RestoreTarget {
+            name: args.target.clone().unwrap_or_else(|| db_restore::default_target(&args.database, Utc::now())),
+            clean: args.clean,
+        };
+        item.figures.insert("target".into(), target.name.clone().into());
+        let settings = RestoreSettings {
+            conn: self.conn.clone(),
+            pg_restore: tools.path("pg_restore"),
+            pg_restore_version,
+            jobs: args.jobs,
+            no_owner: args.no_owner,
+            no_privileges: args.no_privileges,
+            temp_dir: std::env::temp_dir(),
+        };
+        tracing::info!(
+            backup_id = manifest.backup_id,
+            size = units::bytes(manifest.dump.stored_bytes),
+            target = target.name,
+            "restoring"
+        );
+        let done = db_restore::restore_database(&settings, store, &path, &manifest, &target, &ctx.cancel).await?;
+        item.figures = done.figures(&manifest.dump);
+        Ok(done)
+    }
+}
+
+#[async_trait]
+impl Program for App {
+    async fn run(&self, ctx: RunContext) -> RunResult {
+        let result = self.services.result(SPEC.name, ctx.started);
+        let mut result = match &self.config.command {
+            Command::List(args) => self.list(args, result).await,
+            Command::Db(args) => self.restore_db(args, &ctx, result).await,
+            Command::Bucket(args) => bucket::run(&self.services, args, &ctx, result).await,
+        };
+        result.finished_at = Utc::now();
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Env;
+
+    #[test]
+    fn bucket_subcommand_parses() {
+        let c = parse(&["bucket", "--source-bucket", "media", "--target-bucket", "t-1", "--dry-run"]).expect("bucket");
+        let Command::Bucket(a) = c.command else { panic!("bucket") };
+        assert!(a.dry_run);
+        for (args, needle) in [
+            (&["bucket", "--source-bucket", "m"][..], "--target-bucket"),
+            (&["bucket", "--source-bucket", "m", "--target-bucket", "Bad_Bucket"][..], "not a valid bucket"),
+        ] {
+            let e = parse(args).expect_err("bad");
+            assert_eq!(e.problems.len(), 1, "{e}");
+            assert!(e.problems[0].message.contains(needle), "{args:?}: {e}");
+        }
+    }
+
+    fn parse(args: &[&str]) -> Result<Config, crate::config::ConfigError> {
+        let env = Env::from_pairs([("PGHOST", "/tmp")]);
+        let mut r = Reader::new(&env);
+        let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+        let c = read(&mut r, &args);
+        r.finish()?;
+        Ok(c.expect("a config when there is no problem"))
+    }
+
+    #[test]
+    fn subcommands_parse() {
+        let c = parse(&["list", "--database", "app"]).expect("list");
+        assert!(matches!(c.command, Command::List(ListArgs { database }) if database == "app"));
+        let c =
+            parse(&["db", "--database", "app", "--backup-id", "20261126T020000Z-1a2b3c4d", "--jobs", "2", "--clean"])
+                .expect("db");
+        let Command::Db(a) = c.command else { panic!("db") };
+        assert_eq!(a.backup_id.map(|r| r.to_string()).as_deref(), Some("20261126T020000Z-1a2b3c4d"));
+        assert_eq!((a.jobs, a.clean, a.no_owner), (Some(2), true, false));
+        let c =
+            parse(&["db", "--database", "app", "--before", "2026-11-26T03:00:00+01:00", "--target", "x"]).expect("db");
+        let Command::Db(a) = c.command else { panic!("db") };
+        assert_eq!(a.before.map(|t| t.to_rfc3339()).as_deref(), Some("2026-11-26T02:00:00+00:00"));
+    }
+
+    #[test]
+    fn bad_arguments_are_configuration_problems() {
+        for (args, needle) in [
+            (&[][..], "a command is required"),
+            (&["frobnicate"][..], "frobnicate"),
+            (&["db"][..], "--database"),
+            (&["db", "--database", "a", "--backup-id", "yesterday"][..], "yesterday"),
+            (&["db", "--database", "a", "--before", "yesterday"][..], "RFC 3339"),
+            (
+                &[
+                    "db",
+                    "--database",
+                    "a",
+                    "--backup-id",
+                    "20261126T020000Z-1a2b3c4d",
+                    "--before",
+                    "2026-11-26T03:00:00Z",
+                ][..],
+                "cannot be used with",
+            ),
+            (&["db", "--database", "a", "--jobs", "0"][..], "0"),
+        ] {
+            let e = parse(args).expect_err("bad");
+            assert_eq!(e.problems.len(), 1, "{e}");
+            assert_eq!(e.problems[0].name, "arguments");
+            assert!(e.problems[0].message.contains(needle), "{args:?}: {e}");
+        }
+    }
+}

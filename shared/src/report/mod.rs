@@ -1,0 +1,3 @@
+//! What people read: the status page (HTML). Pure: rows and time in, text out.
+
+pub mod page;
