@@ -18,11 +18,14 @@
 //! core/       pure: naming, manifests, series, freshness, retention plan, incidents, alert
 //!             text, event schema, units, clock, secrets. No I/O.
 //! ```
+//!
+//! The error policy, written once, opens [`error`].
 
 pub mod bucket;
 pub mod config;
 pub mod core;
 pub mod db;
+pub mod error;
 pub mod inventory;
 pub mod notify;
 pub mod postgres;
