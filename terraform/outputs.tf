@@ -90,8 +90,8 @@ output "backup_now_commands" {
 output "restore_commands" {
   description = "Templates for manual restores (replace the UPPER-CASE words). What the restore job prints is in Cloud Logging; see docs/runbook.md for the `gcloud logging read` command."
   value = {
-    list_backups     = "gcloud run jobs execute ${google_cloud_run_v2_job.restore.name} ${local.gcloud_flags} --wait --args=list,--database,DBNAME"
-    restore_database = "gcloud run jobs execute ${google_cloud_run_v2_job.restore.name} ${local.gcloud_flags} --wait --args=db,--database,DBNAME,--target,NEWNAME"
+    list_backups            = "gcloud run jobs execute ${google_cloud_run_v2_job.restore.name} ${local.gcloud_flags} --wait --args=list,--database,DBNAME"
+    restore_database        = "gcloud run jobs execute ${google_cloud_run_v2_job.restore.name} ${local.gcloud_flags} --wait --args=db,--database,DBNAME,--target,NEWNAME"
     restore_database_before = "gcloud run jobs execute ${google_cloud_run_v2_job.restore.name} ${local.gcloud_flags} --wait --args=db,--database,DBNAME,--before,2026-01-31T00:00:00Z,--target,NEWNAME"
     restore_bucket_dry_run  = "gcloud run jobs execute ${google_cloud_run_v2_job.restore.name} ${local.gcloud_flags} --wait --args=bucket,--source-bucket,SOURCEBUCKET,--target-bucket,TARGETBUCKET,--target-prefix,restored/,--dry-run"
     restore_bucket          = "gcloud run jobs execute ${google_cloud_run_v2_job.restore.name} ${local.gcloud_flags} --wait --args=bucket,--source-bucket,SOURCEBUCKET,--target-bucket,TARGETBUCKET,--target-prefix,restored/"
