@@ -17,9 +17,10 @@
 # 1000000): the same pipeline on a generated source with simulated copies (examples/snapshot_scale.rs).
 #
 # Environment: BENCH_OBJECTS (10000), BENCH_RUNS (3), BENCH_SIZES (mixed|small),
-# BENCH_CONCURRENCY (16, SNAPSHOT_CONCURRENCY). Needs the venv of infra/stack-up.sh (it is
-# made if missing). fake-gcs-server re-hashes and copies bytes in memory: absolute figures
-# are emulator-bound; the ratios are what carries over.
+# BENCH_CONCURRENCY (16, SNAPSHOT_CONCURRENCY), LIFEBOAT_STACK_UP (infra/stack-up.sh of this
+# checkout). Needs the venv of infra/stack-up.sh (it is made if missing). fake-gcs-server
+# re-hashes and copies bytes in memory: absolute figures are emulator-bound; the ratios are
+# what carries over.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -27,8 +28,10 @@ OBJECTS="${BENCH_OBJECTS:-10000}"
 RUNS="${BENCH_RUNS:-3}"
 SIZES="${BENCH_SIZES:-mixed}"
 CONCURRENCY="${BENCH_CONCURRENCY:-16}"
+# This checkout's stack-up.sh (the cd above makes the path relative to this script), unless
+# LIFEBOAT_STACK_UP names another one, e.g. that of a checkout whose venv is already built.
 STACK_UP="${LIFEBOAT_STACK_UP:-infra/stack-up.sh}"
-[[ -x "$STACK_UP" ]] || STACK_UP=/work/main/infra/stack-up.sh
+[[ -x "$STACK_UP" ]] || { echo "bench: $STACK_UP is not an executable file (LIFEBOAT_STACK_UP)" >&2; exit 1; }
 
 log() { printf 'bench: %s\n' "$*" >&2; }
 

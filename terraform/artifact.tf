@@ -30,7 +30,7 @@ resource "google_artifact_registry_repository" "images" {
 }
 
 # ---------------------------------------------------------------------------------------
-# Cloud Build deployer: push images, update the five jobs and the service, nothing else.
+# Cloud Build deployer: push images, update the jobs and the service, nothing else.
 # Submit builds with it:  gcloud builds submit --service-account=<outputs.build_service_account_id> ...
 # ---------------------------------------------------------------------------------------
 
@@ -102,13 +102,7 @@ resource "google_project_iam_member" "deployer_log_writer" {
 
 # run.developer on each job and on the service (not on the project): update the image.
 resource "google_cloud_run_v2_job_iam_member" "deployer_updates_job" {
-  for_each = var.create_build_service_account ? {
-    db-backup      = google_cloud_run_v2_job.db_backup.name
-    storage-backup = google_cloud_run_v2_job.storage_backup.name
-    restore        = google_cloud_run_v2_job.restore.name
-    prune          = google_cloud_run_v2_job.prune.name
-    health         = google_cloud_run_v2_job.health.name
-  } : {}
+  for_each = var.create_build_service_account ? { for name, job in google_cloud_run_v2_job.job : name => job.name } : {}
 
   project  = var.project_id
   location = var.region

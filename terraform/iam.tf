@@ -195,15 +195,11 @@ resource "google_project_iam_member" "cloudsql_client" {
 
 # roles/run.invoker on a job grants run.jobs.run: what the Run Admin API's jobs/NAME:run needs
 # (the role Google documents for scheduled jobs). It does not allow overriding args or env
-# (run.jobs.runWithOverrides), nor reading or changing the job. Restore is deliberately absent:
-# it is never scheduled, and only operators with their own rights run it.
+# (run.jobs.runWithOverrides), nor reading or changing the job. Only jobs with a schedule
+# (scheduler.tf); restore is deliberately absent: it is never scheduled, and only operators
+# with their own rights run it.
 resource "google_cloud_run_v2_job_iam_member" "scheduler_runs_job" {
-  for_each = {
-    db-backup      = google_cloud_run_v2_job.db_backup.name
-    storage-backup = google_cloud_run_v2_job.storage_backup.name
-    prune          = google_cloud_run_v2_job.prune.name
-    health         = google_cloud_run_v2_job.health.name
-  }
+  for_each = { for name, job in local.scheduled_jobs : name => google_cloud_run_v2_job.job[name].name }
 
   project  = var.project_id
   location = var.region

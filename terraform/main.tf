@@ -32,7 +32,8 @@ locals {
   # Pub/Sub service agent: creates OIDC tokens for push and forwards to the dead-letter topic.
   pubsub_service_agent = "serviceAccount:service-${local.project_number}@gcp-sa-pubsub.iam.gserviceaccount.com"
 
-  # ---- Environment of the programs (secrets are NOT here: they are secret_key_ref env entries in run.tf) ----
+  # ---- Environment shared by the programs; each job's own is in its local.jobs entry (run.tf).
+  #      Secrets are NOT here: they are secret_key_ref env entries (run.tf). ----
   common_env = {
     LIFEBOAT_DESTINATION   = local.destination
     BACKUP_BUCKET_NAME     = var.backup_bucket_name
@@ -46,6 +47,7 @@ locals {
     RUST_LOG               = var.rust_log
   }
 
+  # The programs that connect to PostgreSQL (db-backup, restore).
   db_env = {
     PGHOST             = local.pg_host
     PGPORT             = tostring(var.database_port)
@@ -54,31 +56,13 @@ locals {
     BACKUP_COMPRESSION = var.backup_compression
   }
 
-  db_backup_env = merge(local.common_env, local.db_env)
-
-  restore_env = merge(local.common_env, local.db_env)
-
-  storage_backup_env = merge(local.common_env, {
-    SOURCE_BUCKETS = join(",", var.source_buckets)
-  })
-
-  prune_env = merge(local.common_env, {
-    for k, v in {
-      BACKUP_KEEP_LAST    = var.keep_last
-      BACKUP_KEEP_DAILY   = var.keep_daily
-      BACKUP_KEEP_WEEKLY  = var.keep_weekly
-      BACKUP_KEEP_MONTHLY = var.keep_monthly
-    } : k => tostring(v) if v != null
-  })
-
-  health_env = merge(local.common_env, {
+  # The programs that judge freshness and raise alerts (health, monitor).
+  freshness_env = {
     BACKUP_MAX_AGE          = var.max_backup_age
     ALERT_REMINDER_INTERVAL = var.alert_reminder_interval
-  })
+  }
 
-  monitor_env = merge(local.common_env, {
-    BACKUP_MAX_AGE            = var.max_backup_age
-    ALERT_REMINDER_INTERVAL   = var.alert_reminder_interval
+  monitor_env = merge(local.common_env, local.freshness_env, {
     LIFEBOAT_ALLOWED_INVOKERS = join(",", [google_service_account.pubsub_push.email, google_service_account.scheduler.email])
   })
 

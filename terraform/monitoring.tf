@@ -16,13 +16,8 @@ resource "google_monitoring_notification_channel" "email" {
 
 locals {
   notification_channels = [for c in google_monitoring_notification_channel.email : c.id]
-  lifeboat_jobs = [
-    google_cloud_run_v2_job.db_backup.name,
-    google_cloud_run_v2_job.storage_backup.name,
-    google_cloud_run_v2_job.restore.name,
-    google_cloud_run_v2_job.prune.name,
-    google_cloud_run_v2_job.health.name,
-  ]
+  # Every job, the manual restore included: a failed restore must be noticed too.
+  lifeboat_jobs = [for job in google_cloud_run_v2_job.job : job.name]
 }
 
 resource "google_monitoring_alert_policy" "job_failed" {

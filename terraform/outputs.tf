@@ -20,13 +20,8 @@ output "dead_letter_subscription" {
 
 output "job_names" {
   description = "Cloud Run jobs (restore is never scheduled)."
-  value = {
-    db_backup      = google_cloud_run_v2_job.db_backup.name
-    storage_backup = google_cloud_run_v2_job.storage_backup.name
-    restore        = google_cloud_run_v2_job.restore.name
-    prune          = google_cloud_run_v2_job.prune.name
-    health         = google_cloud_run_v2_job.health.name
-  }
+  # Keys with underscores (db_backup), like every other output map: scripts read them.
+  value = { for name, job in google_cloud_run_v2_job.job : replace(name, "-", "_") => job.name }
 }
 
 output "monitor_url" {
@@ -75,25 +70,27 @@ output "build_staging_bucket" {
 
 locals {
   gcloud_flags = "--region ${var.region} --project ${var.project_id}"
+  # Run a job by hand and wait for it: job name -> command (add --args=... for its arguments).
+  execute_job = { for name, job in google_cloud_run_v2_job.job : name => "gcloud run jobs execute ${job.name} ${local.gcloud_flags} --wait" }
 }
 
 output "backup_now_commands" {
   description = "Run a backup now (waits for the result)."
   value = {
-    db_backup      = "gcloud run jobs execute ${google_cloud_run_v2_job.db_backup.name} ${local.gcloud_flags} --wait"
-    storage_backup = "gcloud run jobs execute ${google_cloud_run_v2_job.storage_backup.name} ${local.gcloud_flags} --wait"
-    prune_dry_run  = "gcloud run jobs execute ${google_cloud_run_v2_job.prune.name} ${local.gcloud_flags} --wait --args=--dry-run"
-    health         = "gcloud run jobs execute ${google_cloud_run_v2_job.health.name} ${local.gcloud_flags} --wait"
+    db_backup      = local.execute_job["db-backup"]
+    storage_backup = local.execute_job["storage-backup"]
+    prune_dry_run  = "${local.execute_job["prune"]} --args=--dry-run"
+    health         = local.execute_job["health"]
   }
 }
 
 output "restore_commands" {
   description = "Templates for manual restores (replace the UPPER-CASE words). What the restore job prints is in Cloud Logging; see docs/runbook.md for the `gcloud logging read` command."
   value = {
-    list_backups     = "gcloud run jobs execute ${google_cloud_run_v2_job.restore.name} ${local.gcloud_flags} --wait --args=list,--database,DBNAME"
-    restore_database = "gcloud run jobs execute ${google_cloud_run_v2_job.restore.name} ${local.gcloud_flags} --wait --args=db,--database,DBNAME,--target,NEWNAME"
-    restore_database_before = "gcloud run jobs execute ${google_cloud_run_v2_job.restore.name} ${local.gcloud_flags} --wait --args=db,--database,DBNAME,--before,2026-01-31T00:00:00Z,--target,NEWNAME"
-    restore_bucket_dry_run  = "gcloud run jobs execute ${google_cloud_run_v2_job.restore.name} ${local.gcloud_flags} --wait --args=bucket,--source-bucket,SOURCEBUCKET,--target-bucket,TARGETBUCKET,--target-prefix,restored/,--dry-run"
-    restore_bucket          = "gcloud run jobs execute ${google_cloud_run_v2_job.restore.name} ${local.gcloud_flags} --wait --args=bucket,--source-bucket,SOURCEBUCKET,--target-bucket,TARGETBUCKET,--target-prefix,restored/"
+    list_backups            = "${local.execute_job["restore"]} --args=list,--database,DBNAME"
+    restore_database        = "${local.execute_job["restore"]} --args=db,--database,DBNAME,--target,NEWNAME"
+    restore_database_before = "${local.execute_job["restore"]} --args=db,--database,DBNAME,--before,2026-01-31T00:00:00Z,--target,NEWNAME"
+    restore_bucket_dry_run  = "${local.execute_job["restore"]} --args=bucket,--source-bucket,SOURCEBUCKET,--target-bucket,TARGETBUCKET,--target-prefix,restored/,--dry-run"
+    restore_bucket          = "${local.execute_job["restore"]} --args=bucket,--source-bucket,SOURCEBUCKET,--target-bucket,TARGETBUCKET,--target-prefix,restored/"
   }
 }

@@ -1,16 +1,110 @@
-# Cloud Run: five jobs (db-backup, storage-backup, prune, health scheduled; restore manual)
-# and one service (monitor). All run the same image; `command` picks the binary.
+# Cloud Run: the jobs (one per program that runs to completion and exits: local.jobs) and one
+# service (monitor). All run the same image. A job's key in local.jobs is its program name:
+# the Cloud Run job name, the container name and the binary (/usr/local/bin/NAME).
 #
 # The image is set by Terraform only when a resource is created. Afterwards cloudbuild.yaml
 # rolls out new images with `gcloud run jobs update` / `gcloud run services update`, so the
 # image (and the client fields gcloud stamps) are in ignore_changes.
 
-# ---------------------------------------------------------------------------------------
-# db-backup
-# ---------------------------------------------------------------------------------------
+locals {
+  # The Cloud Run jobs. Adding a job is adding an entry here; it also needs its own service
+  # account and grants (iam.tf) and its name in cloudbuild.yaml's _JOBS (a structural test
+  # compares the two). An entry sets what differs from local.job_defaults:
+  #
+  #   service_account        email of the program's own service account (iam.tf)
+  #   env                    plain environment; empty values are left out (the program's default)
+  #   secret_env             env var name -> Secret Manager secret id, resolved as `latest` when
+  #                          an execution starts (values never pass through Terraform)
+  #   uses_database          connects to PostgreSQL: the Cloud SQL volume at /cloudsql and Direct
+  #                          VPC egress (each when configured); the plan fails without a database
+  #   resources              CPU and memory limits of the container
+  #   timeout                maximum run time of one attempt
+  #   max_retries            task retries before the execution counts as failed (and alerts)
+  #   schedule               cron in var.timezone; null: never scheduled, and the scheduler
+  #                          identity may not start it
+  #   schedule_enabled       false: the scheduler identity may start the job (iam.tf), but no
+  #                          Cloud Scheduler job exists (nothing to do yet)
+  #   scheduler_description  description of the Cloud Scheduler job; null: the standard one
+  jobs = {
+    db-backup = {
+      service_account = google_service_account.db_backup.email
+      env             = merge(local.common_env, local.db_env)
+      secret_env      = local.db_secret_env
+      uses_database   = true
+      resources       = var.db_backup_resources
+      timeout         = var.db_backup_timeout
+      schedule        = var.db_backup_schedule
+    }
 
-resource "google_cloud_run_v2_job" "db_backup" {
-  name                = "db-backup"
+    storage-backup = {
+      service_account = google_service_account.storage_backup.email
+      env = merge(local.common_env, {
+        SOURCE_BUCKETS = join(",", var.source_buckets)
+      })
+      resources = { cpu = "1", memory = "1Gi" }
+      timeout   = var.storage_backup_timeout
+      schedule  = var.storage_backup_schedule
+      # Defined either way (so a manual run works and adding a bucket is one variable), but
+      # only scheduled when there is a bucket to snapshot.
+      schedule_enabled = length(var.source_buckets) > 0
+    }
+
+    # Never scheduled: run it with `gcloud run jobs execute restore --args=...` (outputs.restore_commands).
+    restore = {
+      service_account = google_service_account.restore.email
+      env             = merge(local.common_env, local.db_env)
+      secret_env      = local.db_secret_env
+      uses_database   = true
+      resources       = var.db_backup_resources
+      timeout         = var.restore_timeout
+      max_retries     = 0 # a half-done restore is investigated, not repeated
+    }
+
+    prune = {
+      service_account = google_service_account.prune.email
+      env = merge(local.common_env, {
+        for k, v in {
+          BACKUP_KEEP_LAST    = var.keep_last
+          BACKUP_KEEP_DAILY   = var.keep_daily
+          BACKUP_KEEP_WEEKLY  = var.keep_weekly
+          BACKUP_KEEP_MONTHLY = var.keep_monthly
+        } : k => tostring(v) if v != null
+      })
+      timeout  = "3600s"
+      schedule = var.prune_schedule
+    }
+
+    health = {
+      service_account       = google_service_account.health.email
+      env                   = merge(local.common_env, local.freshness_env)
+      timeout               = "900s"
+      schedule              = var.health_schedule
+      scheduler_description = "Start the health Cloud Run job (daily freshness report)"
+    }
+  }
+
+  # What a job gets unless its entry in local.jobs says otherwise.
+  job_defaults = {
+    secret_env            = {}
+    uses_database         = false
+    resources             = { cpu = "1", memory = "512Mi" }
+    max_retries           = var.job_max_retries
+    schedule              = null
+    schedule_enabled      = true
+    scheduler_description = null
+  }
+
+  # local.jobs with the defaults filled in: what the resources read.
+  job_settings = { for name, job in local.jobs : name => merge(local.job_defaults, job) }
+
+  # The database password, for the programs that connect to PostgreSQL.
+  db_secret_env = { PGPASSWORD = google_secret_manager_secret.db_password.secret_id }
+}
+
+resource "google_cloud_run_v2_job" "job" {
+  for_each = local.job_settings
+
+  name                = each.key
   project             = var.project_id
   location            = var.region
   deletion_protection = var.deletion_protection
@@ -20,43 +114,46 @@ resource "google_cloud_run_v2_job" "db_backup" {
     parallelism = 1
 
     template {
-      service_account       = google_service_account.db_backup.email
-      timeout               = var.db_backup_timeout
-      max_retries           = var.job_max_retries
+      service_account       = each.value.service_account
+      timeout               = each.value.timeout
+      max_retries           = each.value.max_retries
       execution_environment = "EXECUTION_ENVIRONMENT_GEN2"
 
       containers {
-        name    = "db-backup"
+        name    = each.key
         image   = var.image
-        command = ["/usr/local/bin/db-backup"]
+        command = ["/usr/local/bin/${each.key}"]
 
         resources {
           limits = {
-            cpu    = var.db_backup_resources.cpu
-            memory = var.db_backup_resources.memory
+            cpu    = each.value.resources.cpu
+            memory = each.value.resources.memory
           }
         }
 
         dynamic "env" {
-          for_each = { for k, v in local.db_backup_env : k => v if v != "" }
+          for_each = { for k, v in each.value.env : k => v if v != "" }
           content {
             name  = env.key
             value = env.value
           }
         }
 
-        env {
-          name = "PGPASSWORD"
-          value_source {
-            secret_key_ref {
-              secret  = google_secret_manager_secret.db_password.secret_id
-              version = "latest"
+        dynamic "env" {
+          for_each = each.value.secret_env
+          content {
+            name = env.key
+            value_source {
+              secret_key_ref {
+                secret  = env.value
+                version = "latest"
+              }
             }
           }
         }
 
         dynamic "volume_mounts" {
-          for_each = local.use_cloudsql ? ["cloudsql"] : []
+          for_each = each.value.uses_database && local.use_cloudsql ? ["cloudsql"] : []
           content {
             name       = volume_mounts.value
             mount_path = "/cloudsql"
@@ -66,7 +163,7 @@ resource "google_cloud_run_v2_job" "db_backup" {
 
       # Cloud SQL volume: a unix socket per instance under /cloudsql/PROJECT:REGION:INSTANCE.
       dynamic "volumes" {
-        for_each = local.use_cloudsql ? ["cloudsql"] : []
+        for_each = each.value.uses_database && local.use_cloudsql ? ["cloudsql"] : []
         content {
           name = volumes.value
           cloud_sql_instance {
@@ -75,8 +172,9 @@ resource "google_cloud_run_v2_job" "db_backup" {
         }
       }
 
+      # Direct VPC egress to a database on a private address.
       dynamic "vpc_access" {
-        for_each = local.use_vpc ? ["vpc"] : []
+        for_each = each.value.uses_database && local.use_vpc ? ["vpc"] : []
         content {
           egress = "PRIVATE_RANGES_ONLY"
           network_interfaces {
@@ -92,270 +190,20 @@ resource "google_cloud_run_v2_job" "db_backup" {
     ignore_changes = [client, client_version, template[0].template[0].containers[0].image]
 
     precondition {
-      condition     = var.database_instance_connection_name != "" || var.database_host != ""
+      condition     = !each.value.uses_database || var.database_instance_connection_name != "" || var.database_host != ""
       error_message = "Set database_instance_connection_name (Cloud SQL) or database_host."
     }
   }
 
+  # The grants first, so that no job can run before its rights exist. depends_on cannot differ
+  # between instances: this is the union of what the jobs need.
   depends_on = [
     google_project_service.apis,
     google_secret_manager_secret_iam_member.db_password_accessor,
     google_storage_bucket_iam_member.backups_reader,
     google_storage_bucket_iam_member.db_backup_creator,
-  ]
-}
-
-# ---------------------------------------------------------------------------------------
-# storage-backup (scheduled only when var.source_buckets is not empty)
-# ---------------------------------------------------------------------------------------
-
-resource "google_cloud_run_v2_job" "storage_backup" {
-  name                = "storage-backup"
-  project             = var.project_id
-  location            = var.region
-  deletion_protection = var.deletion_protection
-
-  template {
-    task_count  = 1
-    parallelism = 1
-
-    template {
-      service_account       = google_service_account.storage_backup.email
-      timeout               = var.storage_backup_timeout
-      max_retries           = var.job_max_retries
-      execution_environment = "EXECUTION_ENVIRONMENT_GEN2"
-
-      containers {
-        name    = "storage-backup"
-        image   = var.image
-        command = ["/usr/local/bin/storage-backup"]
-
-        resources {
-          limits = {
-            cpu    = "1"
-            memory = "1Gi"
-          }
-        }
-
-        dynamic "env" {
-          for_each = { for k, v in local.storage_backup_env : k => v if v != "" }
-          content {
-            name  = env.key
-            value = env.value
-          }
-        }
-      }
-    }
-  }
-
-  lifecycle {
-    ignore_changes = [client, client_version, template[0].template[0].containers[0].image]
-  }
-
-  depends_on = [
-    google_project_service.apis,
-    google_storage_bucket_iam_member.backups_reader,
     google_storage_bucket_iam_member.storage_backup_creator,
-  ]
-}
-
-# ---------------------------------------------------------------------------------------
-# restore (defined, never scheduled: run it with `gcloud run jobs execute restore --args=...`)
-# ---------------------------------------------------------------------------------------
-
-resource "google_cloud_run_v2_job" "restore" {
-  name                = "restore"
-  project             = var.project_id
-  location            = var.region
-  deletion_protection = var.deletion_protection
-
-  template {
-    task_count  = 1
-    parallelism = 1
-
-    template {
-      service_account       = google_service_account.restore.email
-      timeout               = var.restore_timeout
-      max_retries           = 0 # a half-done restore is investigated, not repeated
-      execution_environment = "EXECUTION_ENVIRONMENT_GEN2"
-
-      containers {
-        name    = "restore"
-        image   = var.image
-        command = ["/usr/local/bin/restore"]
-
-        resources {
-          limits = {
-            cpu    = var.db_backup_resources.cpu
-            memory = var.db_backup_resources.memory
-          }
-        }
-
-        dynamic "env" {
-          for_each = { for k, v in local.restore_env : k => v if v != "" }
-          content {
-            name  = env.key
-            value = env.value
-          }
-        }
-
-        env {
-          name = "PGPASSWORD"
-          value_source {
-            secret_key_ref {
-              secret  = google_secret_manager_secret.db_password.secret_id
-              version = "latest"
-            }
-          }
-        }
-
-        dynamic "volume_mounts" {
-          for_each = local.use_cloudsql ? ["cloudsql"] : []
-          content {
-            name       = volume_mounts.value
-            mount_path = "/cloudsql"
-          }
-        }
-      }
-
-      dynamic "volumes" {
-        for_each = local.use_cloudsql ? ["cloudsql"] : []
-        content {
-          name = volumes.value
-          cloud_sql_instance {
-            instances = [var.database_instance_connection_name]
-          }
-        }
-      }
-
-      dynamic "vpc_access" {
-        for_each = local.use_vpc ? ["vpc"] : []
-        content {
-          egress = "PRIVATE_RANGES_ONLY"
-          network_interfaces {
-            network    = var.vpc_network
-            subnetwork = var.vpc_subnetwork
-          }
-        }
-      }
-    }
-  }
-
-  lifecycle {
-    ignore_changes = [client, client_version, template[0].template[0].containers[0].image]
-  }
-
-  depends_on = [
-    google_project_service.apis,
-    google_secret_manager_secret_iam_member.db_password_accessor,
-    google_storage_bucket_iam_member.backups_reader,
-  ]
-}
-
-# ---------------------------------------------------------------------------------------
-# prune
-# ---------------------------------------------------------------------------------------
-
-resource "google_cloud_run_v2_job" "prune" {
-  name                = "prune"
-  project             = var.project_id
-  location            = var.region
-  deletion_protection = var.deletion_protection
-
-  template {
-    task_count  = 1
-    parallelism = 1
-
-    template {
-      service_account       = google_service_account.prune.email
-      timeout               = "3600s"
-      max_retries           = var.job_max_retries
-      execution_environment = "EXECUTION_ENVIRONMENT_GEN2"
-
-      containers {
-        name    = "prune"
-        image   = var.image
-        command = ["/usr/local/bin/prune"]
-
-        resources {
-          limits = {
-            cpu    = "1"
-            memory = "512Mi"
-          }
-        }
-
-        dynamic "env" {
-          for_each = { for k, v in local.prune_env : k => v if v != "" }
-          content {
-            name  = env.key
-            value = env.value
-          }
-        }
-      }
-    }
-  }
-
-  lifecycle {
-    ignore_changes = [client, client_version, template[0].template[0].containers[0].image]
-  }
-
-  depends_on = [
-    google_project_service.apis,
-    google_storage_bucket_iam_member.backups_reader,
     google_storage_bucket_iam_member.prune_deleter,
-  ]
-}
-
-# ---------------------------------------------------------------------------------------
-# health
-# ---------------------------------------------------------------------------------------
-
-resource "google_cloud_run_v2_job" "health" {
-  name                = "health"
-  project             = var.project_id
-  location            = var.region
-  deletion_protection = var.deletion_protection
-
-  template {
-    task_count  = 1
-    parallelism = 1
-
-    template {
-      service_account       = google_service_account.health.email
-      timeout               = "900s"
-      max_retries           = var.job_max_retries
-      execution_environment = "EXECUTION_ENVIRONMENT_GEN2"
-
-      containers {
-        name    = "health"
-        image   = var.image
-        command = ["/usr/local/bin/health"]
-
-        resources {
-          limits = {
-            cpu    = "1"
-            memory = "512Mi"
-          }
-        }
-
-        dynamic "env" {
-          for_each = { for k, v in local.health_env : k => v if v != "" }
-          content {
-            name  = env.key
-            value = env.value
-          }
-        }
-      }
-    }
-  }
-
-  lifecycle {
-    ignore_changes = [client, client_version, template[0].template[0].containers[0].image]
-  }
-
-  depends_on = [
-    google_project_service.apis,
-    google_storage_bucket_iam_member.backups_reader,
   ]
 }
 

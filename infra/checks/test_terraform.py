@@ -3,6 +3,9 @@
 They pin down the security and wiring rules of issue 6 so a later edit cannot silently drop
 them: no public principals, a hardened backup bucket, one service account per program with
 least privilege, schedulers that point at jobs that exist, secrets only through Secret Manager.
+The Cloud Run jobs and their schedules are one for_each resource each (issue 9); the checks
+read their instances (_hcl.Terraform.instances), and the `moved` blocks that carry deployments
+made before that.
 """
 
 from __future__ import annotations
@@ -13,16 +16,30 @@ import unittest
 import _hcl
 from _hcl import block, blocks, dynamic_blocks, service_account_refs, walk_strings
 
+# Cloud Run job name (= key in local.jobs = binary name) -> its own service account resource.
 PROGRAM_JOBS = {
-    # terraform resource name -> Cloud Run job name (= binary name)
-    "db_backup": "db-backup",
-    "storage_backup": "storage-backup",
+    "db-backup": "db_backup",
+    "storage-backup": "storage_backup",
     "restore": "restore",
     "prune": "prune",
     "health": "health",
 }
-SCHEDULED_JOBS = {"db_backup", "storage_backup", "prune", "health"}
+SCHEDULED_JOBS = {"db-backup", "storage-backup", "prune", "health"}
+DATABASE_JOBS = {"db-backup", "restore"}
 SECRET_ENV_NAMES = {"PGPASSWORD", "SLACK_WEBHOOK_URL"}
+
+# Addresses of deployments made before issue 9 -> where their state lives now (terraform/moved.tf).
+OLD_ADDRESSES = {
+    "google_cloud_run_v2_job.db_backup": 'google_cloud_run_v2_job.job["db-backup"]',
+    "google_cloud_run_v2_job.storage_backup": 'google_cloud_run_v2_job.job["storage-backup"]',
+    "google_cloud_run_v2_job.restore": 'google_cloud_run_v2_job.job["restore"]',
+    "google_cloud_run_v2_job.prune": 'google_cloud_run_v2_job.job["prune"]',
+    "google_cloud_run_v2_job.health": 'google_cloud_run_v2_job.job["health"]',
+    "google_cloud_scheduler_job.db_backup": 'google_cloud_scheduler_job.job["db-backup"]',
+    "google_cloud_scheduler_job.storage_backup[0]": 'google_cloud_scheduler_job.job["storage-backup"]',
+    "google_cloud_scheduler_job.prune": 'google_cloud_scheduler_job.job["prune"]',
+    "google_cloud_scheduler_job.health": 'google_cloud_scheduler_job.job["health"]',
+}
 
 # Roles that can delete (or overwrite, which needs delete) objects.
 DELETE_CAPABLE_STORAGE_ROLES = {
@@ -44,6 +61,17 @@ def ref_name(value: str, rtype: str) -> str | None:
     return m.group(1) if m else None
 
 
+def job_ref(value: str) -> str | None:
+    """'${google_cloud_run_v2_job.job["prune"].name}' -> 'prune' (the key of the job instance)."""
+    m = re.search(r'google_cloud_run_v2_job\.job\["([^"]+)"\]', value)
+    return m.group(1) if m else None
+
+
+def jobs() -> dict[str, dict]:
+    """The Cloud Run job instances, by program name."""
+    return TF.instances("google_cloud_run_v2_job", "job")
+
+
 def container(job_or_service: dict, kind: str) -> dict:
     if kind == "job":
         tmpl = block(block(job_or_service, "template"), "template")
@@ -57,7 +85,9 @@ def runtime_template(body: dict, kind: str) -> dict:
 
 
 def all_workloads() -> dict[str, tuple[str, dict]]:
-    out = {name: ("job", body) for name, body in TF.of_type("google_cloud_run_v2_job").items()}
+    """Every Cloud Run job instance (by program name) and service (by resource name = program name)."""
+    assert set(TF.of_type("google_cloud_run_v2_job")) == {"job"}, "the jobs are one for_each resource"
+    out = {name: ("job", body) for name, body in jobs().items()}
     out.update({name: ("service", body) for name, body in TF.of_type("google_cloud_run_v2_service").items()})
     return out
 
@@ -66,7 +96,7 @@ class ParseTest(unittest.TestCase):
     def test_every_tf_file_parses(self):
         names = set(TF.files)
         for expected in ("versions.tf", "variables.tf", "main.tf", "bucket.tf", "pubsub.tf", "run.tf",
-                         "scheduler.tf", "iam.tf", "secrets.tf", "monitoring.tf", "outputs.tf"):
+                         "scheduler.tf", "iam.tf", "secrets.tf", "monitoring.tf", "outputs.tf", "moved.tf"):
             self.assertIn(expected, names)
         self.assertGreater(len(TF.resources), 40, "suspiciously few resources parsed")
 
@@ -181,16 +211,20 @@ class ServiceAccountTest(unittest.TestCase):
                 self.assertIn(sa_name, accounts)
                 self.assertNotIn(sa_name, seen, f"{name} shares its service account with {seen.get(sa_name)}")
                 self.assertNotIn(sa_name, {"scheduler", "pubsub_push", "deployer"})
+                # A map entry copied from another must not keep the other's identity.
+                self.assertEqual(sa_name, PROGRAM_JOBS.get(name, name), f"{name} runs as {sa_name}")
                 seen[sa_name] = name
         self.assertEqual(len(seen), 6)
 
     def test_job_names_and_binaries(self):
-        jobs = TF.of_type("google_cloud_run_v2_job")
-        self.assertEqual(set(jobs), set(PROGRAM_JOBS))
-        for rname, job_name in PROGRAM_JOBS.items():
+        instances = jobs()
+        self.assertEqual(set(instances), set(PROGRAM_JOBS))
+        for job_name, body in instances.items():
             with self.subTest(job=job_name):
-                self.assertEqual(jobs[rname]["name"], job_name)
-                self.assertEqual(container(jobs[rname], "job")["command"], [f"/usr/local/bin/{job_name}"])
+                self.assertEqual(body["name"], job_name)
+                self.assertEqual(container(body, "job")["name"], job_name)
+                self.assertEqual(container(body, "job")["command"], [f"/usr/local/bin/{job_name}"])
+                self.assertEqual(container(body, "job")["image"], "${var.image}")
         monitor = TF.resource("google_cloud_run_v2_service", "monitor")
         self.assertEqual(monitor["name"], "monitor")
         self.assertEqual(container(monitor, "service")["command"], ["/usr/local/bin/monitor"])
@@ -259,11 +293,12 @@ class ServiceAccountTest(unittest.TestCase):
 
 class SchedulerTest(unittest.TestCase):
     def test_each_scheduler_job_targets_an_existing_job_or_the_monitor(self):
-        jobs = TF.of_type("google_cloud_run_v2_job")
+        job_instances = jobs()
         services = TF.of_type("google_cloud_run_v2_service")
         scheduled_jobs, service_calls = set(), set()
-        schedulers = TF.of_type("google_cloud_scheduler_job")
-        self.assertTrue(schedulers)
+        self.assertEqual(set(TF.of_type("google_cloud_scheduler_job")), {"job", "monitor_check"})
+        schedulers = dict(TF.instances("google_cloud_scheduler_job", "job"))
+        schedulers["monitor_check"] = TF.resource("google_cloud_scheduler_job", "monitor_check")
         api = TF.locals["run_jobs_api"]
         self.assertEqual(api, "https://run.googleapis.com/v2/projects/${var.project_id}/locations/${var.region}/jobs")
         for name, body in schedulers.items():
@@ -275,9 +310,11 @@ class SchedulerTest(unittest.TestCase):
                 has_oauth, has_oidc = bool(blocks(target, "oauth_token")), bool(blocks(target, "oidc_token"))
                 self.assertTrue(has_oauth != has_oidc, "exactly one of oauth_token / oidc_token")
                 if has_oauth:
-                    m = re.fullmatch(r"\$\{local\.run_jobs_api\}/\$\{google_cloud_run_v2_job\.([a-z_]+)\.name\}:run", uri)
+                    m = re.fullmatch(r'\$\{local\.run_jobs_api\}/\$\{google_cloud_run_v2_job\.job\["([a-z-]+)"\]\.name\}:run', uri)
                     self.assertIsNotNone(m, f"{uri} is not a Run Admin API jobs/NAME:run call by reference")
-                    self.assertIn(m.group(1), jobs)
+                    self.assertIn(m.group(1), job_instances)
+                    self.assertEqual(m.group(1), name, "a job's scheduler starts that job")
+                    self.assertEqual(body["name"], f"${{var.name_prefix}}-{name}")
                     scheduled_jobs.add(m.group(1))
                     token = block(target, "oauth_token")
                 else:
@@ -292,10 +329,36 @@ class SchedulerTest(unittest.TestCase):
         self.assertNotIn("restore", scheduled_jobs)
         self.assertEqual(service_calls, {"monitor"})
 
+    def test_schedules(self):
+        # Each scheduled job on its own variable, and only storage-backup depends on there being
+        # something to do (it stays defined, and runnable by the scheduler, without source buckets).
+        settings = TF.for_each_map("${local.job_settings}")
+        self.assertEqual({n for n, j in settings.items() if j["schedule"] is not None}, SCHEDULED_JOBS)
+        for name in SCHEDULED_JOBS:
+            with self.subTest(job=name):
+                self.assertEqual(settings[name]["schedule"], f"${{var.{PROGRAM_JOBS[name]}_schedule}}")
+                self.assertIn(f"{PROGRAM_JOBS[name]}_schedule", TF.variables)
+                expected = "${length(var.source_buckets) > 0}" if name == "storage-backup" else True
+                self.assertEqual(settings[name]["schedule_enabled"], expected)
+        descriptions = {n: b["description"] for n, b in TF.instances("google_cloud_scheduler_job", "job").items()}
+        self.assertEqual(descriptions, {
+            "db-backup": "Start the db-backup Cloud Run job",
+            "storage-backup": "Start the storage-backup Cloud Run job",
+            "prune": "Start the prune Cloud Run job",
+            "health": "Start the health Cloud Run job (daily freshness report)",
+        })
+        self.assertEqual(TF.variables["db_backup_schedule"]["default"], "0 2 * * *")
+        self.assertEqual(TF.variables["storage_backup_schedule"]["default"], "30 3 * * *")
+        self.assertEqual(TF.variables["prune_schedule"]["default"], "0 5 * * *")
+        self.assertEqual(TF.variables["health_schedule"]["default"], "0 7 * * *")
+
     def test_scheduler_may_run_exactly_the_scheduled_jobs(self):
         b = TF.resource("google_cloud_run_v2_job_iam_member", "scheduler_runs_job")
         self.assertEqual(b["role"], "roles/run.invoker")
-        self.assertEqual({ref_name(v, "google_cloud_run_v2_job") for v in b["for_each"].values()}, SCHEDULED_JOBS)
+        runs = TF.for_each_map(b["for_each"])
+        self.assertEqual(set(runs), SCHEDULED_JOBS)
+        self.assertEqual({k: job_ref(v) for k, v in runs.items()}, {k: k for k in SCHEDULED_JOBS})
+        self.assertEqual(b["name"], "${each.value}")
         for other in TF.bindings():
             if "scheduler" in other.member_accounts:
                 self.assertEqual(other.role, "roles/run.invoker", other.rname)
@@ -337,27 +400,32 @@ class SecretsTest(unittest.TestCase):
                         self.assertIsNotNone(ref_name(ref["secret"], "google_secret_manager_secret"))
                         self.assertEqual(ref["version"], "latest")
             for for_each in dynamic:
-                local = re.search(r"local\.([a-z_]+)", for_each).group(1)
-                keys = self._local_env_keys(local)
-                self.assertFalse(keys & SECRET_ENV_NAMES, f"{name}: {local} carries a secret as plain env")
+                keys = self._env_keys(for_each)
+                self.assertFalse(keys & SECRET_ENV_NAMES, f"{name}: {for_each} carries a secret as plain env")
         for fname, parsed in TF.files.items():
             for s in walk_strings(parsed):
                 self.assertNotEqual(s, "secret_data", f"{fname}: secret values do not belong in Terraform")
 
-    def _local_env_keys(self, local: str, depth: int = 0) -> set[str]:
-        value = TF.locals[local]
+    def _env_keys(self, value, depth: int = 0) -> set[str]:
+        """Environment variable names of a map: a literal, local.NAME, or an expression such as
+        merge(local.a, local.b, { ... }) or a for expression over one."""
         if isinstance(value, dict):
             return set(value)
         keys: set[str] = set()
-        # merge(local.a, local.b, { ... }) as an expression string
         for inner in re.findall(r"local\.([a-z_]+)", value):
             if depth < 5:
-                keys |= self._local_env_keys(inner, depth + 1)
+                keys |= self._env_keys(TF.locals[inner], depth + 1)
         keys |= set(re.findall(r"\b([A-Z][A-Z0-9_]+)\s*=", value))
         return keys
 
+    def _workload_env_keys(self, name: str) -> set[str]:
+        kind, body = all_workloads()[name]
+        _, dynamic = self._env_sources(body, kind)
+        self.assertEqual(len(dynamic), 1, f"{name}: one dynamic block of plain env")
+        return self._env_keys(dynamic[0])
+
     def test_programs_get_the_secrets_they_need(self):
-        expect = {"db_backup": {"PGPASSWORD"}, "restore": {"PGPASSWORD"}, "monitor": {"SLACK_WEBHOOK_URL"}}
+        expect = {"db-backup": {"PGPASSWORD"}, "restore": {"PGPASSWORD"}, "monitor": {"SLACK_WEBHOOK_URL"}}
         for name, (kind, body) in all_workloads().items():
             static, _ = self._env_sources(body, kind)
             got = {e["name"] for e in static if e["name"] in SECRET_ENV_NAMES}
@@ -373,38 +441,55 @@ class SecretsTest(unittest.TestCase):
         self.assertEqual(readers, {"db_password": {"db_backup", "restore"}, "slack_webhook": {"monitor"}})
 
     def test_program_environment(self):
-        common = self._local_env_keys("common_env")
+        common = self._env_keys("${local.common_env}")
         self.assertTrue({"LIFEBOAT_DESTINATION", "BACKUP_BUCKET_NAME", "BACKUP_SOURCE", "LIFEBOAT_RESULTS_TOPIC",
                          "GOOGLE_CLOUD_PROJECT", "BACKUP_TIMEZONE", "BACKUP_RETENTION_DAYS", "BACKUP_ALERT_EMAILS",
                          "RUST_LOG"} <= common, common)
-        self.assertTrue({"PGHOST", "PGPORT", "PGUSER", "BACKUP_DATABASES", "BACKUP_COMPRESSION"}
-                        <= self._local_env_keys("db_backup_env"))
-        self.assertIn("SOURCE_BUCKETS", self._local_env_keys("storage_backup_env"))
-        self.assertTrue({"BACKUP_KEEP_LAST", "BACKUP_KEEP_DAILY", "BACKUP_KEEP_WEEKLY", "BACKUP_KEEP_MONTHLY"}
-                        <= self._local_env_keys("prune_env"))
-        self.assertTrue({"BACKUP_MAX_AGE", "ALERT_REMINDER_INTERVAL", "LIFEBOAT_ALLOWED_INVOKERS"}
-                        <= self._local_env_keys("monitor_env"))
+        db = {"PGHOST", "PGPORT", "PGUSER", "BACKUP_DATABASES", "BACKUP_COMPRESSION"}
+        freshness = {"BACKUP_MAX_AGE", "ALERT_REMINDER_INTERVAL"}
+        own = {
+            "db-backup": db,
+            "restore": db,
+            "storage-backup": {"SOURCE_BUCKETS"},
+            "prune": {"BACKUP_KEEP_LAST", "BACKUP_KEEP_DAILY", "BACKUP_KEEP_WEEKLY", "BACKUP_KEEP_MONTHLY"},
+            "health": freshness,
+            "monitor": freshness | {"LIFEBOAT_ALLOWED_INVOKERS"},
+        }
+        self.assertEqual(set(all_workloads()), set(own))
+        for name, expected in own.items():
+            with self.subTest(workload=name):
+                keys = self._workload_env_keys(name)
+                self.assertTrue(common <= keys, f"{name} lacks {common - keys}")
+                self.assertTrue(expected <= keys, f"{name} lacks {expected - keys}")
+                if name not in DATABASE_JOBS:
+                    self.assertFalse(keys & db, f"{name} gets the database settings")
         self.assertEqual(service_account_refs(TF.locals["monitor_env"]), {"pubsub_push", "scheduler"})
-        wiring = {"db_backup": "db_backup_env", "storage_backup": "storage_backup_env", "restore": "restore_env",
-                  "prune": "prune_env", "health": "health_env", "monitor": "monitor_env"}
-        for name, (kind, body) in all_workloads().items():
-            _, dynamic = self._env_sources(body, kind)
-            self.assertEqual(len(dynamic), 1, name)
-            self.assertIn(f"local.{wiring[name]}", dynamic[0])
 
     def test_cloud_sql_volume_for_database_jobs(self):
         self.assertEqual(TF.locals["pg_host"],
                          '${local.use_cloudsql ? "/cloudsql/${var.database_instance_connection_name}" : var.database_host}')
-        for name in ("db_backup", "restore"):
+        for name, body in jobs().items():
+            tmpl = runtime_template(body, "job")
+            vols = dynamic_blocks(tmpl, "volumes")
+            mounts = dynamic_blocks(container(body, "job"), "volume_mounts")
+            vpc = dynamic_blocks(tmpl, "vpc_access")
+            preconditions = [p["condition"] for lc in blocks(body, "lifecycle") for p in blocks(lc, "precondition")]
             with self.subTest(job=name):
-                tmpl = runtime_template(TF.resource("google_cloud_run_v2_job", name), "job")
-                vols = dynamic_blocks(tmpl, "volumes")
-                self.assertTrue(vols)
+                if name not in DATABASE_JOBS:
+                    self.assertFalse(vols or mounts or vpc or blocks(tmpl, "volumes") or blocks(tmpl, "vpc_access"),
+                                     f"{name} does not connect to the database")
+                    continue
+                self.assertEqual(len(vols), 1)
+                self.assertEqual(vols[0]["for_each"], '${local.use_cloudsql ? ["cloudsql"] : []}')
                 content = block(vols[0], "content")
                 self.assertEqual(block(content, "cloud_sql_instance")["instances"],
                                  ["${var.database_instance_connection_name}"])
-                mounts = dynamic_blocks(container(TF.resource("google_cloud_run_v2_job", name), "job"), "volume_mounts")
+                self.assertEqual(mounts[0]["for_each"], '${local.use_cloudsql ? ["cloudsql"] : []}')
                 self.assertEqual(block(mounts[0], "content")["mount_path"], "/cloudsql")
+                self.assertEqual(vpc[0]["for_each"], '${local.use_vpc ? ["vpc"] : []}')
+                self.assertEqual(block(vpc[0], "content")["egress"], "PRIVATE_RANGES_ONLY")
+                self.assertIn('${var.database_instance_connection_name != "" || var.database_host != ""}',
+                              preconditions, "planning must fail without a database connection")
 
 
 class MonitoringTest(unittest.TestCase):
@@ -421,20 +506,109 @@ class MonitoringTest(unittest.TestCase):
         self.assertIn("var.alert_emails", channels["for_each"])
         for name, p in policies.items():
             self.assertEqual(p["notification_channels"], "${local.notification_channels}", name)
+        # The failed-execution alert covers every job, a job added later included.
+        self.assertIn("${join(\"|\", local.lifeboat_jobs)}", block(blocks(failed[0], "conditions")[0],
+                                                                  "condition_threshold")["filter"])
+        self.assertEqual(TF.locals["lifeboat_jobs"], "${[for job in google_cloud_run_v2_job.job : job.name]}")
 
 
 class OutputsTest(unittest.TestCase):
     def test_outputs(self):
         for name in ("backup_bucket", "results_topic", "job_names", "backup_now_commands", "restore_commands"):
             self.assertIn(name, TF.outputs)
-        now = TF.outputs["backup_now_commands"]["value"]
-        self.assertTrue(now["db_backup"].startswith("gcloud run jobs execute ${google_cloud_run_v2_job.db_backup.name}"))
-        restore = TF.outputs["restore_commands"]["value"]
-        self.assertTrue(all(v.startswith("gcloud run jobs execute ${google_cloud_run_v2_job.restore.name}")
-                            for v in restore.values()))
+        now = {k: TF.resolve_local_lookups(v) for k, v in TF.outputs["backup_now_commands"]["value"].items()}
+        for key, job in (("db_backup", "db-backup"), ("storage_backup", "storage-backup"), ("health", "health"),
+                         ("prune_dry_run", "prune")):
+            self.assertTrue(now[key].startswith(f'gcloud run jobs execute ${{google_cloud_run_v2_job.job["{job}"].name}} '
+                                                "${local.gcloud_flags} --wait"), now[key])
+        self.assertTrue(now["prune_dry_run"].endswith("--args=--dry-run"))
+        restore = {k: TF.resolve_local_lookups(v) for k, v in TF.outputs["restore_commands"]["value"].items()}
+        self.assertTrue(all(v.startswith('gcloud run jobs execute ${google_cloud_run_v2_job.job["restore"].name} '
+                                         "${local.gcloud_flags} --wait --args=")
+                            for v in restore.values()), restore)
         self.assertIn("--args=list,--database,", restore["list_backups"])
         self.assertIn("--target", restore["restore_database"])
         self.assertIn("--target-prefix", restore["restore_bucket"])
+
+    def test_job_names_output_keeps_its_keys(self):
+        # Scripts read `terraform output job_names`: its keys stay the underscored ones.
+        value = TF.outputs["job_names"]["value"]
+        self.assertEqual(value, '${{for name, job in google_cloud_run_v2_job.job : replace(name, "-", "_") => job.name}}')
+
+
+class JobSettingsTest(unittest.TestCase):
+    """What each job gets once local.job_defaults are filled in: timeouts, retries, size."""
+
+    EXPECTED = {
+        # job: (timeout, max_retries, cpu, memory)
+        "db-backup": ("${var.db_backup_timeout}", "${var.job_max_retries}",
+                      "${var.db_backup_resources.cpu}", "${var.db_backup_resources.memory}"),
+        "storage-backup": ("${var.storage_backup_timeout}", "${var.job_max_retries}", "1", "1Gi"),
+        "restore": ("${var.restore_timeout}", 0, "${var.db_backup_resources.cpu}", "${var.db_backup_resources.memory}"),
+        "prune": ("3600s", "${var.job_max_retries}", "1", "512Mi"),
+        "health": ("900s", "${var.job_max_retries}", "1", "512Mi"),
+    }
+
+    def test_runtime_settings(self):
+        instances = jobs()
+        self.assertEqual(set(instances), set(self.EXPECTED))
+        for name, (timeout, retries, cpu, memory) in self.EXPECTED.items():
+            with self.subTest(job=name):
+                body = instances[name]
+                self.assertEqual(body["deletion_protection"], "${var.deletion_protection}")
+                outer = block(body, "template")
+                self.assertEqual((outer["task_count"], outer["parallelism"]), (1, 1))
+                tmpl = runtime_template(body, "job")
+                self.assertEqual(tmpl["timeout"], timeout)
+                self.assertEqual(tmpl["max_retries"], retries)
+                self.assertEqual(tmpl["execution_environment"], "EXECUTION_ENVIRONMENT_GEN2")
+                limits = block(container(body, "job"), "resources")["limits"]
+                self.assertEqual((limits["cpu"], limits["memory"]), (cpu, memory))
+                ignored = block(body, "lifecycle")["ignore_changes"]
+                self.assertIn("${template[0].template[0].containers[0].image}", ignored,
+                              "cloudbuild.yaml rolls out images; terraform must not roll them back")
+
+    def test_jobs_wait_for_their_grants(self):
+        # depends_on is one list for all instances: it must hold every grant a job's first run needs.
+        deps = set(TF.resource("google_cloud_run_v2_job", "job")["depends_on"])
+        for grant in ("google_secret_manager_secret_iam_member.db_password_accessor",
+                      "google_storage_bucket_iam_member.backups_reader",
+                      "google_storage_bucket_iam_member.db_backup_creator",
+                      "google_storage_bucket_iam_member.storage_backup_creator",
+                      "google_storage_bucket_iam_member.prune_deleter"):
+            self.assertIn(f"${{{grant}}}", deps)
+
+    def test_cloudbuild_rolls_out_every_job(self):
+        # cloudbuild.yaml cannot read the Terraform: its job list must name exactly the jobs.
+        text = (_hcl.REPO / "cloudbuild.yaml").read_text(encoding="utf-8")
+        listed = re.search(r"^\s*_JOBS:\s*(.+)$", text, re.M).group(1).split("#")[0].split()
+        self.assertEqual(sorted(listed), sorted(jobs()))
+        service = re.search(r"^\s*_SERVICE:\s*(\S+)", text, re.M).group(1)
+        self.assertEqual({service}, set(TF.of_type("google_cloud_run_v2_service")))
+
+
+class MovedTest(unittest.TestCase):
+    """Deployments made before the for_each resources keep their objects (terraform/moved.tf)."""
+
+    def test_every_old_address_is_moved(self):
+        moves = {m["from"]: m["to"] for m in TF.moved}
+        self.assertEqual(len(moves), len(TF.moved), "one moved block per old address")
+        for old, new in OLD_ADDRESSES.items():
+            with self.subTest(address=old):
+                self.assertEqual(moves.get(old), new, f"{old} needs `moved {{ from = {old}, to = {new} }}`")
+
+    def test_moves_lead_to_instances_that_exist(self):
+        for m in TF.moved:
+            with self.subTest(address=m["from"]):
+                target = re.fullmatch(r'(\w+)\.(\w+)\["([^"]+)"\]', m["to"])
+                self.assertIsNotNone(target, m["to"])
+                rtype, rname, key = target.groups()
+                self.assertIn(key, TF.instances(rtype, rname))
+                source = re.fullmatch(r"(\w+)\.(\w+)(\[\d+\])?", m["from"])
+                self.assertIsNotNone(source, m["from"])
+                self.assertEqual(source.group(1), rtype, "a move keeps the resource type")
+                self.assertNotIn((source.group(1), source.group(2)), TF.resources,
+                                 f"{m['from']} is still defined: Terraform refuses the move")
 
 
 if __name__ == "__main__":
