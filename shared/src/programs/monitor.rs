@@ -33,6 +33,7 @@ use crate::core::incidents::{
     Settlement, StateError, Verdict,
 };
 use crate::core::secret::Secret;
+use crate::error::Classify as _;
 use crate::notify::slack::{Channel, DeliveryError, Format};
 use crate::runtime::http::{HttpRequest, HttpResponse};
 use crate::runtime::{Program, ProgramSpec, RunContext, Services, StartError};
