@@ -56,6 +56,12 @@ impl fmt::Display for ConfigError {
     }
 }
 
+impl crate::error::Classify for ConfigError {
+    fn kind(&self) -> crate::error::ErrorKind {
+        crate::error::ErrorKind::Config
+    }
+}
+
 impl ConfigError {
     /// A single problem.
     pub fn single(name: impl Into<String>, message: impl Into<String>) -> Self {

@@ -74,6 +74,37 @@ pub struct RunResult {
 }
 
 impl RunResult {
+    /// The result of `program` (from `source` into `destination`) that started at `started_at`,
+    /// before the run reports anything: a success with no items, finished when it started. Every
+    /// result is built here; the run then fills in its outcome, summary, items and figures.
+    pub fn new(
+        program: impl Into<String>,
+        source: impl Into<String>,
+        destination: impl Into<String>,
+        started_at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            schema_version: SCHEMA_VERSION,
+            program: program.into(),
+            source: source.into(),
+            outcome: Outcome::Success,
+            summary: String::new(),
+            started_at,
+            finished_at: started_at,
+            destination: destination.into(),
+            items: Vec::new(),
+            figures: BTreeMap::new(),
+        }
+    }
+
+    /// The same result, failed: `summary` says why.
+    #[must_use]
+    pub fn failed(mut self, summary: impl Into<String>) -> Self {
+        self.outcome = Outcome::Failure;
+        self.summary = summary.into();
+        self
+    }
+
     /// Wall time in milliseconds.
     pub fn duration_ms(&self) -> i64 {
         (self.finished_at - self.started_at).num_milliseconds()

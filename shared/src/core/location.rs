@@ -35,6 +35,12 @@ pub enum LocationError {
     Path(String),
 }
 
+impl crate::error::Classify for LocationError {
+    fn kind(&self) -> crate::error::ErrorKind {
+        crate::error::ErrorKind::Config
+    }
+}
+
 impl Location {
     /// `file://<home>/.local/share/lifeboat/backups`, the embedded default (`/tmp` without a home).
     pub fn embedded_default(home: Option<&str>) -> Self {

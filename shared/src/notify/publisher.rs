@@ -7,13 +7,18 @@
 use std::fmt;
 
 use async_trait::async_trait;
+use gcloud_gax::grpc::Code;
 
 use crate::core::events::Event;
+use crate::error::{Classify, ErrorKind};
 
 /// Why publishing failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
-    /// Could not reach or authenticate to Pub/Sub.
+    /// No usable Google credentials (outside Cloud Run: `GOOGLE_APPLICATION_CREDENTIALS`).
+    #[error("cannot connect to Pub/Sub: {0}")]
+    Credentials(String),
+    /// Could not reach Pub/Sub.
     #[error("cannot connect to Pub/Sub: {0}")]
     Connect(String),
     /// The publish call failed.
@@ -21,9 +26,42 @@ pub enum PublishError {
     Publish {
         /// Topic.
         topic: String,
+        /// Pub/Sub's status code: whether trying again can help.
+        code: Code,
         /// What happened.
         message: String,
     },
+    /// Pub/Sub accepted the call but named no message.
+    #[error("publishing to {topic} failed: no message id returned")]
+    NoMessageId {
+        /// Topic.
+        topic: String,
+    },
+}
+
+impl Classify for PublishError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Credentials(_) => ErrorKind::Config,
+            Self::Connect(_) => ErrorKind::Transient,
+            Self::Publish { code, .. } => match code {
+                Code::Unavailable
+                | Code::DeadlineExceeded
+                | Code::ResourceExhausted
+                | Code::Aborted
+                | Code::Internal
+                | Code::Unknown
+                | Code::Cancelled => ErrorKind::Transient,
+                Code::NotFound => ErrorKind::NotFound,
+                Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => ErrorKind::Config,
+                Code::PermissionDenied | Code::Unauthenticated | Code::Unimplemented | Code::AlreadyExists => {
+                    ErrorKind::Refused
+                }
+                Code::Ok | Code::DataLoss => ErrorKind::Internal,
+            },
+            Self::NoMessageId { .. } => ErrorKind::Internal,
+        }
+    }
 }
 
 /// Something that delivers result events.
@@ -73,7 +111,7 @@ pub async fn pubsub_client(
         None => ClientConfig { project_id: project.map(str::to_owned), ..ClientConfig::default() }
             .with_auth()
             .await
-            .map_err(|e| PublishError::Connect(e.to_string()))?,
+            .map_err(|e| PublishError::Credentials(e.to_string()))?,
     };
     Client::new(config).await.map_err(|e| PublishError::Connect(e.to_string()))
 }
@@ -99,14 +137,11 @@ impl Publisher for PubSubPublisher {
             attributes: event.attributes(),
             ..Default::default()
         };
-        let ids = self
-            .publisher
-            .publish_immediately(vec![message], None)
-            .await
-            .map_err(|e| PublishError::Publish { topic: self.topic.clone(), message: e.message().to_owned() })?;
-        ids.into_iter().next().ok_or_else(|| PublishError::Publish {
+        let ids = self.publisher.publish_immediately(vec![message], None).await.map_err(|e| PublishError::Publish {
             topic: self.topic.clone(),
-            message: "no message id returned".into(),
-        })
+            code: e.code(),
+            message: e.message().to_owned(),
+        })?;
+        ids.into_iter().next().ok_or_else(|| PublishError::NoMessageId { topic: self.topic.clone() })
     }
 }

@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 
 use crate::core::alerts::Alert;
 use crate::core::secret::Secret;
+use crate::error::{Classify, ErrorKind};
 
 /// Timeout of one delivery.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
@@ -71,12 +72,18 @@ fn hint(retry_after: &Option<Duration>) -> String {
     retry_after.map(|d| format!("; retry after {} s", d.as_secs())).unwrap_or_default()
 }
 
-impl DeliveryError {
-    /// True when delivering again later may succeed.
-    pub fn is_retryable(&self) -> bool {
-        !matches!(self, Self::Rejected { .. })
+impl Classify for DeliveryError {
+    /// Rate limits, 408/5xx answers and no answer at all are transient (delivered again later);
+    /// any other refusal is for good.
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::RateLimited { .. } | Self::Unavailable { .. } | Self::Network { .. } => ErrorKind::Transient,
+            Self::Rejected { .. } => ErrorKind::Refused,
+        }
     }
+}
 
+impl DeliveryError {
     /// The delay the endpoint asked for.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
@@ -95,6 +102,15 @@ pub enum ChannelError {
     /// The HTTP client cannot be built.
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
+}
+
+impl Classify for ChannelError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::BadUrl(_) => ErrorKind::Config,
+            Self::Client(_) => ErrorKind::Internal,
+        }
+    }
 }
 
 /// One place alerts go.
@@ -201,9 +217,25 @@ mod tests {
     }
 
     #[test]
+    fn only_refusals_are_not_retried() {
+        let channel = || "slack".to_owned();
+        let transient = [
+            DeliveryError::RateLimited { channel: channel(), retry_after: None },
+            DeliveryError::Unavailable { channel: channel(), status: 503, retry_after: None },
+            DeliveryError::Network { channel: channel(), message: "connection refused".into() },
+        ];
+        for e in transient {
+            assert!(e.is_retryable(), "{e}");
+        }
+        let refused = DeliveryError::Rejected { channel: channel(), status: 404, body: "no_service".into() };
+        assert_eq!((refused.kind(), refused.is_retryable()), (ErrorKind::Refused, false));
+    }
+
+    #[test]
     fn bad_urls_are_refused_without_showing_them() {
         let secret = Secret::new("hooks.slack.com/services/T000/B000/XXXXSECRET");
         let e = Channel::new("slack", &secret, Format::Slack).expect_err("no scheme");
+        assert_eq!(e.kind(), ErrorKind::Config);
         assert!(!e.to_string().contains("XXXXSECRET"), "{e}");
         let ok = Channel::new("slack", &Secret::new("https://hooks.slack.com/services/T/B/SECRET"), Format::Slack)
             .expect("valid");
@@ -228,6 +260,7 @@ mod tests {
             origin: "test".into(),
         };
         let e = ch.send(&alert, Utc::now()).await.expect_err("nothing listens");
+        assert_eq!(e.kind(), ErrorKind::Transient);
         assert!(e.is_retryable());
         let text = format!("{e} {e:?}");
         assert!(!text.contains("TOPSECRETTOKEN") && !text.contains("/services/"), "{text}");

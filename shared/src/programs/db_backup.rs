@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use chrono::Utc;
+use clap::Parser;
 use futures::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
@@ -19,15 +20,19 @@ use crate::postgres::conn::ConnParams;
 use crate::postgres::settings::PgConfig;
 use crate::postgres::sql::{self, DatabaseInfo};
 use crate::postgres::tools::{self, PgTools};
-use crate::runtime::{Program, ProgramSpec, RunContext, Services, StartError};
+use crate::runtime::{self, Program, ProgramSpec, RunContext, Services, StartError};
 
 /// The program's specification.
-pub static SPEC: ProgramSpec = ProgramSpec {
-    name: "db-backup",
-    about: "Streams pg_dump (custom format) of each database through multi-threaded compression and checksums into the backup store; a manifest written last marks each backup complete.",
-    usage: "",
-    vars: &[vars::POSTGRES, vars::DB_BACKUP],
-};
+pub static SPEC: ProgramSpec = ProgramSpec { name: "db-backup", vars: &[vars::POSTGRES, vars::DB_BACKUP] };
+
+/// Streams pg_dump (custom format) of each database through multi-threaded compression and
+/// checksums into the backup store; a manifest written last marks each backup complete.
+#[derive(Debug, Clone, Default, Parser)]
+pub struct Cli {
+    /// The runtime's flags (`--once`), read by the runtime.
+    #[command(flatten)]
+    pub runtime: runtime::Args,
+}
 
 /// Settings of `db-backup`.
 #[derive(Debug, Clone)]
@@ -49,7 +54,7 @@ pub struct Config {
 }
 
 /// Reads the settings.
-pub fn read(r: &mut Reader<'_>, _args: &[String]) -> Option<Config> {
+pub fn read(r: &mut Reader<'_>, _cli: Option<Cli>) -> Option<Config> {
     let pg = PgConfig::read(r);
     let databases = r.list(&vars::DATABASES);
     let compression = match r.text(&vars::COMPRESSION).as_deref() {
@@ -101,7 +106,7 @@ pub struct App {
 
 /// Builds the program.
 pub async fn start(services: Services, config: Config) -> Result<App, StartError> {
-    let conn = ConnParams::resolve(&config.pg, &services.env).map_err(|e| StartError(e.to_string()))?;
+    let conn = ConnParams::resolve(&config.pg, &services.env)?;
     Ok(App { services, config, conn })
 }
 
@@ -293,7 +298,7 @@ mod tests {
     fn read_env(pairs: &[(&str, &str)]) -> Result<Config, crate::config::ConfigError> {
         let env = Env::from_pairs(pairs.iter().copied());
         let mut r = Reader::new(&env);
-        let c = read(&mut r, &[]);
+        let c = read(&mut r, Some(Cli::default()));
         r.finish()?;
         Ok(c.expect("a config when there is no problem"))
     }

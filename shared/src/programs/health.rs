@@ -11,24 +11,30 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use clap::Parser;
 use http::{Method, StatusCode};
 
 use crate::config::{Reader, vars};
-use crate::core::clock::Clock;
 use crate::core::events::{ItemResult, Outcome, RunResult};
 use crate::core::freshness::{Freshness, Status};
 use crate::core::series::Kind;
 use crate::runtime::http::{HttpRequest, HttpResponse};
-use crate::runtime::{Program, ProgramSpec, RunContext, Services, StartError};
+use crate::runtime::{self, Program, ProgramSpec, RunContext, Services, StartError};
 use crate::store::StoreError;
 
 /// The program's specification.
-pub static SPEC: ProgramSpec = ProgramSpec {
-    name: "health",
-    about: "Reads the backup store and reports, per source (database or bucket), the age of the newest complete backup, its size and status; stale after BACKUP_MAX_AGE. Job mode exits 1 unless all are ok; service mode serves GET /status (JSON, or HTML for browsers) and GET / (HTML).",
-    usage: "",
-    vars: &[vars::HEALTH, &[&vars::DATABASES, &vars::SOURCE_BUCKETS]],
-};
+pub static SPEC: ProgramSpec =
+    ProgramSpec { name: "health", vars: &[vars::HEALTH, &[&vars::DATABASES, &vars::SOURCE_BUCKETS]] };
+
+/// Reads the backup store and reports, per source (database or bucket), the age of the newest
+/// complete backup, its size and status; stale after BACKUP_MAX_AGE. Job mode exits 1 unless all
+/// are ok; service mode serves GET /status (JSON, or HTML for browsers) and GET / (HTML).
+#[derive(Debug, Clone, Default, Parser)]
+pub struct Cli {
+    /// The runtime's flags (`--once`), read by the runtime.
+    #[command(flatten)]
+    pub runtime: runtime::Args,
+}
 
 /// Settings of `health`.
 #[derive(Debug, Clone)]
@@ -42,7 +48,7 @@ pub struct Config {
 }
 
 /// Reads the settings.
-pub fn read(r: &mut Reader<'_>, _args: &[String]) -> Option<Config> {
+pub fn read(r: &mut Reader<'_>, _cli: Option<Cli>) -> Option<Config> {
     let max_age = r.duration(&vars::MAX_AGE);
     let expected = r.list(&vars::DATABASES);
     let expected_buckets = r.list(&vars::SOURCE_BUCKETS);
@@ -54,22 +60,14 @@ pub fn read(r: &mut Reader<'_>, _args: &[String]) -> Option<Config> {
 pub struct App {
     services: Services,
     config: Config,
-    clock: Clock,
 }
 
 /// Builds the program.
 pub async fn start(services: Services, config: Config) -> Result<App, StartError> {
-    Ok(App { services, config, clock: Clock::system() })
+    Ok(App { services, config })
 }
 
 impl App {
-    /// Uses `clock` for "now" (tests).
-    #[must_use]
-    pub fn with_clock(mut self, clock: Clock) -> Self {
-        self.clock = clock;
-        self
-    }
-
     /// Evaluates freshness at `now`.
     pub async fn evaluate(&self, now: DateTime<Utc>) -> Result<Vec<Freshness>, StoreError> {
         let source = &self.services.common.source;
@@ -141,7 +139,7 @@ fn wants_html(request: &HttpRequest) -> bool {
 impl Program for App {
     async fn run(&self, ctx: RunContext) -> RunResult {
         let mut result = self.services.result(SPEC.name, ctx.started);
-        match self.evaluate(self.clock.now()).await {
+        match self.evaluate(self.services.clock.now()).await {
             Ok(rows) => {
                 if ctx.trigger == crate::runtime::Trigger::Job {
                     print!("{}", table(&rows));
@@ -188,7 +186,7 @@ impl Program for App {
             "/status" => wants_html(request),
             _ => return None,
         };
-        let now = self.clock.now();
+        let now = self.services.clock.now();
         Some(match self.evaluate(now).await {
             Ok(rows) => {
                 let all_ok = !rows.is_empty() && rows.iter().all(|r| r.status == Status::Ok);

@@ -20,12 +20,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use clap::Parser;
 use futures::TryStreamExt as _;
 use http::{Method, StatusCode};
 
 use crate::config::{Reader, Var, vars};
 use crate::core::alerts::{Alert, Change, Rerun};
-use crate::core::clock::Clock;
 use crate::core::events::{Event, Outcome, RunResult};
 use crate::core::freshness::{Freshness, Status};
 use crate::core::incidents::{
@@ -33,18 +33,25 @@ use crate::core::incidents::{
     Settlement, StateError, Verdict,
 };
 use crate::core::secret::Secret;
+use crate::error::Classify as _;
 use crate::notify::slack::{Channel, DeliveryError, Format};
 use crate::runtime::http::{HttpRequest, HttpResponse};
-use crate::runtime::{Program, ProgramSpec, RunContext, Services, StartError};
+use crate::runtime::{self, Program, ProgramSpec, RunContext, Services, StartError};
 use crate::store::{ObjectStore, ObjectStoreExt as _, Precondition, PutOptions, StoreError};
 
 /// The program's specification.
-pub static SPEC: ProgramSpec = ProgramSpec {
-    name: "monitor",
-    about: "Receives result events (Pub/Sub push, POST /pubsub) and freshness checks (POST /check; job mode runs one check); alerts Slack once per failure or incident, reminds at most once per ALERT_REMINDER_INTERVAL, and says when a source recovered.",
-    usage: "",
-    vars: &[vars::MONITOR, &[&vars::DATABASES, &vars::SOURCE_BUCKETS]],
-};
+pub static SPEC: ProgramSpec =
+    ProgramSpec { name: "monitor", vars: &[vars::MONITOR, &[&vars::DATABASES, &vars::SOURCE_BUCKETS]] };
+
+/// Receives result events (Pub/Sub push, POST /pubsub) and freshness checks (POST /check; job
+/// mode runs one check); alerts Slack once per failure or incident, reminds at most once per
+/// ALERT_REMINDER_INTERVAL, and says when a source recovered.
+#[derive(Debug, Clone, Default, Parser)]
+pub struct Cli {
+    /// The runtime's flags (`--once`), read by the runtime.
+    #[command(flatten)]
+    pub runtime: runtime::Args,
+}
 
 /// Largest state object read.
 const MAX_STATE_BYTES: u64 = 16 * 1024 * 1024;
@@ -80,7 +87,7 @@ fn webhook_url(r: &mut Reader<'_>, var: &Var) -> Option<Secret> {
 }
 
 /// Reads the settings.
-pub fn read(r: &mut Reader<'_>, _args: &[String]) -> Option<Config> {
+pub fn read(r: &mut Reader<'_>, _cli: Option<Cli>) -> Option<Config> {
     let max_age = r.duration(&vars::MAX_AGE);
     let slack = webhook_url(r, &vars::SLACK_WEBHOOK_URL);
     let webhook = webhook_url(r, &vars::ALERT_WEBHOOK_URL);
@@ -134,7 +141,6 @@ pub struct CheckReport {
 pub struct App {
     services: Services,
     config: Config,
-    clock: Clock,
     channels: Vec<Channel>,
     rerun: Rerun,
     /// Channels that asked us (429 + Retry-After) not to call before a time.
@@ -145,16 +151,16 @@ pub struct App {
 pub async fn start(services: Services, config: Config) -> Result<App, StartError> {
     let mut channels = Vec::new();
     if let Some(url) = &config.slack {
-        channels.push(Channel::new("slack", url, Format::Slack).map_err(|e| StartError(e.to_string()))?);
+        channels.push(Channel::new("slack", url, Format::Slack)?);
     }
     if let Some(url) = &config.webhook {
-        channels.push(Channel::new("webhook", url, Format::Json).map_err(|e| StartError(e.to_string()))?);
+        channels.push(Channel::new("webhook", url, Format::Json)?);
     }
     if channels.is_empty() {
         tracing::warn!("neither SLACK_WEBHOOK_URL nor ALERT_WEBHOOK_URL is set: alerts are only logged");
     }
     let rerun = Rerun { region: config.region.clone(), project: services.common.project.clone() };
-    Ok(App { services, config, clock: Clock::system(), channels, rerun, blocked: Mutex::new(BTreeMap::new()) })
+    Ok(App { services, config, channels, rerun, blocked: Mutex::new(BTreeMap::new()) })
 }
 
 fn json_options(precondition: Precondition) -> PutOptions {
@@ -188,13 +194,6 @@ fn is_conflict(e: &StoreError) -> bool {
 }
 
 impl App {
-    /// Uses `clock` for "now" (tests inject time).
-    #[must_use]
-    pub fn with_clock(mut self, clock: Clock) -> Self {
-        self.clock = clock;
-        self
-    }
-
     fn store(&self) -> &dyn ObjectStore {
         &*self.services.store
     }
@@ -259,7 +258,7 @@ impl App {
 
     /// Handles one Pub/Sub push request body (at the clock's "now").
     pub async fn handle_push(&self, body: &[u8]) -> HttpResponse {
-        let now = self.clock.now();
+        let now = self.services.clock.now();
         let message = match crate::runtime::push::parse(body) {
             Ok(m) => m,
             Err(e) => {
@@ -492,7 +491,7 @@ impl App {
 
     /// Runs one check at the clock's "now".
     pub async fn check(&self) -> Result<CheckReport, MonitorError> {
-        self.check_at(self.clock.now()).await
+        self.check_at(self.services.clock.now()).await
     }
 }
 
@@ -603,7 +602,7 @@ mod tests {
         let env =
             Env::from_pairs([("SLACK_WEBHOOK_URL", "hooks.slack.com/T/B/NOTSHOWN"), ("ALERT_REMINDER_INTERVAL", "0s")]);
         let mut r = Reader::new(&env);
-        let _ = read(&mut r, &[]);
+        let _ = read(&mut r, Some(Cli::default()));
         let err = r.finish().expect_err("invalid");
         let text = err.to_string();
         assert!(text.contains("SLACK_WEBHOOK_URL") && text.contains("ALERT_REMINDER_INTERVAL"), "{text}");

@@ -12,27 +12,37 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use clap::Parser;
 use futures::TryStreamExt as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Reader, vars};
-use crate::core::clock::Clock;
 use crate::core::events::{ItemResult, Outcome, RunResult};
 use crate::core::naming::SnapshotPath;
 use crate::core::retention::{Action, DeleteReason, Hold, Plan, Policy, SeriesPlan, unreferenced_blobs};
 use crate::core::series::Kind;
 use crate::core::snapshot_manifest::{SnapshotFormatError, SnapshotHeader, decode_part, part_key};
 use crate::core::units;
-use crate::runtime::{Program, ProgramSpec, RunContext, Services, StartError, Trigger};
+use crate::runtime::{self, Program, ProgramSpec, RunContext, Services, StartError, Trigger};
 use crate::store::{ObjectMeta, ObjectStore, ObjectStoreExt as _, StoreError};
 
 /// The program's specification.
-pub static SPEC: ProgramSpec = ProgramSpec {
-    name: "prune",
-    about: "Applies the retention policy: plans what to keep and delete, then deletes (never the newest good backup; nothing while the newest run failed or is suspicious).",
-    usage: "Options:\n  --dry-run    print the plan as a table and change nothing\n  --force      allow deleting more than PRUNE_MAX_DELETE_FRACTION of a source's backups\n",
-    vars: &[vars::PRUNE],
-};
+pub static SPEC: ProgramSpec = ProgramSpec { name: "prune", vars: &[vars::PRUNE] };
+
+/// Applies the retention policy: plans what to keep and delete, then deletes (never the newest
+/// good backup; nothing while the newest run failed or is suspicious).
+#[derive(Debug, Clone, Default, Parser)]
+pub struct Cli {
+    /// The runtime's flags (`--once`), read by the runtime.
+    #[command(flatten)]
+    pub runtime: runtime::Args,
+    /// Print the plan as a table and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Allow deleting more than PRUNE_MAX_DELETE_FRACTION of a source's backups.
+    #[arg(long)]
+    pub force: bool,
+}
 
 /// The shortest `PRUNE_GRACE` accepted: a Cloud Run job runs up to 24 h, and blobs a running
 /// snapshot copied are referenced only once its manifest part is written.
@@ -51,16 +61,7 @@ pub struct Config {
 }
 
 /// Reads the settings and the command line (`--dry-run`, `--force`).
-pub fn read(r: &mut Reader<'_>, args: &[String]) -> Option<Config> {
-    let mut dry_run = false;
-    let mut force = false;
-    for a in args {
-        match a.as_str() {
-            "--dry-run" => dry_run = true,
-            "--force" => force = true,
-            other => r.problem("arguments", format!("unknown argument {other:?}: prune takes --dry-run and --force")),
-        }
-    }
+pub fn read(r: &mut Reader<'_>, cli: Option<Cli>) -> Option<Config> {
     fn optional(r: &mut Reader<'_>, var: &crate::config::Var) -> Option<Option<u32>> {
         if r.env().get(var.name).is_none() {
             return Some(None);
@@ -102,9 +103,9 @@ pub fn read(r: &mut Reader<'_>, args: &[String]) -> Option<Config> {
             keep_monthly: keep_monthly?,
             grace: grace?,
             max_delete_fraction: fraction?,
-            force,
+            force: cli.as_ref()?.force,
         },
-        dry_run,
+        dry_run: cli?.dry_run,
     })
 }
 
@@ -154,23 +155,15 @@ pub struct SeriesOutcome {
 pub struct App {
     services: Services,
     config: Config,
-    clock: Clock,
 }
 
 /// Builds the program.
 pub async fn start(services: Services, mut config: Config) -> Result<App, StartError> {
     config.policy.retention_days = services.common.retention_days;
-    Ok(App { services, config, clock: Clock::system() })
+    Ok(App { services, config })
 }
 
 impl App {
-    /// Uses `clock` for "now" (tests inject time).
-    #[must_use]
-    pub fn with_clock(mut self, clock: Clock) -> Self {
-        self.clock = clock;
-        self
-    }
-
     /// The policy in force.
     pub fn policy(&self) -> &Policy {
         &self.config.policy
@@ -427,7 +420,7 @@ impl PruneReport {
 impl Program for App {
     async fn run(&self, ctx: RunContext) -> RunResult {
         let result = self.services.result(SPEC.name, ctx.started);
-        let report = self.prune(self.clock.now(), self.config.dry_run, &ctx.cancel).await;
+        let report = self.prune(self.services.clock.now(), self.config.dry_run, &ctx.cancel).await;
         if ctx.trigger == Trigger::Job
             && let Some(plan) = &report.plan
         {
@@ -444,13 +437,14 @@ mod tests {
     use super::*;
     use crate::config::Env;
 
+    /// The settings from `pairs` and the command line `--once ARGS`, as the binary reads them.
     fn read_env(pairs: &[(&str, &str)], args: &[&str]) -> Result<Config, crate::config::ConfigError> {
         let env = Env::from_pairs(pairs.iter().copied());
-        let mut r = Reader::new(&env);
-        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-        let c = read(&mut r, &args);
-        r.finish()?;
-        Ok(c.expect("config"))
+        let args = std::iter::once("--once").chain(args.iter().copied());
+        match runtime::configure(&SPEC, args, &env, read)? {
+            runtime::Invocation::Run { config, .. } => Ok(config),
+            runtime::Invocation::Print(text) => panic!("nothing to print expected: {text}"),
+        }
     }
 
     #[test]
@@ -472,5 +466,14 @@ mod tests {
         .expect_err("invalid");
         let names: Vec<_> = err.problems.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["arguments", "BACKUP_KEEP_DAILY", "PRUNE_MAX_DELETE_FRACTION", "PRUNE_GRACE"]);
+        assert!(err.problems[0].message.contains("'--yes'"), "{err}");
+    }
+
+    #[test]
+    fn dry_run_and_force_may_come_in_any_order() {
+        let c = read_env(&[], &["--force", "--dry-run"]).expect("valid");
+        assert!(c.dry_run && c.policy.force);
+        let c = read_env(&[], &[]).expect("valid");
+        assert!(!c.dry_run && !c.policy.force);
     }
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use chrono::Utc;
+use clap::Parser;
 
 use crate::bucket::SnapshotError;
 use crate::bucket::backup::{
@@ -15,20 +16,27 @@ use crate::config::{Reader, vars};
 use crate::core::events::{ItemResult, Outcome, RunResult};
 use crate::core::naming::RunId;
 use crate::core::units;
-use crate::runtime::{Program, ProgramSpec, RunContext, Services, StartError};
+use crate::runtime::{self, Program, ProgramSpec, RunContext, Services, StartError};
 use crate::store::Location;
 
 /// The program's specification.
-pub static SPEC: ProgramSpec = ProgramSpec {
-    name: "storage-backup",
-    about: "Takes an incremental, server-side snapshot of source buckets into the backup bucket: unchanged objects cost no request, new content is copied server-side into content-addressed blobs, and a header written last marks the snapshot complete.",
-    usage: "Scale-out: as a Cloud Run job with several tasks, each task snapshots the objects whose name
-hashes to its CLOUD_RUN_TASK_INDEX and writes its part; the tasks of one execution share a snapshot
-id (claimed through storage/<bucket>/executions/<CLOUD_RUN_EXECUTION>.json, or pinned with
-SNAPSHOT_ID), and the task that finds every part present writes the header. A retried task whose
-part is already written only checks the header.",
-    vars: &[vars::STORAGE_BACKUP],
-};
+pub static SPEC: ProgramSpec = ProgramSpec { name: "storage-backup", vars: &[vars::STORAGE_BACKUP] };
+
+/// Takes an incremental, server-side snapshot of source buckets into the backup bucket:
+/// unchanged objects cost no request, new content is copied server-side into content-addressed
+/// blobs, and a header written last marks the snapshot complete.
+///
+/// Scale-out: as a Cloud Run job with several tasks, each task snapshots the objects whose name
+/// hashes to its CLOUD_RUN_TASK_INDEX and writes its part; the tasks of one execution share a
+/// snapshot id (claimed through storage/<bucket>/executions/<CLOUD_RUN_EXECUTION>.json, or
+/// pinned with SNAPSHOT_ID), and the task that finds every part present writes the header. A
+/// retried task whose part is already written only checks the header.
+#[derive(Debug, Clone, Default, Parser)]
+pub struct Cli {
+    /// The runtime's flags (`--once`), read by the runtime.
+    #[command(flatten)]
+    pub runtime: runtime::Args,
+}
 
 /// Where the snapshot id of a run comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,7 +61,7 @@ pub struct Config {
 }
 
 /// Reads the settings.
-pub fn read(r: &mut Reader<'_>, _args: &[String]) -> Option<Config> {
+pub fn read(r: &mut Reader<'_>, _cli: Option<Cli>) -> Option<Config> {
     let mut sources: Vec<SourceSpec> = Vec::new();
     let raw = r.list(&vars::SOURCE_BUCKETS);
     if raw.is_empty() {
@@ -139,10 +147,10 @@ pub async fn start(services: Services, config: Config) -> Result<App, StartError
             (Location::Gcs { .. }, Location::Gcs { .. }) | (Location::Local { .. }, Location::Local { .. })
         );
         if !compatible {
-            return Err(StartError(format!(
-                "cannot snapshot {spec} into {}: copies are server-side, so sources and destination must both be gs:// (or both file://)",
-                services.common.destination
-            )));
+            return Err(StartError::MixedLocations {
+                from: spec.to_string(),
+                into: services.common.destination.clone(),
+            });
         }
         let store = crate::store::open(&spec.location, &services.env, services.common.upload_chunk_bytes).await?;
         sources.push(Source { spec: spec.clone(), store });
@@ -252,7 +260,7 @@ mod tests {
     fn parse(pairs: &[(&str, &str)]) -> Result<Config, crate::config::ConfigError> {
         let env = Env::from_pairs(pairs.iter().copied());
         let mut r = Reader::new(&env);
-        let c = read(&mut r, &[]);
+        let c = read(&mut r, Some(Cli::default()));
         r.finish()?;
         Ok(c.expect("a config when there is no problem"))
     }

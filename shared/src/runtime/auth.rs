@@ -8,6 +8,7 @@ use base64::Engine as _;
 
 use crate::config::AuthConfig;
 use crate::core::secret::constant_time_eq;
+use crate::error::{Classify, ErrorKind};
 
 /// The caller, once admitted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +28,13 @@ pub enum AuthError {
     /// Credentials of somebody not on the allow-list: 403.
     #[error("{0} is not allowed to call this endpoint (LIFEBOAT_ALLOWED_INVOKERS)")]
     Forbidden(String),
+}
+
+impl Classify for AuthError {
+    /// Both are refusals for good: the same credentials get the same answer.
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::Refused
+    }
 }
 
 impl AuthConfig {

@@ -15,6 +15,8 @@ use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
+use crate::error::{Classify, ErrorKind};
+
 /// A message received through a push subscription.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PushMessage {
@@ -48,6 +50,13 @@ pub enum PushError {
     /// Data is not base64.
     #[error("message.data is not base64: {0}")]
     Base64(#[from] base64::DecodeError),
+}
+
+impl Classify for PushError {
+    /// The body failed a format check: sending the same body again cannot help.
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::Integrity
+    }
 }
 
 #[derive(Deserialize)]

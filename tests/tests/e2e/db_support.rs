@@ -10,6 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use clap::Parser as _;
 use lifeboat_core::config::{Common, Env, Reader};
 use lifeboat_core::core::db_manifest::DbManifest;
 use lifeboat_core::core::events::{Outcome, RunResult};
@@ -302,14 +303,14 @@ pub fn services(env: &Env, store: DynStore) -> Services {
     let mut r = Reader::new(env);
     let common = Common::read(&mut r);
     r.finish().unwrap_or_else(|e| panic!("test configuration: {e}"));
-    Services { env: env.clone(), common: common.expect("common settings"), store, publisher: Arc::new(LogPublisher) }
+    Services::new(env.clone(), common.expect("common settings"), store, Arc::new(LogPublisher))
 }
 
 /// Builds `db-backup` as its binary would (configuration from `env`).
 pub async fn backup_app(env: &Env, store: DynStore) -> db_backup::App {
     lifeboat_core::runtime::logging::init(env);
     let mut r = Reader::new(env);
-    let config = db_backup::read(&mut r, &[]);
+    let config = db_backup::read(&mut r, Some(db_backup::Cli::default()));
     r.finish().unwrap_or_else(|e| panic!("db-backup configuration: {e}"));
     db_backup::start(services(env, store), config.expect("config")).await.expect("start db-backup")
 }
@@ -328,8 +329,8 @@ pub async fn run_restore(env: &Env, store: DynStore, args: &[&str]) -> RunResult
 pub async fn run_restore_with(env: &Env, store: DynStore, args: &[&str], cancel: CancellationToken) -> RunResult {
     lifeboat_core::runtime::logging::init(env);
     let mut r = Reader::new(env);
-    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-    let config = restore::read(&mut r, &args);
+    let cli = restore::Cli::try_parse_from(std::iter::once("restore").chain(args.iter().copied()));
+    let config = restore::read(&mut r, Some(cli.unwrap_or_else(|e| panic!("restore arguments: {e}"))));
     r.finish().unwrap_or_else(|e| panic!("restore configuration: {e}"));
     let app = restore::start(services(env, store), config.expect("config")).await.expect("start restore");
     let mut ctx = RunContext::new(Trigger::Job);

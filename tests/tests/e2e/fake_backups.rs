@@ -153,14 +153,14 @@ pub fn services_with(store: DynStore, vars: &[(&str, &str)], publisher: Arc<dyn 
     let common = Common::read(&mut r);
     r.finish().expect("valid common configuration");
     let common = common.expect("common");
-    (Services { env: env.clone(), common, store, publisher }, env)
+    (Services::new(env.clone(), common, store, publisher), env)
 }
 
 /// Reads a program's configuration from `env` (panics with every problem).
-pub fn config<C>(env: &Env, args: &[&str], read: fn(&mut Reader<'_>, &[String]) -> Option<C>) -> C {
+pub fn config<A: clap::Parser, C>(env: &Env, args: &[&str], read: fn(&mut Reader<'_>, Option<A>) -> Option<C>) -> C {
     let mut r = Reader::new(env);
-    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-    let c = read(&mut r, &args);
+    let cli = A::try_parse_from(std::iter::once("program").chain(args.iter().copied())).expect("valid arguments");
+    let c = read(&mut r, Some(cli));
     r.finish().expect("valid program configuration");
     c.expect("config")
 }

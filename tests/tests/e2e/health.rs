@@ -30,8 +30,9 @@ async fn health_serves_json_and_an_html_page() {
     snapshot(&*store, "media", &run_at(t0 - Duration::hours(3)), &[("a.png", "blob-a")], true, false).await;
 
     let (services, env) = services(store.clone(), &[("BACKUP_DATABASES", "app,billing,ledger")]);
+    let services = services.with_clock(clock.clone());
     let program = health::start(services.clone(), config(&env, &[], health::read)).await.expect("start");
-    let app = App::new(&health::SPEC, Arc::new(program.with_clock(clock.clone())), services);
+    let app = App::new(&health::SPEC, Arc::new(program), services);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let stop = Arc::new(Notify::new());

@@ -55,8 +55,9 @@ async fn serve_monitor(store: &DynStore, vars: &[(&str, &str)], clock: &Clock) -
     let mut all = vec![("LIFEBOAT_API_TOKEN", TOKEN), ("LIFEBOAT_REGION", "europe-west1")];
     all.extend_from_slice(vars);
     let (services, env) = services(store.clone(), &all);
+    let services = services.with_clock(clock.clone());
     let program = monitor::start(services.clone(), config(&env, &[], monitor::read)).await.expect("start monitor");
-    let app = App::new(&monitor::SPEC, Arc::new(program.with_clock(clock.clone())), services);
+    let app = App::new(&monitor::SPEC, Arc::new(program), services);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let stop = Arc::new(Notify::new());

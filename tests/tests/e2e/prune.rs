@@ -22,7 +22,7 @@ async fn store() -> DynStore {
 async fn app(store: &DynStore, vars: &[(&str, &str)], clock: &Clock) -> prune::App {
     let (services, env) = services(store.clone(), vars);
     let cfg = config(&env, &[], prune::read);
-    prune::start(services, cfg).await.expect("start").with_clock(clock.clone())
+    prune::start(services.with_clock(clock.clone()), cfg).await.expect("start")
 }
 
 fn figure(r: &RunResult, name: &str) -> u64 {
@@ -122,8 +122,9 @@ async fn prune_holds_a_series_whose_newest_run_failed() {
     assert!(result.summary.contains("1 series held"), "{}", result.summary);
     assert!(result.items[0].error.as_deref().unwrap_or_default().contains("--force"));
     let (services, env) = services(store.clone(), &vars);
-    let forced = prune::start(services, config(&env, &["--force"], prune::read)).await.expect("start");
-    let result = forced.with_clock(clock).run(RunContext::new(Trigger::Http)).await;
+    let forced =
+        prune::start(services.with_clock(clock), config(&env, &["--force"], prune::read)).await.expect("start");
+    let result = forced.run(RunContext::new(Trigger::Http)).await;
     assert_eq!((result.outcome, figure(&result, "backups_deleted")), (Outcome::Success, 4));
 }
 

@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 
 use crate::support::local_store;
 
-static SPEC: ProgramSpec = ProgramSpec { name: "slow", about: "waits to be released", usage: "", vars: &[] };
+static SPEC: ProgramSpec = ProgramSpec { name: "slow", vars: &[] };
 
 /// A program that blocks until released, so a second request can arrive mid-run.
 struct Slow {
@@ -51,7 +51,7 @@ async fn service_mode_authenticates_serialises_runs_and_stops_gracefully() {
     let mut r = Reader::new(&env);
     let common = Common::read(&mut r).expect("common");
     r.finish().expect("valid config");
-    let services = Services { env, common, store, publisher: Arc::new(LogPublisher) };
+    let services = Services::new(env, common, store, Arc::new(LogPublisher));
     let release = Arc::new(Notify::new());
     let started = Arc::new(Notify::new());
     let program = Arc::new(Slow {

@@ -667,14 +667,14 @@ async fn two_tasks_of_a_sharded_run_equal_a_single_task_run() {
 fn services(env: &Env) -> (Services, lifeboat_core::programs::storage_backup::Config) {
     let mut r = Reader::new(env);
     let common = lifeboat_core::config::Common::read(&mut r);
-    let config = lifeboat_core::programs::storage_backup::read(&mut r, &[]);
+    let config = lifeboat_core::programs::storage_backup::read(&mut r, Some(Default::default()));
     r.finish().expect("valid configuration");
     let common = common.expect("common");
     let store: DynStore = match &common.destination {
         Location::Local { .. } => Arc::new(LocalStore::open(common.destination.clone()).expect("open")),
         Location::Gcs { .. } => unreachable!("local only here"),
     };
-    (Services { env: env.clone(), common, store, publisher: Arc::new(LogPublisher) }, config.expect("config"))
+    (Services::new(env.clone(), common, store, Arc::new(LogPublisher)), config.expect("config"))
 }
 
 async fn run_program(env: &Env) -> lifeboat_core::core::events::RunResult {

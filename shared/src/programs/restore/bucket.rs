@@ -14,32 +14,33 @@ use crate::store::Location;
 /// `restore bucket`.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct BucketArgs {
-    /// The backed-up bucket (its name in the backup store's `storage/<bucket>/`).
-    #[arg(long)]
+    /// The backed-up bucket (its name in the backup store's storage/<bucket>/).
+    #[arg(long, value_name = "B")]
     pub source_bucket: String,
     /// Exactly this snapshot (e.g. 20261126T030000Z-1a2b3c4d); default: the newest complete one.
-    #[arg(long, conflicts_with = "before")]
+    #[arg(long, value_name = "ID", conflicts_with = "before")]
     pub snapshot: Option<RunId>,
-    /// The newest snapshot started at or before this time (RFC 3339).
-    #[arg(long, value_parser = units::parse_time)]
+    /// The newest snapshot started at or before TIME (RFC 3339, e.g. 2026-11-26T03:00:00Z).
+    #[arg(long, value_name = "TIME", value_parser = units::parse_time)]
     pub before: Option<DateTime<Utc>>,
     /// The bucket to restore into: a name, gs://NAME, or file:///DIR with a file:// backup store.
-    #[arg(long)]
+    #[arg(long, value_name = "T")]
     pub target_bucket: String,
-    /// Put the objects under this folder of the target (`P/<name>`).
-    #[arg(long)]
+    /// Put the objects under this folder of the target: object NAME is restored as P/NAME.
+    #[arg(long, value_name = "P")]
     pub target_prefix: Option<String>,
-    /// Restore only the objects whose name starts with this.
-    #[arg(long)]
+    /// Restore only the objects whose name starts with P.
+    #[arg(long, value_name = "P")]
     pub only_prefix: Option<String>,
     /// Print what would be copied (and deleted) and change nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Delete target objects (under the target prefix and the only-prefix) that are not in the snapshot.
+    /// Delete target objects (under the target prefix and the only-prefix) that are not in the
+    /// snapshot; each is printed and counted.
     #[arg(long)]
     pub delete_extra: bool,
     /// Copies in flight at once.
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=256))]
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub concurrency: u32,
 }
 

@@ -1,11 +1,11 @@
-//! `restore`: Restores a database backup (streaming into pg_restore) or a bucket snapshot (server-side copies), verifying checksums.
+//! `restore`: restores a database backup (streaming into pg_restore) or a bucket snapshot
+//! (server-side copies), verifying checksums.
 //!
-//! The work is chosen by a subcommand (after the runtime's `--once`):
+//! The work is chosen by a subcommand of [`Cli`] (beside the runtime's `--once`):
 //!
 //! - `restore list --database NAME`: the backups of a database (id, start time, size, age).
 //! - `restore db --database NAME [--backup-id ID | --before RFC3339] [--target NEWNAME] [--clean]
 //!   [--jobs N] [--no-owner] [--no-privileges]`: restores a database backup.
-//!
 //! - `restore bucket --source-bucket B … --target-bucket T …`: restores a bucket snapshot with
 //!   server-side copies, implemented in [`crate::bucket::restore`] (wiring in `bucket.rs`).
 
@@ -24,73 +24,51 @@ use crate::db::restore::{self as db_restore, RestoreSettings, RestoreTarget, Sel
 use crate::postgres::conn::ConnParams;
 use crate::postgres::settings::PgConfig;
 use crate::postgres::tools::PgTools;
-use crate::runtime::{Program, ProgramSpec, RunContext, Services, StartError};
+use crate::runtime::cli::ARGUMENTS;
+use crate::runtime::{self, Program, ProgramSpec, RunContext, Services, StartError};
 mod bucket;
 
 use bucket::BucketArgs;
 
 /// The program's specification.
-pub static SPEC: ProgramSpec = ProgramSpec {
-    name: "restore",
-    about: "Restores a database backup (streaming into pg_restore) or a bucket snapshot (server-side copies), verifying checksums.",
-    usage: "Commands:
-  restore --once list --database NAME
-      List the backups of a database: id, start time (UTC), size, age, complete or not.
-  restore --once db --database NAME [--backup-id ID | --before RFC3339] [--target NEWNAME]
-                    [--clean] [--jobs N] [--no-owner] [--no-privileges]
-      Restore a database backup: by default the newest complete one, into a new database
-      NAME_restored_<timestamp>. Download, size/SHA-256/CRC32C check, decompression and
-      pg_restore are one stream; the restore succeeds only if the checksums match, pg_restore
-      exits 0 and every table has the row count the backup recorded. Otherwise the database
-      it created is dropped.
-      --backup-id ID     restore exactly this backup (e.g. 20261126T020000Z-1a2b3c4d)
-      --before TIME      the newest backup started at or before TIME (2026-11-26T03:00:00Z)
-      --target NEWNAME   restore into this database; an existing one must be empty unless --clean
-      --clean            drop and recreate an existing target first
-      --jobs N           download to a temp file ($TMPDIR), verify, then pg_restore -j N
-      --no-owner         objects belong to the restoring user (default: the original owners,
-                         which must exist as roles on the target server)
-      --no-privileges    do not restore GRANTs
-  restore --once bucket --source-bucket B [--snapshot ID | --before RFC3339] --target-bucket T
-                        [--target-prefix P] [--only-prefix P] [--dry-run] [--delete-extra] [--concurrency N]
-      Restore a bucket snapshot with server-side copies: by default the newest complete snapshot of
-      bucket B, every object, into bucket T (a name, gs://T or file:///DIR). Each restored object gets
-      the metadata it had and is checked against the snapshot's size, MD5 and CRC32C. Objects already
-      in the target with the same bytes and metadata are left alone; a different object under a
-      snapshot name is a conflict and is never overwritten; other target objects are kept.
-      --snapshot ID      exactly this snapshot (e.g. 20261126T030000Z-1a2b3c4d)
-      --before TIME      the newest snapshot started at or before TIME (2026-11-26T03:00:00Z)
-      --target-prefix P  restore object NAME as P/NAME
-      --only-prefix P    only the objects whose name starts with P
-      --dry-run          print what would be copied (and deleted); change nothing
-      --delete-extra     delete target objects that are not in the snapshot (printed and counted)
-      --concurrency N    copies in flight (default 16)",
-    vars: &[vars::POSTGRES],
-};
+pub static SPEC: ProgramSpec = ProgramSpec { name: "restore", vars: &[vars::POSTGRES] };
 
-/// The command line after `--once`.
+/// Restores a database backup (streaming into pg_restore) or a bucket snapshot (server-side
+/// copies), verifying checksums.
+///
+/// Run it once with a command: restore --once list|db|bucket ...; restore COMMAND --help
+/// describes each command and its options.
 #[derive(Debug, Clone, Parser)]
-#[command(
-    name = "restore",
-    no_binary_name = true,
-    disable_help_flag = true,
-    disable_version_flag = true,
-    disable_help_subcommand = true,
-    color = clap::ColorChoice::Never
-)]
-struct Cli {
+#[command(disable_help_subcommand = true)]
+pub struct Cli {
+    /// The runtime's flags (`--once`), read by the runtime.
+    #[command(flatten)]
+    pub runtime: runtime::Args,
+    /// What to restore.
     #[command(subcommand)]
-    command: Command,
+    pub command: Command,
 }
 
 /// What `restore` does.
 #[derive(Debug, Clone, Subcommand)]
 pub enum Command {
-    /// List the backups of a database.
+    /// List the backups of a database: id, start time (UTC), size, age, complete or not.
     List(ListArgs),
-    /// Restore a database backup.
+    /// Restore a database backup: by default the newest complete one, into a new database.
+    ///
+    /// By default the newest complete backup is restored into a new database
+    /// NAME_restored_<timestamp>. Download, size/SHA-256/CRC32C check, decompression and
+    /// pg_restore are one stream; the restore succeeds only if the checksums match, pg_restore
+    /// exits 0 and every table has the row count the backup recorded. Otherwise the database it
+    /// created is dropped.
     Db(DbArgs),
-    /// Restore a bucket snapshot.
+    /// Restore a bucket snapshot with server-side copies, checked against its checksums.
+    ///
+    /// By default the newest complete snapshot of bucket B, every object, into bucket T (a name,
+    /// gs://T or file:///DIR). Each restored object gets the metadata it had and is checked
+    /// against the snapshot's size, MD5 and CRC32C. Objects already in the target with the same
+    /// bytes and metadata are left alone; a different object under a snapshot name is a conflict
+    /// and is never overwritten; other target objects are kept.
     Bucket(BucketArgs),
 }
 
@@ -98,7 +76,7 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct ListArgs {
     /// The database whose backups to list.
-    #[arg(long)]
+    #[arg(long, value_name = "NAME")]
     pub database: String,
 }
 
@@ -106,27 +84,29 @@ pub struct ListArgs {
 #[derive(Debug, Clone, Args)]
 pub struct DbArgs {
     /// The backed-up database.
-    #[arg(long)]
+    #[arg(long, value_name = "NAME")]
     pub database: String,
-    /// Exactly this backup.
-    #[arg(long, conflicts_with = "before")]
+    /// Restore exactly this backup (e.g. 20261126T020000Z-1a2b3c4d).
+    #[arg(long, value_name = "ID", conflicts_with = "before")]
     pub backup_id: Option<RunId>,
-    /// The newest backup started at or before this time (RFC 3339).
-    #[arg(long, value_parser = units::parse_time)]
+    /// The newest backup started at or before TIME (RFC 3339, e.g. 2026-11-26T03:00:00Z).
+    #[arg(long, value_name = "TIME", value_parser = units::parse_time)]
     pub before: Option<DateTime<Utc>>,
-    /// The database to restore into (default: `<database>_restored_<timestamp>`).
-    #[arg(long)]
+    /// Restore into this database; an existing one must be empty unless --clean
+    /// (default: NAME_restored_<timestamp>).
+    #[arg(long, value_name = "NEWNAME")]
     pub target: Option<String>,
-    /// Drop and recreate an existing target.
+    /// Drop and recreate an existing target first.
     #[arg(long)]
     pub clean: bool,
-    /// Download first, then `pg_restore -j N`.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+    /// Download to a temporary file ($TMPDIR), verify, then pg_restore -j N.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
     pub jobs: Option<u32>,
-    /// Do not restore ownership.
+    /// Objects belong to the restoring user (default: the original owners, which must exist as
+    /// roles on the target server).
     #[arg(long)]
     pub no_owner: bool,
-    /// Do not restore privileges.
+    /// Do not restore GRANTs.
     #[arg(long)]
     pub no_privileges: bool,
 }
@@ -140,38 +120,22 @@ pub struct Config {
     pub command: Command,
 }
 
-/// Reads the settings: the connection from the environment, the work from the arguments.
-pub fn read(r: &mut Reader<'_>, args: &[String]) -> Option<Config> {
+/// Reads the settings: the connection from the environment, the work from the command line.
+pub fn read(r: &mut Reader<'_>, cli: Option<Cli>) -> Option<Config> {
     let pg = PgConfig::read(r);
     if let Some(pg) = &pg {
         pg.check_connection(r);
     }
-    let command = match Cli::try_parse_from(args) {
-        Ok(cli) => Some(cli.command),
-        Err(e) => {
-            // clap's message: "error: …" plus indented details, then a blank line and usage.
-            let text = e.to_string();
-            let first = text.split("\n\n").next().unwrap_or_default();
-            let first = first.trim_start_matches("error: ").split_whitespace().collect::<Vec<_>>().join(" ");
-            let message = if args.is_empty() {
-                "a command is required: list --database NAME, db --database NAME [...], or bucket --source-bucket B [...]"
-                    .to_owned()
-            } else {
-                first.to_owned()
-            };
-            r.problem("arguments", format!("{message} (run with --help for the commands)"));
-            None
-        }
-    };
+    let command = cli.map(|c| c.command);
     if let Some(Command::Db(a)) = &command
         && (a.database.is_empty() || a.target.as_deref().is_some_and(|t| t.is_empty() || t.len() > 63))
     {
-        r.problem("arguments", "--database and --target must be 1 to 63 bytes");
+        r.problem(ARGUMENTS, "--database and --target must be 1 to 63 bytes");
     }
     if let Some(Command::Bucket(a)) = &command
         && let Err(e) = a.target_location()
     {
-        r.problem("arguments", e);
+        r.problem(ARGUMENTS, e);
     }
     Some(Config { pg: pg?, command: command? })
 }
@@ -186,7 +150,7 @@ pub struct App {
 
 /// Builds the program.
 pub async fn start(services: Services, config: Config) -> Result<App, StartError> {
-    let conn = ConnParams::resolve(&config.pg, &services.env).map_err(|e| StartError(e.to_string()))?;
+    let conn = ConnParams::resolve(&config.pg, &services.env)?;
     Ok(App { services, config, conn })
 }
 
@@ -328,13 +292,14 @@ mod tests {
         }
     }
 
+    /// The settings from the command line `--once ARGS`, as the binary reads them.
     fn parse(args: &[&str]) -> Result<Config, crate::config::ConfigError> {
         let env = Env::from_pairs([("PGHOST", "/tmp")]);
-        let mut r = Reader::new(&env);
-        let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
-        let c = read(&mut r, &args);
-        r.finish()?;
-        Ok(c.expect("a config when there is no problem"))
+        let args = std::iter::once("--once").chain(args.iter().copied());
+        match runtime::configure(&SPEC, args, &env, read)? {
+            runtime::Invocation::Run { config, .. } => Ok(config),
+            runtime::Invocation::Print(text) => panic!("nothing to print expected: {text}"),
+        }
     }
 
     #[test]
@@ -351,6 +316,26 @@ mod tests {
             parse(&["db", "--database", "app", "--before", "2026-11-26T03:00:00+01:00", "--target", "x"]).expect("db");
         let Command::Db(a) = c.command else { panic!("db") };
         assert_eq!(a.before.map(|t| t.to_rfc3339()).as_deref(), Some("2026-11-26T02:00:00+00:00"));
+    }
+
+    #[test]
+    fn no_command_and_no_mode_are_two_problems() {
+        let env = Env::from_pairs([("PGHOST", "/tmp")]);
+        let e = runtime::configure(&SPEC, Vec::<&str>::new(), &env, read).expect_err("nothing to do");
+        let names: Vec<_> = e.problems.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, [ARGUMENTS, "mode"], "{e}");
+        assert!(e.problems[0].message.starts_with("a command is required: one of list, db, bucket"), "{e}");
+    }
+
+    #[test]
+    fn once_may_follow_the_command() {
+        let env = Env::from_pairs([("PGHOST", "/tmp")]);
+        let args = ["list", "--database", "app", "--once"];
+        let Ok(runtime::Invocation::Run { mode, config, .. }) = runtime::configure(&SPEC, args, &env, read) else {
+            panic!("list --once")
+        };
+        assert_eq!(mode, runtime::Mode::Job);
+        assert!(matches!(config.command, Command::List(ListArgs { database }) if database == "app"));
     }
 
     #[test]

@@ -1,0 +1,47 @@
+//! What a program is to the runtime: work done once per run, and optional extra HTTP routes.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+
+use super::http::{HttpRequest, HttpResponse};
+use crate::core::events::RunResult;
+
+/// Why a run was started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// Job mode.
+    Job,
+    /// `POST /run`.
+    Http,
+}
+
+/// What a run is given.
+#[derive(Debug, Clone)]
+pub struct RunContext {
+    /// When the run started.
+    pub started: DateTime<Utc>,
+    /// Cancelled on SIGTERM/SIGINT: stop, clean up, report failure.
+    pub cancel: CancellationToken,
+    /// Why it runs.
+    pub trigger: Trigger,
+}
+
+impl RunContext {
+    /// A fresh context (tests, embedding).
+    pub fn new(trigger: Trigger) -> Self {
+        Self { started: Utc::now(), cancel: CancellationToken::new(), trigger }
+    }
+}
+
+/// A program: the work and, optionally, extra HTTP routes.
+#[async_trait]
+pub trait Program: Send + Sync + 'static {
+    /// Does the work once. Never panics on bad input; failures are in the result.
+    async fn run(&self, ctx: RunContext) -> RunResult;
+
+    /// Extra routes (`None` = not mine). POST routes are authenticated before they get here.
+    async fn route(&self, _request: &HttpRequest) -> Option<HttpResponse> {
+        None
+    }
+}

@@ -1,0 +1,129 @@
+//! What a program is built from ([`Services`]), why building it can fail ([`StartError`]), and
+//! publishing a run's result.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use crate::config::{Common, Env};
+use crate::core::clock::Clock;
+use crate::core::events::{Event, RunResult};
+use crate::core::location::Location;
+use crate::error::{Classify, ErrorKind};
+use crate::notify::publisher::{LogPublisher, PubSubPublisher, PublishError, Publisher};
+use crate::notify::slack::ChannelError;
+use crate::postgres::PgError;
+use crate::store::{DynStore, StoreError};
+
+/// The services a program is built from.
+#[derive(Debug, Clone)]
+pub struct Services {
+    /// The environment snapshot.
+    pub env: Env,
+    /// Shared settings.
+    pub common: Common,
+    /// The backup store.
+    pub store: DynStore,
+    /// Where result events go.
+    pub publisher: Arc<dyn Publisher>,
+    /// Where "now" comes from: the system clock, or a manual one a test injects.
+    pub clock: Clock,
+}
+
+impl Services {
+    /// Services on the system clock.
+    pub fn new(env: Env, common: Common, store: DynStore, publisher: Arc<dyn Publisher>) -> Self {
+        Self { env, common, store, publisher, clock: Clock::system() }
+    }
+
+    /// The same services on `clock` (tests inject time).
+    #[must_use]
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// A result skeleton for `program`, started at `started`, from this source to this store.
+    pub fn result(&self, program: &str, started: DateTime<Utc>) -> RunResult {
+        RunResult::new(program, &self.common.source, self.common.destination.to_string(), started)
+    }
+}
+
+/// A start-up failure after the configuration was valid: the backup store, Pub/Sub, the
+/// database settings or an alert channel cannot be used. The program then publishes a failure
+/// and exits 1.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The backup store (or a source store) cannot be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The results topic cannot be reached.
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    /// The PostgreSQL connection settings cannot be resolved.
+    #[error(transparent)]
+    Postgres(#[from] PgError),
+    /// An alert channel cannot be set up.
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+    /// A snapshot copies server-side, so its source and the backup store must be of one kind.
+    #[error(
+        "cannot snapshot {from} into {into}: copies are server-side, so sources and destination must both be gs:// (or both file://)"
+    )]
+    MixedLocations {
+        /// The source (as the user wrote it in `SOURCE_BUCKETS`).
+        from: String,
+        /// The backup store.
+        into: Location,
+    },
+}
+
+impl Classify for StartError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Publish(e) => e.kind(),
+            Self::Channel(e) => e.kind(),
+            Self::MixedLocations { .. } => ErrorKind::Config,
+            // The store branch of issue 9 gives `StoreError` and `PgError` `Classify`; these two
+            // arms then become `e.kind()`. Until then, from what they expose.
+            Self::Store(e) if e.is_retryable() => ErrorKind::Transient,
+            Self::Store(e) if e.is_not_found() => ErrorKind::NotFound,
+            Self::Store(_) => ErrorKind::Refused,
+            Self::Postgres(PgError::Settings { .. } | PgError::Tool { .. }) => ErrorKind::Config,
+            Self::Postgres(PgError::Connect { .. }) => ErrorKind::Transient,
+            Self::Postgres(PgError::Query { .. }) => ErrorKind::Internal,
+        }
+    }
+}
+
+/// The publisher of result events: the topic's, or the log when no topic is set.
+pub(super) async fn connect_publisher(common: &Common, env: &Env) -> Result<Arc<dyn Publisher>, PublishError> {
+    Ok(match &common.results_topic {
+        Some(topic) => {
+            Arc::new(PubSubPublisher::connect(topic, common.project.as_deref(), env.get("PUBSUB_EMULATOR_HOST")).await?)
+        }
+        None => Arc::new(LogPublisher),
+    })
+}
+
+/// Publishes the failure of a program that could not start.
+pub(super) async fn publish_start_failure(program: &str, common: &Common, publisher: &dyn Publisher, e: &StartError) {
+    tracing::error!(error = %e, kind = ?e.kind(), "start-up failed");
+    let result = RunResult::new(program, &common.source, common.destination.to_string(), Utc::now())
+        .failed(format!("{program} could not start: {e}"));
+    publish(publisher, result).await;
+}
+
+/// Publishes a result, logging (not failing) when that is impossible.
+pub async fn publish(publisher: &dyn Publisher, result: RunResult) -> Event {
+    let event = Event::new(result);
+    match publisher.publish(&event).await {
+        Ok(id) => {
+            tracing::info!(message_id = id, outcome = ?event.data.outcome, summary = event.data.summary, "result published")
+        }
+        Err(e) => {
+            tracing::error!(error = %e, summary = event.data.summary, "could not publish the result event")
+        }
+    }
+    event
+}
