@@ -37,6 +37,7 @@ use crate::core::naming::SnapshotPath;
 use crate::core::snapshot_manifest::{SnapshotFormatError, SnapshotTotals};
 use futures::TryStreamExt as _;
 
+use crate::error::{Classify, ErrorKind};
 use crate::store::{ObjectStore, StoreError};
 
 /// What went wrong with a snapshot or a restore.
@@ -95,6 +96,21 @@ pub enum SnapshotError {
     /// The run was cancelled (termination signal).
     #[error("cancelled by a termination signal")]
     Cancelled,
+}
+
+impl Classify for SnapshotError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Store(e) => e.kind(),
+            Self::Format(e) => e.kind(),
+            Self::OutOfOrder { .. } | Self::MissingPart { .. } | Self::Corrupt { .. } | Self::Inconsistent(_) => {
+                ErrorKind::Integrity
+            }
+            Self::NoSnapshot { .. } => ErrorKind::NotFound,
+            Self::Invalid(_) => ErrorKind::Config,
+            Self::Cancelled => ErrorKind::Cancelled,
+        }
+    }
 }
 
 /// What one task of a snapshot run wrote next to its part, after it: the part is complete when

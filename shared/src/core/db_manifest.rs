@@ -98,6 +98,16 @@ pub enum ManifestError {
     },
 }
 
+impl crate::error::Classify for ManifestError {
+    fn kind(&self) -> crate::error::ErrorKind {
+        match self {
+            Self::Malformed(_) => crate::error::ErrorKind::Integrity,
+            // Written by a newer lifeboat: the deployment, not the data, needs fixing.
+            Self::Unsupported { .. } => crate::error::ErrorKind::Config,
+        }
+    }
+}
+
 impl DbManifest {
     /// Parses and checks format and version.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ManifestError> {

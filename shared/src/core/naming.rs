@@ -12,6 +12,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 
 /// The sortable UTC timestamp format of object names (ISO 8601 basic).
 pub const TS_FORMAT: &str = "%Y%m%dT%H%M%SZ";
@@ -70,40 +71,34 @@ pub fn is_valid_segment(s: &str) -> bool {
         && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
+/// The bytes [`encode_segment`] escapes: all but ASCII letters, digits, `-` and `_` (so `.`, `%`,
+/// `/`, spaces, quotes and every non-ASCII byte become `%XX`, upper-case hex). Object names are a
+/// storage contract: changing this set would hide every backup written before.
+const SEGMENT_ESCAPES: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_');
+
 /// Encodes an arbitrary name (a database may be called `Sales "EU"`) into one safe segment:
 /// safe names stay as they are, others are percent-encoded, reversibly.
 pub fn encode_segment(name: &str) -> String {
     if is_valid_segment(name) {
         return name.to_owned();
     }
-    let mut out = String::with_capacity(name.len() * 3);
-    for b in name.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    utf8_percent_encode(name, SEGMENT_ESCAPES).to_string()
 }
 
 /// Percent-decoding (reverses [`encode_segment`], and any `%XX` escape); `None` for a broken
-/// escape or invalid UTF-8.
+/// escape (`%` not followed by two hex digits) or invalid UTF-8. Strict where the
+/// `percent-encoding` crate is lenient (it keeps a broken escape as it is), so a name that was
+/// not written by [`encode_segment`] is not taken for one; `postgres::connection` decodes the
+/// parts of a `DATABASE_URL` with it for the same reason.
 pub fn decode_segment(seg: &str) -> Option<String> {
-    let bytes = seg.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = seg.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+    let well_formed = seg
+        .split('%')
+        .skip(1)
+        .all(|after| after.as_bytes().get(..2).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)));
+    if !well_formed {
+        return None;
     }
-    String::from_utf8(out).ok()
+    percent_decode_str(seg).decode_utf8().ok().map(std::borrow::Cow::into_owned)
 }
 
 /// Where one database backup lives.
@@ -245,12 +240,71 @@ mod tests {
         assert_eq!(SnapshotPath::blobs_prefix("media-prod"), "storage/media-prod/blobs/");
     }
 
+    /// Names written by every version so far; a change here hides existing backups.
+    #[test]
+    fn segment_encodings_are_pinned() {
+        let long_safe = "x".repeat(101);
+        let cases: &[(&str, &str)] = &[
+            ("main", "main"),
+            ("media-prod.v2_x", "media-prod.v2_x"),
+            ("Sales \"EU\"", "Sales%20%22EU%22"),
+            ("it's", "it%27s"),
+            ("a b", "a%20b"),
+            ("a.b c", "a%2Eb%20c"),
+            ("50%", "50%25"),
+            ("%41", "%2541"),
+            ("a/b", "a%2Fb"),
+            ("../etc", "%2E%2E%2Fetc"),
+            (".", "%2E"),
+            ("..", "%2E%2E"),
+            ("ünïcødé", "%C3%BCn%C3%AFc%C3%B8d%C3%A9"),
+            ("日本", "%E6%97%A5%E6%9C%AC"),
+            ("tab\there", "tab%09here"),
+            ("a+b=c&d?e#f", "a%2Bb%3Dc%26d%3Fe%23f"),
+            ("~tilde*", "%7Etilde%2A"),
+            (&long_safe, &long_safe),
+        ];
+        for (name, encoded) in cases {
+            assert_eq!(encode_segment(name), *encoded, "{name:?}");
+            assert_eq!(decode_segment(encoded).as_deref(), Some(*name), "{encoded:?}");
+        }
+        assert_eq!(encode_segment(&"x y".repeat(40)).len(), 40 * 5, "a long unsafe name is escaped, not cut");
+    }
+
+    #[test]
+    fn decoding_accepts_any_escape_but_refuses_broken_ones() {
+        assert_eq!(decode_segment("My.DB%20x").as_deref(), Some("My.DB x"));
+        assert_eq!(decode_segment("%2f%2F").as_deref(), Some("//"));
+        assert_eq!(decode_segment("plain").as_deref(), Some("plain"));
+        for broken in ["%", "a%", "%4", "%zz", "%%41", "a%2", "%+1", "%C3"] {
+            assert_eq!(decode_segment(broken), None, "{broken:?}");
+        }
+    }
+
+    /// The hand-written encoder this module used before the `percent-encoding` crate, kept as
+    /// the oracle that the crate produces the very same names.
+    fn encode_before_the_crate(name: &str) -> String {
+        if is_valid_segment(name) {
+            return name.to_owned();
+        }
+        name.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_') {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    }
+
     proptest! {
         #[test]
         fn segment_encoding_round_trips(name in "\\PC{1,40}") {
             let enc = encode_segment(&name);
             prop_assert!(enc.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.%".contains(&b)), "{enc}");
             prop_assert!(enc != "." && enc != "..");
+            prop_assert_eq!(&enc, &encode_before_the_crate(&name));
             prop_assert_eq!(decode_segment(&enc), Some(name));
         }
     }

@@ -127,6 +127,16 @@ pub enum SnapshotFormatError {
     },
 }
 
+impl crate::error::Classify for SnapshotFormatError {
+    fn kind(&self) -> crate::error::ErrorKind {
+        match self {
+            Self::Io(_) | Self::Json(_) => crate::error::ErrorKind::Integrity,
+            // Written by a newer lifeboat: the deployment, not the data, needs fixing.
+            Self::Unsupported { .. } => crate::error::ErrorKind::Config,
+        }
+    }
+}
+
 impl SnapshotHeader {
     /// Parses and checks format and version.
     pub fn from_json(bytes: &[u8]) -> Result<Self, SnapshotFormatError> {

@@ -13,12 +13,11 @@
 use std::collections::BTreeMap;
 use std::io::Read as _;
 use std::path::PathBuf;
-use std::process::{ExitStatus, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use tokio::io::AsyncReadExt as _;
 use tokio::sync::mpsc;
 use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
@@ -28,16 +27,14 @@ use super::codec::{CHUNK, ChunkSink, CompressSpec, Encoder, StreamHash};
 use crate::core::db_manifest::{DB_FORMAT, DB_FORMAT_VERSION, DbManifest, DumpObject};
 use crate::core::naming::{DbBackupPath, RunId};
 use crate::core::units;
-use crate::postgres::PgError;
-use crate::postgres::conn::ConnParams;
+use crate::postgres::process::{self, Exit, ToolProcess};
 use crate::postgres::sql::{self, DatabaseInfo, ServerVersion};
 use crate::postgres::tools::ToolVersion;
+use crate::postgres::{Connection, PgError};
 use crate::store::{ObjectMeta, ObjectStore, ObjectWriter, PutOptions, StoreError};
 
 /// The first bytes of every custom-format archive.
 pub const ARCHIVE_MAGIC: &[u8; 5] = b"PGDMP";
-/// Bytes of a tool's stderr kept for the failure message (the end of it: errors come last).
-const STDERR_TAIL: usize = 8 * 1024;
 /// Chunks in flight between the compressing thread and the uploader.
 const CHANNEL_CHUNKS: usize = 4;
 /// Custom metadata on the dump object: what a restore needs to recreate the database alike.
@@ -107,50 +104,6 @@ fn compress_stream(
     Ok((raw, hash))
 }
 
-/// Keeps the last [`STDERR_TAIL`] bytes a child writes to stderr.
-pub(crate) async fn stderr_tail(mut stderr: tokio::process::ChildStderr) -> String {
-    let mut kept: Vec<u8> = Vec::new();
-    let mut dropped = false;
-    let mut chunk = [0u8; 8192];
-    loop {
-        match stderr.read(&mut chunk).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                kept.extend_from_slice(&chunk[..n]);
-                if kept.len() > STDERR_TAIL {
-                    kept.drain(..kept.len() - STDERR_TAIL);
-                    dropped = true;
-                }
-            }
-        }
-    }
-    let text = String::from_utf8_lossy(&kept).trim().to_owned();
-    if dropped { format!("…{text}") } else { text }
-}
-
-/// `exit code 1`, `killed by signal 9 (SIGKILL)`.
-pub fn describe_status(status: ExitStatus) -> String {
-    if let Some(code) = status.code() {
-        return format!("exit code {code}");
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::ExitStatusExt as _;
-        if let Some(sig) = status.signal() {
-            let name = match sig {
-                6 => " (SIGABRT)",
-                9 => " (SIGKILL)",
-                11 => " (SIGSEGV)",
-                13 => " (SIGPIPE)",
-                15 => " (SIGTERM)",
-                _ => "",
-            };
-            return format!("killed by signal {sig}{name}");
-        }
-    }
-    status.to_string()
-}
-
 async fn pump(
     rx: &mut mpsc::Receiver<Bytes>,
     writer: &mut dyn ObjectWriter,
@@ -179,24 +132,19 @@ pub async fn stream_to_store(
     redact: &(dyn Fn(&str) -> String + Sync),
 ) -> Result<StreamStats, DbError> {
     let tool = "pg_dump";
-    let program = cmd.as_std().get_program().to_string_lossy().into_owned();
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
-    let mut child = cmd.spawn().map_err(|e| {
-        DbError::from(PgError::Tool { tool: tool.into(), message: format!("cannot start {program}: {e}") })
-    })?;
-    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
-        return Err(DbError::Io("the dump's output pipes are missing".into()));
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped());
+    let mut process = ToolProcess::spawn(tool, cmd)?;
+    let stdout = match process.stdout() {
+        Ok(out) => out,
+        Err(e) => {
+            process.stop().await;
+            return Err(e.into());
+        }
     };
-    let stdout = std::fs::File::from(
-        stdout.into_owned_fd().map_err(|e| DbError::Io(format!("cannot read the dump output: {e}")))?,
-    );
-    let stderr = tokio::spawn(stderr_tail(stderr));
-
     let mut writer = match store.create(key, options).await {
         Ok(w) => w,
         Err(e) => {
-            let _ = child.start_kill();
-            let _ = child.wait().await;
+            process.stop().await;
             return Err(e.into());
         }
     };
@@ -205,21 +153,13 @@ pub async fn stream_to_store(
 
     let pumped = pump(&mut rx, writer.as_mut(), cancel).await;
     drop(rx); // unblocks the compressing thread if it still sends
-    let stderr_text = |h: tokio::task::JoinHandle<String>| async move {
-        match tokio::time::timeout(Duration::from_secs(5), h).await {
-            Ok(Ok(s)) => redact(&s),
-            _ => String::new(),
-        }
-    };
 
     if let Err(e) = pumped {
-        let _ = child.start_kill();
-        let _ = child.wait().await;
+        process.stop().await;
         // The thread ends at its next read (the pipe closed) or send (the channel closed); a
         // grandchild still holding the pipe must not hang the cleanup, hence the bound.
         let _ = tokio::time::timeout(Duration::from_secs(5), compress).await;
         let _ = writer.abort().await;
-        stderr.abort();
         return Err(e);
     }
     let compressed = compress.await.map_err(|e| DbError::Io(format!("the compressing thread failed: {e}")));
@@ -229,22 +169,19 @@ pub async fn stream_to_store(
     );
     if early {
         // The stream is unusable whatever the tool does next: stop it.
-        let _ = child.start_kill();
+        process.kill();
     }
-    let status = match cancel.run_until_cancelled(child.wait()).await {
-        Some(Ok(s)) => s,
+    let Exit { status, stderr, .. } = match process.wait(cancel, redact).await {
+        Some(Ok(exit)) => exit,
         Some(Err(e)) => {
             let _ = writer.abort().await;
-            return Err(DbError::Io(format!("cannot wait for {tool}: {e}")));
+            return Err(e.into());
         }
         None => {
-            let _ = child.start_kill();
-            let _ = child.wait().await;
             let _ = writer.abort().await;
             return Err(DbError::Cancelled);
         }
     };
-    let stderr = stderr_text(stderr).await;
     let outcome = match compressed {
         Err(e) => Err(e),
         Ok(Err(CompressFail::Header(head))) => Err(DbError::BadArchive(format!(
@@ -257,9 +194,7 @@ pub async fn stream_to_store(
         Ok(Err(CompressFail::Empty)) if status.success() => {
             Err(DbError::BadArchive("pg_dump exited 0 but wrote nothing".into()))
         }
-        Ok(_) if !status.success() => {
-            Err(DbError::ToolFailed { tool, status: describe_status(status), stderr: stderr.clone() })
-        }
+        Ok(_) if !status.success() => Err(PgError::ToolFailed { tool, status, stderr: stderr.clone() }.into()),
         Ok(Err(CompressFail::Empty)) => Err(DbError::BadArchive("pg_dump wrote nothing".into())),
         Ok(Ok(v)) => Ok(v),
     };
@@ -291,7 +226,7 @@ pub struct BackupSettings {
     /// Logical source (`db/<source>/…`).
     pub source: String,
     /// Connection.
-    pub conn: ConnParams,
+    pub conn: Connection,
     /// The `pg_dump` to run.
     pub pg_dump: PathBuf,
     /// Its version.
@@ -357,11 +292,9 @@ struct SnapshotSession {
     tables: Vec<(String, String)>,
 }
 
-async fn open_snapshot(conn: &ConnParams, database: &str) -> Result<SnapshotSession, DbError> {
+async fn open_snapshot(conn: &Connection, database: &str) -> Result<SnapshotSession, DbError> {
     let client = conn.connect(database).await?;
-    let q = |e: tokio_postgres::Error| {
-        DbError::from(PgError::Query { database: database.to_owned(), message: conn.describe(&e) })
-    };
+    let q = |e: tokio_postgres::Error| DbError::from(conn.query_error(database, &e));
     client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY").await.map_err(q)?;
     let snapshot: String = client.query_one("SELECT pg_export_snapshot()", &[]).await.map_err(q)?.get(0);
     let tables = sql::user_tables(&client, conn, database).await?;
@@ -393,12 +326,11 @@ pub async fn backup_database(
         None
     };
 
-    let mut cmd = tokio::process::Command::new(&settings.pg_dump);
+    let mut cmd = process::command(&settings.pg_dump, conn, name);
     cmd.args(["--format=custom", "--compress=0", "--no-password"]);
     if let Some(s) = &session {
         cmd.arg(format!("--snapshot={}", s.snapshot));
     }
-    conn.apply_env(&mut cmd, name);
 
     let options = PutOptions {
         content_type: Some(

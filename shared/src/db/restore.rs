@@ -27,13 +27,13 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::DbError;
-use super::backup::{META_COLLATE, META_CTYPE, META_ENCODING, describe_status, stderr_tail};
+use super::backup::{META_COLLATE, META_CTYPE, META_ENCODING};
 use super::codec::{CHUNK, Feed, FeedReader, StreamHash, decoder};
 use crate::core::db_manifest::{DbManifest, DumpObject, MAX_MANIFEST_BYTES};
 use crate::core::naming::{DbBackupPath, RunId};
 use crate::core::units;
-use crate::postgres::PgError;
-use crate::postgres::conn::ConnParams;
+use crate::postgres::Connection;
+use crate::postgres::process::{self, ToolProcess};
 use crate::postgres::sql::{self, DatabaseInfo};
 use crate::postgres::tools::ToolVersion;
 use crate::store::{ObjectStore, ObjectStoreExt as _};
@@ -121,7 +121,7 @@ pub async fn choose(
     let path = chosen.path.clone();
     let bytes = store.read_all(&path.manifest_key(), MAX_MANIFEST_BYTES).await?;
     let manifest =
-        DbManifest::from_json(&bytes).map_err(|e| DbError::Verification(format!("{}: {e}", path.manifest_key())))?;
+        DbManifest::from_json(&bytes).map_err(|source| DbError::Manifest { key: path.manifest_key(), source })?;
     if manifest.database != database || manifest.backup_id != path.run.to_string() {
         return Err(DbError::Verification(format!(
             "{} describes backup {} of database {:?}, not the one it is stored under",
@@ -163,7 +163,7 @@ pub fn default_target(database: &str, now: DateTime<Utc>) -> String {
 #[derive(Debug, Clone)]
 pub struct RestoreSettings {
     /// Connection.
-    pub conn: ConnParams,
+    pub conn: Connection,
     /// The `pg_restore` to run.
     pub pg_restore: PathBuf,
     /// Its version.
@@ -291,9 +291,9 @@ fn decode_error(key: &str, e: &std::io::Error) -> DbError {
     DbError::Verification(format!("{key} does not decompress ({e}): the stored object is corrupted; restore refused"))
 }
 
-/// `pg_restore` with the settings' options, connecting to `target`.
+/// `pg_restore` with the settings' options, connecting to `target`; stdout closed.
 fn pg_restore_command(settings: &RestoreSettings, target: &str, file: Option<&Path>) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(&settings.pg_restore);
+    let mut cmd = process::command(&settings.pg_restore, &settings.conn, target);
     cmd.args(["--format=custom", "--exit-on-error", "--no-password"]);
     if settings.no_owner {
         cmd.arg("--no-owner");
@@ -309,38 +309,14 @@ fn pg_restore_command(settings: &RestoreSettings, target: &str, file: Option<&Pa
         cmd.arg(format!("--jobs={jobs}"));
         cmd.arg(file);
     }
-    settings.conn.apply_env(&mut cmd, target);
-    cmd.stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true);
+    cmd.stdout(Stdio::null());
     cmd
 }
 
-async fn finish_tool(
-    mut child: tokio::process::Child,
-    stderr: tokio::task::JoinHandle<String>,
-    conn: &ConnParams,
-    cancel: &CancellationToken,
-) -> Result<(), DbError> {
-    let status = match cancel.run_until_cancelled(child.wait()).await {
-        Some(Ok(s)) => s,
-        Some(Err(e)) => return Err(DbError::Io(format!("cannot wait for pg_restore: {e}"))),
-        None => {
-            let _ = child.start_kill();
-            let _ = child.wait().await;
-            return Err(DbError::Cancelled);
-        }
-    };
-    let text = match tokio::time::timeout(Duration::from_secs(5), stderr).await {
-        Ok(Ok(s)) => conn.redact(&s),
-        _ => String::new(),
-    };
-    if status.success() {
-        if !text.is_empty() {
-            tracing::warn!(stderr = text, "pg_restore succeeded with messages on stderr");
-        }
-        Ok(())
-    } else {
-        Err(DbError::ToolFailed { tool: "pg_restore", status: describe_status(status), stderr: text })
-    }
+/// Waits for `pg_restore` to end: `Ok` when it exited 0.
+async fn finish_tool(process: ToolProcess, conn: &Connection, cancel: &CancellationToken) -> Result<(), DbError> {
+    let exit = process.wait(cancel, &|s| conn.redact(s)).await.ok_or(DbError::Cancelled)??;
+    Ok(exit.check()?)
 }
 
 /// Streams the dump straight into `pg_restore`'s stdin.
@@ -354,17 +330,8 @@ async fn restore_streaming(
 ) -> Result<(), DbError> {
     let mut cmd = pg_restore_command(settings, target, None);
     cmd.stdin(Stdio::piped());
-    let program = settings.pg_restore.display().to_string();
-    let mut child = cmd.spawn().map_err(|e| {
-        DbError::from(PgError::Tool { tool: "pg_restore".into(), message: format!("cannot start {program}: {e}") })
-    })?;
-    let (Some(stdin), Some(stderr)) = (child.stdin.take(), child.stderr.take()) else {
-        return Err(DbError::Io("pg_restore's pipes are missing".into()));
-    };
-    let stdin = std::fs::File::from(
-        stdin.into_owned_fd().map_err(|e| DbError::Io(format!("cannot write to pg_restore: {e}")))?,
-    );
-    let stderr = tokio::spawn(stderr_tail(stderr));
+    let mut process = ToolProcess::spawn("pg_restore", cmd)?;
+    let stdin = process.stdin()?;
     let (tx, rx) = mpsc::channel::<Feed>(4);
     let compression = dump.compression;
     let sink = tokio::task::spawn_blocking(move || {
@@ -376,10 +343,10 @@ async fn restore_streaming(
     let downloaded = download_verified(store, key, dump, tx, cancel).await;
     if downloaded.is_err() {
         // Stop pg_restore before it can see a clean end of an unverified archive.
-        let _ = child.start_kill();
+        process.kill();
     }
     let sunk = sink.await.map_err(|e| DbError::Io(format!("the decompressing thread failed: {e}")))?;
-    let restored = finish_tool(child, stderr, &settings.conn, cancel).await;
+    let restored = finish_tool(process, &settings.conn, cancel).await;
     downloaded?;
     match sunk {
         Err(SinkFail::Decode(e)) => return Err(decode_error(key, &e)),
@@ -434,13 +401,7 @@ async fn restore_parallel(
     tracing::info!(path = %path.display(), bytes, "archive verified on disk; running pg_restore in parallel");
     let mut cmd = pg_restore_command(settings, target, Some(&path));
     cmd.stdin(Stdio::null());
-    let program = settings.pg_restore.display().to_string();
-    let mut child = cmd.spawn().map_err(|e| {
-        DbError::from(PgError::Tool { tool: "pg_restore".into(), message: format!("cannot start {program}: {e}") })
-    })?;
-    let Some(stderr) = child.stderr.take() else { return Err(DbError::Io("pg_restore's stderr is missing".into())) };
-    let stderr = tokio::spawn(stderr_tail(stderr));
-    finish_tool(child, stderr, &settings.conn, cancel).await
+    finish_tool(ToolProcess::spawn("pg_restore", cmd)?, &settings.conn, cancel).await
 }
 
 struct RemoveOnDrop(PathBuf);
@@ -454,7 +415,7 @@ impl Drop for RemoveOnDrop {
 /// Compares exact row counts in `target` with the manifest's. Tables are counted biggest first
 /// over a few connections at once (the counting backends run in parallel on the server).
 async fn verify_row_counts(
-    conn: &ConnParams,
+    conn: &Connection,
     target: &str,
     expected: &BTreeMap<String, i64>,
 ) -> Result<usize, DbError> {
@@ -607,18 +568,16 @@ pub async fn restore_database(
                         tracing::warn!(target = target.name, "restore failed: the half-restored database was dropped")
                     }
                     Err(d) => {
-                        return Err(DbError::Refused(format!(
-                            "{e}; the half-restored database {:?} could NOT be dropped ({d}): drop it by hand, do not use it",
-                            target.name
-                        )));
+                        return Err(DbError::NotDropped {
+                            error: Box::new(e),
+                            target: target.name.clone(),
+                            drop_error: d,
+                        });
                     }
                 }
                 Err(e)
             } else {
-                Err(DbError::Refused(format!(
-                    "{e}; the target database {:?} existed before and was left half-restored: do not use it",
-                    target.name
-                )))
+                Err(DbError::LeftHalfRestored { error: Box::new(e), target: target.name.clone() })
             }
         }
     }

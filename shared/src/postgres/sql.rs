@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 
 use tokio_postgres::Client;
 
+use super::Connection;
 use super::PgError;
-use super::conn::ConnParams;
 
 /// A database of the server with what a restore needs to recreate it alike.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,16 +88,12 @@ pub fn parse_qualified(key: &str) -> Option<(String, String)> {
     (rest.is_empty() && !schema.is_empty() && !table.is_empty()).then_some((schema, table))
 }
 
-fn query_error(conn: &ConnParams, database: &str, e: &tokio_postgres::Error) -> PgError {
-    PgError::Query { database: database.to_owned(), message: conn.describe(e) }
-}
-
 /// `server_version` and `server_version_num`.
-pub async fn server_version(client: &Client, conn: &ConnParams, database: &str) -> Result<ServerVersion, PgError> {
+pub async fn server_version(client: &Client, conn: &Connection, database: &str) -> Result<ServerVersion, PgError> {
     let row = client
         .query_one("SELECT current_setting('server_version'), current_setting('server_version_num')::int4", &[])
         .await
-        .map_err(|e| query_error(conn, database, &e))?;
+        .map_err(|e| conn.query_error(database, &e))?;
     let num: i32 = row.get(1);
     Ok(ServerVersion { text: row.get(0), num: u32::try_from(num).unwrap_or(0) })
 }
@@ -105,7 +101,7 @@ pub async fn server_version(client: &Client, conn: &ConnParams, database: &str) 
 /// Every database a backup of "all databases" covers: not a template, accepting connections,
 /// and one we may connect to (managed services keep private databases, like Cloud SQL's
 /// `cloudsqladmin`, that their users cannot open).
-pub async fn list_databases(client: &Client, conn: &ConnParams, database: &str) -> Result<Vec<DatabaseInfo>, PgError> {
+pub async fn list_databases(client: &Client, conn: &Connection, database: &str) -> Result<Vec<DatabaseInfo>, PgError> {
     let rows = client
         .query(
             "SELECT datname, pg_encoding_to_char(encoding), datcollate, datctype, \
@@ -114,7 +110,7 @@ pub async fn list_databases(client: &Client, conn: &ConnParams, database: &str) 
             &[],
         )
         .await
-        .map_err(|e| query_error(conn, database, &e))?;
+        .map_err(|e| conn.query_error(database, &e))?;
     let mut out = Vec::new();
     for row in rows {
         let info = DatabaseInfo { name: row.get(0), encoding: row.get(1), collate: row.get(2), ctype: row.get(3) };
@@ -130,7 +126,7 @@ pub async fn list_databases(client: &Client, conn: &ConnParams, database: &str) 
 /// Encoding and locale of one database (`None` when it does not exist).
 pub async fn database_info(
     client: &Client,
-    conn: &ConnParams,
+    conn: &Connection,
     database: &str,
     name: &str,
 ) -> Result<Option<DatabaseInfo>, PgError> {
@@ -140,14 +136,14 @@ pub async fn database_info(
             &[&name],
         )
         .await
-        .map_err(|e| query_error(conn, database, &e))?;
+        .map_err(|e| conn.query_error(database, &e))?;
     Ok(row.map(|row| DatabaseInfo { name: row.get(0), encoding: row.get(1), collate: row.get(2), ctype: row.get(3) }))
 }
 
 /// The user tables whose rows a backup counts: ordinary tables (partitions included,
 /// partitioned parents and views not) outside the system schemas, minus tables that belong to
 /// an extension (their content is the extension's, not the dump's).
-pub async fn user_tables(client: &Client, conn: &ConnParams, database: &str) -> Result<Vec<(String, String)>, PgError> {
+pub async fn user_tables(client: &Client, conn: &Connection, database: &str) -> Result<Vec<(String, String)>, PgError> {
     let rows = client
         .query(
             "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
@@ -158,7 +154,7 @@ pub async fn user_tables(client: &Client, conn: &ConnParams, database: &str) -> 
             &[],
         )
         .await
-        .map_err(|e| query_error(conn, database, &e))?;
+        .map_err(|e| conn.query_error(database, &e))?;
     Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
@@ -166,21 +162,21 @@ pub async fn user_tables(client: &Client, conn: &ConnParams, database: &str) -> 
 /// transaction (hence its snapshot).
 pub async fn count_rows(
     client: &Client,
-    conn: &ConnParams,
+    conn: &Connection,
     database: &str,
     tables: &[(String, String)],
 ) -> Result<BTreeMap<String, i64>, PgError> {
     let mut counts = BTreeMap::new();
     for (schema, table) in tables {
         let sql = format!("SELECT count(*) FROM ONLY {}.{}", quote_ident(schema), quote_ident(table));
-        let row = client.query_one(&sql, &[]).await.map_err(|e| query_error(conn, database, &e))?;
+        let row = client.query_one(&sql, &[]).await.map_err(|e| conn.query_error(database, &e))?;
         counts.insert(qualified_key(schema, table), row.get::<_, i64>(0));
     }
     Ok(counts)
 }
 
 /// How many user objects a database holds (0 = safe to restore into).
-pub async fn user_object_count(client: &Client, conn: &ConnParams, database: &str) -> Result<i64, PgError> {
+pub async fn user_object_count(client: &Client, conn: &Connection, database: &str) -> Result<i64, PgError> {
     let row = client
         .query_one(
             "SELECT (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
@@ -194,14 +190,14 @@ pub async fn user_object_count(client: &Client, conn: &ConnParams, database: &st
             &[],
         )
         .await
-        .map_err(|e| query_error(conn, database, &e))?;
+        .map_err(|e| conn.query_error(database, &e))?;
     Ok(row.get(0))
 }
 
 /// `CREATE DATABASE` from `template0`, with the encoding and locale of `like` when known.
 pub async fn create_database(
     client: &Client,
-    conn: &ConnParams,
+    conn: &Connection,
     database: &str,
     name: &str,
     like: Option<&DatabaseInfo>,
@@ -215,20 +211,20 @@ pub async fn create_database(
             quote_literal(&info.ctype)
         ));
     }
-    client.batch_execute(&sql).await.map_err(|e| query_error(conn, database, &e))
+    client.batch_execute(&sql).await.map_err(|e| conn.query_error(database, &e))
 }
 
 /// `DROP DATABASE IF EXISTS`, ending other sessions on it first (PostgreSQL 13+).
 pub async fn drop_database(
     client: &Client,
-    conn: &ConnParams,
+    conn: &Connection,
     database: &str,
     name: &str,
     server_num: u32,
 ) -> Result<(), PgError> {
     let force = if server_num >= 130_000 { " WITH (FORCE)" } else { "" };
     let sql = format!("DROP DATABASE IF EXISTS {}{force}", quote_ident(name));
-    client.batch_execute(&sql).await.map_err(|e| query_error(conn, database, &e))
+    client.batch_execute(&sql).await.map_err(|e| conn.query_error(database, &e))
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::PgError;
+use crate::config::{Reader, vars};
 
 /// Where the tools come from.
 #[derive(Debug, Clone)]
@@ -26,6 +27,18 @@ pub struct ToolVersion {
 }
 
 impl PgTools {
+    /// Reads `LIFEBOAT_PG_BIN_DIR` (refused when it holds no `pg_dump`) and locates the tools.
+    pub fn read(r: &mut Reader<'_>) -> Option<Self> {
+        let configured = r.text(&vars::PG_BIN_DIR).map(PathBuf::from);
+        if let Some(dir) = &configured
+            && !dir.join("pg_dump").is_file()
+        {
+            r.problem(vars::PG_BIN_DIR.name, format!("{} has no pg_dump", dir.display()));
+            return None;
+        }
+        Some(Self::locate(configured.as_deref()))
+    }
+
     /// `configured` (`LIFEBOAT_PG_BIN_DIR`), else the newest `/usr/lib/postgresql/*/bin`, else `PATH`.
     pub fn locate(configured: Option<&Path>) -> Self {
         if let Some(dir) = configured {

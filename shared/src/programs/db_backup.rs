@@ -16,8 +16,7 @@ use crate::core::units;
 use crate::db::DbError;
 use crate::db::backup::{BackupDone, BackupSettings, backup_database};
 use crate::db::codec::CompressSpec;
-use crate::postgres::conn::ConnParams;
-use crate::postgres::settings::PgConfig;
+use crate::postgres::Connection;
 use crate::postgres::sql::{self, DatabaseInfo};
 use crate::postgres::tools::{self, PgTools};
 use crate::runtime::{self, Program, ProgramSpec, RunContext, Services, StartError};
@@ -38,7 +37,9 @@ pub struct Cli {
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Connection.
-    pub pg: PgConfig,
+    pub pg: Connection,
+    /// The PostgreSQL client tools.
+    pub tools: PgTools,
     /// Databases to back up; empty = all non-template databases.
     pub databases: Vec<String>,
     /// Compression.
@@ -55,7 +56,8 @@ pub struct Config {
 
 /// Reads the settings.
 pub fn read(r: &mut Reader<'_>, _cli: Option<Cli>) -> Option<Config> {
-    let pg = PgConfig::read(r);
+    let pg = Connection::read(r);
+    let tools = PgTools::read(r);
     let databases = r.list(&vars::DATABASES);
     let compression = match r.text(&vars::COMPRESSION).as_deref() {
         Some("zstd") => Some(Compression::Zstd),
@@ -82,11 +84,9 @@ pub fn read(r: &mut Reader<'_>, _cli: Option<Cli>) -> Option<Config> {
     };
     let row_counts = r.boolean(&vars::ROW_COUNTS);
     let concurrency = r.number_in(&vars::DB_CONCURRENCY, 1, 16);
-    if let Some(pg) = &pg {
-        pg.check_connection(r);
-    }
     Some(Config {
         pg: pg?,
+        tools: tools?,
         databases,
         compression: compression?,
         level: i32::try_from(level?).ok()?,
@@ -101,13 +101,11 @@ pub fn read(r: &mut Reader<'_>, _cli: Option<Cli>) -> Option<Config> {
 pub struct App {
     services: Services,
     config: Config,
-    conn: ConnParams,
 }
 
 /// Builds the program.
 pub async fn start(services: Services, config: Config) -> Result<App, StartError> {
-    let conn = ConnParams::resolve(&config.pg, &services.env)?;
-    Ok(App { services, config, conn })
+    Ok(App { services, config })
 }
 
 /// What a run backs up: the databases found, or why one cannot be.
@@ -116,9 +114,9 @@ type Targets = Vec<Result<DatabaseInfo, (String, DbError)>>;
 impl App {
     /// Checks the tools against the server and finds the databases to back up.
     async fn prepare(&self) -> Result<(BackupSettings, Targets), DbError> {
-        let tools = PgTools::locate(self.config.pg.bin_dir.as_deref());
+        let tools = &self.config.tools;
         let pg_dump_version = tools.version("pg_dump").await?;
-        let conn = &self.conn;
+        let conn = &self.config.pg;
         let admin_db = conn.maintenance_db.as_str();
         let admin = conn.connect(admin_db).await?;
         let server = sql::server_version(&admin, conn, admin_db).await?;
@@ -175,7 +173,7 @@ impl App {
         cancel: &CancellationToken,
     ) -> Result<BackupDone, DbError> {
         let (settings, _) = self.prepare().await?;
-        let conn = &self.conn;
+        let conn = &self.config.pg;
         let admin = conn.connect(&conn.maintenance_db).await?;
         let info = sql::database_info(&admin, conn, &conn.maintenance_db, database).await?.ok_or_else(|| {
             DbError::NotFound(format!("database {database:?} does not exist on {}", conn.describe_target()))
@@ -211,7 +209,7 @@ impl Program for App {
                     format!("no database backed up ({}): {e}", self.config.databases.join(", "))
                 };
                 result.items = if self.config.databases.is_empty() {
-                    vec![failure_item(&self.conn.describe_target(), "server", &e)]
+                    vec![failure_item(&self.config.pg.describe_target(), "server", &e)]
                 } else {
                     self.config.databases.iter().map(|d| failure_item(d, "database", &e)).collect()
                 };

@@ -84,14 +84,8 @@ impl Classify for StartError {
             Self::Publish(e) => e.kind(),
             Self::Channel(e) => e.kind(),
             Self::MixedLocations { .. } => ErrorKind::Config,
-            // The store branch of issue 9 gives `StoreError` and `PgError` `Classify`; these two
-            // arms then become `e.kind()`. Until then, from what they expose.
-            Self::Store(e) if e.is_retryable() => ErrorKind::Transient,
-            Self::Store(e) if e.is_not_found() => ErrorKind::NotFound,
-            Self::Store(_) => ErrorKind::Refused,
-            Self::Postgres(PgError::Settings { .. } | PgError::Tool { .. }) => ErrorKind::Config,
-            Self::Postgres(PgError::Connect { .. }) => ErrorKind::Transient,
-            Self::Postgres(PgError::Query { .. }) => ErrorKind::Internal,
+            Self::Store(e) => e.kind(),
+            Self::Postgres(e) => e.kind(),
         }
     }
 }

@@ -5,12 +5,17 @@
 //! - [`local::LocalStore`]: a directory (`file:///path`), the embedded default. Just as safe:
 //!   create-only writes through an atomic link of a fully written temp file.
 //!
+//! A GCS request that fails for a passing reason is retried per [`retry::RetrySettings`]
+//! (exponential backoff with jitter); [`StoreError`] says which failures those are
+//! ([`Classify`]).
+//!
 //! A store is opened on a [`Location`] (`gs://bucket/prefix` or `file:///path`); keys are
 //! relative to it. Every write is create-only unless the caller passes an explicit generation
 //! precondition, so nothing lifeboat wrote is ever silently replaced.
 
 pub mod gcs;
 pub mod local;
+pub mod retry;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -23,6 +28,7 @@ use futures::{StreamExt, TryStreamExt};
 
 pub use crate::core::location::{Location, LocationError};
 pub use crate::core::object::ObjectMeta;
+use crate::error::{Classify, ErrorKind};
 
 /// What went wrong with a store operation. Each backend maps its own errors into these kinds.
 #[derive(Debug, thiserror::Error)]
@@ -79,7 +85,31 @@ pub enum StoreError {
         /// What happened.
         message: String,
     },
-    /// Anything else.
+    /// The service refused the request for good (a 4xx status not named above).
+    #[error("{location}: {operation} {key:?} failed: {message}")]
+    Refused {
+        /// The store.
+        location: String,
+        /// What was attempted.
+        operation: &'static str,
+        /// The key.
+        key: String,
+        /// The service's words.
+        message: String,
+    },
+    /// What the store holds is not what was sent or expected (size, checksum).
+    #[error("{location}: {operation} {key:?} failed: {message}")]
+    Integrity {
+        /// The store.
+        location: String,
+        /// What was attempted.
+        operation: &'static str,
+        /// The key.
+        key: String,
+        /// What differs.
+        message: String,
+    },
+    /// Anything else: a local failure (disk, a task) or an answer that cannot be.
     #[error("{location}: {operation} {key:?} failed: {message}")]
     Other {
         /// The store.
@@ -93,12 +123,20 @@ pub enum StoreError {
     },
 }
 
-impl StoreError {
-    /// True when retrying the same operation may succeed.
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Transient { .. })
+impl Classify for StoreError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::NotFound { .. } => ErrorKind::NotFound,
+            Self::AlreadyExists { .. } | Self::PreconditionFailed { .. } => ErrorKind::Conflict,
+            Self::PermissionDenied { .. } | Self::InvalidName { .. } | Self::Refused { .. } => ErrorKind::Refused,
+            Self::Transient { .. } => ErrorKind::Transient,
+            Self::Integrity { .. } => ErrorKind::Integrity,
+            Self::Other { .. } => ErrorKind::Internal,
+        }
     }
+}
 
+impl StoreError {
     /// True for [`StoreError::NotFound`].
     pub fn is_not_found(&self) -> bool {
         matches!(self, Self::NotFound { .. })
@@ -214,7 +252,7 @@ pub trait ObjectStoreExt: ObjectStore {
     async fn read_all(&self, key: &str, limit: u64) -> Result<Bytes, StoreError> {
         let meta = self.stat(key).await?;
         if meta.size > limit {
-            return Err(StoreError::Other {
+            return Err(StoreError::Integrity {
                 location: self.location().to_string(),
                 operation: "read",
                 key: key.to_owned(),

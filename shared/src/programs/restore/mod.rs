@@ -21,8 +21,7 @@ use crate::core::naming::RunId;
 use crate::core::units;
 use crate::db::DbError;
 use crate::db::restore::{self as db_restore, RestoreSettings, RestoreTarget, Selector};
-use crate::postgres::conn::ConnParams;
-use crate::postgres::settings::PgConfig;
+use crate::postgres::Connection;
 use crate::postgres::tools::PgTools;
 use crate::runtime::cli::ARGUMENTS;
 use crate::runtime::{self, Program, ProgramSpec, RunContext, Services, StartError};
@@ -115,17 +114,17 @@ pub struct DbArgs {
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Connection.
-    pub pg: PgConfig,
+    pub pg: Connection,
+    /// The PostgreSQL client tools.
+    pub tools: PgTools,
     /// What to do.
     pub command: Command,
 }
 
 /// Reads the settings: the connection from the environment, the work from the command line.
 pub fn read(r: &mut Reader<'_>, cli: Option<Cli>) -> Option<Config> {
-    let pg = PgConfig::read(r);
-    if let Some(pg) = &pg {
-        pg.check_connection(r);
-    }
+    let pg = Connection::read(r);
+    let tools = PgTools::read(r);
     let command = cli.map(|c| c.command);
     if let Some(Command::Db(a)) = &command
         && (a.database.is_empty() || a.target.as_deref().is_some_and(|t| t.is_empty() || t.len() > 63))
@@ -137,7 +136,7 @@ pub fn read(r: &mut Reader<'_>, cli: Option<Cli>) -> Option<Config> {
     {
         r.problem(ARGUMENTS, e);
     }
-    Some(Config { pg: pg?, command: command? })
+    Some(Config { pg: pg?, tools: tools?, command: command? })
 }
 
 /// The program.
@@ -145,13 +144,11 @@ pub fn read(r: &mut Reader<'_>, cli: Option<Cli>) -> Option<Config> {
 pub struct App {
     services: Services,
     config: Config,
-    conn: ConnParams,
 }
 
 /// Builds the program.
 pub async fn start(services: Services, config: Config) -> Result<App, StartError> {
-    let conn = ConnParams::resolve(&config.pg, &services.env)?;
-    Ok(App { services, config, conn })
+    Ok(App { services, config })
 }
 
 impl App {
@@ -221,7 +218,7 @@ impl App {
         ctx: &RunContext,
         item: &mut ItemResult,
     ) -> Result<db_restore::RestoreDone, DbError> {
-        let tools = PgTools::locate(self.config.pg.bin_dir.as_deref());
+        let tools = &self.config.tools;
         let pg_restore_version = tools.version("pg_restore").await?;
         let selector = match (&args.backup_id, args.before) {
             (Some(id), _) => Selector::Id(id.clone()),
@@ -238,7 +235,7 @@ impl App {
         };
         item.figures.insert("target".into(), target.name.clone().into());
         let settings = RestoreSettings {
-            conn: self.conn.clone(),
+            conn: self.config.pg.clone(),
             pg_restore: tools.path("pg_restore"),
             pg_restore_version,
             jobs: args.jobs,

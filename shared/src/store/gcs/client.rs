@@ -1,0 +1,45 @@
+//! Building the `gcloud-storage` client: an emulator (`STORAGE_EMULATOR_HOST`) with anonymous
+//! credentials, or Google Cloud Storage with Application Default Credentials (the metadata
+//! server on Cloud Run, `gcloud auth application-default login` on a workstation).
+
+use gcloud_storage::client::{Client, ClientConfig};
+
+use crate::store::{Location, StoreError};
+
+/// A client for `location`, talking to `emulator` when it is set.
+pub(super) async fn build(location: &Location, emulator: Option<&str>) -> Result<Client, StoreError> {
+    // gcloud-storage's HTTP client is built without a TLS crypto provider (so no C crypto
+    // library is compiled in); ring is installed process-wide here. A second install (another
+    // store, the Pub/Sub client) finds it there and changes nothing.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = match emulator {
+        Some(host) => ClientConfig { storage_endpoint: emulator_endpoint(host), ..ClientConfig::default() }.anonymous(),
+        None => ClientConfig::default().with_auth().await.map_err(|e| StoreError::PermissionDenied {
+            location: location.to_string(),
+            key: String::new(),
+            message: format!(
+                "no Google credentials ({e}); on Cloud Run attach a service account, locally run gcloud auth application-default login"
+            ),
+        })?,
+    };
+    Ok(Client::new(config))
+}
+
+/// `STORAGE_EMULATOR_HOST` as an endpoint: `host:port` gets `http://`, a trailing `/` goes (the
+/// client appends `/storage/v1/…` itself).
+fn emulator_endpoint(host: &str) -> String {
+    let host = if host.starts_with("http") { host.to_owned() } else { format!("http://{host}") };
+    host.trim_end_matches('/').to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emulator_hosts_become_endpoints() {
+        assert_eq!(emulator_endpoint("localhost:4443"), "http://localhost:4443");
+        assert_eq!(emulator_endpoint("http://127.0.0.1:4443/"), "http://127.0.0.1:4443");
+        assert_eq!(emulator_endpoint("https://gcs.test"), "https://gcs.test");
+    }
+}

@@ -1,0 +1,84 @@
+//! The `gcloud-storage` errors, mapped into [`StoreError`] by HTTP status (or by what failed when
+//! there is no answer), so callers decide on the kind and never on the service's words.
+
+use gcloud_storage::http::Error as GcsError;
+
+use crate::store::{Location, StoreError};
+
+/// Maps `e`, from `operation` on `key`. `create_only`: a failed precondition means the name is
+/// taken (`ifGenerationMatch=0`), not that the object changed.
+pub(super) fn map_error(
+    location: &Location,
+    e: GcsError,
+    operation: &'static str,
+    key: &str,
+    create_only: bool,
+) -> StoreError {
+    let location = location.to_string();
+    let key = key.to_owned();
+    match e {
+        GcsError::Response(r) => by_status(r.code, r.message, location, operation, key, create_only),
+        GcsError::HttpClient(e) | GcsError::RawResponse(e, _) => match e.status() {
+            Some(s) => by_status(s.as_u16(), e.to_string(), location, operation, key, create_only),
+            None if e.is_connect() || e.is_timeout() || e.is_request() || e.is_body() => {
+                StoreError::Transient { location, key, message: e.to_string() }
+            }
+            None => StoreError::Other { location, operation, key, message: e.to_string() },
+        },
+        other => StoreError::Other { location, operation, key, message: other.to_string() },
+    }
+}
+
+fn by_status(
+    code: u16,
+    message: String,
+    location: String,
+    operation: &'static str,
+    key: String,
+    create_only: bool,
+) -> StoreError {
+    match code {
+        404 => StoreError::NotFound { location, key },
+        412 if create_only => StoreError::AlreadyExists { location, key },
+        412 => StoreError::PreconditionFailed { location, key },
+        401 | 403 => StoreError::PermissionDenied { location, key, message },
+        408 | 429 | 500..=599 => StoreError::Transient { location, key, message },
+        400..=499 => StoreError::Refused { location, operation, key, message },
+        _ => StoreError::Other { location, operation, key, message },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use gcloud_storage::http::error::ErrorResponse;
+
+    use super::*;
+    use crate::error::{Classify as _, ErrorKind};
+
+    fn answer(code: u16, create_only: bool) -> StoreError {
+        let location = Location::Gcs { bucket: "b".into(), prefix: String::new() };
+        let e = GcsError::Response(ErrorResponse { code, errors: Vec::new(), message: format!("status {code}") });
+        map_error(&location, e, "put", "k", create_only)
+    }
+
+    #[test]
+    fn statuses_become_kinds() {
+        assert!(matches!(answer(404, false), StoreError::NotFound { .. }));
+        assert!(matches!(answer(412, true), StoreError::AlreadyExists { .. }));
+        assert!(matches!(answer(412, false), StoreError::PreconditionFailed { .. }));
+        for (code, kind) in [
+            (401, ErrorKind::Refused),
+            (403, ErrorKind::Refused),
+            (400, ErrorKind::Refused),
+            (408, ErrorKind::Transient),
+            (429, ErrorKind::Transient),
+            (500, ErrorKind::Transient),
+            (503, ErrorKind::Transient),
+            (302, ErrorKind::Internal),
+        ] {
+            assert_eq!(answer(code, false).kind(), kind, "{code}");
+        }
+        let e = answer(400, false).to_string();
+        assert_eq!(e, "gs://b: put \"k\" failed: status 400");
+    }
+}
