@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test of lifeboat, the same way CI does (.ci/run calls exactly this):
 # starts the local stack (PostgreSQL, fake-gcs-server, Pub/Sub emulator, Slack stand-in),
-# then format check, clippy with warnings as errors, the deployment checks (Terraform,
+# then format check, clippy with warnings as errors, rustdoc with warnings as errors, the deployment checks (Terraform,
 # Dockerfile), a build, and every unit and integration test.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -21,6 +21,9 @@ cargo fmt --all -- --check
 
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo doc -D warnings (broken intra-doc links after a move fail here)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 
 step "deployment checks (Terraform, Dockerfile)"
 infra/check-deploy.sh

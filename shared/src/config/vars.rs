@@ -1,6 +1,10 @@
 //! The declaration of every environment variable lifeboat reads. `--help` and the README's
 //! configuration reference are generated from these; nothing else names a variable.
 
+// The help texts are plain text (shown by --help and in the README), not Markdown: `<source>`
+// in them is a placeholder, not an HTML tag.
+#![allow(rustdoc::invalid_html_tags)]
+
 use super::Var;
 
 macro_rules! var {

@@ -28,7 +28,7 @@ pub static SPEC: ProgramSpec = ProgramSpec { name: "storage-backup", vars: &[var
 ///
 /// Scale-out: as a Cloud Run job with several tasks, each task snapshots the objects whose name
 /// hashes to its CLOUD_RUN_TASK_INDEX and writes its part; the tasks of one execution share a
-/// snapshot id (claimed through storage/<bucket>/executions/<CLOUD_RUN_EXECUTION>.json, or
+/// snapshot id (claimed through storage/BUCKET/executions/CLOUD_RUN_EXECUTION.json, or
 /// pinned with SNAPSHOT_ID), and the task that finds every part present writes the header. A
 /// retried task whose part is already written only checks the header.
 #[derive(Debug, Clone, Default, Parser)]

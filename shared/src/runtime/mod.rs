@@ -1,6 +1,6 @@
 //! The dual-mode runtime every binary uses: [`main`] reads the command line and the environment
-//! ([`cli`]), connects the [`Services`], builds the program, then runs it once ([`job`]) or
-//! serves it over HTTP ([`server`]).
+//! ([`cli`]), connects the [`Services`], builds the program, then runs it once (`job`) or
+//! serves it over HTTP (`server`).
 //!
 //! - Job mode (`--once`, or `CLOUD_RUN_JOB` set): run once, publish the result, exit 0 on
 //!   success, 1 on failure, 2 on bad configuration. SIGTERM/SIGINT cancel the run.

@@ -56,7 +56,7 @@ pub enum Command {
     /// Restore a database backup: by default the newest complete one, into a new database.
     ///
     /// By default the newest complete backup is restored into a new database
-    /// NAME_restored_<timestamp>. Download, size/SHA-256/CRC32C check, decompression and
+    /// NAME_restored_TIMESTAMP. Download, size/SHA-256/CRC32C check, decompression and
     /// pg_restore are one stream; the restore succeeds only if the checksums match, pg_restore
     /// exits 0 and every table has the row count the backup recorded. Otherwise the database it
     /// created is dropped.
@@ -92,7 +92,7 @@ pub struct DbArgs {
     #[arg(long, value_name = "TIME", value_parser = units::parse_time)]
     pub before: Option<DateTime<Utc>>,
     /// Restore into this database; an existing one must be empty unless --clean
-    /// (default: NAME_restored_<timestamp>).
+    /// (default: NAME_restored_TIMESTAMP).
     #[arg(long, value_name = "NEWNAME")]
     pub target: Option<String>,
     /// Drop and recreate an existing target first.
