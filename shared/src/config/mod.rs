@@ -222,8 +222,9 @@ fn check_cron(expr: &str) -> Result<(), String> {
     // Numbers, `*`, and the three-letter names of months and weekdays: no `L`/`W` modifiers.
     for field in &fields {
         for atom in field.split([',', '-', '/']) {
-            let plain = atom == "*" || atom.bytes().all(|b| b.is_ascii_digit());
-            if !plain && !(atom.len() == 3 && atom.bytes().all(|b| b.is_ascii_alphabetic())) {
+            let number_or_star = atom == "*" || atom.bytes().all(|b| b.is_ascii_digit());
+            let name = atom.len() == 3 && atom.bytes().all(|b| b.is_ascii_alphabetic());
+            if !(number_or_star || name) {
                 return Err(format!("{atom:?} in {field:?} is not a number, * or a month or weekday name"));
             }
         }
