@@ -6,7 +6,7 @@ use std::process::{Command, Output};
 
 use lifeboat_core::core::db_manifest::DbManifest;
 
-use crate::db_support::{Server, TestDb};
+use crate::support::postgres::{Server, TestDb};
 use crate::support::{binary, unique};
 
 fn run(name: &str, home: &Path, server: &Server, destination: &str, envs: &[(&str, &str)], args: &[&str]) -> Output {
@@ -86,7 +86,7 @@ fn sigterm_mid_backup_fails_the_job_cleanly() {
     let home = tempfile::tempdir().expect("home");
     let backups = tempfile::tempdir().expect("backups");
     let destination = format!("file://{}", backups.path().display());
-    let tools = crate::db_support::fake_bin_dir(
+    let tools = crate::support::postgres::fake_bin_dir(
         "case \"$1\" in --version) exec \"$REAL\" --version;; esac\nprintf PGDMP\nhead -c 300000 /dev/urandom\nexec sleep 120",
     );
     let bin_dir = tools.path().to_string_lossy().into_owned();

@@ -11,7 +11,7 @@ use lifeboat_core::store::DynStore;
 use serde_json::Value;
 use tokio::sync::Notify;
 
-use crate::fake_backups::{config, db_backup, run_at, services, snapshot};
+use crate::support::fake_backups::{config, db_backup, run_at, services, snapshot};
 use crate::support::{binary, gcs_store_with, require_env};
 
 async fn store() -> DynStore {

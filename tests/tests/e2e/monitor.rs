@@ -16,8 +16,8 @@ use lifeboat_core::store::{DynStore, ObjectStoreExt as _};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
-use crate::fake_backups::{config, db_backup, run_at, services};
-use crate::slack::Hook;
+use crate::support::fake_backups::{config, db_backup, run_at, services};
+use crate::support::slack::Hook;
 use crate::support::{PubSubFixture, binary, gcs_store_with, pubsub_fixture, require_env};
 
 const TOKEN: &str = "monitor-test-token-0123456789";

@@ -12,7 +12,7 @@ use lifeboat_core::programs::prune;
 use lifeboat_core::runtime::{Program, RunContext, Trigger};
 use lifeboat_core::store::{DynStore, ObjectStore};
 
-use crate::fake_backups::{blob_key, config, db_backup, keys, run_at, services, snapshot};
+use crate::support::fake_backups::{blob_key, config, db_backup, keys, run_at, services, snapshot};
 use crate::support::{binary, gcs_store_with, require_env};
 
 async fn store() -> DynStore {

@@ -1,6 +1,10 @@
 //! Shared fixtures: service endpoints from the environment (set by `infra/stack-up.sh`),
 //! unique names, stores in temp dirs and fresh emulator buckets.
 
+pub mod fake_backups;
+pub mod postgres;
+pub mod slack;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 

@@ -13,7 +13,7 @@ use lifeboat_core::store::gcs::GcsStore;
 use lifeboat_core::store::{DynStore, Location, ObjectStore as _, ObjectStoreExt as _};
 use tokio_util::sync::CancellationToken;
 
-use crate::db_support::*;
+use crate::support::postgres::*;
 use crate::support::{free_port, gcs_store_with, local_store, require_env, unique};
 
 /// A table of `rows` rows with text, for small fixtures.
