@@ -1,13 +1,22 @@
-//! The real binaries: `--help`, configuration errors (exit 2), job mode, service mode.
+//! What every program shares, through the real binaries and over a real socket: `--help`,
+//! configuration errors (exit 2), job mode, logs, and service mode (health, authentication, one
+//! run at a time, graceful stop on SIGTERM).
 
-use std::process::{Command, Stdio};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use lifeboat_core::config::vars;
+use async_trait::async_trait;
+use lifeboat_core::config::{Env, vars};
+use lifeboat_core::core::events::{Outcome, RunResult};
 use lifeboat_core::programs;
-use lifeboat_core::runtime::ProgramSpec;
+use lifeboat_core::runtime::auth::unsigned_jwt_for;
+use lifeboat_core::runtime::{App, Program, ProgramSpec, RunContext, Services};
+use tokio::sync::Notify;
 
-use crate::support::binary;
+use crate::support::binaries::{Service, command};
+use crate::support::stack::{Served, local_store, services_on};
 
 const PROGRAMS: [&ProgramSpec; 6] = [
     &programs::db_backup::SPEC,
@@ -18,18 +27,11 @@ const PROGRAMS: [&ProgramSpec; 6] = [
     &programs::monitor::SPEC,
 ];
 
-/// A command with a clean environment (only PATH and HOME), so the developer's variables do not leak in.
-fn clean(name: &str, home: &std::path::Path) -> Command {
-    let mut c = Command::new(binary(name));
-    c.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).env("HOME", home);
-    c
-}
-
 #[test]
 fn every_binary_answers_help_with_all_its_variables() {
     let home = tempfile::tempdir().expect("home");
     for spec in PROGRAMS {
-        let out = clean(spec.name, home.path()).arg("--help").output().expect("run --help");
+        let out = command(spec.name, home.path()).arg("--help").output().expect("run --help");
         assert!(out.status.success(), "{} --help failed", spec.name);
         let text = String::from_utf8(out.stdout).expect("utf-8");
         for v in spec.all_vars() {
@@ -44,12 +46,12 @@ fn bad_configuration_lists_every_problem_and_exits_2() {
     let home = tempfile::tempdir().expect("home");
     for spec in PROGRAMS {
         // restore needs a command too (without one, that is a fifth problem).
-        let command: &[&str] = if spec.name == "restore" { &["list", "--database", "app"] } else { &[] };
+        let subcommand: &[&str] = if spec.name == "restore" { &["list", "--database", "app"] } else { &[] };
         // storage-backup needs its source buckets (without them, a fifth problem).
         let sources: &[(&str, &str)] = if spec.name == "storage-backup" { &[("SOURCE_BUCKETS", "media")] } else { &[] };
-        let out = clean(spec.name, home.path())
+        let out = command(spec.name, home.path())
             .arg("--once")
-            .args(command)
+            .args(subcommand)
             .envs(sources.iter().copied())
             .env("LIFEBOAT_DESTINATION", "s3://not-supported")
             .env("BACKUP_RETENTION_DAYS", "-1")
@@ -70,38 +72,21 @@ fn bad_configuration_lists_every_problem_and_exits_2() {
 #[test]
 fn no_mode_is_a_configuration_error() {
     let home = tempfile::tempdir().expect("home");
-    let out = clean("prune", home.path()).output().expect("run");
+    let out = command("prune", home.path()).output().expect("run");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("pass --once"));
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
 #[tokio::test]
 async fn service_mode_binary_refuses_anonymous_runs_and_stops_on_sigterm() {
     let home = tempfile::tempdir().expect("home");
-    let port = free_port();
-    let mut child = tokio::process::Command::from(clean("prune", home.path()))
-        .env("PORT", port.to_string())
-        .env("LIFEBOAT_DESTINATION", format!("file://{}/backups", home.path().display()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let mut prune = command("prune", home.path());
+    prune.env("LIFEBOAT_DESTINATION", format!("file://{}/backups", home.path().display()));
+    // PORT=0: the kernel picks the port when the binary binds; the binary logs it and we read it.
+    let Service { mut child, base } = Service::start(prune).await;
     let http = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut healthy = false;
-    for _ in 0..100 {
-        if let Ok(r) = http.get(format!("{base}/healthz")).send().await {
-            assert_eq!(r.status(), 200);
-            healthy = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(healthy, "service did not come up");
+    let health = http.get(format!("{base}/healthz")).send().await.expect("healthz");
+    assert_eq!(health.status(), 200);
     let resp = http.post(format!("{base}/run")).send().await.expect("post");
     assert_eq!(resp.status(), 401);
     let pid = child.id().expect("pid");
@@ -115,7 +100,7 @@ async fn service_mode_binary_refuses_anonymous_runs_and_stops_on_sigterm() {
 #[test]
 fn on_cloud_run_logs_are_json_for_cloud_logging_and_hold_no_secret() {
     let home = tempfile::tempdir().expect("home");
-    let out = clean("health", home.path())
+    let out = command("health", home.path())
         .env("CLOUD_RUN_JOB", "health")
         .env("LIFEBOAT_DESTINATION", format!("file://{}/backups", home.path().display()))
         .env("LIFEBOAT_API_TOKEN", "super-secret-token-value-42")
@@ -137,7 +122,7 @@ fn on_cloud_run_logs_are_json_for_cloud_logging_and_hold_no_secret() {
 #[test]
 fn locally_logs_are_readable_text() {
     let home = tempfile::tempdir().expect("home");
-    let out = clean("health", home.path())
+    let out = command("health", home.path())
         .arg("--once")
         .env("LIFEBOAT_DESTINATION", format!("file://{}/backups", home.path().display()))
         .output()
@@ -145,4 +130,100 @@ fn locally_logs_are_readable_text() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("job failed"), "{err}");
     assert!(!err.lines().any(|l| l.starts_with('{')), "text logs expected locally: {err}");
+}
+
+static SPEC: ProgramSpec = ProgramSpec { name: "slow", about: "waits to be released", usage: "", vars: &[] };
+
+/// A program that blocks until released, so a second request can arrive mid-run.
+struct Slow {
+    services: Services,
+    release: Arc<Notify>,
+    started: Arc<Notify>,
+    runs: AtomicUsize,
+}
+
+#[async_trait]
+impl Program for Slow {
+    async fn run(&self, ctx: RunContext) -> RunResult {
+        self.runs.fetch_add(1, Ordering::SeqCst);
+        self.started.notify_one();
+        self.release.notified().await;
+        let mut r = self.services.result(SPEC.name, ctx.started);
+        r.summary = "released".into();
+        r.outcome = Outcome::Success;
+        r
+    }
+}
+
+const TOKEN: &str = "local-test-token-0123456789";
+
+const INVOKER: &str = "scheduler@proj.iam.gserviceaccount.com";
+
+#[tokio::test]
+async fn service_mode_authenticates_serialises_runs_and_stops_gracefully() {
+    let (dir, store) = local_store();
+    let env = Env::from_pairs([
+        ("LIFEBOAT_DESTINATION", format!("file://{}", dir.path().display())),
+        ("LIFEBOAT_API_TOKEN", TOKEN.to_owned()),
+        ("LIFEBOAT_ALLOWED_INVOKERS", INVOKER.to_owned()),
+    ]);
+    let services = services_on(&env, store);
+    let release = Arc::new(Notify::new());
+    let started = Arc::new(Notify::new());
+    let program = Arc::new(Slow {
+        services: services.clone(),
+        release: release.clone(),
+        started: started.clone(),
+        runs: AtomicUsize::new(0),
+    });
+    let app = App::new(&SPEC, program.clone(), services);
+    let served = Served::start(app).await;
+    let (base, http) = (served.base.clone(), served.http.clone());
+
+    let health = http.get(format!("{base}/healthz")).send().await.expect("healthz");
+    assert_eq!(health.status(), 200);
+    assert_eq!(health.json::<serde_json::Value>().await.expect("json")["status"], "ok");
+
+    let anonymous = http.post(format!("{base}/run")).send().await.expect("anonymous run");
+    assert_eq!(anonymous.status(), 401);
+    assert!(anonymous.text().await.expect("body").contains("credentials"));
+    let stranger = http
+        .post(format!("{base}/run"))
+        .bearer_auth(unsigned_jwt_for("stranger@evil.example"))
+        .send()
+        .await
+        .expect("stranger");
+    assert_eq!(stranger.status(), 403);
+    let wrong_token =
+        http.post(format!("{base}/run")).bearer_auth("not-the-token-at-all-000").send().await.expect("wrong token");
+    assert_eq!(wrong_token.status(), 401);
+    assert_eq!(program.runs.load(Ordering::SeqCst), 0, "refused requests never run the program");
+
+    // An allowed identity starts a run; a second request while it runs gets 409.
+    let first = tokio::spawn({
+        let (http, base) = (http.clone(), base.clone());
+        async move { http.post(format!("{base}/run")).bearer_auth(unsigned_jwt_for(INVOKER)).send().await }
+    });
+    tokio::time::timeout(Duration::from_secs(10), started.notified()).await.expect("run started");
+    let second = http.post(format!("{base}/run")).bearer_auth(TOKEN).send().await.expect("second run");
+    assert_eq!(second.status(), 409);
+    release.notify_one();
+    let first = first.await.expect("join").expect("first run");
+    assert_eq!(first.status(), 200);
+    let body: serde_json::Value = first.json().await.expect("json");
+    assert_eq!(body["outcome"], "success");
+    assert_eq!(body["summary"], "released");
+    assert_eq!(program.runs.load(Ordering::SeqCst), 1);
+
+    let unknown = http.get(format!("{base}/nope")).send().await.expect("unknown");
+    assert_eq!(unknown.status(), 404);
+    let wrong_method = http.get(format!("{base}/run")).send().await.expect("GET /run");
+    assert_eq!(wrong_method.status(), 405);
+    let too_big = http.post(format!("{base}/run")).bearer_auth(TOKEN).body(vec![b'x'; 2 * 1024 * 1024]).send().await;
+    if let Ok(resp) = too_big {
+        assert_eq!(resp.status(), 413);
+    }
+
+    served.stop().await;
+    assert!(http.get(format!("{base}/healthz")).send().await.is_err(), "no longer listening");
 }
