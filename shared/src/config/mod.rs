@@ -186,6 +186,23 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// A cron expression as Cloud Scheduler takes it (unix-cron: minute, hour, day of month, month,
+    /// day of week). Terraform hands it to Cloud Scheduler, which would refuse a bad one only at
+    /// `terraform apply`; checking it here reports it with every other problem, before a deploy.
+    pub fn cron(&mut self, var: &Var) -> Option<String> {
+        let raw = self.text(var)?;
+        match check_cron(&raw) {
+            Ok(()) => Some(raw),
+            Err(why) => {
+                self.problem(
+                    var.name,
+                    format!("{raw:?} is not a five-field cron expression like \"0 2 * * *\": {why}"),
+                );
+                None
+            }
+        }
+    }
+
     /// Ends reading: `Ok` when no problem was recorded, otherwise every problem at once.
     pub fn finish(self) -> Result<(), ConfigError> {
         if self.problems.is_empty() { Ok(()) } else { Err(ConfigError { problems: self.problems }) }
@@ -195,6 +212,36 @@ impl<'a> Reader<'a> {
     pub fn absorb(&mut self, other: ConfigError) {
         self.problems.extend(other.problems);
     }
+}
+
+/// Checks a unix-cron expression: croner parses the five fields (ranges, steps, lists, names,
+/// bounds); what croner accepts beyond standard cron (`@daily`, `L`, `W`, `#`, `?`, seconds or
+/// year fields) Cloud Scheduler refuses, so it is refused here too.
+fn check_cron(expr: &str) -> Result<(), String> {
+    if let Some(c) = expr.chars().find(|c| matches!(c, '@' | '#' | '?')) {
+        return Err(format!("{c:?} is not standard cron"));
+    }
+    let fields: Vec<&str> = expr.split_whitespace().collect();
+    if fields.len() != 5 {
+        return Err(format!("it has {} fields", fields.len()));
+    }
+    // Numbers, `*`, and the three-letter names of months and weekdays: no `L`/`W` modifiers.
+    for field in &fields {
+        for atom in field.split([',', '-', '/']) {
+            let number_or_star = atom == "*" || atom.bytes().all(|b| b.is_ascii_digit());
+            let name = atom.len() == 3 && atom.bytes().all(|b| b.is_ascii_alphabetic());
+            if !(number_or_star || name) {
+                return Err(format!("{atom:?} in {field:?} is not a number, * or a month or weekday name"));
+            }
+        }
+    }
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Disallowed)
+        .year(croner::parser::Year::Disallowed)
+        .build()
+        .parse(expr)
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 /// Settings every program shares.
@@ -255,11 +302,7 @@ impl Common {
                 r.problem(ALERT_EMAILS.name, format!("{e:?} is not an e-mail address"));
             }
         }
-        if let Some(s) = r.text(&SCHEDULE)
-            && s.split_whitespace().count() != 5
-        {
-            r.problem(SCHEDULE.name, format!("{s:?} is not a five-field cron expression like \"0 2 * * *\""));
-        }
+        r.cron(&SCHEDULE);
         let chunk_mib = r.number_in(&UPLOAD_CHUNK_MIB, 1, 1024);
         let auth = AuthConfig::read(r);
         if results_topic.is_some() && project.is_none() && r.env().get("PUBSUB_EMULATOR_HOST").is_none() {
@@ -427,6 +470,56 @@ mod tests {
         let text = err.to_string();
         assert!(text.starts_with("invalid configuration (5 problems):"), "{text}");
         assert!(text.contains("\"thirty\" is not a whole number from 1 to 36500"), "{text}");
+    }
+
+    #[test]
+    fn standard_cron_expressions_pass() {
+        for good in [
+            "0 2 * * *",
+            "*/15 * * * *",
+            "30 1,13 * * 1-5",
+            "0 3 1 * *",
+            "0 4 * JAN,JUL SUN",
+            "5 0-23/2 * * mon-fri",
+            "59 23 31 12 7",
+            "  0 2 * * *  ",
+        ] {
+            assert_eq!(check_cron(good), Ok(()), "{good}");
+            let env = Env::from_pairs([("BACKUP_SCHEDULE", good)]);
+            assert!(read_common(&env).is_ok(), "{good}");
+        }
+    }
+
+    #[test]
+    fn bad_cron_expressions_are_configuration_problems() {
+        for bad in [
+            "99 99 99 99 99",
+            "60 * * * *",
+            "0 24 * * *",
+            "0 2 32 * *",
+            "0 2 * 13 *",
+            "0 2 * * 8",
+            "0 2 * *",
+            "0 0 2 * * *",
+            "0 2 * * * 2027",
+            "daily",
+            "@daily",
+            "0 2 L * *",
+            "0 2 * * 1#2",
+            "0 2 ? * *",
+            "0 2 15W * *",
+            "5-1 * * * *",
+            "*/0 * * * *",
+            "0 2 * FOO *",
+        ] {
+            assert!(check_cron(bad).is_err(), "{bad:?} passed");
+            let env = Env::from_pairs([("BACKUP_SCHEDULE", bad), ("BACKUP_RETENTION_DAYS", "0")]);
+            let err = read_common(&env).expect_err(bad);
+            let names: Vec<_> = err.problems.iter().map(|p| p.name.as_str()).collect();
+            assert_eq!(names, ["BACKUP_RETENTION_DAYS", "BACKUP_SCHEDULE"], "{bad:?}: {err}");
+            assert!(err.to_string().contains("is not a five-field cron expression"), "{err}");
+        }
+        assert!(check_cron("").is_err(), "an empty variable is unset (the default applies), never parsed as cron");
     }
 
     #[test]

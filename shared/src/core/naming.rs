@@ -29,7 +29,7 @@ pub struct RunId {
 impl RunId {
     /// A new id for a run starting at `started`.
     pub fn new(started: DateTime<Utc>) -> Self {
-        let suffix = format!("{:08x}", rand::random::<u32>());
+        let suffix = format!("{:08x}", uuid::Uuid::new_v4().as_fields().0); // 32 random bits of a v4 UUID
         Self { started: trunc_seconds(started), suffix }
     }
 }

@@ -1,3 +1,5 @@
-//! What people read: the status page (HTML). Pure: rows and time in, text out.
+//! What people read: HTML pages. Pure: rows and time in, text out. [`layout`] holds the pieces
+//! every page is built from (shell, pills, cards, sparkline); [`page`] is `health`'s status page.
 
+pub mod layout;
 pub mod page;

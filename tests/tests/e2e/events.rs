@@ -6,11 +6,11 @@ use chrono::Utc;
 use lifeboat_core::core::events::{Event, ItemResult, Outcome, RunResult, SCHEMA_VERSION};
 use lifeboat_core::notify::publisher::{PubSubPublisher, Publisher};
 
-use crate::support::{PubSubFixture, pubsub_fixture};
+use crate::support::pubsub::pubsub_fixture;
 
 #[tokio::test]
 async fn published_event_is_pulled_back_intact() {
-    let PubSubFixture { host, project, topic_id, subscription } = pubsub_fixture().await;
+    let fixture = pubsub_fixture().await;
 
     let now = Utc::now();
     let result = RunResult {
@@ -33,18 +33,13 @@ async fn published_event_is_pulled_back_intact() {
         figures: BTreeMap::new(),
     };
     let event = Event::new(result);
-    let publisher = PubSubPublisher::connect(&topic_id, Some(project), Some(&host)).await.expect("publisher");
+    let publisher = PubSubPublisher::connect(&fixture.topic_id, Some(fixture.project), Some(&fixture.host))
+        .await
+        .expect("publisher");
     let message_id = publisher.publish(&event).await.expect("publish");
     assert!(!message_id.is_empty());
 
-    let mut received = Vec::new();
-    for _ in 0..20 {
-        received = subscription.pull(10, None).await.expect("pull");
-        if !received.is_empty() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let received = fixture.pull().await;
     assert_eq!(received.len(), 1, "exactly the one event");
     let msg = &received[0];
     assert_eq!(msg.message.message_id, message_id);

@@ -6,13 +6,14 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use lifeboat_core::core::clock::Clock;
 use lifeboat_core::programs::health;
-use lifeboat_core::runtime::{App, serve};
+use lifeboat_core::runtime::App;
 use lifeboat_core::store::DynStore;
 use serde_json::Value;
-use tokio::sync::Notify;
 
-use crate::fake_backups::{config, db_backup, run_at, services, snapshot};
-use crate::support::{binary, gcs_store_with, require_env};
+use crate::support::binaries::job;
+use crate::support::fake_backups::{db_backup, run_at, snapshot};
+use crate::support::gcs::gcs_store_with;
+use crate::support::stack::{Served, config, services};
 
 async fn store() -> DynStore {
     Arc::new(gcs_store_with(1 << 20, "backups").await)
@@ -33,12 +34,8 @@ async fn health_serves_json_and_an_html_page() {
     let services = services.with_clock(clock.clone());
     let program = health::start(services.clone(), config(&env, &[], health::read)).await.expect("start");
     let app = App::new(&health::SPEC, Arc::new(program), services);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let stop = Arc::new(Notify::new());
-    let signal = stop.clone();
-    let server = tokio::spawn(async move { serve(listener, app, async move { signal.notified().await }).await });
-    let http = reqwest::Client::new();
+    let served = Served::start(app).await;
+    let (base, http) = (served.base.clone(), served.http.clone());
 
     let r = http.get(format!("{base}/status")).send().await.expect("status");
     assert_eq!(r.status(), 503, "billing is stale, ledger missing");
@@ -86,27 +83,19 @@ async fn health_serves_json_and_an_html_page() {
     let r = http.get(format!("{base}/status")).send().await.expect("status");
     assert_eq!(r.status(), 503, "app's newest backup is now 26 h old");
 
-    stop.notify_one();
-    server.await.expect("server stops");
+    served.stop().await;
 }
 
 #[tokio::test]
 async fn job_mode_exits_non_zero_unless_everything_is_ok() {
-    let host = require_env("STORAGE_EMULATOR_HOST");
     let store = store().await;
     let now = Utc::now();
     db_backup(&*store, "main", "app", &run_at(now - Duration::hours(2)), 100, true).await;
     let run = || {
         let home = tempfile::tempdir().expect("home");
-        std::process::Command::new(binary("health"))
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", home.path())
-            .env("STORAGE_EMULATOR_HOST", &host)
-            .env("LIFEBOAT_DESTINATION", store.location().to_string())
+        job("health", home.path(), &store.location().to_string())
             .env("BACKUP_DATABASES", "app")
             .env("SOURCE_BUCKETS", "media/photos")
-            .arg("--once")
             .output()
             .expect("run health")
     };

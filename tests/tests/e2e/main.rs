@@ -1,17 +1,18 @@
 //! End-to-end tests against real services: the local directory store, fake-gcs-server, the
-//! Pub/Sub emulator, real HTTP servers, and the programs' binaries. One test binary, many modules.
+//! Pub/Sub emulator, PostgreSQL, real HTTP servers, and the programs' binaries. One test binary;
+//! one module per program, a few that every program shares, and `support` for the fixtures.
 
-mod binaries;
-mod db;
-mod db_binaries;
-mod db_support;
-mod events;
-mod fake_backups;
+// The programs.
+mod db_backup;
 mod health;
 mod monitor;
 mod prune;
-mod service;
-mod slack;
-mod snapshots;
+mod restore;
+mod storage_backup;
+
+// What they share: the runtime (CLI, job and service mode, logs), result events, the stores.
+mod events;
+mod runtime;
 mod store_conformance;
+
 mod support;

@@ -11,31 +11,30 @@ use lifeboat_core::core::clock::Clock;
 use lifeboat_core::core::events::{Event, ItemResult, Outcome, RunResult, SCHEMA_VERSION};
 use lifeboat_core::notify::publisher::{PubSubPublisher, Publisher};
 use lifeboat_core::programs::monitor;
-use lifeboat_core::runtime::{App, serve};
+use lifeboat_core::runtime::App;
 use lifeboat_core::store::{DynStore, ObjectStoreExt as _};
 use serde_json::{Value, json};
-use tokio::sync::Notify;
 
-use crate::fake_backups::{config, db_backup, run_at, services};
-use crate::slack::Hook;
-use crate::support::{PubSubFixture, binary, gcs_store_with, pubsub_fixture, require_env};
+use crate::support::binaries::job;
+use crate::support::fake_backups::{db_backup, run_at};
+use crate::support::gcs::gcs_store_with;
+use crate::support::pubsub::pubsub_fixture;
+use crate::support::slack::Hook;
+use crate::support::stack::{Served, config, services};
 
 const TOKEN: &str = "monitor-test-token-0123456789";
 
-/// A monitor served on 127.0.0.1:0 until dropped.
-struct Served {
-    base: String,
-    stop: Arc<Notify>,
-    http: reqwest::Client,
-}
+/// A monitor served in-process (port 0, API token) until dropped.
+struct Monitor(Served);
 
-impl Drop for Served {
-    fn drop(&mut self) {
-        self.stop.notify_one();
+impl std::ops::Deref for Monitor {
+    type Target = Served;
+    fn deref(&self) -> &Served {
+        &self.0
     }
 }
 
-impl Served {
+impl Monitor {
     async fn post(&self, path: &str, body: &Value) -> (u16, Option<String>, Value) {
         let r =
             self.http.post(format!("{}{path}", self.base)).bearer_auth(TOKEN).json(body).send().await.expect("post");
@@ -51,19 +50,14 @@ impl Served {
     }
 }
 
-async fn serve_monitor(store: &DynStore, vars: &[(&str, &str)], clock: &Clock) -> Served {
+async fn serve_monitor(store: &DynStore, vars: &[(&str, &str)], clock: &Clock) -> Monitor {
     let mut all = vec![("LIFEBOAT_API_TOKEN", TOKEN), ("LIFEBOAT_REGION", "europe-west1")];
     all.extend_from_slice(vars);
     let (services, env) = services(store.clone(), &all);
     let services = services.with_clock(clock.clone());
     let program = monitor::start(services.clone(), config(&env, &[], monitor::read)).await.expect("start monitor");
     let app = App::new(&monitor::SPEC, Arc::new(program), services);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let stop = Arc::new(Notify::new());
-    let signal = stop.clone();
-    tokio::spawn(async move { serve(listener, app, async move { signal.notified().await }).await });
-    Served { base, stop, http: reqwest::Client::new() }
+    Monitor(Served::start(app).await)
 }
 
 async fn store() -> DynStore {
@@ -99,17 +93,12 @@ fn result(program: &str, outcome: Outcome, error: Option<&str>) -> RunResult {
 /// Publishes `result` with the library's publisher on a fresh topic of the emulator, pulls it
 /// back and returns the push envelope Pub/Sub would POST, with the message id.
 async fn through_pubsub(result: RunResult) -> (Value, String) {
-    let PubSubFixture { host, project, topic_id, subscription } = pubsub_fixture().await;
-    let publisher = PubSubPublisher::connect(&topic_id, Some(project), Some(&host)).await.expect("publisher");
+    let fixture = pubsub_fixture().await;
+    let publisher = PubSubPublisher::connect(&fixture.topic_id, Some(fixture.project), Some(&fixture.host))
+        .await
+        .expect("publisher");
     let message_id = publisher.publish(&Event::new(result)).await.expect("publish");
-    let mut received = Vec::new();
-    for _ in 0..50 {
-        received = subscription.pull(1, None).await.expect("pull");
-        if !received.is_empty() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let mut received = fixture.pull().await;
     let m = received.pop().expect("the published message");
     m.ack().await.expect("ack");
     assert_eq!(m.message.message_id, message_id);
@@ -125,7 +114,7 @@ async fn through_pubsub(result: RunResult) -> (Value, String) {
         &attributes,
         &m.message.message_id,
         publish_time,
-        subscription.fully_qualified_name(),
+        fixture.subscription.fully_qualified_name(),
     );
     (envelope, message_id)
 }
@@ -410,19 +399,12 @@ async fn two_monitors_racing_on_the_same_incident_send_one_alert() {
 
 #[tokio::test]
 async fn job_mode_binary_runs_one_check() {
-    let host = require_env("STORAGE_EMULATOR_HOST");
     let store = store().await;
     let slack = Hook::new().await;
     db_backup(&*store, "main", "app", &run_at(Utc::now() - Duration::hours(30)), 10, true).await;
     let home = tempfile::tempdir().expect("home");
-    let out = std::process::Command::new(binary("monitor"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", home.path())
-        .env("STORAGE_EMULATOR_HOST", host)
-        .env("LIFEBOAT_DESTINATION", store.location().to_string())
+    let out = job("monitor", home.path(), &store.location().to_string())
         .env("SLACK_WEBHOOK_URL", slack.url())
-        .arg("--once")
         .output()
         .expect("run monitor");
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -2,7 +2,6 @@
 //! objects are written now (the server's clock), the clock of the program is set hours later to
 //! cross the grace periods without sleeping.
 
-use std::process::Command;
 use std::sync::Arc;
 
 use chrono::{Duration, Utc};
@@ -12,8 +11,10 @@ use lifeboat_core::programs::prune;
 use lifeboat_core::runtime::{Program, RunContext, Trigger};
 use lifeboat_core::store::{DynStore, ObjectStore};
 
-use crate::fake_backups::{blob_key, config, db_backup, keys, run_at, services, snapshot};
-use crate::support::{binary, gcs_store_with, require_env};
+use crate::support::binaries::job;
+use crate::support::fake_backups::{blob_key, db_backup, keys, run_at, snapshot};
+use crate::support::gcs::gcs_store_with;
+use crate::support::stack::{config, services};
 
 async fn store() -> DynStore {
     Arc::new(gcs_store_with(1 << 20, "backups").await)
@@ -209,7 +210,6 @@ async fn a_crash_mid_prune_and_a_rerun_reach_the_same_end_state() {
 
 #[tokio::test]
 async fn dry_run_binary_prints_the_plan_and_changes_nothing() {
-    let host = require_env("STORAGE_EMULATOR_HOST");
     let store = store().await;
     let now = Utc::now();
     for k in 1..=5 {
@@ -217,17 +217,12 @@ async fn dry_run_binary_prints_the_plan_and_changes_nothing() {
     }
     let before = keys(&*store).await;
     let home = tempfile::tempdir().expect("home");
-    let out = Command::new(binary("prune"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", home.path())
-        .env("STORAGE_EMULATOR_HOST", host)
-        .env("LIFEBOAT_DESTINATION", store.location().to_string())
+    let out = job("prune", home.path(), &store.location().to_string())
         .env("BACKUP_RETENTION_DAYS", "1")
         .env("BACKUP_KEEP_LAST", "2")
         .env("BACKUP_TIMEZONE", "Asia/Tokyo")
         .env("PRUNE_MAX_DELETE_FRACTION", "1")
-        .args(["--once", "--dry-run"])
+        .arg("--dry-run")
         .output()
         .expect("run prune");
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -10,7 +10,8 @@ use lifeboat_core::store::{
 };
 use md5::Digest as _;
 
-use crate::support::{gcs_store_with, local_store};
+use crate::support::gcs::{Backend, PrivateGcs, gcs_store_with};
+use crate::support::stack::local_store;
 
 /// Deterministic pseudo-random bytes (incompressible, cheap).
 pub fn noise(len: usize, seed: u64) -> Vec<u8> {
@@ -263,7 +264,7 @@ async fn local_store_refuses_names_that_escape_the_root() {
 }
 
 fn run_stream_write(url: &str, mib: u32) -> serde_json::Value {
-    let exe = crate::support::binary("examples/stream_write");
+    let exe = crate::support::binaries::binary("examples/stream_write");
     let out = std::process::Command::new(exe).args([url, &mib.to_string(), "8"]).output().expect("run stream_write");
     assert!(out.status.success(), "stream_write failed: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("json line")
@@ -289,25 +290,17 @@ fn streamed_200_mib_write_has_bounded_memory() {
 /// the server how much arrived and re-sends the rest.
 #[tokio::test]
 async fn resumable_upload_survives_a_connection_cut_mid_chunk() {
-    use crate::support::{FakeGcs, FaultyProxy, free_port};
-    let proxy_port = free_port();
-    let gcs = FakeGcs::start(Some(proxy_port));
-    let proxy = FaultyProxy::start(proxy_port, gcs.port).await;
+    let gcs = PrivateGcs::start(Backend::Memory).await;
     let chunk = 1024 * 1024;
-    let location: lifeboat_core::store::Location = "gs://lb-faulty/x".parse().expect("location");
-    let store =
-        lifeboat_core::store::gcs::GcsStore::connect(location, Some(&format!("http://127.0.0.1:{proxy_port}")), chunk)
-            .await
-            .expect("connect");
-    store.create_bucket("lifeboat-local").await.expect("bucket");
+    let store = gcs.store("lb-faulty", "x", chunk).await;
     let data = noise(chunk * 4 + 333, 11);
     let mut w = store.create("resumed.bin", PutOptions::default()).await.expect("create");
     w.write(Bytes::copy_from_slice(&data[..chunk + 10])).await.expect("first chunk");
     // The next connection (the second chunk's PUT) dies half-way through its body.
-    proxy.cut_next_after(chunk as u64 / 2);
+    gcs.proxy().cut_next_after(chunk as u64 / 2);
     w.write(Bytes::copy_from_slice(&data[chunk + 10..])).await.expect("rest");
     let meta = w.finish().await.expect("upload completes despite the cut");
-    assert!(proxy.cuts.load(std::sync::atomic::Ordering::SeqCst) >= 1, "the fault was injected");
+    assert!(gcs.proxy().cuts() >= 1, "the fault was injected");
     assert_eq!(meta.size, data.len() as u64);
     assert_eq!(read_back(&store, "resumed.bin").await, data);
 }

@@ -1,31 +1,25 @@
-//! `db-backup` and `restore db` against the real PostgreSQL server, the `file://` store and
-//! fake-gcs-server: round trips that must restore identical databases, and every failure that
-//! must leave no manifest (nothing `health` or `restore` would take for a good backup).
+//! `db-backup` against the real PostgreSQL server, the `file://` store and fake-gcs-server: round
+//! trips that must restore identical databases, every failure that must leave no manifest
+//! (nothing `health` or `restore` would take for a good backup), and the binary in job mode.
+//! What `restore` refuses or chooses is tested in `restore`.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use lifeboat_core::config::Env;
+use lifeboat_core::core::db_manifest::DbManifest;
 use lifeboat_core::core::events::Outcome;
 use lifeboat_core::core::naming::{DbBackupPath, RunId};
 use lifeboat_core::db::DbError;
-use lifeboat_core::db::restore::{BackupEntry, list_backups};
-use lifeboat_core::store::gcs::GcsStore;
-use lifeboat_core::store::{DynStore, Location, ObjectStore as _, ObjectStoreExt as _};
+use lifeboat_core::store::{DynStore, ObjectStore as _, ObjectStoreExt as _};
 use tokio_util::sync::CancellationToken;
 
-use crate::db_support::*;
-use crate::support::{free_port, gcs_store_with, local_store, require_env, unique};
-
-/// A table of `rows` rows with text, for small fixtures.
-fn small_fixture(rows: u32) -> String {
-    format!(
-        "CREATE TABLE t (id int PRIMARY KEY, s text); INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, {rows}) g;"
-    )
-}
-
-fn file_url(dir: &tempfile::TempDir) -> String {
-    format!("file://{}", dir.path().display())
-}
+use crate::support::db::*;
+use crate::support::gcs::{Backend, PrivateGcs, gcs_store_with};
+use crate::support::postgres::*;
+use crate::support::stack::local_store;
+use crate::support::{closed_port, require_env, unique};
 
 fn target_of(result: &lifeboat_core::core::events::RunResult) -> String {
     result.items[0].figures.get("target").and_then(|v| v.as_str()).expect("target figure").to_owned()
@@ -103,10 +97,9 @@ fn zstd_decode(data: &[u8]) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_trip_through_fake_gcs_with_gzip_small_chunks_and_an_odd_database_name() {
-    let server = Server::from_env();
     let name = format!("Odd \"Name\" ünï.{}", unique("x"));
-    server.psql("postgres", &format!("CREATE DATABASE {}", ident(&name)));
-    let db = TestDb { name: name.clone(), server: server.clone(), also_drop: Default::default() };
+    let db = TestDb::create_named(&name);
+    let server = db.server.clone();
     db.sql(RICH_SCHEMA);
     let store = gcs_store_with(256 * 1024, "backups").await;
     let destination = store.location().to_string();
@@ -162,6 +155,18 @@ async fn one_failing_database_does_not_stop_the_others() {
     assert_eq!(result.figures.get("failed").and_then(serde_json::Value::as_u64), Some(1));
 }
 
+/// A `pg_dump` that writes a valid header and some data, then hangs (to be cancelled or killed).
+const HANGING_PG_DUMP: &str = "case \"$1\" in --version) exec \"$REAL\" --version;; esac\nprintf PGDMP\nhead -c 300000 /dev/urandom\nexec sleep 120";
+
+/// A `file://` store and the environment of a backup of `db` that runs the tools in `tools`.
+fn backup_with_tools(db: &TestDb, tools: &tempfile::TempDir) -> (tempfile::TempDir, DynStore, Env) {
+    let (dir, store) = local_store();
+    let env = run_env(&db.server, &file_url(&dir))
+        .with("BACKUP_DATABASES", &db.name)
+        .with("LIFEBOAT_PG_BIN_DIR", &tools.path().to_string_lossy());
+    (dir, store, env)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pg_dump_killed_mid_stream_leaves_no_manifest() {
     let db = TestDb::create("lb-killed");
@@ -169,10 +174,7 @@ async fn pg_dump_killed_mid_stream_leaves_no_manifest() {
     let tools = fake_bin_dir(
         "case \"$1\" in --version) exec \"$REAL\" --version;; esac\n\"$REAL\" \"$@\" | head -c 300000\nkill -KILL $$",
     );
-    let (dir, store) = local_store();
-    let env = run_env(&db.server, &file_url(&dir))
-        .with("BACKUP_DATABASES", &db.name)
-        .with("LIFEBOAT_PG_BIN_DIR", &tools.path().to_string_lossy());
+    let (_dir, store, env) = backup_with_tools(&db, &tools);
     let result = run_backup(&env, store.clone()).await;
     expect_failure(&result, &db.name, &["pg_dump failed (killed by signal 9"]);
     assert_nothing_stored(&store).await;
@@ -185,10 +187,7 @@ async fn pg_dump_failing_after_a_valid_header_leaves_no_manifest() {
         "case \"$1\" in --version) exec \"$REAL\" --version;; esac\nprintf PGDMP\nhead -c 500000 /dev/urandom\n\
          echo 'pg_dump: error: simulated failure' >&2\nexit 1",
     );
-    let (dir, store) = local_store();
-    let env = run_env(&db.server, &file_url(&dir))
-        .with("BACKUP_DATABASES", &db.name)
-        .with("LIFEBOAT_PG_BIN_DIR", &tools.path().to_string_lossy());
+    let (_dir, store, env) = backup_with_tools(&db, &tools);
     let result = run_backup(&env, store.clone()).await;
     expect_failure(&result, &db.name, &["exit code 1", "simulated failure"]);
     assert_nothing_stored(&store).await;
@@ -200,10 +199,7 @@ async fn a_pg_dump_older_than_the_server_is_refused_up_front() {
     let tools = fake_bin_dir(
         "case \"$1\" in --version) echo 'pg_dump (PostgreSQL) 9.6.24'; exit 0;; esac\ntouch \"$(dirname \"$0\")/ran\"\nexit 1",
     );
-    let (dir, store) = local_store();
-    let env = run_env(&db.server, &file_url(&dir))
-        .with("BACKUP_DATABASES", &db.name)
-        .with("LIFEBOAT_PG_BIN_DIR", &tools.path().to_string_lossy());
+    let (_dir, store, env) = backup_with_tools(&db, &tools);
     let result = run_backup(&env, store.clone()).await;
     let e = expect_failure(
         &result,
@@ -218,7 +214,7 @@ async fn a_pg_dump_older_than_the_server_is_refused_up_front() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_password_fails_without_leaking_it_and_the_right_one_works() {
     let cluster = tokio::task::spawn_blocking(PasswordCluster::start).await.expect("cluster");
-    let server = Server { host: "127.0.0.1".into(), port: cluster.port.to_string(), user: "postgres".into() };
+    let server = cluster.server();
     let (dir, store) = local_store();
     let wrong = format!("wrong-{}", uuid::Uuid::new_v4().simple());
     let env = run_env(&server, &file_url(&dir)).with("BACKUP_DATABASES", "postgres").with("PGPASSWORD", &wrong);
@@ -229,7 +225,8 @@ async fn wrong_password_fails_without_leaking_it_and_the_right_one_works() {
     assert_nothing_stored(&store).await;
 
     // The same through DATABASE_URL (the password inside the URL must not leak either).
-    let url = format!("postgresql://postgres:{wrong}@127.0.0.1:{}/postgres", cluster.port);
+    let url =
+        format!("postgresql://postgres:{wrong}@/postgres?host={}&port={}", cluster.socket_dir(), PasswordCluster::PORT);
     let env = run_env(&server, &file_url(&dir))
         .with("PGHOST", "")
         .with("PGPORT", "")
@@ -262,7 +259,8 @@ async fn missing_database_fails() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_down_fails() {
-    let server = Server { port: free_port().to_string(), ..Server::from_env() };
+    let (_reserved, port) = closed_port();
+    let server = Server { host: "127.0.0.1".into(), port: port.to_string(), ..Server::from_env() };
     let (dir, store) = local_store();
     let env = run_env(&server, &file_url(&dir)).with("BACKUP_DATABASES", "app");
     let t = Instant::now();
@@ -276,17 +274,12 @@ async fn server_down_fails() {
 async fn storage_endpoint_down_mid_upload_leaves_no_manifest() {
     let db = TestDb::create("lb-storage-down");
     db.sql("CREATE EXTENSION pgcrypto; CREATE TABLE r AS SELECT g, gen_random_bytes(1024) AS b FROM generate_series(1, 8000) g;");
-    let storage = DyingStorage::start(3 * 1024 * 1024).await;
+    let storage = PrivateGcs::start(Backend::Memory).await;
     let bucket = unique("lb-down");
-    let location: Location = format!("gs://{bucket}").parse().expect("location");
-    let direct =
-        GcsStore::connect(location.clone(), Some(&format!("http://127.0.0.1:{}", storage.direct_port)), 256 * 1024)
-            .await
-            .expect("connect");
-    direct.create_bucket("lifeboat-local").await.expect("bucket");
-    let proxy_url = format!("http://127.0.0.1:{}", storage.port);
-    let store: DynStore =
-        Arc::new(GcsStore::connect(location.clone(), Some(&proxy_url), 1024 * 1024).await.expect("connect"));
+    let store: DynStore = Arc::new(storage.store(&bucket, "", 1024 * 1024).await);
+    let location = store.location().clone();
+    let proxy_url = storage.url();
+    storage.proxy().die_after(3 * 1024 * 1024);
     let env = run_env(&db.server, &location.to_string())
         .with("STORAGE_EMULATOR_HOST", &proxy_url)
         .with("BACKUP_DATABASES", &db.name)
@@ -294,16 +287,15 @@ async fn storage_endpoint_down_mid_upload_leaves_no_manifest() {
     let t = Instant::now();
     let result = run_backup(&env, store).await;
     let e = expect_failure(&result, &db.name, &[]);
-    assert!(
-        storage.forwarded.load(std::sync::atomic::Ordering::SeqCst) > 3 * 1024 * 1024,
-        "the endpoint died mid-upload"
-    );
+    assert!(storage.proxy().forwarded() > 3 * 1024 * 1024, "the endpoint died mid-upload");
     assert!(t.elapsed() < Duration::from_secs(120), "gave up in time");
     assert!(e.contains(&bucket), "the error names the store: {e}");
-    let direct: DynStore = Arc::new(direct);
+    let direct: DynStore = Arc::new(storage.direct_store(&bucket, "", 256 * 1024).await);
     assert_nothing_stored(&direct).await;
 }
 
+/// Two backups of one database racing for the same run id in `store`: one wins, the other fails
+/// on the create-only write, and the winner's backup restores intact.
 async fn race(store: DynStore, destination: &str) {
     let db = TestDb::create("lb-race");
     db.sql(&small_fixture(20_000));
@@ -346,15 +338,17 @@ async fn a_second_run_racing_for_the_same_name_fails_and_spares_the_first_fake_g
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_run_racing_for_the_same_name_fails_and_spares_the_first_fake_gcs_resumable() {
+    let store = gcs_store_with(256 * 1024, "").await;
+    let destination = store.location().to_string();
+    race(Arc::new(store), &destination).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancellation_mid_dump_kills_pg_dump_and_leaves_nothing() {
     let db = TestDb::create("lb-cancel");
-    let tools = fake_bin_dir(
-        "case \"$1\" in --version) exec \"$REAL\" --version;; esac\nprintf PGDMP\nhead -c 300000 /dev/urandom\nexec sleep 120",
-    );
-    let (dir, store) = local_store();
-    let env = run_env(&db.server, &file_url(&dir))
-        .with("BACKUP_DATABASES", &db.name)
-        .with("LIFEBOAT_PG_BIN_DIR", &tools.path().to_string_lossy());
+    let tools = fake_bin_dir(HANGING_PG_DUMP);
+    let (_dir, store, env) = backup_with_tools(&db, &tools);
     let app = backup_app(&env, store.clone()).await;
     let ctx = lifeboat_core::runtime::RunContext::new(lifeboat_core::runtime::Trigger::Job);
     let cancel = ctx.cancel.clone();
@@ -369,139 +363,84 @@ async fn cancellation_mid_dump_kills_pg_dump_and_leaves_nothing() {
     assert_nothing_stored(&store).await;
 }
 
-/// Backs up `db` into `store` and returns the backup id.
-async fn backup(db: &TestDb, store: &DynStore, dir: &tempfile::TempDir) -> String {
-    let env = run_env(&db.server, &file_url(dir)).with("BACKUP_DATABASES", &db.name);
-    expect_success(&run_backup(&env, store.clone()).await)
+#[test]
+fn db_backup_binary_runs_once() {
+    let db = TestDb::create("lb-bin");
+    db.sql(&small_fixture(500));
+    let home = tempfile::tempdir().expect("home");
+    let backups = tempfile::tempdir().expect("backups");
+    let destination = file_url(&backups);
+
+    let out = db_job("db-backup", home.path(), &db.server, &destination)
+        .env("BACKUP_DATABASES", &db.name)
+        .output()
+        .expect("run db-backup");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "db-backup failed: {stderr}");
+    let found = manifests(backups.path(), &db.name);
+    assert_eq!(found.len(), 1, "one manifest: {found:?}");
+    let id = found[0].backup_id.clone();
+    assert_eq!(found[0].row_counts.as_ref().and_then(|c| c.get("public.t")), Some(&500));
+    assert!(stderr.contains("result event") && stderr.contains(&id), "the result event is logged: {stderr}");
+
+    let missing = unique("lb-bin-missing");
+    let out = db_job("db-backup", home.path(), &db.server, &destination)
+        .env("BACKUP_DATABASES", &missing)
+        .output()
+        .expect("run db-backup");
+    assert_eq!(out.status.code(), Some(1), "a failed backup exits 1: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(manifests(backups.path(), &missing).is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_corrupted_object_is_refused_and_the_half_restored_database_dropped() {
-    let db = TestDb::create("lb-corrupt");
-    db.sql("CREATE EXTENSION pgcrypto; CREATE TABLE r AS SELECT g, gen_random_bytes(512) AS b, md5(g::text) AS s FROM generate_series(1, 4000) g;");
-    let (dir, store) = local_store();
-    let id = backup(&db, &store, &dir).await;
-    let env = run_env(&db.server, &file_url(&dir));
-    let path = dir.path().join(format!("{}{id}/dump.pgc.zst", DbBackupPath::series_prefix("main", &db.name)));
-    let mut bytes = std::fs::read(&path).expect("dump file");
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0x01; // one bit of one byte
-    std::fs::write(&path, &bytes).expect("write");
-    for jobs in [None, Some("2")] {
-        let target = unique("lb-corrupt-restored");
-        db.drop_later(&target);
-        let mut args = vec!["db", "--database", db.name.as_str(), "--target", target.as_str()];
-        if let Some(j) = jobs {
-            args.extend(["--jobs", j]);
+#[test]
+fn sigterm_mid_backup_fails_the_job_cleanly() {
+    let db = TestDb::create("lb-bin-term");
+    let home = tempfile::tempdir().expect("home");
+    let backups = tempfile::tempdir().expect("backups");
+    let tools = fake_bin_dir(HANGING_PG_DUMP);
+    let mut c = db_job("db-backup", home.path(), &db.server, &file_url(&backups));
+    c.env("LIFEBOAT_PG_BIN_DIR", tools.path())
+        .env("BACKUP_DATABASES", &db.name)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let child = c.spawn().expect("spawn db-backup");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let started = std::time::Instant::now();
+    let status = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(status.success());
+    let out = child.wait_with_output().expect("wait");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "stops within Cloud Run's 10 s grace");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cancelled by a termination signal"), "{stderr}");
+    assert!(manifests(backups.path(), &db.name).is_empty());
+    let leftovers: Vec<_> = walk(&backups.path().join("db"));
+    assert!(leftovers.is_empty(), "objects left behind: {leftovers:?}");
+}
+
+/// The manifests of `database` in a `file://` store at `root`.
+fn manifests(root: &Path, database: &str) -> Vec<DbManifest> {
+    let series = root.join("db/main").join(database);
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(&series).into_iter().flatten().flatten() {
+        let m = entry.path().join("manifest.json");
+        if m.is_file() {
+            out.push(DbManifest::from_json(&std::fs::read(m).expect("read")).expect("manifest"));
         }
-        let result = run_restore(&env, store.clone(), &args).await;
-        assert_eq!(result.outcome, Outcome::Failure, "{result:?}");
-        let e = result.items[0].error.clone().expect("error");
-        assert!(e.contains("corrupted") && e.contains("restore refused"), "{e}");
-        assert!(!db.server.exists(&target), "the half-restored database {target} was not dropped");
     }
+    out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn row_counts_that_differ_from_the_manifest_fail_the_restore() {
-    let db = TestDb::create("lb-counts");
-    db.sql(&small_fixture(1000));
-    let (dir, store) = local_store();
-    let id = backup(&db, &store, &dir).await;
-    let path = dir.path().join(format!("{}{id}/manifest.json", DbBackupPath::series_prefix("main", &db.name)));
-    let text = std::fs::read_to_string(&path).expect("manifest");
-    assert!(text.contains("\"public.t\": 1000"), "{text}");
-    std::fs::write(&path, text.replace("\"public.t\": 1000", "\"public.t\": 1001")).expect("write");
-    let target = unique("lb-counts-restored");
-    db.drop_later(&target);
-    let env = run_env(&db.server, &file_url(&dir));
-    let result = run_restore(&env, store.clone(), &["db", "--database", &db.name, "--target", &target]).await;
-    assert_eq!(result.outcome, Outcome::Failure, "{result:?}");
-    let e = result.items[0].error.clone().expect("error");
-    assert!(e.contains("row counts differ") && e.contains("public.t: 1000 rows, backup had 1001"), "{e}");
-    assert!(!db.server.exists(&target), "the failed restore's database was not dropped");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_non_empty_target_is_refused_unless_clean() {
-    let db = TestDb::create("lb-target");
-    db.sql(&small_fixture(300));
-    let (dir, store) = local_store();
-    backup(&db, &store, &dir).await;
-    let target = TestDb::create("lb-occupied");
-    target.sql("CREATE TABLE precious (x int); INSERT INTO precious VALUES (42);");
-    let env = run_env(&db.server, &file_url(&dir));
-    let result = run_restore(&env, store.clone(), &["db", "--database", &db.name, "--target", &target.name]).await;
-    assert_eq!(result.outcome, Outcome::Failure);
-    let e = result.items[0].error.clone().expect("error");
-    assert!(e.contains("exists and is not empty") && e.contains("--clean"), "{e}");
-    assert_eq!(target.sql("SELECT x FROM precious"), "42", "a refused restore does not touch the target");
-
-    let result =
-        run_restore(&env, store.clone(), &["db", "--database", &db.name, "--target", &target.name, "--clean"]).await;
-    assert_eq!(result.outcome, Outcome::Success, "{result:?}");
-    db.server.assert_identical(&db.name, &target.name);
-
-    // An existing but empty database is a fine target without --clean.
-    let empty = TestDb::create("lb-empty-target");
-    let result = run_restore(&env, store.clone(), &["db", "--database", &db.name, "--target", &empty.name]).await;
-    assert_eq!(result.outcome, Outcome::Success, "{result:?}");
-    db.server.assert_identical(&db.name, &empty.name);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restore_chooses_latest_by_id_or_before_a_time_and_lists_backups() {
-    let db = TestDb::create("lb-select");
-    db.sql("CREATE TABLE t (id int); INSERT INTO t VALUES (1);");
-    let (dir, store) = local_store();
-    let first = backup(&db, &store, &dir).await;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    db.sql("INSERT INTO t VALUES (2);");
-    let second = backup(&db, &store, &dir).await;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    db.sql("INSERT INTO t VALUES (3);");
-    let third = backup(&db, &store, &dir).await;
-    // The third loses its manifest: an incomplete backup (as a crashed run would leave).
-    store
-        .delete(&format!("{}{third}/manifest.json", DbBackupPath::series_prefix("main", &db.name)))
-        .await
-        .expect("delete manifest");
-
-    let entries: Vec<BackupEntry> = list_backups(&*store, "main", &db.name).await.expect("list");
-    let listed: Vec<(String, bool)> = entries.iter().map(|e| (e.path.run.to_string(), e.complete)).collect();
-    assert_eq!(listed, [(first.clone(), true), (second.clone(), true), (third.clone(), false)]);
-    assert!(entries.iter().all(|e| e.stored_bytes > 0));
-
-    let env = run_env(&db.server, &file_url(&dir));
-    let restore_rows = |args: Vec<String>| {
-        let (env, store, db) = (env.clone(), store.clone(), &db);
-        async move {
-            let target = unique("lb-select-restored");
-            db.drop_later(&target);
-            let mut all: Vec<&str> = vec!["db", "--database", &db.name, "--target", &target];
-            all.extend(args.iter().map(String::as_str));
-            let result = run_restore(&env, store, &all).await;
-            match result.outcome {
-                Outcome::Success => Ok(db.server.psql(&target, "SELECT string_agg(id::text, ',' ORDER BY id) FROM t")),
-                _ => Err(result.items[0].error.clone().unwrap_or_default()),
-            }
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
         }
-    };
-    assert_eq!(restore_rows(vec![]).await.as_deref(), Ok("1,2"), "latest complete");
-    assert_eq!(restore_rows(vec!["--backup-id".into(), first.clone()]).await.as_deref(), Ok("1"));
-    let second_time = second.parse::<RunId>().expect("id").started;
-    assert_eq!(restore_rows(vec!["--before".into(), second_time.to_rfc3339()]).await.as_deref(), Ok("1,2"));
-    let between = (second_time - chrono::TimeDelta::milliseconds(500)).to_rfc3339();
-    assert_eq!(restore_rows(vec!["--before".into(), between]).await.as_deref(), Ok("1"));
-    let e = restore_rows(vec!["--backup-id".into(), third.clone()]).await.expect_err("incomplete");
-    assert!(e.contains("incomplete"), "{e}");
-    let e = restore_rows(vec!["--before".into(), "2000-01-01T00:00:00Z".into()]).await.expect_err("too early");
-    assert!(e.contains("no complete backup"), "{e}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_run_racing_for_the_same_name_fails_and_spares_the_first_fake_gcs_resumable() {
-    let store = gcs_store_with(256 * 1024, "").await;
-    let destination = store.location().to_string();
-    race(Arc::new(store), &destination).await;
+    }
+    out
 }

