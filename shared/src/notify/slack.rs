@@ -244,8 +244,11 @@ mod tests {
 
     #[tokio::test]
     async fn unreachable_endpoint_errors_never_contain_the_url() {
-        // A port nothing listens on (bound, then released).
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        // A port bound for the whole test but never listened on: connections are refused, and no
+        // other test can take the number meanwhile.
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.bind(([127, 0, 0, 1], 0).into()).expect("bind 127.0.0.1:0");
+        let port = socket.local_addr().expect("bound address").port();
         let secret = Secret::new(format!("http://127.0.0.1:{port}/services/T000/B000/TOPSECRETTOKEN"));
         let ch = Channel::new("slack", &secret, Format::Slack).expect("channel");
         let alert = Alert {
