@@ -33,6 +33,7 @@ use crate::core::incidents::{
     Settlement, StateError, Verdict,
 };
 use crate::core::secret::Secret;
+use crate::core::source::SourceSpec;
 use crate::error::Classify as _;
 use crate::notify::slack::{Channel, DeliveryError, Format};
 use crate::runtime::http::{HttpRequest, HttpResponse};
@@ -71,8 +72,8 @@ pub struct Config {
     pub reminder: Duration,
     /// Databases that must have backups.
     pub expected: Vec<String>,
-    /// Buckets that must have snapshots.
-    pub expected_buckets: Vec<String>,
+    /// Buckets that must have snapshots (`SOURCE_BUCKETS`, read as `storage-backup` reads it).
+    pub expected_buckets: Vec<SourceSpec>,
     /// Region of the jobs (rerun commands).
     pub region: Option<String>,
 }
@@ -88,12 +89,12 @@ fn webhook_url(r: &mut Reader<'_>, var: &Var) -> Option<Secret> {
 
 /// Reads the settings.
 pub fn read(r: &mut Reader<'_>, _cli: Option<Cli>) -> Option<Config> {
-    let max_age = r.duration(&vars::MAX_AGE);
+    let max_age = crate::config::max_age(r);
     let slack = webhook_url(r, &vars::SLACK_WEBHOOK_URL);
     let webhook = webhook_url(r, &vars::ALERT_WEBHOOK_URL);
     let reminder = r.duration(&vars::REMINDER_INTERVAL);
-    let expected = r.list(&vars::DATABASES);
-    let expected_buckets = r.list(&vars::SOURCE_BUCKETS);
+    let expected = r.names(&vars::DATABASES);
+    let expected_buckets = r.sources();
     let region = r.text(&vars::REGION);
     Some(Config { max_age: max_age?, slack, webhook, reminder: reminder?, expected, expected_buckets, region })
 }

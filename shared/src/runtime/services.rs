@@ -8,7 +8,6 @@ use chrono::{DateTime, Utc};
 use crate::config::{Common, Env};
 use crate::core::clock::Clock;
 use crate::core::events::{Event, RunResult};
-use crate::core::location::Location;
 use crate::error::{Classify, ErrorKind};
 use crate::notify::publisher::{LogPublisher, PubSubPublisher, PublishError, Publisher};
 use crate::notify::slack::ChannelError;
@@ -66,16 +65,6 @@ pub enum StartError {
     /// An alert channel cannot be set up.
     #[error(transparent)]
     Channel(#[from] ChannelError),
-    /// A snapshot copies server-side, so its source and the backup store must be of one kind.
-    #[error(
-        "cannot snapshot {from} into {into}: copies are server-side, so sources and destination must both be gs:// (or both file://)"
-    )]
-    MixedLocations {
-        /// The source (as the user wrote it in `SOURCE_BUCKETS`).
-        from: String,
-        /// The backup store.
-        into: Location,
-    },
 }
 
 impl Classify for StartError {
@@ -83,7 +72,6 @@ impl Classify for StartError {
         match self {
             Self::Publish(e) => e.kind(),
             Self::Channel(e) => e.kind(),
-            Self::MixedLocations { .. } => ErrorKind::Config,
             Self::Store(e) => e.kind(),
             Self::Postgres(e) => e.kind(),
         }

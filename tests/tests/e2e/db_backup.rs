@@ -246,6 +246,28 @@ async fn wrong_password_fails_without_leaking_it_and_the_right_one_works() {
     assert!(!serde_json::to_string(&result).expect("json").contains(&cluster.password));
 }
 
+/// `,,` used to mean "every database" (empty items were dropped) and `app,app` failed at run
+/// time; both are configuration problems now, reported before any connection is tried (the
+/// server here is a closed port: reaching it would be a run-time failure, exit 1).
+#[test]
+fn empty_or_repeated_database_names_exit_2_before_any_work() {
+    let (_reserved, port) = closed_port();
+    let (dir, store) = local_store();
+    for (value, why) in [(",,", "is empty"), ("app,,billing", "item 2"), ("app, app", "\"app\" is listed twice")] {
+        let out = crate::support::binaries::job("db-backup", dir.path(), &file_url(&dir))
+            .env("PGHOST", "127.0.0.1")
+            .env("PGPORT", port.to_string())
+            .env("BACKUP_DATABASES", value)
+            .output()
+            .expect("run db-backup");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{value:?}: {err}");
+        assert!(err.contains("BACKUP_DATABASES: ") && err.contains(why), "{value:?}: {err}");
+        assert!(!err.contains("cannot connect"), "no work started: {err}");
+    }
+    drop(store);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_database_fails() {
     let server = Server::from_env();

@@ -108,3 +108,37 @@ async fn job_mode_exits_non_zero_unless_everything_is_ok() {
     let out = run();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
 }
+
+/// `SOURCE_BUCKETS` in its documented `gs://BUCKET[/PREFIX]` form is read as `storage-backup`
+/// reads it: the expected bucket is `media`, not a phantom `gs://gs:` that is forever missing.
+#[tokio::test]
+async fn sources_in_url_form_are_the_buckets_storage_backup_snapshots() {
+    let store = store().await;
+    let now = Utc::now();
+    snapshot(&*store, "media", &run_at(now - Duration::hours(1)), &[("p.jpg", "b1")], true, false).await;
+    snapshot(&*store, "logs", &run_at(now - Duration::hours(1)), &[("l.txt", "b2")], true, false).await;
+    let home = tempfile::tempdir().expect("home");
+    let out = job("health", home.path(), &store.location().to_string())
+        .env("SOURCE_BUCKETS", "gs://media/photos/, gs://logs")
+        .output()
+        .expect("run health");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!stdout.contains("gs://gs") && !stdout.contains("missing"), "{stdout}");
+    assert_eq!(stdout.lines().filter(|l| l.starts_with("gs://")).count(), 2, "{stdout}");
+}
+
+/// `BACKUP_MAX_AGE` is bounded: a huge value would silence the staleness alarm for good.
+#[test]
+fn an_unbounded_max_age_is_a_configuration_problem() {
+    let home = tempfile::tempdir().expect("home");
+    for program in ["health", "monitor"] {
+        for value in ["100000h", "33days", "1y"] {
+            let out =
+                job(program, home.path(), "gs://placeholder-1").env("BACKUP_MAX_AGE", value).output().expect("run");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{program} {value}: {err}");
+            assert!(err.contains("BACKUP_MAX_AGE: ") && err.contains("is longer than 32d"), "{program}: {err}");
+        }
+    }
+}
