@@ -362,6 +362,8 @@ pub struct Common {
     pub upload_chunk_bytes: usize,
     /// Notification e-mails (documented for Terraform; shown in alerts).
     pub alert_emails: Vec<String>,
+    /// Where failed runs and errors are reported besides the result event (optional).
+    pub sentry_dsn: Option<Secret>,
 }
 
 impl Common {
@@ -392,6 +394,15 @@ impl Common {
         r.cron(&SCHEDULE);
         let chunk_mib = r.number_in(&UPLOAD_CHUNK_MIB, 1, 1024);
         let auth = AuthConfig::read(r);
+        let sentry_dsn = r.secret(&SENTRY_DSN);
+        if let Some(dsn) = &sentry_dsn
+            && !is_sentry_dsn(dsn.expose())
+        {
+            r.problem(
+                SENTRY_DSN.name,
+                "is not a Sentry DSN like https://KEY@o0.ingest.sentry.io/PROJECT (value not shown: it is a secret)",
+            );
+        }
         if results_topic.is_some() && project.is_none() && r.env().get("PUBSUB_EMULATOR_HOST").is_none() {
             // On Cloud Run the project comes from the metadata server; elsewhere it must be given.
             if !r.env().on_cloud_run() {
@@ -408,8 +419,19 @@ impl Common {
             auth: auth?,
             upload_chunk_bytes: usize::try_from(chunk_mib?).ok()? * 1024 * 1024,
             alert_emails,
+            sentry_dsn,
         })
     }
+}
+
+/// A Sentry DSN: `http(s)://PUBLIC_KEY@HOST[:PORT][/PATH]/PROJECT_ID`.
+fn is_sentry_dsn(text: &str) -> bool {
+    url::Url::parse(text.trim()).is_ok_and(|u| {
+        matches!(u.scheme(), "http" | "https")
+            && u.has_host()
+            && !u.username().is_empty()
+            && u.path_segments().and_then(|mut s| s.next_back()).is_some_and(|p| !p.is_empty())
+    })
 }
 
 /// The authentication settings.
@@ -607,6 +629,23 @@ mod tests {
             assert!(err.to_string().contains("is not a five-field cron expression"), "{err}");
         }
         assert!(check_cron("").is_err(), "an empty variable is unset (the default applies), never parsed as cron");
+    }
+
+    #[test]
+    fn a_sentry_dsn_is_checked_without_being_shown() {
+        let env = Env::from_pairs([("SENTRY_DSN", "https://abcdef0123456789@o1.ingest.sentry.io/42")]);
+        assert!(read_common(&env).expect("valid").sentry_dsn.is_some());
+        for bad in [
+            "abcdef0123456789",
+            "https://o1.ingest.sentry.io/42",
+            "https://abcdef0123456789@o1.ingest.sentry.io/",
+            "ftp://k@h/1",
+        ] {
+            let env = Env::from_pairs([("SENTRY_DSN", bad)]);
+            let e = read_common(&env).expect_err(bad);
+            assert_eq!(e.problems[0].name, "SENTRY_DSN");
+            assert!(!e.to_string().contains("abcdef0123456789"), "{e}");
+        }
     }
 
     #[test]

@@ -86,6 +86,12 @@ var!(
     secret,
     "Static bearer token accepted on POST endpoints, for local use (at least 16 characters)."
 );
+var!(
+    SENTRY_DSN,
+    "SENTRY_DSN",
+    secret,
+    "Optional Sentry DSN (from Secret Manager): failed runs and errors are reported there too, secrets scrubbed; unset = no Sentry."
+);
 var!(PORT, "PORT", None, "Set by Cloud Run services: serve HTTP on this port (POST /run, GET /healthz).");
 var!(CLOUD_RUN_JOB, "CLOUD_RUN_JOB", None, "Set by Cloud Run jobs: run once and exit (same as --once).");
 var!(
@@ -116,6 +122,7 @@ pub const COMMON: &[&Var] = &[
     &UPLOAD_CHUNK_MIB,
     &ALLOWED_INVOKERS,
     &API_TOKEN,
+    &SENTRY_DSN,
     &PORT,
     &CLOUD_RUN_JOB,
     &STORAGE_EMULATOR_HOST,

@@ -95,6 +95,76 @@ impl fmt::Display for Secret {
     }
 }
 
+/// Removes secrets from texts bound for a third party (Sentry): the values of the secret
+/// variables this program was given (each with [`redact`]), and, whatever their value, the shapes
+/// secrets take in text: the user-info of a URL (`postgresql://u:pw@h`, a Sentry DSN's key),
+/// `Authorization` schemes (`Bearer …`), `password=…`-like pairs and Slack webhook URLs.
+#[derive(Clone)]
+pub struct Scrubber {
+    secrets: Vec<Secret>,
+    patterns: Vec<(regex::Regex, &'static str)>,
+}
+
+impl fmt::Debug for Scrubber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scrubber").field("secrets", &self.secrets.len()).finish_non_exhaustive()
+    }
+}
+
+/// The shapes [`Scrubber`] removes, and what replaces each.
+const PATTERNS: &[(&str, &str)] = &[
+    // Slack incoming webhooks: the path is the credential.
+    (r"(?i)https?://hooks\.slack\.com/[^\s\x22'<>]*", "[redacted webhook URL]"),
+    // user-info of any URL: `scheme://user:password@`, `https://KEY@o1.ingest.sentry.io/1`.
+    (r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@\x22'<>]+@", "${1}[redacted]@"),
+    // Authorization header values.
+    (r"(?i)\b(bearer|basic|token)(\s+)[a-z0-9._~+/=-]{6,}", "${1}${2}[redacted]"),
+    // password=…, PGPASSWORD: …, api_key="…", "token": "…" (JSON too).
+    (
+        r#"(?i)\b((?:pg)?password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|dsn|webhook[_-]?url)(\x22?\s*[=:]\s*)("[^"]*"|'[^']*'|[^\s\x22']+)"#,
+        "${1}${2}[redacted]",
+    ),
+];
+
+impl Scrubber {
+    /// A scrubber of `secrets` and of the usual shapes of secrets.
+    pub fn new(secrets: impl IntoIterator<Item = Secret>) -> Self {
+        let patterns =
+            PATTERNS.iter().filter_map(|(p, with)| regex::Regex::new(p).ok().map(|re| (re, *with))).collect();
+        Self { secrets: secrets.into_iter().filter(|s| !s.expose().is_empty()).collect(), patterns }
+    }
+
+    /// `text` without any secret.
+    pub fn scrub(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for s in &self.secrets {
+            out = s.redact_in(&out);
+        }
+        for (re, with) in &self.patterns {
+            if re.is_match(&out) {
+                out = re.replace_all(&out, *with).into_owned();
+            }
+        }
+        out
+    }
+
+    /// Every string of `value` (keys included) scrubbed.
+    pub fn scrub_json(&self, value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::String(s) => *s = self.scrub(s),
+            serde_json::Value::Array(items) => items.iter_mut().for_each(|v| self.scrub_json(v)),
+            serde_json::Value::Object(map) => {
+                let entries = std::mem::take(map);
+                for (k, mut v) in entries {
+                    self.scrub_json(&mut v);
+                    map.insert(self.scrub(&k), v);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Constant-time comparison, so a token check does not leak how many bytes matched.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
@@ -168,6 +238,30 @@ mod tests {
                 proptest::prop_assert_eq!(out, text);
             }
         }
+    }
+
+    #[test]
+    fn the_scrubber_removes_given_secrets_and_the_shapes_of_secrets() {
+        let s = Scrubber::new([Secret::new("pw"), Secret::new("hunter2-very-secret"), Secret::new("")]);
+        let cases = [
+            ("FATAL: password authentication failed for user \"pw\"", "for user \"[redacted]\""),
+            ("xxhunter2-very-secretyy", "xx[redacted]yy"),
+            ("postgresql://app:s3cr%40t@db.internal:5432/app", "postgresql://[redacted]@db.internal:5432/app"),
+            ("dsn https://0123456789abcdef0123456789abcdef@o1.ingest.sentry.io/42", "https://[redacted]@o1"),
+            ("POST https://hooks.slack.com/services/T000/B000/XXXX failed", "POST [redacted webhook URL] failed"),
+            ("Authorization: Bearer eyJhbGciOiJSUzI1NiJ9.e30.sig", "Bearer [redacted]"),
+            ("PGPASSWORD=Tr0ub4dor&3 pg_dump", "PGPASSWORD=[redacted] pg_dump"),
+            ("{\"token\": \"abc.def\"}", "{\"token\": [redacted]}"),
+            ("api_key='k-123' ok", "api_key=[redacted] ok"),
+        ];
+        for (text, expected) in cases {
+            let out = s.scrub(text);
+            assert!(out.contains(expected), "{text:?} → {out:?}, expected {expected:?}");
+        }
+        assert_eq!(s.scrub("password authentication failed"), "password authentication failed");
+        let mut v = serde_json::json!({"m": ["user pw"], "hunter2-very-secret": 1, "n": 2});
+        s.scrub_json(&mut v);
+        assert_eq!(v, serde_json::json!({"m": ["user [redacted]"], "[redacted]": 1, "n": 2}));
     }
 
     #[test]

@@ -96,8 +96,11 @@ pub(super) async fn publish_start_failure(program: &str, common: &Common, publis
     publish(publisher, result).await;
 }
 
-/// Publishes a result, logging (not failing) when that is impossible.
+/// Publishes a result, logging (not failing) when that is impossible; a failed run is also
+/// reported to Sentry when it is on ([`crate::notify::sentry::report_run`]). Every result of
+/// every program passes here.
 pub async fn publish(publisher: &dyn Publisher, result: RunResult) -> Event {
+    crate::notify::sentry::report_run(&result);
     let event = Event::new(result);
     match publisher.publish(&event).await {
         Ok(id) => {

@@ -307,6 +307,55 @@ async fn a_short_password_never_appears_and_the_message_stays_readable() {
     }
 }
 
+/// With `SENTRY_DSN` set, a failed run is reported to Sentry (the real client, to a real HTTP
+/// server taking envelopes): one event grouped by program and source, with the run's log lines
+/// as breadcrumbs, and no secret in it — not the password, not the URL holding it, not the DSN.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_run_is_reported_to_sentry_without_secrets() {
+    let cluster = tokio::task::spawn_blocking(PasswordCluster::start).await.expect("cluster");
+    let sentry = crate::support::sentry::Project::new().await;
+    let (dir, _store) = local_store();
+    let wrong = format!("wrong-{}", uuid::Uuid::new_v4().simple());
+    let url =
+        format!("postgresql://postgres:{wrong}@/postgres?host={}&port={}", cluster.socket_dir(), PasswordCluster::PORT);
+    let out = crate::support::binaries::job("db-backup", dir.path(), &file_url(&dir))
+        .env("DATABASE_URL", &url)
+        .env("BACKUP_DATABASES", "postgres")
+        .env("SENTRY_DSN", sentry.dsn())
+        .output()
+        .expect("run db-backup");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let events = sentry.events().await;
+    assert_eq!(events.len(), 1, "one report for one failed run: {events:?}");
+    let event = &events[0];
+    let message = event["message"].as_str().or_else(|| event["logentry"]["message"].as_str()).unwrap_or_default();
+    assert!(message.starts_with("db-backup failed: no database backed up"), "{event}");
+    assert!(message.contains("password authentication failed"), "{event}");
+    // (`error` is Sentry's default level, left out of the payload.)
+    assert_eq!(event["level"].as_str().unwrap_or("error"), "error", "{event}");
+    assert_eq!(event["tags"]["program"], "db-backup", "{event}");
+    assert_eq!(event["fingerprint"], serde_json::json!(["lifeboat-run", "db-backup", "main"]));
+    let crumbs = event["breadcrumbs"]["values"].as_array().cloned().unwrap_or_default();
+    assert!(crumbs.iter().any(|c| c["message"] == "job started"), "the run's log lines: {event}");
+    assert!(
+        crumbs.iter().any(|c| c["message"] == "cannot start the backups" && c["level"] == "error"),
+        "an error inside the run is a breadcrumb of its report, not a second event: {event}"
+    );
+    let requests = sentry.requests().await;
+    let headers = requests[0]["headers"].as_object().expect("headers");
+    let auth = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("x-sentry-auth")).and_then(|(_, v)| v.as_str());
+    let auth = auth.unwrap_or_default();
+    assert!(auth.contains(&sentry.key), "the key authenticates the request: {auth}");
+    for r in &requests {
+        let body = r["body"].as_str().expect("body");
+        for secret in [wrong.as_str(), url.as_str(), sentry.key.as_str()] {
+            assert!(!body.contains(secret), "{secret:?} reached Sentry: {body}");
+        }
+    }
+    assert!(!stderr.contains(&sentry.key) && !stderr.contains(&wrong), "nor the log");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_database_fails() {
     let server = Server::from_env();

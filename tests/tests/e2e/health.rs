@@ -128,6 +128,35 @@ async fn sources_in_url_form_are_the_buckets_storage_backup_snapshots() {
     assert_eq!(stdout.lines().filter(|l| l.starts_with("gs://")).count(), 2, "{stdout}");
 }
 
+/// An error outside any run (a service's request failing) is reported to Sentry too: the health
+/// service asked for its status cannot read a store that does not exist.
+#[tokio::test]
+async fn an_error_serving_a_request_is_reported_to_sentry() {
+    let sentry = crate::support::sentry::Project::new().await;
+    let home = tempfile::tempdir().expect("home");
+    let missing = format!("gs://{}", crate::support::unique("lb-none"));
+    let mut command = crate::support::binaries::command("health", home.path());
+    command
+        .env("STORAGE_EMULATOR_HOST", crate::support::require_env("STORAGE_EMULATOR_HOST"))
+        .env("LIFEBOAT_DESTINATION", &missing)
+        .env("SENTRY_DSN", sentry.dsn());
+    let service = crate::support::binaries::Service::start(command).await;
+    let status = reqwest::get(format!("{}/status", service.base)).await.expect("GET /status").status();
+    assert_eq!(status, 503);
+    let mut events = Vec::new();
+    for _ in 0..100 {
+        events = sentry.events().await;
+        if !events.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(events.len(), 1, "{events:?}");
+    let text = events[0].to_string();
+    assert!(text.contains("cannot read the backup store"), "{text}");
+    assert!(!text.contains(&sentry.key), "{text}");
+}
+
 /// `BACKUP_MAX_AGE` is bounded: a huge value would silence the staleness alarm for good.
 #[test]
 fn an_unbounded_max_age_is_a_configuration_problem() {

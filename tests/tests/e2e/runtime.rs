@@ -71,7 +71,8 @@ fn bad_configuration_lists_every_problem_and_exits_2() {
 
 /// Destinations that break GCS's rules are configuration problems (exit 2, naming the variable)
 /// of every program, found before anything is read or written: the emulator would accept most
-/// of them, and real GCS would refuse them only at the first night's run.
+/// of them, and real GCS would refuse them only at the first night's run. (So is a schedule
+/// Cloud Scheduler would refuse: croner checks it, as before.)
 #[test]
 fn destinations_that_break_gcs_rules_exit_2_naming_the_variable() {
     let home = tempfile::tempdir().expect("home");
@@ -88,6 +89,8 @@ fn destinations_that_break_gcs_rules_exit_2_naming_the_variable() {
         ("LIFEBOAT_DESTINATION", long.as_str()),
         ("BACKUP_BUCKET_NAME", "a..b"),
         ("BACKUP_BUCKET_NAME", "googlebackups"),
+        // Not a destination, but the same promise: Cloud Scheduler would refuse it only at deploy.
+        ("BACKUP_SCHEDULE", "99 99 99 99 99"),
     ];
     for spec in PROGRAMS {
         let subcommand: &[&str] = if spec.name == "restore" { &["list", "--database", "app"] } else { &[] };
