@@ -112,29 +112,41 @@ pub fn from_event(event: &Event, message_id: &str, rerun: &Rerun) -> Option<Aler
     })
 }
 
-/// The alert that says the runs of an incident's program and source succeed again: a run
-/// finished at `succeeded_at`, seen at `now`.
-pub fn run_recovered(
-    open: &crate::core::incidents::RunIncident,
-    succeeded_at: DateTime<Utc>,
-    now: DateTime<Utc>,
-) -> Alert {
-    let lasted = units::age((succeeded_at - open.opened_at).num_seconds());
-    let runs = if open.failures == 1 { "1 failed run".to_owned() } else { format!("{} failed runs", open.failures) };
+/// An incident of failed runs of one program for one source, as the recovery message tells it.
+#[derive(Debug, Clone, Copy)]
+pub struct FailedRuns<'a> {
+    /// The program.
+    pub program: &'a str,
+    /// The source.
+    pub source: &'a str,
+    /// When the first failed run finished.
+    pub since: DateTime<Utc>,
+    /// How many runs failed.
+    pub failures: u32,
+    /// The latest failure's summary.
+    pub last_summary: &'a str,
+}
+
+/// The alert that says the runs of `failed`'s program and source succeed again: a run finished
+/// at `succeeded_at`, seen at `now`.
+pub fn run_recovered(failed: FailedRuns<'_>, succeeded_at: DateTime<Utc>, now: DateTime<Utc>) -> Alert {
+    let lasted = units::age((succeeded_at - failed.since).num_seconds());
+    let runs =
+        if failed.failures == 1 { "1 failed run".to_owned() } else { format!("{} failed runs", failed.failures) };
     Alert {
-        id: format!("run:{}:{}:recovered:{}", open.program, open.source, succeeded_at.timestamp()),
+        id: format!("run:{}:{}:recovered:{}", failed.program, failed.source, succeeded_at.timestamp()),
         severity: Severity::Recovered,
-        title: format!("{} recovered", open.program),
-        source: open.source.clone(),
+        title: format!("{} recovered", failed.program),
+        source: failed.source.to_owned(),
         reason: format!(
             "a run finished successfully after {runs}; the incident lasted {lasted} (last failure: {})",
-            open.summary
+            failed.last_summary
         ),
         at: now,
         rerun: None,
         facts: vec![
-            ("Program".to_owned(), open.program.clone()),
-            ("Failed runs".to_owned(), open.failures.to_string()),
+            ("Program".to_owned(), failed.program.to_owned()),
+            ("Failed runs".to_owned(), failed.failures.to_string()),
         ],
         origin: "result events".to_owned(),
     }

@@ -25,7 +25,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::core::alerts::{Alert, Change, Rerun, from_change};
+use crate::core::alerts::{Alert, Change, FailedRuns, Rerun, from_change};
 use crate::core::events::Outcome;
 use crate::core::freshness::{Freshness, Status};
 use crate::core::series::Kind;
@@ -307,7 +307,14 @@ impl IncidentBook {
             return None;
         }
         let open = self.runs.remove(&key)?;
-        let alert = crate::core::alerts::run_recovered(&open, succeeded_at, now);
+        let failed = FailedRuns {
+            program: &open.program,
+            source: &open.source,
+            since: open.opened_at,
+            failures: open.failures,
+            last_summary: &open.summary,
+        };
+        let alert = crate::core::alerts::run_recovered(failed, succeeded_at, now);
         let id = alert.id.clone();
         self.outbox.push(OutboxEntry {
             alert,
