@@ -656,6 +656,31 @@ mod tests {
         assert!(err.to_string().contains("LIFEBOAT_API_TOKEN"), "{err}");
     }
 
+    proptest::proptest! {
+        /// Any comma-separated text: either the names come back trimmed, non-empty and each
+        /// once, or every empty or repeated item is a problem of that variable.
+        #[test]
+        fn names_are_never_empty_or_repeated(items in proptest::collection::vec("[ ab,]{0,3}", 1..6)) {
+            let raw = items.join(",");
+            let env = Env::from_pairs([("BACKUP_DATABASES", raw.as_str())]);
+            let mut r = Reader::new(&env);
+            let names = r.names(&vars::DATABASES);
+            let problems = r.finish().err().map(|e| e.problems).unwrap_or_default();
+            proptest::prop_assert!(names.iter().all(|n| !n.is_empty() && n.trim() == n));
+            let mut unique = names.clone();
+            unique.sort();
+            unique.dedup();
+            proptest::prop_assert_eq!(unique.len(), names.len());
+            let given: Vec<&str> = raw.split(',').map(str::trim).collect();
+            if raw.trim().is_empty() {
+                proptest::prop_assert!(names.is_empty() && problems.is_empty(), "blank is unset");
+            } else {
+                proptest::prop_assert_eq!(names.len() + problems.len(), given.len());
+                proptest::prop_assert!(problems.iter().all(|p| p.name == "BACKUP_DATABASES"));
+            }
+        }
+    }
+
     #[test]
     fn max_age_is_bounded() {
         let read = |v: &str| {

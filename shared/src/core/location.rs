@@ -270,6 +270,22 @@ mod tests {
         assert!(e.to_string().contains("\\r\\n") && e.to_string().contains("control character"), "{e}");
     }
 
+    proptest::proptest! {
+        /// Whatever is typed after `gs://`, parsing never panics, and what it accepts obeys the
+        /// rules: a bucket of allowed characters and lengths, a prefix without control
+        /// characters, dot segments or empty segments, and it prints back as it parses.
+        #[test]
+        fn accepted_locations_obey_the_rules(text in "[a-z0-9._/\\-\\x00-\\x1f goGOL]{0,80}") {
+            if let Ok(l) = format!("gs://{text}").parse::<Location>() {
+                let Location::Gcs { bucket, prefix } = &l else { panic!("gs:// parsed as {l:?}") };
+                proptest::prop_assert!(check_bucket(bucket).is_ok() && !bucket.starts_with("goog"));
+                proptest::prop_assert!(check_prefix(prefix).is_ok());
+                proptest::prop_assert!(!prefix.chars().any(char::is_control));
+                proptest::prop_assert_eq!(l.to_string().parse::<Location>().ok(), Some(l.clone()));
+            }
+        }
+    }
+
     #[test]
     fn join_appends() {
         let l: Location = "gs://b-1".parse().expect("ok");
