@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""A real HTTP server standing in for Slack's incoming-webhook endpoint (stdlib only).
+"""A real HTTP server standing in for Slack's incoming-webhook endpoint, and for Sentry's
+envelope endpoint (stdlib only).
 
 Everything is keyed on a hook id taken from the path, so many tests can share one
 server at once: each test picks its own id (e.g. a random one) and only sees its own
@@ -8,6 +9,13 @@ requests and scripted responses.
     POST   /hooks/<id>              the webhook: records the request, answers with the
                                     next scripted response for <id>, else 200 "ok"
                                     (text/plain), like Slack
+    POST   /api/<id>/envelope/      Sentry's envelope endpoint for the DSN
+                                    http://KEY@HOST:PORT/<id>: records the request like a
+                                    hook (gzip bodies are inflated) with the envelope parsed
+                                    into "envelope": {"header", "items": [{"header",
+                                    "payload"}]} (payloads parsed as JSON when they are),
+                                    and answers the next scripted response, else 200
+                                    {"id": <event id>} like Sentry
     POST   /_control/<id>/responses JSON list of {"status": int, "body": str,
                                     "headers": {name: value}} appended to <id>'s queue,
                                     consumed in order, then back to 200 "ok"
@@ -24,7 +32,9 @@ Usage: slack_standin.py [--host 127.0.0.1] [--port 8099]
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
+import zlib
 import os
 import signal
 import sys
@@ -108,6 +118,30 @@ def _validate_responses(value: object) -> list[dict]:
             raise ValueError(f"item {i}: headers must be an object")
         out.append({"status": status, "body": body, "headers": {str(k): str(v) for k, v in headers.items()}})
     return out
+
+
+def parse_envelope(body: bytes) -> dict:
+    """Split a Sentry envelope: a JSON header line, then items, each a JSON header line and a
+    payload of `length` bytes (or up to the next newline when the header has no length)."""
+    header_line, _, rest = body.partition(b"\n")
+    envelope = {"header": json.loads(header_line or b"{}"), "items": []}
+    while rest.strip():
+        item_line, _, rest = rest.partition(b"\n")
+        item_header = json.loads(item_line)
+        length = item_header.get("length")
+        if length is None:
+            payload, _, rest = rest.partition(b"\n")
+        else:
+            payload, rest = rest[:length], rest[length:]
+            if rest.startswith(b"\n"):
+                rest = rest[1:]
+        text = payload.decode("utf-8", errors="replace")
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            parsed = text
+        envelope["items"].append({"header": item_header, "payload": parsed})
+    return envelope
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -203,6 +237,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if len(seg) == 2 and seg[0] == "hooks":
             self._hook(seg[1], path, query, body)
+        elif len(seg) == 3 and seg[0] == "api" and seg[2] == "envelope":
+            self._envelope(seg[1], path, query, body)
         elif len(seg) == 3 and seg[0] == "_control" and seg[2] == "responses":
             try:
                 responses = _validate_responses(json.loads(body or b"null"))
@@ -236,6 +272,36 @@ class _Handler(BaseHTTPRequestHandler):
             "headers": {k: v for k, v in self.headers.items()},
             "body": text,
             "json": parsed,
+            "time": time.time(),
+            "status": response["status"],
+        })
+        self._send(response["status"], response["body"], headers=response["headers"])
+
+
+    def _envelope(self, project: str, path: str, query: str, body: bytes) -> None:
+        encoding = self.headers.get("Content-Encoding", "").lower()
+        try:
+            if encoding == "gzip":
+                body = gzip.decompress(body)
+            elif encoding == "deflate":
+                body = zlib.decompress(body)
+            envelope = parse_envelope(body)
+        except (OSError, ValueError, zlib.error) as err:
+            self._send_json(400, {"detail": f"invalid envelope: {err}"})
+            return
+        response = self.state.take_response(project)
+        if response is DEFAULT_RESPONSE:
+            event_id = envelope["header"].get("event_id", "")
+            response = {"status": 200, "body": json.dumps({"id": event_id}),
+                        "headers": {"Content-Type": "application/json"}}
+        self.state.record(project, {
+            "method": self.command,
+            "path": path,
+            "query": query,
+            "headers": {k: v for k, v in self.headers.items()},
+            "body": body.decode("utf-8", errors="replace"),
+            "json": None,
+            "envelope": envelope,
             "time": time.time(),
             "status": response["status"],
         })

@@ -61,6 +61,7 @@ stop_daemon() {
 }
 
 stop_daemon slack slack_standin.py
+stop_daemon sentry slack_standin.py
 stop_daemon pubsub pubsub_emulator.py
 stop_daemon fake-gcs fake-gcs-server
 

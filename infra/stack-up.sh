@@ -11,6 +11,8 @@
 #   pubsub    cloudbox's Pub/Sub emulator          LIFEBOAT_PUBSUB_PORT (8085, gRPC),
 #                                                  LIFEBOAT_PUBSUB_REST_PORT (8086, REST)
 #   slack     infra/slack_standin.py               LIFEBOAT_SLACK_PORT (8099)
+#   sentry    infra/slack_standin.py, a second one LIFEBOAT_SENTRY_PORT (8097): it also takes
+#             Sentry envelopes (POST /api/<project>/envelope/)
 # The Python tools live in infra/.venv (pinned in infra/requirements*.txt; checkov in
 # infra/.venv-checkov, linked as infra/.venv/bin/checkov; LIFEBOAT_SKIP_CHECKOV=1 skips
 # it). Pids and logs: infra/.run/.
@@ -19,7 +21,7 @@
 # infra/stack-down.sh stops what this started. Nothing is downloaded except from Debian's
 # archive and PyPI.
 #
-# Options: --only LIST   comma-separated subset of: postgres,gcs,pubsub,slack
+# Options: --only LIST   comma-separated subset of: postgres,gcs,pubsub,slack,sentry
 set -euo pipefail
 
 INFRA_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -33,7 +35,8 @@ GCS_PORT="${LIFEBOAT_GCS_PORT:-4443}"
 PUBSUB_PORT="${LIFEBOAT_PUBSUB_PORT:-8085}"
 PUBSUB_REST_PORT="${LIFEBOAT_PUBSUB_REST_PORT:-8086}"
 SLACK_PORT="${LIFEBOAT_SLACK_PORT:-8099}"
-ALL_COMPONENTS="postgres,gcs,pubsub,slack"
+SENTRY_PORT="${LIFEBOAT_SENTRY_PORT:-8097}"
+ALL_COMPONENTS="postgres,gcs,pubsub,slack,sentry"
 
 usage() { # the comment block at the top of this file
     awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}"
@@ -52,7 +55,7 @@ for c in ${components//,/ }; do
     [[ ",$ALL_COMPONENTS," == *",$c,"* ]] || { echo "stack-up: unknown component '$c' (known: $ALL_COMPONENTS)" >&2; exit 2; }
 done
 wants() { [[ ",$components," == *",$1,"* ]]; }
-for port in "$PGPORT_WANTED" "$GCS_PORT" "$PUBSUB_PORT" "$PUBSUB_REST_PORT" "$SLACK_PORT"; do
+for port in "$PGPORT_WANTED" "$GCS_PORT" "$PUBSUB_PORT" "$PUBSUB_REST_PORT" "$SLACK_PORT" "$SENTRY_PORT"; do
     if ! [[ "$port" =~ ^[0-9]{1,5}$ ]] || ((10#$port < 1 || 10#$port > 65535)); then
         echo "stack-up: invalid port: $port" >&2; exit 2
     fi
@@ -349,17 +352,20 @@ ensure_pubsub() {
     log "pubsub: emulator up, gRPC $HOST:$PUBSUB_PORT, REST http://$HOST:$PUBSUB_REST_PORT (pid $(cat "$RUN_DIR/pubsub.pid"))"
 }
 
-ensure_slack() {
-    local url="http://$HOST:$SLACK_PORT"
+# ensure_standin NAME PORT VAR: infra/slack_standin.py on PORT, recorded as NAME (the Slack
+# stand-in, and a second instance for Sentry envelopes; one instance per kind keeps each kind's
+# hooks and projects apart and lets one be restarted alone).
+ensure_standin() {
+    local name="$1" port="$2" var="$3" url="http://$HOST:$2"
     if http_ok "$url/healthz"; then
-        log "slack: stand-in already up at $url"; return 0
+        log "$name: stand-in already up at $url"; return 0
     fi
-    if tcp_open "$SLACK_PORT"; then
-        die "port $SLACK_PORT is taken by something that is not the Slack stand-in (set LIFEBOAT_SLACK_PORT)"
+    if tcp_open "$port"; then
+        die "port $port is taken by something that is not the $name stand-in (set $var)"
     fi
-    start_daemon slack "$VENV/bin/python" "$INFRA_DIR/slack_standin.py" --host "$HOST" --port "$SLACK_PORT"
-    wait_ready slack 10 http_ok "$url/healthz"
-    log "slack: stand-in up at $url (pid $(cat "$RUN_DIR/slack.pid"))"
+    start_daemon "$name" "$VENV/bin/python" "$INFRA_DIR/slack_standin.py" --host "$HOST" --port "$port"
+    wait_ready "$name" 10 http_ok "$url/healthz"
+    log "$name: stand-in up at $url (pid $(cat "$RUN_DIR/$name.pid"))"
 }
 
 # --- main ----------------------------------------------------------------------------------------
@@ -369,10 +375,11 @@ add_env() { env_lines+=("$(printf 'export %s=%q' "$1" "$2")"); }
 
 main() {
     if wants postgres; then ensure_postgres; fi
-    if wants gcs || wants pubsub || wants slack; then ensure_venvs; fi
+    if wants gcs || wants pubsub || wants slack || wants sentry; then ensure_venvs; fi
     if wants gcs; then ensure_gcs; fi
     if wants pubsub; then ensure_pubsub; fi
-    if wants slack; then ensure_slack; fi
+    if wants slack; then ensure_standin slack "$SLACK_PORT" LIFEBOAT_SLACK_PORT; fi
+    if wants sentry; then ensure_standin sentry "$SENTRY_PORT" LIFEBOAT_SENTRY_PORT; fi
 
     if wants gcs; then add_env STORAGE_EMULATOR_HOST "http://$HOST:$GCS_PORT"; fi
     if wants pubsub; then
@@ -380,12 +387,13 @@ main() {
         add_env LIFEBOAT_PUBSUB_REST_URL "http://$HOST:$PUBSUB_REST_PORT"
     fi
     if wants slack; then add_env LIFEBOAT_SLACK_STANDIN_URL "http://$HOST:$SLACK_PORT"; fi
+    if wants sentry; then add_env LIFEBOAT_SENTRY_STANDIN_URL "http://$HOST:$SENTRY_PORT"; fi
     if wants postgres; then
         add_env PGHOST "$HOST"
         add_env PGPORT "$PGPORT_WANTED"
         add_env PGUSER postgres
     fi
-    if wants gcs || wants pubsub || wants slack; then add_env LIFEBOAT_VENV "$VENV"; fi
+    if wants gcs || wants pubsub || wants slack || wants sentry; then add_env LIFEBOAT_VENV "$VENV"; fi
     if [[ -z "${GOOGLE_CLOUD_PROJECT:-}" ]]; then add_env GOOGLE_CLOUD_PROJECT lifeboat-local; fi
     log "ready in ${SECONDS}s"
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every check and test of lifeboat, the same way CI does (.ci/run calls exactly this):
-# starts the local stack (PostgreSQL, fake-gcs-server, Pub/Sub emulator, Slack stand-in),
+# starts the local stack (PostgreSQL, fake-gcs-server, Pub/Sub emulator, Slack and Sentry stand-ins),
 # then format check, clippy with warnings as errors, rustdoc with warnings as errors, the deployment checks (Terraform,
 # Dockerfile), a build, and every unit and integration test.
 set -euo pipefail

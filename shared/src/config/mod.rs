@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use crate::core::location::Location;
 use crate::core::secret::Secret;
+use crate::core::source::SourceSpec;
 
 /// One environment variable a program reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,11 +168,72 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// A duration no longer than `max` (see [`Reader::duration`]).
+    pub fn duration_at_most(&mut self, var: &Var, max: Duration, why: &str) -> Option<Duration> {
+        let d = self.duration(var)?;
+        if d > max {
+            let shown = self.text(var).unwrap_or_default();
+            self.problem(var.name, format!("{shown:?} is longer than {}: {why}", crate::core::units::duration(max)));
+            return None;
+        }
+        Some(d)
+    }
+
     /// A comma-separated list; empty items are dropped.
     pub fn list(&mut self, var: &Var) -> Vec<String> {
         self.text(var)
             .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
             .unwrap_or_default()
+    }
+
+    /// A comma-separated list of names, each given once: an empty item (`a,,b`, a trailing
+    /// comma, `,,`) or a name listed twice is a problem, never silently dropped (`,,` would
+    /// otherwise mean "no list", i.e. every database). Unset means the empty list.
+    pub fn names(&mut self, var: &Var) -> Vec<String> {
+        let Some(raw) = self.text(var) else { return Vec::new() };
+        let mut names: Vec<String> = Vec::new();
+        for (i, item) in raw.split(',').map(str::trim).enumerate() {
+            if item.is_empty() {
+                self.problem(var.name, format!("item {} of {raw:?} is empty (remove the extra comma)", i + 1));
+            } else if names.iter().any(|n| n == item) {
+                self.problem(var.name, format!("{item:?} is listed twice"));
+            } else {
+                names.push(item.to_owned());
+            }
+        }
+        names
+    }
+
+    /// `SOURCE_BUCKETS`, parsed by the one parser every program shares ([`SourceSpec`]): each
+    /// item once, each bucket once, and of the destination's kind (snapshots are server-side
+    /// copies, so a gs:// source needs a gs:// destination and a file:// source a file:// one).
+    pub fn sources(&mut self) -> Vec<SourceSpec> {
+        let var = &vars::SOURCE_BUCKETS;
+        let destination = destination(self.env).ok();
+        let mut sources: Vec<SourceSpec> = Vec::new();
+        for item in self.names(var) {
+            match item.parse::<SourceSpec>() {
+                Ok(s) if sources.iter().any(|o| o.bucket == s.bucket) => {
+                    self.problem(var.name, format!("{:?} is listed twice; each bucket may appear once", s.bucket));
+                }
+                Ok(s) => {
+                    if let Some(d) = &destination
+                        && !same_kind(&s.location, d)
+                    {
+                        self.problem(
+                            var.name,
+                            format!(
+                                "{s} cannot be snapshotted into {d}: copies are server-side, so sources and \
+                                 the destination must both be gs:// (or both file://)"
+                            ),
+                        );
+                    }
+                    sources.push(s);
+                }
+                Err(e) => self.problem(var.name, e.to_string()),
+            }
+        }
+        sources
     }
 
     /// An IANA time zone name.
@@ -244,6 +306,41 @@ fn check_cron(expr: &str) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+/// The backup destination: `LIFEBOAT_DESTINATION`, else `gs://BACKUP_BUCKET_NAME`, else the
+/// embedded `file://` default. On error, the problem names the variable at fault.
+pub fn destination(env: &Env) -> Result<Location, Problem> {
+    let problem = |var: &Var, e: crate::core::location::LocationError| Problem {
+        name: var.name.to_owned(),
+        message: e.to_string(),
+    };
+    match (env.get(vars::DESTINATION.name), env.get(vars::BACKUP_BUCKET_NAME.name)) {
+        (Some(url), _) => url.trim().parse().map_err(|e| problem(&vars::DESTINATION, e)),
+        (None, Some(bucket)) => {
+            format!("gs://{}", bucket.trim()).parse().map_err(|e| problem(&vars::BACKUP_BUCKET_NAME, e))
+        }
+        (None, None) => Ok(Location::embedded_default(env.get("HOME"))),
+    }
+}
+
+fn same_kind(a: &Location, b: &Location) -> bool {
+    matches!((a, b), (Location::Gcs { .. }, Location::Gcs { .. }) | (Location::Local { .. }, Location::Local { .. }))
+}
+
+/// The longest `BACKUP_MAX_AGE`: 32 days. The rarest schedule lifeboat is meant for is monthly
+/// (`0 2 1 * *`), whose runs are up to 31 days apart, plus a day for the run itself; a longer
+/// limit would let a source go without any backup for more than a month before anyone is told,
+/// which is no longer an alarm (and a typo like `2500h` would silence it for good).
+pub const MAX_MAX_AGE: Duration = Duration::from_secs(32 * 24 * 3600);
+
+/// Reads `BACKUP_MAX_AGE`, bounded by [`MAX_MAX_AGE`].
+pub fn max_age(r: &mut Reader<'_>) -> Option<Duration> {
+    r.duration_at_most(
+        &vars::MAX_AGE,
+        MAX_MAX_AGE,
+        "the longest gap between monthly runs (31 days) plus a day; a longer limit would silence the staleness alarm",
+    )
+}
+
 /// Settings every program shares.
 #[derive(Debug, Clone)]
 pub struct Common {
@@ -265,28 +362,20 @@ pub struct Common {
     pub upload_chunk_bytes: usize,
     /// Notification e-mails (documented for Terraform; shown in alerts).
     pub alert_emails: Vec<String>,
+    /// Where failed runs and errors are reported besides the result event (optional).
+    pub sentry_dsn: Option<Secret>,
 }
 
 impl Common {
     /// Reads the shared settings, recording problems in `r`.
     pub fn read(r: &mut Reader<'_>) -> Option<Self> {
         use vars::*;
-        let destination = match (r.text(&DESTINATION), r.text(&BACKUP_BUCKET_NAME)) {
-            (Some(url), _) => match url.parse::<Location>() {
-                Ok(l) => Some(l),
-                Err(e) => {
-                    r.problem(DESTINATION.name, e.to_string());
-                    None
-                }
-            },
-            (None, Some(bucket)) => match format!("gs://{bucket}").parse::<Location>() {
-                Ok(l) => Some(l),
-                Err(e) => {
-                    r.problem(BACKUP_BUCKET_NAME.name, e.to_string());
-                    None
-                }
-            },
-            (None, None) => Some(Location::embedded_default(r.env().get("HOME"))),
+        let destination = match destination(r.env()) {
+            Ok(l) => Some(l),
+            Err(p) => {
+                r.problems.push(p);
+                None
+            }
         };
         let source = r.text(&SOURCE).unwrap_or_default();
         if !crate::core::naming::is_valid_segment(&source) {
@@ -305,6 +394,15 @@ impl Common {
         r.cron(&SCHEDULE);
         let chunk_mib = r.number_in(&UPLOAD_CHUNK_MIB, 1, 1024);
         let auth = AuthConfig::read(r);
+        let sentry_dsn = r.secret(&SENTRY_DSN);
+        if let Some(dsn) = &sentry_dsn
+            && !is_sentry_dsn(dsn.expose())
+        {
+            r.problem(
+                SENTRY_DSN.name,
+                "is not a Sentry DSN like https://KEY@o0.ingest.sentry.io/PROJECT (value not shown: it is a secret)",
+            );
+        }
         if results_topic.is_some() && project.is_none() && r.env().get("PUBSUB_EMULATOR_HOST").is_none() {
             // On Cloud Run the project comes from the metadata server; elsewhere it must be given.
             if !r.env().on_cloud_run() {
@@ -321,8 +419,19 @@ impl Common {
             auth: auth?,
             upload_chunk_bytes: usize::try_from(chunk_mib?).ok()? * 1024 * 1024,
             alert_emails,
+            sentry_dsn,
         })
     }
+}
+
+/// A Sentry DSN: `http(s)://PUBLIC_KEY@HOST[:PORT][/PATH]/PROJECT_ID`.
+fn is_sentry_dsn(text: &str) -> bool {
+    url::Url::parse(text.trim()).is_ok_and(|u| {
+        matches!(u.scheme(), "http" | "https")
+            && u.has_host()
+            && !u.username().is_empty()
+            && u.path_segments().and_then(|mut s| s.next_back()).is_some_and(|p| !p.is_empty())
+    })
 }
 
 /// The authentication settings.
@@ -523,11 +632,85 @@ mod tests {
     }
 
     #[test]
+    fn a_sentry_dsn_is_checked_without_being_shown() {
+        let env = Env::from_pairs([("SENTRY_DSN", "https://abcdef0123456789@o1.ingest.sentry.io/42")]);
+        assert!(read_common(&env).expect("valid").sentry_dsn.is_some());
+        for bad in [
+            "abcdef0123456789",
+            "https://o1.ingest.sentry.io/42",
+            "https://abcdef0123456789@o1.ingest.sentry.io/",
+            "ftp://k@h/1",
+        ] {
+            let env = Env::from_pairs([("SENTRY_DSN", bad)]);
+            let e = read_common(&env).expect_err(bad);
+            assert_eq!(e.problems[0].name, "SENTRY_DSN");
+            assert!(!e.to_string().contains("abcdef0123456789"), "{e}");
+        }
+    }
+
+    #[test]
     fn secrets_are_not_echoed_in_problems() {
         let env = Env::from_pairs([("LIFEBOAT_API_TOKEN", "short")]);
         let err = read_common(&env).expect_err("token too short");
         assert!(!err.to_string().contains("short\""), "{err}");
         assert!(err.to_string().contains("LIFEBOAT_API_TOKEN"), "{err}");
+    }
+
+    proptest::proptest! {
+        /// Any comma-separated text: either the names come back trimmed, non-empty and each
+        /// once, or every empty or repeated item is a problem of that variable.
+        #[test]
+        fn names_are_never_empty_or_repeated(items in proptest::collection::vec("[ ab,]{0,3}", 1..6)) {
+            let raw = items.join(",");
+            let env = Env::from_pairs([("BACKUP_DATABASES", raw.as_str())]);
+            let mut r = Reader::new(&env);
+            let names = r.names(&vars::DATABASES);
+            let problems = r.finish().err().map(|e| e.problems).unwrap_or_default();
+            proptest::prop_assert!(names.iter().all(|n| !n.is_empty() && n.trim() == n));
+            let mut unique = names.clone();
+            unique.sort();
+            unique.dedup();
+            proptest::prop_assert_eq!(unique.len(), names.len());
+            let given: Vec<&str> = raw.split(',').map(str::trim).collect();
+            if raw.trim().is_empty() {
+                proptest::prop_assert!(names.is_empty() && problems.is_empty(), "blank is unset");
+            } else {
+                proptest::prop_assert_eq!(names.len() + problems.len(), given.len());
+                proptest::prop_assert!(problems.iter().all(|p| p.name == "BACKUP_DATABASES"));
+            }
+        }
+    }
+
+    #[test]
+    fn max_age_is_bounded() {
+        let read = |v: &str| {
+            let env = Env::from_pairs([("BACKUP_MAX_AGE", v)]);
+            let mut r = Reader::new(&env);
+            let d = max_age(&mut r);
+            r.finish().map(|()| d.expect("a value"))
+        };
+        assert_eq!(read("25h"), Ok(Duration::from_secs(25 * 3600)));
+        assert_eq!(read("32days"), Ok(MAX_MAX_AGE));
+        for too_long in ["32days 1s", "1000h", "1y"] {
+            let e = read(too_long).expect_err(too_long);
+            assert_eq!(e.problems[0].name, "BACKUP_MAX_AGE");
+            assert!(e.problems[0].message.contains("is longer than 32d"), "{e}");
+        }
+    }
+
+    #[test]
+    fn destinations_follow_gcs_rules() {
+        for (var, bad) in [
+            ("LIFEBOAT_DESTINATION", "gs://a..b"),
+            ("LIFEBOAT_DESTINATION", "gs://goog-x"),
+            ("LIFEBOAT_DESTINATION", "gs://b-1/x\r\ny"),
+            ("BACKUP_BUCKET_NAME", "my-google"),
+        ] {
+            let env = Env::from_pairs([(var, bad)]);
+            let e = read_common(&env).expect_err(bad);
+            assert_eq!(e.problems.len(), 1, "{e}");
+            assert_eq!(e.problems[0].name, var, "{e}");
+        }
     }
 
     #[test]

@@ -86,6 +86,12 @@ var!(
     secret,
     "Static bearer token accepted on POST endpoints, for local use (at least 16 characters)."
 );
+var!(
+    SENTRY_DSN,
+    "SENTRY_DSN",
+    secret,
+    "Optional Sentry DSN (from Secret Manager): failed runs and errors are reported there too, secrets scrubbed; unset = no Sentry."
+);
 var!(PORT, "PORT", None, "Set by Cloud Run services: serve HTTP on this port (POST /run, GET /healthz).");
 var!(CLOUD_RUN_JOB, "CLOUD_RUN_JOB", None, "Set by Cloud Run jobs: run once and exit (same as --once).");
 var!(
@@ -116,6 +122,7 @@ pub const COMMON: &[&Var] = &[
     &UPLOAD_CHUNK_MIB,
     &ALLOWED_INVOKERS,
     &API_TOKEN,
+    &SENTRY_DSN,
     &PORT,
     &CLOUD_RUN_JOB,
     &STORAGE_EMULATOR_HOST,
@@ -150,7 +157,7 @@ var!(
     DATABASES,
     "BACKUP_DATABASES",
     None,
-    "Comma-separated databases to back up; unset = every non-template database of the server."
+    "Comma-separated databases to back up, each once (an empty item is an error); unset = every non-template database of the server."
 );
 var!(COMPRESSION, "BACKUP_COMPRESSION", Some("zstd"), "Compression of dumps: zstd or gzip.");
 var!(
@@ -184,7 +191,7 @@ var!(
     SOURCE_BUCKETS,
     "SOURCE_BUCKETS",
     None,
-    "Comma-separated source buckets to snapshot, each BUCKET or BUCKET/PREFIX (names starting with PREFIX; end it with / for a folder). gs://BUCKET[/PREFIX] and, for local use with a file:// destination, file:///DIR work too."
+    "Comma-separated source buckets to snapshot, each BUCKET or BUCKET/PREFIX (names starting with PREFIX; end it with / for a folder). gs://BUCKET[/PREFIX] and, for local use with a file:// destination, file:///DIR work too. Each bucket once, of the destination's kind (gs:// or file://)."
 );
 var!(SNAPSHOT_CONCURRENCY, "SNAPSHOT_CONCURRENCY", Some("16"), "Server-side copies in flight at once.");
 var!(
@@ -253,7 +260,12 @@ pub const PRUNE: &[&Var] =
     &[&KEEP_LAST, &KEEP_DAILY, &KEEP_WEEKLY, &KEEP_MONTHLY, &PRUNE_MAX_DELETE_FRACTION, &PRUNE_GRACE];
 
 // --- health and monitor --------------------------------------------------------------------------
-var!(MAX_AGE, "BACKUP_MAX_AGE", Some("25h"), "A source whose newest good backup is older than this is stale.");
+var!(
+    MAX_AGE,
+    "BACKUP_MAX_AGE",
+    Some("25h"),
+    "A source whose newest good backup is older than this is stale (at most 32 days: a longer limit would silence the alarm)."
+);
 var!(SLACK_WEBHOOK_URL, "SLACK_WEBHOOK_URL", secret, "Slack incoming-webhook URL for alerts (from Secret Manager).");
 var!(ALERT_WEBHOOK_URL, "ALERT_WEBHOOK_URL", secret, "Optional generic webhook that receives the same alerts as JSON.");
 var!(

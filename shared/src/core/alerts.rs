@@ -112,6 +112,46 @@ pub fn from_event(event: &Event, message_id: &str, rerun: &Rerun) -> Option<Aler
     })
 }
 
+/// An incident of failed runs of one program for one source, as the recovery message tells it.
+#[derive(Debug, Clone, Copy)]
+pub struct FailedRuns<'a> {
+    /// The program.
+    pub program: &'a str,
+    /// The source.
+    pub source: &'a str,
+    /// When the first failed run finished.
+    pub since: DateTime<Utc>,
+    /// How many runs failed.
+    pub failures: u32,
+    /// The latest failure's summary.
+    pub last_summary: &'a str,
+}
+
+/// The alert that says the runs of `failed`'s program and source succeed again: a run finished
+/// at `succeeded_at`, seen at `now`.
+pub fn run_recovered(failed: FailedRuns<'_>, succeeded_at: DateTime<Utc>, now: DateTime<Utc>) -> Alert {
+    let lasted = units::age((succeeded_at - failed.since).num_seconds());
+    let runs =
+        if failed.failures == 1 { "1 failed run".to_owned() } else { format!("{} failed runs", failed.failures) };
+    Alert {
+        id: format!("run:{}:{}:recovered:{}", failed.program, failed.source, succeeded_at.timestamp()),
+        severity: Severity::Recovered,
+        title: format!("{} recovered", failed.program),
+        source: failed.source.to_owned(),
+        reason: format!(
+            "a run finished successfully after {runs}; the incident lasted {lasted} (last failure: {})",
+            failed.last_summary
+        ),
+        at: now,
+        rerun: None,
+        facts: vec![
+            ("Program".to_owned(), failed.program.to_owned()),
+            ("Failed runs".to_owned(), failed.failures.to_string()),
+        ],
+        origin: "result events".to_owned(),
+    }
+}
+
 /// What changed about a source's freshness.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -193,9 +233,17 @@ pub fn from_change(
     }
 }
 
-/// Escapes text for Slack mrkdwn.
-fn mrkdwn(text: &str) -> String {
+/// Escapes text for Slack mrkdwn: `&`, `<` and `>` are Slack's control characters (`<!channel>`
+/// pings everyone, `<https://x|text>` disguises a link), so every text that comes from an
+/// event, a name or a server message goes through here, in the top-level `text` as in blocks.
+pub fn mrkdwn(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// [`mrkdwn`] for the inside of a ```` ``` ```` block: a ```` ``` ```` in the text would close
+/// the block early, so backticks are broken up with a zero-width space.
+fn mrkdwn_code(text: &str) -> String {
+    mrkdwn(text).replace("``", "`\u{200b}`")
 }
 
 /// Shortens `text` to at most `max` characters, marking the cut.
@@ -246,13 +294,14 @@ impl Alert {
         let mut blocks = vec![
             serde_json::json!({"type": "header", "text": {"type": "plain_text", "text": cap(&format!("{} {}", self.emoji(), self.title), 150), "emoji": true}}),
             serde_json::json!({"type": "section", "fields": fields}),
-            serde_json::json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("*Reason*\n```{}```", cap(&mrkdwn(&self.reason), 2800))}}),
+            serde_json::json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("*Reason*\n```{}```", cap(&mrkdwn_code(&self.reason), 2800))}}),
         ];
         if let Some(cmd) = &self.rerun {
             blocks.push(serde_json::json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("*Rerun*\n`{}`", mrkdwn(cmd))}}));
         }
         blocks.push(serde_json::json!({"type": "context", "elements": [{"type": "mrkdwn", "text": cap(&format!("lifeboat monitor · {}", mrkdwn(&self.origin)), 2900)}]}));
-        serde_json::json!({ "text": self.text(), "blocks": blocks })
+        // Previews of links someone put in a name or a message are not fetched either.
+        serde_json::json!({ "text": mrkdwn(&self.text()), "blocks": blocks, "unfurl_links": false, "unfurl_media": false })
     }
 
     /// The generic webhook payload: the alert as JSON, with a schema name.
@@ -371,6 +420,23 @@ mod tests {
         let p = a.slack_payload();
         assert!(p["blocks"][0]["text"]["text"].as_str().expect("header").chars().count() <= 150);
         assert!(p["blocks"][2]["text"]["text"].as_str().expect("reason").chars().count() <= 3000);
-        assert!(p["text"].as_str().expect("text").chars().count() <= 600);
+        assert!(p["text"].as_str().expect("text").chars().count() <= 600 + 4 * 3);
+    }
+
+    #[test]
+    fn text_and_blocks_are_escaped_for_mrkdwn() {
+        let mut e = event(Outcome::Failure);
+        e.data.items[0].name = "<!channel> x".into();
+        e.data.summary = "<https://evil.example|fix> & ```<!here>```".into();
+        let p = from_event(&e, "1", &Rerun::default()).expect("alert").slack_payload();
+        let text = p["text"].as_str().expect("text");
+        assert!(
+            text.contains("&lt;!channel&gt; x") && text.contains("&lt;https://evil.example|fix&gt; &amp;"),
+            "{text}"
+        );
+        let raw = p.to_string();
+        assert!(!raw.contains("<!channel") && !raw.contains("<!here") && !raw.contains("<https"), "{raw}");
+        let reason = p["blocks"][2]["text"]["text"].as_str().expect("reason");
+        assert_eq!(reason.matches("```").count(), 2, "the code block is not closed early: {reason}");
     }
 }

@@ -14,6 +14,11 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// CloudEvents `dataschema` of [`RunResult`].
 pub const DATA_SCHEMA: &str = "https://lifeboat.dev/schemas/run-result/v1";
 
+/// Every program that publishes result events (the `program` of [`RunResult`], the `<program>` of
+/// the CloudEvents `source` and `type`). `monitor` refuses events of any other program.
+pub const KNOWN_PROGRAMS: &[&str] =
+    &["db-backup", "storage-backup", "restore", "prune", "health", "monitor", "drill", "console"];
+
 /// How a run or an item ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -182,6 +187,12 @@ impl Event {
         if self.kind != format!("dev.lifeboat.{}.result", self.data.program) {
             return invalid(format!("type {:?} does not match program {:?}", self.kind, self.data.program));
         }
+        if self.source != format!("//lifeboat/{}/{}", self.data.program, self.data.source) {
+            return invalid(format!(
+                "source {:?} does not match program {:?} and source {:?}",
+                self.source, self.data.program, self.data.source
+            ));
+        }
         if self.id.is_empty() || self.data.program.is_empty() || self.data.source.is_empty() {
             return invalid("id, program and source must not be empty".into());
         }
@@ -280,6 +291,9 @@ mod tests {
         let mut e = sample();
         e.kind = "dev.lifeboat.prune.result".into();
         assert!(e.validate().is_err());
+        let mut e = sample();
+        e.source = "//lifeboat/db-backup/other".into();
+        assert!(e.validate().is_err(), "the CloudEvents source must be the program's and the data's");
         assert!(matches!(Event::from_json(b"{\"nope\":1}"), Err(EventError::Malformed(_))));
         assert!(Event::from_json(b"\xff").is_err());
     }

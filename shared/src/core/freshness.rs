@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::core::series::{Kind, Series};
+use crate::core::source::SourceSpec;
 
 /// A database's backup status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,13 +144,11 @@ pub fn evaluate(
     rows
 }
 
-/// The series that must exist: every expected database of `source` and every expected bucket.
-pub fn expected_series(source: &str, databases: &[String], buckets: &[String]) -> Vec<(Kind, String, String)> {
+/// The series that must exist: every expected database of `source` and every expected bucket,
+/// under the name `storage-backup` writes its snapshots to ([`SourceSpec::bucket`]).
+pub fn expected_series(source: &str, databases: &[String], buckets: &[SourceSpec]) -> Vec<(Kind, String, String)> {
     let dbs = databases.iter().map(|d| (Kind::Database, source.to_owned(), d.clone()));
-    let buckets = buckets.iter().map(|b| {
-        let bucket = b.split_once('/').map_or(b.as_str(), |(bucket, _)| bucket);
-        (Kind::Bucket, bucket.to_owned(), "snapshots".to_owned())
-    });
+    let buckets = buckets.iter().map(|b| (Kind::Bucket, b.bucket.clone(), "snapshots".to_owned()));
     dbs.chain(buckets).collect()
 }
 
@@ -158,16 +157,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn expected_series_cover_databases_and_buckets() {
-        let e = expected_series("main", &["app".into()], &["media".into(), "logs/2026".into()]);
-        assert_eq!(
-            e,
-            [
-                (Kind::Database, "main".into(), "app".into()),
-                (Kind::Bucket, "media".into(), "snapshots".into()),
-                (Kind::Bucket, "logs".into(), "snapshots".into())
-            ]
-        );
+    fn expected_series_cover_databases_and_buckets_in_every_documented_form() {
+        let sources: Vec<SourceSpec> = ["media", "logs/2026", "gs://photos", "gs://videos/raw/", "file:///srv/uploads"]
+            .iter()
+            .map(|s| s.parse().expect("a documented form"))
+            .collect();
+        let e = expected_series("main", &["app".into()], &sources);
+        let buckets: Vec<_> = e.iter().filter(|(k, ..)| *k == Kind::Bucket).map(|(_, b, _)| b.as_str()).collect();
+        assert_eq!(buckets, ["media", "logs", "photos", "videos", "uploads"], "no phantom gs:// or file: source");
+        assert_eq!(e[0], (Kind::Database, "main".into(), "app".into()));
     }
     use crate::core::naming::RunId;
     use crate::core::series::Backup;

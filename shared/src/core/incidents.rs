@@ -8,9 +8,16 @@
 //!   a single conditional write, so of two racing instances only one sends each alert; after
 //!   delivery it records what was delivered ([`IncidentBook::settle`]). An alert whose delivery
 //!   failed, or whose sender died (claim older than [`CLAIM_LEASE`]), is sent by a later check.
-//! - `state/monitor/messages/<messageId>`, a [`MessageRecord`] per Pub/Sub message that raised an
-//!   alert, created create-only: a second delivery of the same message finds it
-//!   ([`MessageRecord::verdict`]).
+//!   The same book holds the incidents of failed runs ([`RunIncident`], one per program and
+//!   source): a failure event opens one ([`IncidentBook::open_run`]), the next success event of
+//!   the same pair closes it and queues one "recovered" alert ([`IncidentBook::close_run`]), in
+//!   the same conditional write, so of two instances only one says it.
+//! - `state/monitor/messages/<key>`, a [`MessageRecord`] per result event received, created
+//!   create-only: a second delivery of the same event finds it ([`MessageRecord::verdict`]). The
+//!   key ([`MessageRecord::key`]) is a digest of the subscription and the CloudEvent's `source`,
+//!   `type` and `id`, never of Pub/Sub's `messageId` alone: a message id can be chosen by
+//!   whoever posts, and an earlier post under the id of a later real failure must not make that
+//!   failure a "duplicate".
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -18,7 +25,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::core::alerts::{Alert, Change, Rerun, from_change};
+use crate::core::alerts::{Alert, Change, FailedRuns, Rerun, from_change};
 use crate::core::events::Outcome;
 use crate::core::freshness::{Freshness, Status};
 use crate::core::series::Kind;
@@ -72,6 +79,23 @@ pub struct OutboxEntry {
     pub attempts: u32,
 }
 
+/// An open incident of failed runs of one program for one source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunIncident {
+    /// The program (`db-backup`…).
+    pub program: String,
+    /// The source (`BACKUP_SOURCE`).
+    pub source: String,
+    /// When the first failed run of the incident finished.
+    pub opened_at: DateTime<Utc>,
+    /// When the latest failed run finished (a success must be newer to close the incident).
+    pub last_failure_at: DateTime<Utc>,
+    /// Failed runs seen.
+    pub failures: u32,
+    /// The latest failure's summary.
+    pub summary: String,
+}
+
 /// The incident state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IncidentBook {
@@ -80,6 +104,13 @@ pub struct IncidentBook {
     /// Open incidents by source key (`database:main/app`).
     #[serde(default)]
     pub incidents: BTreeMap<String, Incident>,
+    /// Open incidents of failed runs by [`run_key`] (`db-backup main`).
+    #[serde(default)]
+    pub runs: BTreeMap<String, RunIncident>,
+    /// When the newest successful run of each [`run_key`] finished (Pub/Sub delivers out of
+    /// order: a failure older than this opens no incident).
+    #[serde(default)]
+    pub last_success: BTreeMap<String, DateTime<Utc>>,
     /// Alerts not yet delivered everywhere.
     #[serde(default)]
     pub outbox: Vec<OutboxEntry>,
@@ -87,8 +118,19 @@ pub struct IncidentBook {
 
 impl Default for IncidentBook {
     fn default() -> Self {
-        Self { version: BOOK_VERSION, incidents: BTreeMap::new(), outbox: Vec::new() }
+        Self {
+            version: BOOK_VERSION,
+            incidents: BTreeMap::new(),
+            runs: BTreeMap::new(),
+            last_success: BTreeMap::new(),
+            outbox: Vec::new(),
+        }
     }
+}
+
+/// The key of a program and source in [`IncidentBook::runs`].
+pub fn run_key(program: &str, source: &str) -> String {
+    format!("{program} {source}")
 }
 
 /// Why the stored state cannot be used.
@@ -210,7 +252,7 @@ impl IncidentBook {
         rerun: &Rerun,
     ) -> (Self, Vec<Transition>) {
         let (incidents, transitions) = step(&self.incidents, rows, now, reminder);
-        let mut next = Self { version: BOOK_VERSION, incidents, outbox: self.outbox.clone() };
+        let mut next = Self { version: BOOK_VERSION, incidents, ..self.clone() };
         for t in &transitions {
             next.outbox.push(OutboxEntry {
                 alert: from_change(t.change, &t.row, t.opened_at, now, max_age, rerun),
@@ -221,6 +263,67 @@ impl IncidentBook {
             });
         }
         (next, transitions)
+    }
+
+    /// A failed run of `program` for `source` that finished at `failed_at`: opens the pair's
+    /// incident, or adds to the open one. Returns whether an incident is open for it now: a
+    /// failure older than the pair's last success (delivered late) opens none.
+    pub fn open_run(&mut self, program: &str, source: &str, failed_at: DateTime<Utc>, summary: &str) -> bool {
+        let key = run_key(program, source);
+        if self.last_success.get(&key).is_some_and(|ok| *ok >= failed_at) {
+            return self.runs.contains_key(&key);
+        }
+        let incident = self.runs.entry(key).or_insert_with(|| RunIncident {
+            program: program.to_owned(),
+            source: source.to_owned(),
+            opened_at: failed_at,
+            last_failure_at: failed_at,
+            failures: 0,
+            summary: String::new(),
+        });
+        if failed_at >= incident.last_failure_at || incident.failures == 0 {
+            incident.last_failure_at = failed_at;
+            incident.summary = summary.to_owned();
+        }
+        incident.opened_at = incident.opened_at.min(failed_at);
+        incident.failures += 1;
+        true
+    }
+
+    /// A successful run of `program` for `source` that finished at `succeeded_at`, seen at
+    /// `now`: closes the pair's open incident when the success is newer than its last failure,
+    /// and queues one "recovered" alert. Returns the alert's id when it did.
+    pub fn close_run(
+        &mut self,
+        program: &str,
+        source: &str,
+        succeeded_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Option<String> {
+        let key = run_key(program, source);
+        let newest = self.last_success.get(&key).map_or(succeeded_at, |t| (*t).max(succeeded_at));
+        self.last_success.insert(key.clone(), newest);
+        if self.runs.get(&key).is_none_or(|open| open.last_failure_at >= succeeded_at) {
+            return None;
+        }
+        let open = self.runs.remove(&key)?;
+        let failed = FailedRuns {
+            program: &open.program,
+            source: &open.source,
+            since: open.opened_at,
+            failures: open.failures,
+            last_summary: &open.summary,
+        };
+        let alert = crate::core::alerts::run_recovered(failed, succeeded_at, now);
+        let id = alert.id.clone();
+        self.outbox.push(OutboxEntry {
+            alert,
+            settled: BTreeSet::new(),
+            claimed_by: None,
+            claimed_at: None,
+            attempts: 0,
+        });
+        Some(id)
     }
 
     /// Claims, for `token`, every outbox entry nobody holds (or whose claim is older than
@@ -240,6 +343,14 @@ impl IncidentBook {
             }
         }
         claimed
+    }
+
+    /// Claims, for `token`, the outbox entry of alert `id` when nobody holds it; returns a copy.
+    pub fn claim_alert(&mut self, id: &str, token: &str, now: DateTime<Utc>) -> Option<OutboxEntry> {
+        let e = self.outbox.iter_mut().find(|e| e.alert.id == id && e.claimed_by.is_none())?;
+        e.claimed_by = Some(token.to_owned());
+        e.claimed_at = Some(now);
+        Some(e.clone())
     }
 
     /// Records deliveries made under `token`: entries settled on every one of `channels` leave
@@ -271,7 +382,7 @@ pub enum MessageState {
     Done,
 }
 
-/// The record of one Pub/Sub message that raised an alert.
+/// The record of one result event received.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessageRecord {
     /// State.
@@ -285,6 +396,15 @@ pub struct MessageRecord {
     pub settled: BTreeSet<String>,
     /// The result event's id.
     pub event_id: String,
+    /// The result event's `source` (`//lifeboat/<program>/<source>`).
+    #[serde(default)]
+    pub event_source: String,
+    /// The subscription that delivered it.
+    #[serde(default)]
+    pub subscription: String,
+    /// Pub/Sub's message id of the delivery that created the record (for people only).
+    #[serde(default)]
+    pub message_id: String,
     /// The program that sent it.
     pub program: String,
     /// Its outcome.
@@ -306,9 +426,18 @@ pub enum Verdict {
 }
 
 impl MessageRecord {
-    /// The key of a message's record.
-    pub fn key(message_id: &str) -> String {
-        format!("{MESSAGES_PREFIX}{}", crate::core::naming::encode_segment(message_id))
+    /// The key of an event's record: a SHA-256 digest of the subscription and the CloudEvent's
+    /// `source`, `type` and `id` (each length-prefixed, so no two tuples share a digest input).
+    /// A redelivery of the same event has the same key; another event posted under the same
+    /// Pub/Sub message id does not.
+    pub fn key(subscription: &str, source: &str, kind: &str, id: &str) -> String {
+        use sha2::Digest as _;
+        let mut hash = sha2::Sha256::new();
+        for part in [subscription, source, kind, id] {
+            hash.update((part.len() as u64).to_be_bytes());
+            hash.update(part.as_bytes());
+        }
+        format!("{MESSAGES_PREFIX}{}", hex::encode(hash.finalize()))
     }
 
     /// Decides on a message that has this record, at `now`.
@@ -453,6 +582,40 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_run_opens_an_incident_the_next_success_closes_it_once() {
+        let t0 = at("2026-11-26T02:00:00Z");
+        let hour = chrono::Duration::hours(1);
+        let mut book = IncidentBook::default();
+        assert!(book.close_run("db-backup", "main", t0, t0).is_none(), "nothing open: no message");
+        assert!(book.open_run("db-backup", "main", t0 + hour, "1 of 1 databases failed"));
+        assert!(book.open_run("db-backup", "main", t0 + hour * 2, "again"), "a second failure joins it");
+        assert_eq!(book.runs["db-backup main"].failures, 2);
+        assert_eq!(book.runs["db-backup main"].opened_at, t0 + hour);
+        // A success older than the last failure (delivered late) closes nothing.
+        assert!(book.close_run("db-backup", "main", t0 + hour + hour / 2, t0 + hour * 3).is_none());
+        assert_eq!(book.runs.len(), 1);
+        // Another program or source does not close it either.
+        assert!(book.close_run("prune", "main", t0 + hour * 4, t0 + hour * 4).is_none());
+        assert!(book.close_run("db-backup", "other", t0 + hour * 4, t0 + hour * 4).is_none());
+        let id = book.close_run("db-backup", "main", t0 + hour * 3, t0 + hour * 3).expect("recovered");
+        assert!(book.runs.is_empty());
+        assert_eq!(book.outbox.len(), 1);
+        let alert = &book.outbox[0].alert;
+        assert_eq!((alert.id.as_str(), alert.severity), (id.as_str(), crate::core::alerts::Severity::Recovered));
+        assert!(alert.title.contains("db-backup") && alert.reason.contains("2 failed runs"), "{alert:?}");
+        // The same success again (another instance, after re-reading the book) says nothing more.
+        let mut again = IncidentBook::from_json(&book.to_json()).expect("round trip");
+        assert!(again.close_run("db-backup", "main", t0 + hour * 3, t0 + hour * 3).is_none());
+        assert_eq!(again.outbox.len(), 1);
+        // A failure older than the last success, delivered late, opens nothing.
+        assert!(!again.open_run("db-backup", "main", t0 + hour * 2 + hour / 2, "late"));
+        assert!(again.runs.is_empty());
+        // The freshness check keeps the run incidents.
+        let (next, _) = again.advance(&[row(Status::Ok)], t0, DAY, DAY, &Rerun::default());
+        assert_eq!(next.last_success, again.last_success);
+    }
+
+    #[test]
     fn message_verdicts() {
         let t0 = at("2026-11-26T08:00:00Z");
         let rec = |state| MessageRecord {
@@ -461,6 +624,9 @@ mod tests {
             claimed_at: t0,
             settled: BTreeSet::new(),
             event_id: "e".into(),
+            event_source: "//lifeboat/db-backup/main".into(),
+            subscription: "projects/p/subscriptions/s".into(),
+            message_id: "1".into(),
             program: "db-backup".into(),
             outcome: Outcome::Failure,
             attempts: 0,
@@ -477,7 +643,14 @@ mod tests {
         );
         let r = rec(MessageState::Done);
         assert_eq!(MessageRecord::from_json(&r.to_json()).expect("round trip"), r);
-        assert_eq!(MessageRecord::key("2070443601311540"), "state/monitor/messages/2070443601311540");
+        let key = |sub: &str, src: &str, id: &str| MessageRecord::key(sub, src, "dev.lifeboat.db-backup.result", id);
+        let k = key("projects/p/subscriptions/s", "//lifeboat/db-backup/main", "e1");
+        assert!(k.starts_with("state/monitor/messages/") && k.len() == "state/monitor/messages/".len() + 64, "{k}");
+        assert_eq!(k, key("projects/p/subscriptions/s", "//lifeboat/db-backup/main", "e1"), "stable");
+        assert_ne!(k, key("projects/p/subscriptions/s", "//lifeboat/db-backup/main", "e2"), "another event");
+        assert_ne!(k, key("projects/p/subscriptions/t", "//lifeboat/db-backup/main", "e1"), "another subscription");
+        assert_ne!(k, key("projects/p/subscriptions/s", "//lifeboat/db-backup/other", "e1"), "another source");
+        assert_ne!(key("a", "bc", "d"), key("ab", "c", "d"), "parts cannot slide into each other");
         assert!(IncidentBook::from_json(br#"{"version":99}"#).is_err());
         assert_eq!(IncidentBook::from_json(br#"{"version":1}"#).expect("minimal"), IncidentBook::default());
     }

@@ -2,7 +2,7 @@
 //! network, the disk, a process or the clock (time is passed in), so all of it is tested with
 //! plain unit and property tests, fast.
 //!
-//! - Naming and formats: [`naming`] (the bucket layout), [`location`], [`object`],
+//! - Naming and formats: [`naming`] (the bucket layout), [`location`], [`source`], [`object`],
 //!   [`db_manifest`], [`snapshot_manifest`], [`events`] (the result event schema).
 //! - Judgements: [`series`] (what a listing holds), [`freshness`], [`retention`] (the prune plan),
 //!   [`incidents`] (the alert state machine), [`alerts`] (what people are told).
@@ -21,4 +21,5 @@ pub mod retention;
 pub mod secret;
 pub mod series;
 pub mod snapshot_manifest;
+pub mod source;
 pub mod units;

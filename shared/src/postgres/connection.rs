@@ -243,7 +243,9 @@ impl Connection {
         self.redact(&text)
     }
 
-    /// `text` without the password or the URL.
+    /// `text` without the password or the URL, whatever their length
+    /// ([`crate::core::secret::redact`]: a short password is removed where it stands as a token
+    /// of its own, so the rest of a server's message stays readable).
     pub fn redact(&self, text: &str) -> String {
         let mut out = text.to_owned();
         if let Some(url) = &self.url {
@@ -255,9 +257,10 @@ impl Connection {
         out
     }
 
-    /// Where we connect, for messages: `user@host:port`.
+    /// Where we connect, for messages: `user@host:port` (redacted too: a user named like its
+    /// password, `postgres`/`postgres`, is not rare).
     pub fn describe_target(&self) -> String {
-        format!("{}@{}:{}", self.user, self.host, self.port)
+        self.redact(&format!("{}@{}:{}", self.user, self.host, self.port))
     }
 }
 
@@ -595,6 +598,14 @@ mod tests {
         let text = format!("could not connect: {url} refused; password s3cr3t-pw");
         let redacted = p.redact(&text);
         assert!(!redacted.contains("s3cr3t") && !redacted.contains("db.internal/app"), "{redacted}");
+    }
+
+    #[test]
+    fn a_short_password_is_redacted_and_the_message_kept() {
+        let p = read(&[("PGHOST", "h"), ("PGUSER", "ab"), ("PGPASSWORD", "ab")]).expect("ok");
+        let text = r#"FATAL: password authentication failed for user "ab"; table abc"#;
+        assert_eq!(p.redact(text), r#"FATAL: password authentication failed for user "[redacted]"; table abc"#);
+        assert_eq!(p.describe_target(), "[redacted]@h:5432");
     }
 
     #[test]

@@ -58,7 +58,7 @@ pub struct Config {
 pub fn read(r: &mut Reader<'_>, _cli: Option<Cli>) -> Option<Config> {
     let pg = Connection::read(r);
     let tools = PgTools::read(r);
-    let databases = r.list(&vars::DATABASES);
+    let databases = r.names(&vars::DATABASES);
     let compression = match r.text(&vars::COMPRESSION).as_deref() {
         Some("zstd") => Some(Compression::Zstd),
         Some("gzip") => Some(Compression::Gzip),
@@ -307,8 +307,23 @@ mod tests {
         assert_eq!((c.compression, c.level, c.row_counts, c.concurrency), (Compression::Zstd, 3, true, 1));
         assert!(c.threads >= 1);
         assert!(c.databases.is_empty());
-        let c = read_env(&[("BACKUP_COMPRESSION", "gzip"), ("BACKUP_DATABASES", "a, b,")]).expect("valid");
+        let c = read_env(&[("BACKUP_COMPRESSION", "gzip"), ("BACKUP_DATABASES", "a, b")]).expect("valid");
         assert_eq!((c.compression, c.level, c.databases), (Compression::Gzip, 6, vec!["a".to_owned(), "b".to_owned()]));
+    }
+
+    #[test]
+    fn empty_or_repeated_database_names_are_configuration_problems() {
+        // `,,` used to mean "every database" (the empty items were dropped), `a,a` failed at run time.
+        for (value, why) in [
+            (",,", "item 1 of \",,\" is empty"),
+            ("a, b,", "item 3"),
+            ("a,,b", "item 2"),
+            ("app,app", "\"app\" is listed twice"),
+        ] {
+            let e = read_env(&[("BACKUP_DATABASES", value)]).expect_err(value);
+            assert!(e.problems.iter().all(|p| p.name == "BACKUP_DATABASES"), "{value}: {e}");
+            assert!(e.to_string().contains(why), "{value}: {e}");
+        }
     }
 
     #[test]

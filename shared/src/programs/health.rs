@@ -18,6 +18,7 @@ use crate::config::{Reader, vars};
 use crate::core::events::{ItemResult, Outcome, RunResult};
 use crate::core::freshness::{Freshness, Status};
 use crate::core::series::Kind;
+use crate::core::source::SourceSpec;
 use crate::runtime::http::{HttpRequest, HttpResponse};
 use crate::runtime::{self, Program, ProgramSpec, RunContext, Services, StartError};
 use crate::store::StoreError;
@@ -43,15 +44,15 @@ pub struct Config {
     pub max_age: Duration,
     /// Databases that must have backups (others found in the store are reported too).
     pub expected: Vec<String>,
-    /// Buckets that must have snapshots (`BUCKET` or `BUCKET/PREFIX` as in `SOURCE_BUCKETS`).
-    pub expected_buckets: Vec<String>,
+    /// Buckets that must have snapshots (`SOURCE_BUCKETS`, read as `storage-backup` reads it).
+    pub expected_buckets: Vec<SourceSpec>,
 }
 
 /// Reads the settings.
 pub fn read(r: &mut Reader<'_>, _cli: Option<Cli>) -> Option<Config> {
-    let max_age = r.duration(&vars::MAX_AGE);
-    let expected = r.list(&vars::DATABASES);
-    let expected_buckets = r.list(&vars::SOURCE_BUCKETS);
+    let max_age = crate::config::max_age(r);
+    let expected = r.names(&vars::DATABASES);
+    let expected_buckets = r.sources();
     Some(Config { max_age: max_age?, expected, expected_buckets })
 }
 

@@ -31,7 +31,12 @@ mod tests {
         read: fn(&mut Reader<'_>, Option<A>) -> Option<C>,
         args: &[&str],
     ) -> Answers {
-        let env = Env::from_pairs([("HOME", "/tmp"), ("PGHOST", "/tmp"), ("SOURCE_BUCKETS", "media")]);
+        let env = Env::from_pairs([
+            ("HOME", "/tmp"),
+            ("PGHOST", "/tmp"),
+            ("SOURCE_BUCKETS", "media"),
+            ("LIFEBOAT_DESTINATION", "gs://backups-1"),
+        ]);
         let print = |flag: &str| match configure(spec, [flag], &env, read) {
             Ok(Invocation::Print(text)) => text,
             Ok(Invocation::Run { .. }) => panic!("{}: {flag} ran", spec.name),

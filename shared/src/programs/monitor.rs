@@ -1,11 +1,16 @@
 //! `monitor` (a Cloud Run service): turns result events and freshness checks into alerts.
 //!
 //! - `POST /pubsub`: a Pub/Sub push envelope carrying a result event. A failure or warning
-//!   becomes one Slack alert (and one on the optional generic webhook). Each message has a record
-//!   under `state/monitor/messages/` created create-only, so a redelivered message never alerts
-//!   twice, on any instance. Slack 429/5xx (or no answer): the record says "retry" and Pub/Sub gets
-//!   a non-2xx answer (with `Retry-After` when Slack gave one) so it redelivers; other 4xx: logged
-//!   and acknowledged. Malformed envelopes or events: 400 with the reason.
+//!   becomes one Slack alert (and one on the optional generic webhook); a failure also opens the
+//!   incident of its program and source, which the next newer success of the same pair closes
+//!   with one "recovered" message (see [`crate::core::incidents::IncidentBook::close_run`]).
+//!   Each event has a record under `state/monitor/messages/` created create-only, keyed by the
+//!   subscription and the CloudEvent's source, type and id (never by the sender-chosen message
+//!   id alone), so a redelivered event is handled once, on any instance. Slack 429/5xx (or no
+//!   answer): the record says "retry" and Pub/Sub gets a non-2xx answer (with `Retry-After` when
+//!   Slack gave one) so it redelivers; other 4xx: logged and acknowledged. Malformed envelopes or
+//!   events: 400 with the reason; events of an unknown program, or about a source, destination,
+//!   database or bucket this deployment does not run: 422 (Pub/Sub dead-letters them).
 //!   Events of `health` and `monitor` are evaluations, alerted on by `/check`: acknowledged.
 //! - `POST /check` (Cloud Scheduler), and job mode: the freshness evaluation of `health`, fed to
 //!   the alert state machine in `state/monitor/incidents.json` (see [`crate::core::incidents`]):
@@ -26,13 +31,14 @@ use http::{Method, StatusCode};
 
 use crate::config::{Reader, Var, vars};
 use crate::core::alerts::{Alert, Change, Rerun};
-use crate::core::events::{Event, Outcome, RunResult};
+use crate::core::events::{Event, KNOWN_PROGRAMS, Outcome, RunResult};
 use crate::core::freshness::{Freshness, Status};
 use crate::core::incidents::{
     CLAIM_LEASE, INCIDENTS_KEY, IncidentBook, MESSAGE_RETENTION, MESSAGES_PREFIX, MessageRecord, MessageState,
     Settlement, StateError, Verdict,
 };
 use crate::core::secret::Secret;
+use crate::core::source::SourceSpec;
 use crate::error::Classify as _;
 use crate::notify::slack::{Channel, DeliveryError, Format};
 use crate::runtime::http::{HttpRequest, HttpResponse};
@@ -71,8 +77,8 @@ pub struct Config {
     pub reminder: Duration,
     /// Databases that must have backups.
     pub expected: Vec<String>,
-    /// Buckets that must have snapshots.
-    pub expected_buckets: Vec<String>,
+    /// Buckets that must have snapshots (`SOURCE_BUCKETS`, read as `storage-backup` reads it).
+    pub expected_buckets: Vec<SourceSpec>,
     /// Region of the jobs (rerun commands).
     pub region: Option<String>,
 }
@@ -88,12 +94,12 @@ fn webhook_url(r: &mut Reader<'_>, var: &Var) -> Option<Secret> {
 
 /// Reads the settings.
 pub fn read(r: &mut Reader<'_>, _cli: Option<Cli>) -> Option<Config> {
-    let max_age = r.duration(&vars::MAX_AGE);
+    let max_age = crate::config::max_age(r);
     let slack = webhook_url(r, &vars::SLACK_WEBHOOK_URL);
     let webhook = webhook_url(r, &vars::ALERT_WEBHOOK_URL);
     let reminder = r.duration(&vars::REMINDER_INTERVAL);
-    let expected = r.list(&vars::DATABASES);
-    let expected_buckets = r.list(&vars::SOURCE_BUCKETS);
+    let expected = r.names(&vars::DATABASES);
+    let expected_buckets = r.sources();
     let region = r.text(&vars::REGION);
     Some(Config { max_age: max_age?, slack, webhook, reminder: reminder?, expected, expected_buckets, region })
 }
@@ -256,6 +262,63 @@ impl App {
         out
     }
 
+    /// Why a well-formed event is not one this deployment runs: an unknown program, another
+    /// source or destination, or a database or bucket that is not expected here. Such an event
+    /// is refused (4xx): Pub/Sub retries it and then dead-letters it, where it is seen.
+    fn foreign(&self, event: &Event) -> Option<String> {
+        let d = &event.data;
+        if !KNOWN_PROGRAMS.contains(&d.program.as_str()) {
+            return Some(format!("program {:?} is not a lifeboat program", d.program));
+        }
+        let common = &self.services.common;
+        if d.source != common.source {
+            return Some(format!("source {:?} is not this deployment's (BACKUP_SOURCE={})", d.source, common.source));
+        }
+        let destination = common.destination.to_string();
+        if d.destination != destination {
+            return Some(format!("destination {:?} is not this deployment's ({destination})", d.destination));
+        }
+        let expected: Vec<&str> = match d.program.as_str() {
+            "db-backup" => self.config.expected.iter().map(String::as_str).collect(),
+            "storage-backup" => self.config.expected_buckets.iter().map(|b| b.bucket.as_str()).collect(),
+            _ => Vec::new(),
+        };
+        let kind = if d.program == "db-backup" { "database" } else { "bucket" };
+        if !expected.is_empty()
+            && let Some(item) = d.items.iter().find(|i| i.kind == kind && !expected.contains(&i.name.as_str()))
+        {
+            return Some(format!("{kind} {:?} is not one this deployment backs up", item.name));
+        }
+        None
+    }
+
+    /// Changes the incident book with `change`, compare-and-swap on its generation (re-read and
+    /// re-applied when another instance wrote first); returns what `change` returned.
+    async fn update_book<T>(&self, mut change: impl FnMut(&mut IncidentBook) -> T) -> Result<T, MonitorError> {
+        for _ in 0..CAS_ATTEMPTS {
+            let (book, generation) = self.read_book().await?;
+            let mut next = book.clone();
+            let out = change(&mut next);
+            if next == book {
+                return Ok(out);
+            }
+            match self.write_book(&next, generation).await {
+                Ok(()) => return Ok(out),
+                Err(e) if is_conflict(&e) => tracing::debug!("incident state changed concurrently; retrying"),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(MonitorError::Contended)
+    }
+
+    /// Writes an event's record (best effort: the next delivery of the event retries anyway).
+    async fn save_record(&self, key: &str, record: &MessageRecord, generation: i64) {
+        let options = json_options(Precondition::GenerationMatches(generation));
+        if let Err(e) = self.store().put(key, Bytes::from(record.to_json()), options).await {
+            tracing::warn!(event_id = record.event_id, error = %e, "could not record the event's handling");
+        }
+    }
+
     /// Handles one Pub/Sub push request body (at the clock's "now").
     pub async fn handle_push(&self, body: &[u8]) -> HttpResponse {
         let now = self.services.clock.now();
@@ -274,22 +337,28 @@ impl App {
                 return HttpResponse::error(StatusCode::BAD_REQUEST, format!("message {id}: {e}"));
             }
         };
+        if let Some(why) = self.foreign(&event) {
+            tracing::warn!(message_id = id, event_id = event.id, why, "refused an event this deployment does not run");
+            return HttpResponse::error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("message {id}: event {} is not this deployment's: {why}", event.id),
+            );
+        }
         let program = event.data.program.as_str();
         if matches!(program, "health" | "monitor") {
             tracing::debug!(message_id = id, program, "evaluation event: freshness is alerted on by POST /check");
             return ack("ignored", &id);
         }
-        let Some(alert) = crate::core::alerts::from_event(&event, &id, &self.rerun) else {
-            tracing::debug!(message_id = id, program, "success event: nothing to alert");
-            return ack("ok", &id);
-        };
-        let key = MessageRecord::key(&id);
+        let key = MessageRecord::key(&message.subscription, &event.source, &event.kind, &event.id);
         let mut record = MessageRecord {
             state: MessageState::Sending,
             claimed_by: uuid::Uuid::new_v4().to_string(),
             claimed_at: now,
             settled: BTreeSet::new(),
             event_id: event.id.clone(),
+            event_source: event.source.clone(),
+            subscription: message.subscription.clone(),
+            message_id: id.clone(),
             program: program.to_owned(),
             outcome: event.data.outcome,
             attempts: 0,
@@ -297,36 +366,99 @@ impl App {
         let generation = match self.claim_message(&key, &mut record, now).await {
             Ok(Claimed::Mine(g)) => g,
             Ok(Claimed::Duplicate) => {
-                tracing::info!(message_id = id, "duplicate delivery: already alerted");
+                tracing::info!(message_id = id, event_id = event.id, "duplicate delivery: already handled");
                 return ack("duplicate", &id);
             }
             Ok(Claimed::InFlight) => {
-                tracing::info!(message_id = id, "another instance is alerting on this message right now");
+                tracing::info!(message_id = id, "another instance is handling this event right now");
                 return HttpResponse::error(
                     StatusCode::CONFLICT,
                     format!("message {id} is being handled; retry later"),
                 );
             }
             Err(e) => {
-                tracing::error!(message_id = id, error = %e, "cannot record the message");
+                tracing::error!(message_id = id, error = %e, "cannot record the event");
                 return HttpResponse::error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     format!("cannot record message {id}: {e}"),
                 );
             }
         };
+        let answer = match event.data.outcome {
+            Outcome::Success => self.recover(&event, &mut record, now).await,
+            Outcome::Failure | Outcome::Warning => self.alert_failure(&event, &mut record, now).await,
+        };
+        record.attempts += 1;
+        record.state = match &answer {
+            Ok(None) => MessageState::Done,
+            Ok(Some(_)) | Err(_) => MessageState::Retry,
+        };
+        self.save_record(&key, &record, generation).await;
+        match answer {
+            Ok(None) if event.data.outcome == Outcome::Success => {
+                ack(if record.settled.is_empty() { "ok" } else { "recovered" }, &id)
+            }
+            Ok(None) => ack("alerted", &id),
+            Ok(Some(e)) => retry_response(&e, &format!("message {id}: {e}")),
+            Err(e) => {
+                tracing::error!(message_id = id, error = %e, "cannot update the incident state");
+                HttpResponse::error(StatusCode::SERVICE_UNAVAILABLE, format!("message {id}: {e}"))
+            }
+        }
+    }
+
+    /// A failed run (or one with a warning): a failure opens (or joins) the incident of its
+    /// program and source, then the alert goes to every channel the record does not list yet.
+    /// `Ok(Some(e))`: a delivery worth retrying failed.
+    async fn alert_failure(
+        &self,
+        event: &Event,
+        record: &mut MessageRecord,
+        now: DateTime<Utc>,
+    ) -> Result<Option<DeliveryError>, MonitorError> {
+        let d = &event.data;
+        if d.outcome == Outcome::Failure {
+            let open = self.update_book(|book| book.open_run(&d.program, &d.source, d.finished_at, &d.summary)).await?;
+            tracing::info!(program = d.program, source = d.source, open, "failed run recorded");
+        }
+        let Some(alert) = crate::core::alerts::from_event(event, &record.message_id, &self.rerun) else {
+            return Ok(None);
+        };
         let delivery = self.deliver(&alert, &record.settled, now).await;
         record.settled.extend(delivery.settled);
-        record.attempts += 1;
-        record.state = if delivery.retry.is_some() { MessageState::Retry } else { MessageState::Done };
-        let options = json_options(Precondition::GenerationMatches(generation));
-        if let Err(e) = self.store().put(&key, Bytes::from(record.to_json()), options).await {
-            tracing::warn!(message_id = id, error = %e, "could not record the delivery");
+        Ok(delivery.retry)
+    }
+
+    /// A successful run: closes the open incident of its program and source, if any, and says
+    /// so once. The "recovered" alert is queued and claimed in the same conditional write that
+    /// closes the incident, so of two instances only one sends it; one it could not deliver
+    /// stays in the outbox for the next check. The channels it reached are noted in the record.
+    async fn recover(
+        &self,
+        event: &Event,
+        record: &mut MessageRecord,
+        now: DateTime<Utc>,
+    ) -> Result<Option<DeliveryError>, MonitorError> {
+        let d = &event.data;
+        let token = record.claimed_by.clone();
+        let claimed = self
+            .update_book(|book| {
+                let id = book.close_run(&d.program, &d.source, d.finished_at, now)?;
+                book.claim_alert(&id, &token, now)
+            })
+            .await?;
+        let Some(entry) = claimed else { return Ok(None) };
+        tracing::info!(program = d.program, source = d.source, "incident of failed runs closed");
+        let delivery = self.deliver(&entry.alert, &entry.settled, now).await;
+        record.settled.extend(delivery.settled.iter().cloned());
+        let channels = self.channel_names();
+        let settlement = Settlement { alert_id: entry.alert.id.clone(), settled: delivery.settled };
+        if let Err(e) = self.update_book(|book| book.settle(&token, std::slice::from_ref(&settlement), &channels)).await
+        {
+            // The claim expires after the lease; the next check delivers what is left.
+            tracing::warn!(error = %e, "could not record the recovery's delivery");
         }
-        match delivery.retry {
-            None => ack("alerted", &id),
-            Some(e) => retry_response(&e, &format!("message {id}: {e}")),
-        }
+        Ok(delivery.retry)
     }
 
     async fn claim_message(

@@ -6,6 +6,10 @@
 //! under `storage/<bucket>/blobs/` that no kept snapshot references (read from the parts of every
 //! kept or in-progress snapshot) and older than `PRUNE_GRACE` are deleted afterwards. Deletes are
 //! idempotent, so a crashed prune and a re-run reach the same end state.
+//!
+//! A series its guard holds (the newest run failed or is suspicious, or the plan would delete
+//! more than `PRUNE_MAX_DELETE_FRACTION`) is a refused prune: the run fails (exit 1, so the
+//! "job execution failed" e-mail fires) and its event says why. A dry run only reports it.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -328,7 +332,8 @@ impl PruneReport {
             failed += usize::from(out.error.is_some());
             let outcome = match (&out.error, &sp.hold) {
                 (Some(_), _) => Outcome::Failure,
-                (None, Some(_)) => Outcome::Warning,
+                (None, Some(_)) if self.dry_run => Outcome::Warning,
+                (None, Some(_)) => Outcome::Failure,
                 (None, None) => Outcome::Success,
             };
             let error = out.error.clone().or_else(|| sp.hold.as_ref().map(ToString::to_string));
@@ -366,7 +371,7 @@ impl PruneReport {
             ("objects_deleted".into(), serde_json::json!(total.objects_deleted)),
             ("bytes_freed".into(), serde_json::json!(freed)),
         ]);
-        result.outcome = if failed > 0 {
+        result.outcome = if failed > 0 || (held > 0 && !self.dry_run) {
             Outcome::Failure
         } else if held > 0 {
             Outcome::Warning
@@ -385,7 +390,10 @@ impl PruneReport {
             plan.series.len()
         );
         if held > 0 {
-            summary.push_str(&format!("; {held} series held"));
+            let reasons: Vec<String> =
+                plan.series.iter().filter_map(|sp| sp.hold.as_ref().map(|h| format!("{}: {h}", sp.label()))).collect();
+            let verb = if self.dry_run { "would be refused" } else { "refused" };
+            summary.push_str(&format!("; {held} series held, prune {verb} ({})", reasons.join("; ")));
         }
         if failed > 0 {
             summary.push_str(&format!("; {failed} series failed"));

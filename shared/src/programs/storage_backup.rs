@@ -11,13 +11,12 @@ use crate::bucket::SnapshotError;
 use crate::bucket::backup::{
     HeaderState, NoObserver, RunNaming, SnapshotSettings, Source, TaskOutcome, resolve_run, take_snapshot,
 };
-use crate::bucket::source::SourceSpec;
 use crate::config::{Reader, vars};
 use crate::core::events::{ItemResult, Outcome, RunResult};
 use crate::core::naming::RunId;
+use crate::core::source::SourceSpec;
 use crate::core::units;
 use crate::runtime::{self, Program, ProgramSpec, RunContext, Services, StartError};
-use crate::store::Location;
 
 /// The program's specification.
 pub static SPEC: ProgramSpec = ProgramSpec { name: "storage-backup", vars: &[vars::STORAGE_BACKUP] };
@@ -62,23 +61,11 @@ pub struct Config {
 
 /// Reads the settings.
 pub fn read(r: &mut Reader<'_>, _cli: Option<Cli>) -> Option<Config> {
-    let mut sources: Vec<SourceSpec> = Vec::new();
-    let raw = r.list(&vars::SOURCE_BUCKETS);
-    if raw.is_empty() {
+    let required = r.text(&vars::SOURCE_BUCKETS).is_some();
+    if !required {
         r.problem(vars::SOURCE_BUCKETS.name, format!("is required: {}", vars::SOURCE_BUCKETS.help));
     }
-    for item in raw {
-        match item.parse::<SourceSpec>() {
-            Ok(s) if sources.iter().any(|o| o.bucket == s.bucket) => {
-                r.problem(
-                    vars::SOURCE_BUCKETS.name,
-                    format!("{:?} is listed twice; each bucket may appear once", s.bucket),
-                );
-            }
-            Ok(s) => sources.push(s),
-            Err(e) => r.problem(vars::SOURCE_BUCKETS.name, e.to_string()),
-        }
-    }
+    let sources = r.sources();
     let concurrency = r.number_in(&vars::SNAPSHOT_CONCURRENCY, 1, 1024);
     let fraction = match r.parse::<f64>(&vars::SUSPICIOUS_FRACTION, "a fraction from 0 to 1") {
         Some(f) if (0.0..=1.0).contains(&f) => Some(f),
@@ -137,21 +124,11 @@ pub struct App {
     sources: Vec<Source>,
 }
 
-/// Builds the program: opens every source (a source and the backup store must be of one kind,
-/// since copies are server-side).
+/// Builds the program: opens every source (that a source and the backup store are of one kind,
+/// since copies are server-side, is checked with the configuration: [`Reader::sources`]).
 pub async fn start(services: Services, config: Config) -> Result<App, StartError> {
     let mut sources = Vec::new();
     for spec in &config.sources {
-        let compatible = matches!(
-            (&spec.location, &services.common.destination),
-            (Location::Gcs { .. }, Location::Gcs { .. }) | (Location::Local { .. }, Location::Local { .. })
-        );
-        if !compatible {
-            return Err(StartError::MixedLocations {
-                from: spec.to_string(),
-                into: services.common.destination.clone(),
-            });
-        }
         let store = crate::store::open(&spec.location, &services.env, services.common.upload_chunk_bytes).await?;
         sources.push(Source { spec: spec.clone(), store });
     }
@@ -257,8 +234,10 @@ mod tests {
     use super::*;
     use crate::config::Env;
 
+    /// Reads `pairs` on top of a gs:// destination (the kind the sources are).
     fn parse(pairs: &[(&str, &str)]) -> Result<Config, crate::config::ConfigError> {
-        let env = Env::from_pairs(pairs.iter().copied());
+        let env =
+            Env::from_pairs(std::iter::once(("LIFEBOAT_DESTINATION", "gs://backups-1")).chain(pairs.iter().copied()));
         let mut r = Reader::new(&env);
         let c = read(&mut r, Some(Cli::default()));
         r.finish()?;
@@ -315,5 +294,24 @@ mod tests {
         assert!(err.to_string().contains("SOURCE_BUCKETS: is required"), "{err}");
         let err = parse(&[("SOURCE_BUCKETS", "b-1"), ("CLOUD_RUN_TASK_COUNT", "2")]).expect_err("no shared id");
         assert!(err.to_string().contains("CLOUD_RUN_EXECUTION"), "{err}");
+    }
+
+    #[test]
+    fn empty_and_repeated_items_and_mixed_kinds_are_configuration_problems() {
+        for (value, why) in [
+            ("a-1,,b-1", "item 2 of"),
+            (",,", "is empty"),
+            ("a-1,", "is empty"),
+            ("a-1,a-1", "\"a-1\" is listed twice"),
+            ("a-1/x,a-1/y", "listed twice; each bucket may appear once"),
+            ("file:///srv/uploads", "cannot be snapshotted into gs://backups-1"),
+        ] {
+            let err = parse(&[("SOURCE_BUCKETS", value)]).expect_err(value);
+            assert!(err.problems.iter().all(|p| p.name == "SOURCE_BUCKETS"), "{value}: {err}");
+            assert!(err.to_string().contains(why), "{value}: {err}");
+        }
+        let err = parse(&[("SOURCE_BUCKETS", "media"), ("LIFEBOAT_DESTINATION", "file:///srv/backups")])
+            .expect_err("gs source, file destination");
+        assert!(err.to_string().contains("both be gs:// (or both file://)"), "{err}");
     }
 }

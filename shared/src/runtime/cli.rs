@@ -90,6 +90,7 @@ pub enum Mode {
 
 /// The outcome of reading arguments and environment.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant, reason = "made once per process and taken apart at once")]
 pub enum Invocation<C> {
     /// `--help` or `--version`: print this and exit 0.
     Print(String),

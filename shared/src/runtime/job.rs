@@ -6,12 +6,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use chrono::Utc;
+use tracing::Instrument as _;
 
 use super::cli::ProgramSpec;
 use super::program::{Program, RunContext, Trigger};
 use super::services::{Services, publish};
 use super::signal::{CANCEL_GRACE, shutdown_signal};
 use crate::core::events::Outcome;
+use crate::notify::sentry::RunScope;
 
 /// Why a run gave no result.
 #[derive(Debug, thiserror::Error)]
@@ -26,10 +28,20 @@ enum Unfinished {
 
 /// Runs `program` once and publishes its result; the exit code says whether it succeeded.
 pub(super) async fn run<P: Program>(spec: &ProgramSpec, program: Arc<P>, services: &Services) -> ExitCode {
+    let scope = RunScope::new();
+    scope.bind(run_in_scope(spec, program, services, scope.clone())).instrument(super::run_span(spec)).await
+}
+
+async fn run_in_scope<P: Program>(
+    spec: &ProgramSpec,
+    program: Arc<P>,
+    services: &Services,
+    scope: RunScope,
+) -> ExitCode {
     let ctx = RunContext::new(Trigger::Job);
     let (started, cancel) = (ctx.started, ctx.cancel.clone());
     tracing::info!(program = spec.name, "job started");
-    let mut run = tokio::spawn(async move { program.run(ctx).await });
+    let mut run = tokio::spawn(scope.bind(async move { program.run(ctx).await }.in_current_span()));
     let finished = tokio::select! {
         r = &mut run => r.map_err(Unfinished::from),
         () = shutdown_signal() => {

@@ -27,7 +27,15 @@ pub use self::program::{Program, RunContext, Trigger};
 pub use self::server::{App, MAX_BODY_BYTES, serve};
 pub use self::services::{Services, StartError, publish};
 pub use self::signal::shutdown_signal;
+use tracing::Instrument as _;
+
 use crate::config::{Env, Reader};
+
+/// The span a run (and the report of its result) executes in: see
+/// [`crate::notify::sentry::RUN_SPAN`].
+pub fn run_span(spec: &ProgramSpec) -> tracing::Span {
+    tracing::info_span!("run", program = spec.name)
+}
 
 /// The whole life of a binary: configuration, logging, mode, exit code. `main` calls only this,
 /// with the program's declaration, its `read` (settings from the parsed command line `A` and
@@ -55,6 +63,11 @@ where
             return ExitCode::from(2);
         }
     };
+    // Held until `main` returns: dropping it flushes the reports still queued.
+    let _reporting = common
+        .sentry_dsn
+        .as_ref()
+        .and_then(|dsn| crate::notify::sentry::init(dsn, crate::notify::sentry::scrubber(&env, &spec.all_vars())));
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -79,7 +92,8 @@ where
         let (services, program) = match started.await {
             Ok(built) => built,
             Err(e) => {
-                services::publish_start_failure(spec.name, &common, &*publisher, &e).await;
+                let report = services::publish_start_failure(spec.name, &common, &*publisher, &e);
+                crate::notify::sentry::RunScope::new().bind(report).instrument(run_span(spec)).await;
                 return ExitCode::FAILURE;
             }
         };

@@ -17,6 +17,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use super::auth::AuthError;
 use super::cli::ProgramSpec;
@@ -25,6 +26,7 @@ use super::program::{Program, RunContext, Trigger};
 use super::services::{Services, publish};
 use super::signal::{CANCEL_GRACE, shutdown_signal};
 use crate::core::events::Outcome;
+use crate::notify::sentry::RunScope;
 
 /// Largest request body accepted (Pub/Sub push envelopes are far smaller).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -96,10 +98,13 @@ impl<P: Program> App<P> {
             };
             let mut ctx = RunContext::new(Trigger::Http);
             ctx.cancel = self.cancel.child_token();
-            let result = self.program.run(ctx).await;
+            let run = async {
+                let result = self.program.run(ctx).await;
+                publish(&*self.services.publisher, result).await
+            };
+            let event = RunScope::new().bind(run).instrument(super::run_span(self.spec)).await;
             let status =
-                if result.outcome == Outcome::Failure { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::OK };
-            let event = publish(&*self.services.publisher, result).await;
+                if event.data.outcome == Outcome::Failure { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::OK };
             return HttpResponse::json(status, &serde_json::to_value(&event.data).unwrap_or_default());
         }
         if let Some(response) = self.program.route(&request).await {

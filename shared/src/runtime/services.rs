@@ -8,7 +8,6 @@ use chrono::{DateTime, Utc};
 use crate::config::{Common, Env};
 use crate::core::clock::Clock;
 use crate::core::events::{Event, RunResult};
-use crate::core::location::Location;
 use crate::error::{Classify, ErrorKind};
 use crate::notify::publisher::{LogPublisher, PubSubPublisher, PublishError, Publisher};
 use crate::notify::slack::ChannelError;
@@ -66,16 +65,6 @@ pub enum StartError {
     /// An alert channel cannot be set up.
     #[error(transparent)]
     Channel(#[from] ChannelError),
-    /// A snapshot copies server-side, so its source and the backup store must be of one kind.
-    #[error(
-        "cannot snapshot {from} into {into}: copies are server-side, so sources and destination must both be gs:// (or both file://)"
-    )]
-    MixedLocations {
-        /// The source (as the user wrote it in `SOURCE_BUCKETS`).
-        from: String,
-        /// The backup store.
-        into: Location,
-    },
 }
 
 impl Classify for StartError {
@@ -83,7 +72,6 @@ impl Classify for StartError {
         match self {
             Self::Publish(e) => e.kind(),
             Self::Channel(e) => e.kind(),
-            Self::MixedLocations { .. } => ErrorKind::Config,
             Self::Store(e) => e.kind(),
             Self::Postgres(e) => e.kind(),
         }
@@ -108,8 +96,11 @@ pub(super) async fn publish_start_failure(program: &str, common: &Common, publis
     publish(publisher, result).await;
 }
 
-/// Publishes a result, logging (not failing) when that is impossible.
+/// Publishes a result, logging (not failing) when that is impossible; a failed run is also
+/// reported to Sentry when it is on ([`crate::notify::sentry::report_run`]). Every result of
+/// every program passes here.
 pub async fn publish(publisher: &dyn Publisher, result: RunResult) -> Event {
+    crate::notify::sentry::report_run(&result);
     let event = Event::new(result);
     match publisher.publish(&event).await {
         Ok(id) => {

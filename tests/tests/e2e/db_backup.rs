@@ -246,6 +246,116 @@ async fn wrong_password_fails_without_leaking_it_and_the_right_one_works() {
     assert!(!serde_json::to_string(&result).expect("json").contains(&cluster.password));
 }
 
+/// `,,` used to mean "every database" (empty items were dropped) and `app,app` failed at run
+/// time; both are configuration problems now, reported before any connection is tried (the
+/// server here is a closed port: reaching it would be a run-time failure, exit 1).
+#[test]
+fn empty_or_repeated_database_names_exit_2_before_any_work() {
+    let (_reserved, port) = closed_port();
+    let (dir, store) = local_store();
+    for (value, why) in [(",,", "is empty"), ("app,,billing", "item 2"), ("app, app", "\"app\" is listed twice")] {
+        let out = crate::support::binaries::job("db-backup", dir.path(), &file_url(&dir))
+            .env("PGHOST", "127.0.0.1")
+            .env("PGPORT", port.to_string())
+            .env("BACKUP_DATABASES", value)
+            .output()
+            .expect("run db-backup");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{value:?}: {err}");
+        assert!(err.contains("BACKUP_DATABASES: ") && err.contains(why), "{value:?}: {err}");
+        assert!(!err.contains("cannot connect"), "no work started: {err}");
+    }
+    drop(store);
+}
+
+/// The words of `text` (maximal runs of letters and digits, and each other character alone).
+fn tokens(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut word = String::new();
+    for c in text.chars() {
+        if c.is_alphanumeric() {
+            word.push(c);
+        } else {
+            out.extend((!word.is_empty()).then(|| std::mem::take(&mut word)));
+            out.push(c.to_string());
+        }
+    }
+    out.extend((!word.is_empty()).then_some(word));
+    out
+}
+
+/// Secrets of any length are redacted: a one- or three-character password used to be printed
+/// whenever the server's message held it (here the user is named like the password, as in the
+/// common `postgres`/`postgres`), because redaction skipped secrets under four characters. The
+/// message stays readable: `password authentication failed` is not cut into pieces.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_password_never_appears_and_the_message_stays_readable() {
+    let cluster = tokio::task::spawn_blocking(PasswordCluster::start).await.expect("cluster");
+    let server = cluster.server();
+    let (dir, store) = local_store();
+    for secret in ["q", "ab7"] {
+        let env = run_env(&server, &file_url(&dir))
+            .with("BACKUP_DATABASES", "postgres")
+            .with("PGUSER", secret)
+            .with("PGPASSWORD", secret);
+        let result = run_backup(&env, store.clone()).await;
+        let e = expect_failure(&result, "postgres", &["password authentication failed for user"]);
+        let json = serde_json::to_string(&result).expect("json");
+        assert!(!tokens(&json).iter().any(|t| t == secret), "{secret:?} leaked: {json}");
+        assert!(e.contains("[redacted]"), "{e}");
+        assert_nothing_stored(&store).await;
+    }
+}
+
+/// With `SENTRY_DSN` set, a failed run is reported to Sentry (the real client, to a real HTTP
+/// server taking envelopes): one event grouped by program and source, with the run's log lines
+/// as breadcrumbs, and no secret in it — not the password, not the URL holding it, not the DSN.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_run_is_reported_to_sentry_without_secrets() {
+    let cluster = tokio::task::spawn_blocking(PasswordCluster::start).await.expect("cluster");
+    let sentry = crate::support::sentry::Project::new().await;
+    let (dir, _store) = local_store();
+    let wrong = format!("wrong-{}", uuid::Uuid::new_v4().simple());
+    let url =
+        format!("postgresql://postgres:{wrong}@/postgres?host={}&port={}", cluster.socket_dir(), PasswordCluster::PORT);
+    let out = crate::support::binaries::job("db-backup", dir.path(), &file_url(&dir))
+        .env("DATABASE_URL", &url)
+        .env("BACKUP_DATABASES", "postgres")
+        .env("SENTRY_DSN", sentry.dsn())
+        .output()
+        .expect("run db-backup");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let events = sentry.events().await;
+    assert_eq!(events.len(), 1, "one report for one failed run: {events:?}");
+    let event = &events[0];
+    let message = event["message"].as_str().or_else(|| event["logentry"]["message"].as_str()).unwrap_or_default();
+    assert!(message.starts_with("db-backup failed: no database backed up"), "{event}");
+    assert!(message.contains("password authentication failed"), "{event}");
+    // (`error` is Sentry's default level, left out of the payload.)
+    assert_eq!(event["level"].as_str().unwrap_or("error"), "error", "{event}");
+    assert_eq!(event["tags"]["program"], "db-backup", "{event}");
+    assert_eq!(event["fingerprint"], serde_json::json!(["lifeboat-run", "db-backup", "main"]));
+    let crumbs = event["breadcrumbs"]["values"].as_array().cloned().unwrap_or_default();
+    assert!(crumbs.iter().any(|c| c["message"] == "job started"), "the run's log lines: {event}");
+    assert!(
+        crumbs.iter().any(|c| c["message"] == "cannot start the backups" && c["level"] == "error"),
+        "an error inside the run is a breadcrumb of its report, not a second event: {event}"
+    );
+    let requests = sentry.requests().await;
+    let headers = requests[0]["headers"].as_object().expect("headers");
+    let auth = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("x-sentry-auth")).and_then(|(_, v)| v.as_str());
+    let auth = auth.unwrap_or_default();
+    assert!(auth.contains(&sentry.key), "the key authenticates the request: {auth}");
+    for r in &requests {
+        let body = r["body"].as_str().expect("body");
+        for secret in [wrong.as_str(), url.as_str(), sentry.key.as_str()] {
+            assert!(!body.contains(secret), "{secret:?} reached Sentry: {body}");
+        }
+    }
+    assert!(!stderr.contains(&sentry.key) && !stderr.contains(&wrong), "nor the log");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_database_fails() {
     let server = Server::from_env();

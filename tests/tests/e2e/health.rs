@@ -108,3 +108,66 @@ async fn job_mode_exits_non_zero_unless_everything_is_ok() {
     let out = run();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
 }
+
+/// `SOURCE_BUCKETS` in its documented `gs://BUCKET[/PREFIX]` form is read as `storage-backup`
+/// reads it: the expected bucket is `media`, not a phantom `gs://gs:` that is forever missing.
+#[tokio::test]
+async fn sources_in_url_form_are_the_buckets_storage_backup_snapshots() {
+    let store = store().await;
+    let now = Utc::now();
+    snapshot(&*store, "media", &run_at(now - Duration::hours(1)), &[("p.jpg", "b1")], true, false).await;
+    snapshot(&*store, "logs", &run_at(now - Duration::hours(1)), &[("l.txt", "b2")], true, false).await;
+    let home = tempfile::tempdir().expect("home");
+    let out = job("health", home.path(), &store.location().to_string())
+        .env("SOURCE_BUCKETS", "gs://media/photos/, gs://logs")
+        .output()
+        .expect("run health");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!stdout.contains("gs://gs") && !stdout.contains("missing"), "{stdout}");
+    assert_eq!(stdout.lines().filter(|l| l.starts_with("gs://")).count(), 2, "{stdout}");
+}
+
+/// An error outside any run (a service's request failing) is reported to Sentry too: the health
+/// service asked for its status cannot read a store that does not exist.
+#[tokio::test]
+async fn an_error_serving_a_request_is_reported_to_sentry() {
+    let sentry = crate::support::sentry::Project::new().await;
+    let home = tempfile::tempdir().expect("home");
+    let missing = format!("gs://{}", crate::support::unique("lb-none"));
+    let mut command = crate::support::binaries::command("health", home.path());
+    command
+        .env("STORAGE_EMULATOR_HOST", crate::support::require_env("STORAGE_EMULATOR_HOST"))
+        .env("LIFEBOAT_DESTINATION", &missing)
+        .env("SENTRY_DSN", sentry.dsn());
+    let service = crate::support::binaries::Service::start(command).await;
+    let status = reqwest::get(format!("{}/status", service.base)).await.expect("GET /status").status();
+    assert_eq!(status, 503);
+    let mut events = Vec::new();
+    for _ in 0..100 {
+        events = sentry.events().await;
+        if !events.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(events.len(), 1, "{events:?}");
+    let text = events[0].to_string();
+    assert!(text.contains("cannot read the backup store"), "{text}");
+    assert!(!text.contains(&sentry.key), "{text}");
+}
+
+/// `BACKUP_MAX_AGE` is bounded: a huge value would silence the staleness alarm for good.
+#[test]
+fn an_unbounded_max_age_is_a_configuration_problem() {
+    let home = tempfile::tempdir().expect("home");
+    for program in ["health", "monitor"] {
+        for value in ["100000h", "33days", "1y"] {
+            let out =
+                job(program, home.path(), "gs://placeholder-1").env("BACKUP_MAX_AGE", value).output().expect("run");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{program} {value}: {err}");
+            assert!(err.contains("BACKUP_MAX_AGE: ") && err.contains("is longer than 32d"), "{program}: {err}");
+        }
+    }
+}

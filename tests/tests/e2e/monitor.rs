@@ -9,6 +9,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use lifeboat_core::core::clock::Clock;
 use lifeboat_core::core::events::{Event, ItemResult, Outcome, RunResult, SCHEMA_VERSION};
+use lifeboat_core::core::incidents::MessageRecord;
 use lifeboat_core::notify::publisher::{PubSubPublisher, Publisher};
 use lifeboat_core::programs::monitor;
 use lifeboat_core::runtime::App;
@@ -64,7 +65,8 @@ async fn store() -> DynStore {
     Arc::new(gcs_store_with(1 << 20, "backups").await)
 }
 
-fn result(program: &str, outcome: Outcome, error: Option<&str>) -> RunResult {
+/// The result of a run of `program` of this deployment (source `main`, into `store`).
+fn result(store: &DynStore, program: &str, outcome: Outcome, error: Option<&str>) -> RunResult {
     let now = Utc::now();
     RunResult {
         schema_version: SCHEMA_VERSION,
@@ -77,7 +79,7 @@ fn result(program: &str, outcome: Outcome, error: Option<&str>) -> RunResult {
         },
         started_at: now - Duration::seconds(42),
         finished_at: now,
-        destination: "gs://backups-1".into(),
+        destination: store.location().to_string(),
         items: vec![ItemResult {
             kind: "database".into(),
             name: "app".into(),
@@ -119,6 +121,25 @@ async fn through_pubsub(result: RunResult) -> (Value, String) {
     (envelope, message_id)
 }
 
+/// The key of the record of the event inside a push envelope.
+fn record_key(envelope: &Value) -> String {
+    let message = lifeboat_core::runtime::push::parse(envelope.to_string().as_bytes()).expect("envelope");
+    let event = Event::from_json(&message.data).expect("event");
+    MessageRecord::key(&message.subscription, &event.source, &event.kind, &event.id)
+}
+
+/// `event` in a push envelope under the Pub/Sub message id `message_id` (what anyone allowed to
+/// push can post).
+fn envelope_with_id(event: &Event, message_id: &str) -> Value {
+    lifeboat_core::runtime::push::envelope(
+        event.to_json().as_bytes(),
+        &BTreeMap::new(),
+        message_id,
+        Utc::now(),
+        "projects/acme/subscriptions/lifeboat-results-push",
+    )
+}
+
 #[tokio::test]
 async fn a_failure_event_from_pubsub_alerts_slack_once() {
     let store = store().await;
@@ -127,6 +148,7 @@ async fn a_failure_event_from_pubsub_alerts_slack_once() {
     let url = slack.url();
     let monitor = serve_monitor(&store, &[("SLACK_WEBHOOK_URL", &url), ("GOOGLE_CLOUD_PROJECT", "acme")], &clock).await;
     let (envelope, message_id) = through_pubsub(result(
+        &store,
         "db-backup",
         Outcome::Failure,
         Some("pg_dump exited with status 1: FATAL: no such database"),
@@ -165,18 +187,24 @@ async fn a_failure_event_from_pubsub_alerts_slack_once() {
     let (status, _, body) = other.post("/pubsub", &envelope).await;
     assert_eq!((status, body["status"].as_str()), (200, Some("duplicate")), "the record is shared through the store");
     assert_eq!(slack.requests().await.len(), 1, "never alerted twice");
-    let record = store.read_all(&format!("state/monitor/messages/{message_id}"), 1 << 20).await.expect("record");
+    let record = store.read_all(&record_key(&envelope), 1 << 20).await.expect("record");
     let record: Value = serde_json::from_slice(&record).expect("json");
+    assert_eq!(record["message_id"], message_id);
     assert_eq!((record["state"].as_str(), record["settled"].clone()), (Some("done"), json!(["slack"])));
 
-    // A success raises nothing; health's evaluations are left to /check.
-    let (envelope, _) = through_pubsub(result("db-backup", Outcome::Success, None)).await;
+    // The next success recovers the incident the failure opened, once; a further success raises
+    // nothing; health's evaluations are left to /check.
+    let (envelope, _) = through_pubsub(result(&store, "db-backup", Outcome::Success, None)).await;
+    let (status, _, body) = monitor.post("/pubsub", &envelope).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("recovered")));
+    let (envelope, _) = through_pubsub(result(&store, "db-backup", Outcome::Success, None)).await;
     let (status, _, body) = monitor.post("/pubsub", &envelope).await;
     assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
-    let (envelope, _) = through_pubsub(result("health", Outcome::Failure, Some("stale backups of main/app"))).await;
+    let (envelope, _) =
+        through_pubsub(result(&store, "health", Outcome::Failure, Some("stale backups of main/app"))).await;
     let (status, _, body) = monitor.post("/pubsub", &envelope).await;
     assert_eq!((status, body["status"].as_str()), (200, Some("ignored")));
-    assert_eq!(slack.requests().await.len(), 1);
+    assert_eq!(slack.requests().await.len(), 2);
 }
 
 #[tokio::test]
@@ -187,7 +215,7 @@ async fn slack_429_is_redelivered_after_retry_after() {
     let clock = Clock::manual(Utc::now());
     let monitor = serve_monitor(&store, &[("SLACK_WEBHOOK_URL", &slack.url())], &clock).await;
     let (envelope, _) =
-        through_pubsub(result("storage-backup", Outcome::Failure, Some("bucket media not found"))).await;
+        through_pubsub(result(&store, "storage-backup", Outcome::Failure, Some("bucket media not found"))).await;
 
     let (status, retry_after, body) = monitor.post("/pubsub", &envelope).await;
     assert_eq!((status, retry_after.as_deref()), (429, Some("30")), "{body}");
@@ -218,7 +246,7 @@ async fn slack_500_is_retried_and_404_is_acknowledged() {
     let clock = Clock::manual(Utc::now());
     let monitor = serve_monitor(&store, &[("SLACK_WEBHOOK_URL", &slack.url())], &clock).await;
 
-    let (envelope, _) = through_pubsub(result("prune", Outcome::Failure, Some("permission denied"))).await;
+    let (envelope, _) = through_pubsub(result(&store, "prune", Outcome::Failure, Some("permission denied"))).await;
     let (status, retry_after, body) = monitor.post("/pubsub", &envelope).await;
     assert_eq!((status, retry_after), (503, None), "{body}");
     assert!(body["error"].as_str().unwrap_or_default().contains("answered 500"), "{body}");
@@ -228,14 +256,15 @@ async fn slack_500_is_retried_and_404_is_acknowledged() {
     assert!(slack.texts().await[1].contains("prune failed"));
 
     slack.script(json!([{"status": 404, "body": "channel_not_found"}])).await;
-    let (envelope, message_id) = through_pubsub(result("db-backup", Outcome::Warning, Some("slow"))).await;
+    let (envelope, message_id) = through_pubsub(result(&store, "db-backup", Outcome::Warning, Some("slow"))).await;
     let (status, _, body) = monitor.post("/pubsub", &envelope).await;
     assert_eq!((status, body["status"].as_str()), (200, Some("alerted")), "4xx: logged and acknowledged");
     let (_, _, body) = monitor.post("/pubsub", &envelope).await;
     assert_eq!(body["status"], "duplicate", "a refused alert is not retried");
     assert_eq!(slack.requests().await.len(), 3);
-    let record = store.read_all(&format!("state/monitor/messages/{message_id}"), 1 << 20).await.expect("record");
+    let record = store.read_all(&record_key(&envelope), 1 << 20).await.expect("record");
     assert!(String::from_utf8_lossy(&record).contains(r#""state":"done""#));
+    assert!(String::from_utf8_lossy(&record).contains(&message_id));
 }
 
 #[tokio::test]
@@ -248,7 +277,8 @@ async fn malformed_push_requests_get_400_with_a_reason() {
         lifeboat_core::runtime::push::envelope(data, &BTreeMap::new(), "77", t, "projects/p/subscriptions/s")
     };
     let mut wrong_version: Value =
-        serde_json::from_str(&Event::new(result("db-backup", Outcome::Failure, None)).to_json()).expect("event json");
+        serde_json::from_str(&Event::new(result(&store, "db-backup", Outcome::Failure, None)).to_json())
+            .expect("event json");
     wrong_version["data"]["schema_version"] = json!(99);
     let cases = [
         (json!("not an object"), "not a Pub/Sub push envelope"),
@@ -390,7 +420,7 @@ async fn two_monitors_racing_on_the_same_incident_send_one_alert() {
         assert!(texts[round].contains(&format!("main/db{round} backups are stale")), "{texts:?}");
     }
     // The same Pub/Sub message pushed to both at once: one alert.
-    let (envelope, _) = through_pubsub(result("db-backup", Outcome::Failure, Some("boom"))).await;
+    let (envelope, _) = through_pubsub(result(&store, "db-backup", Outcome::Failure, Some("boom"))).await;
     let ((s1, _, b1), (s2, _, b2)) = tokio::join!(a.post("/pubsub", &envelope), b.post("/pubsub", &envelope));
     let answers = [(s1, b1["status"].clone()), (s2, b2["status"].clone())];
     assert!(answers.contains(&(200, json!("alerted"))), "{answers:?}");
@@ -414,4 +444,142 @@ async fn job_mode_binary_runs_one_check() {
     let texts = slack.texts().await;
     assert_eq!(texts.len(), 1);
     assert!(texts[0].contains("main/app backups are stale"));
+}
+
+/// Deduplication keys on the subscription and the CloudEvent's source, type and id, not on the
+/// sender-chosen Pub/Sub message id: a message posted first under the id of a later real failure
+/// used to make that failure a "duplicate", silencing it.
+#[tokio::test]
+async fn an_earlier_post_under_the_same_message_id_does_not_suppress_the_real_failure() {
+    let store = store().await;
+    let slack = Hook::new().await;
+    let monitor = serve_monitor(&store, &[("SLACK_WEBHOOK_URL", &slack.url())], &Clock::system()).await;
+    let decoy = Event::new(result(&store, "db-backup", Outcome::Warning, Some("slow, nothing to see")));
+    let (status, _, body) = monitor.post("/pubsub", &envelope_with_id(&decoy, "4242")).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("alerted")), "{body}");
+    let real = Event::new(result(&store, "db-backup", Outcome::Failure, Some("pg_dump: disk full")));
+    let (status, _, body) = monitor.post("/pubsub", &envelope_with_id(&real, "4242")).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("alerted")),
+        "the real failure is not a duplicate: {body}"
+    );
+    let texts = slack.texts().await;
+    assert_eq!(texts.len(), 2, "{texts:?}");
+    assert!(texts[1].contains("db-backup failed"), "{texts:?}");
+    // The real failure redelivered (any message id) is a duplicate.
+    let (_, _, body) = monitor.post("/pubsub", &envelope_with_id(&real, "4243")).await;
+    assert_eq!(body["status"], "duplicate");
+    assert_eq!(slack.requests().await.len(), 2);
+}
+
+/// Events of unknown programs, or about a source, destination, database or bucket this
+/// deployment does not run, are refused with 422 (Pub/Sub then dead-letters them) and alert
+/// nobody; every known program (drill and console included) is accepted.
+#[tokio::test]
+async fn events_this_deployment_does_not_run_are_refused() {
+    let store = store().await;
+    let slack = Hook::new().await;
+    let vars = [("SLACK_WEBHOOK_URL", slack.url()), ("BACKUP_DATABASES", "app".to_owned())];
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let monitor = serve_monitor(&store, &vars, &Clock::system()).await;
+    let failure = || result(&store, "db-backup", Outcome::Failure, Some("boom"));
+    let unknown = RunResult { program: "evil".into(), ..failure() };
+    let other_source = RunResult { source: "elsewhere".into(), ..failure() };
+    let other_destination = RunResult { destination: "gs://someone-else".into(), ..failure() };
+    let mut unexpected_db = failure();
+    unexpected_db.items[0].name = "ghost".into();
+    let cases = [
+        (unknown, "program \"evil\" is not a lifeboat program"),
+        (other_source, "source \"elsewhere\" is not this deployment's"),
+        (other_destination, "destination \"gs://someone-else\" is not this deployment's"),
+        (unexpected_db, "database \"ghost\" is not one this deployment backs up"),
+    ];
+    for (i, (data, why)) in cases.into_iter().enumerate() {
+        let (status, _, body) = monitor.post("/pubsub", &envelope_with_id(&Event::new(data), &format!("9{i}"))).await;
+        assert_eq!(status, 422, "{body}");
+        assert!(body["error"].as_str().unwrap_or_default().contains(why), "{body} should say {why}");
+    }
+    assert!(slack.requests().await.is_empty(), "nothing refused reached Slack");
+    // A CloudEvents source that does not match the data is malformed (400).
+    let mut forged = Event::new(failure());
+    forged.source = "//lifeboat/db-backup/elsewhere".into();
+    let (status, _, body) = monitor.post("/pubsub", &envelope_with_id(&forged, "98")).await;
+    assert_eq!(status, 400, "{body}");
+    for program in ["drill", "console"] {
+        let data = RunResult { program: program.into(), ..failure() };
+        let (status, _, body) = monitor.post("/pubsub", &envelope_with_id(&Event::new(data), program)).await;
+        assert_eq!((status, body["status"].as_str()), (200, Some("alerted")), "{program}: {body}");
+    }
+}
+
+/// A failed run opens an incident for its program and source; the next success of the same pair
+/// closes it with one "recovered" message, even when two instances receive it at once; an older
+/// success (Pub/Sub does not keep order) and another program's success close nothing.
+#[tokio::test]
+async fn a_failed_run_recovers_once_with_the_next_success_of_its_program_and_source() {
+    let store = store().await;
+    let slack = Hook::new().await;
+    let clock = Clock::system();
+    let url = slack.url();
+    let a = serve_monitor(&store, &[("SLACK_WEBHOOK_URL", &url)], &clock).await;
+    let b = serve_monitor(&store, &[("SLACK_WEBHOOK_URL", &url)], &clock).await;
+    let older_success = Event::new(result(&store, "db-backup", Outcome::Success, None));
+    let (envelope, _) = through_pubsub(result(&store, "db-backup", Outcome::Failure, Some("disk full"))).await;
+    let (status, _, body) = a.post("/pubsub", &envelope).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("alerted")), "{body}");
+    let book: Value =
+        serde_json::from_slice(&store.read_all("state/monitor/incidents.json", 1 << 20).await.expect("book"))
+            .expect("json");
+    assert_eq!(book["runs"]["db-backup main"]["failures"], 1, "{book}");
+
+    for (event, id) in [(older_success, "1"), (Event::new(result(&store, "prune", Outcome::Success, None)), "2")] {
+        let (status, _, body) = a.post("/pubsub", &envelope_with_id(&event, id)).await;
+        assert_eq!((status, body["status"].as_str()), (200, Some("ok")), "{body}");
+    }
+    assert_eq!(slack.requests().await.len(), 1, "no recovery yet");
+
+    let (envelope, _) = through_pubsub(result(&store, "db-backup", Outcome::Success, None)).await;
+    let ((s1, _, b1), (s2, _, b2)) = tokio::join!(a.post("/pubsub", &envelope), b.post("/pubsub", &envelope));
+    assert!(matches!((s1, s2), (200, 200) | (200, 409) | (409, 200)), "{b1} {b2}");
+    let texts = slack.texts().await;
+    assert_eq!(texts.len(), 2, "one recovery message: {texts:?}");
+    assert!(texts[1].starts_with(":white_check_mark: db-backup recovered"), "{texts:?}");
+    assert!(texts[1].contains("after 1 failed run"), "{texts:?}");
+    // Once: the next success says nothing.
+    let (envelope, _) = through_pubsub(result(&store, "db-backup", Outcome::Success, None)).await;
+    let (_, _, body) = b.post("/pubsub", &envelope).await;
+    assert_eq!(body["status"], "ok");
+    assert_eq!(slack.requests().await.len(), 2);
+    let book: Value =
+        serde_json::from_slice(&store.read_all("state/monitor/incidents.json", 1 << 20).await.expect("book"))
+            .expect("json");
+    assert_eq!((book["runs"].clone(), book["outbox"].clone()), (json!({}), json!([])), "{book}");
+}
+
+/// Names and texts that come from events are escaped for Slack's mrkdwn in the top-level `text`
+/// too (it used to be escaped in the blocks only): a database named `<!channel> x` must not ping
+/// the channel, a forged summary must not carry a disguised link.
+#[tokio::test]
+async fn hostile_names_cannot_ping_or_link_in_slack() {
+    let store = store().await;
+    let slack = Hook::new().await;
+    let monitor = serve_monitor(&store, &[("SLACK_WEBHOOK_URL", &slack.url())], &Clock::system()).await;
+    let mut data = result(&store, "db-backup", Outcome::Failure, Some("<!here> <@U024BE7LH> failed"));
+    data.summary = "<https://evil.example/login|click to fix> & <!channel>".into();
+    data.items[0].name = "<!channel> x".into();
+    let (status, _, body) = monitor.post("/pubsub", &envelope_with_id(&Event::new(data), "66")).await;
+    assert_eq!(status, 200, "{body}");
+    let requests = slack.requests().await;
+    let message = &requests[0]["json"];
+    let text = message["text"].as_str().expect("text");
+    assert!(
+        text.contains("&lt;!channel&gt; x") && text.contains("&lt;https://evil.example/login|click to fix&gt; &amp;"),
+        "{text}"
+    );
+    // Nothing anywhere in the payload opens a Slack control sequence except the date we format.
+    let raw = message.to_string();
+    let controls: Vec<&str> = raw.match_indices('<').map(|(i, _)| &raw[i..(i + 12).min(raw.len())]).collect();
+    assert!(controls.iter().all(|c| c.starts_with("<!date^")), "{controls:?} in {raw}");
+    assert_eq!(message["unfurl_links"], false);
 }

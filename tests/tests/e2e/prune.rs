@@ -105,7 +105,8 @@ async fn prune_holds_a_series_whose_newest_run_failed() {
     // 7 h later the run is past RUN_GRACE (6 h): failed.
     let clock = Clock::manual(now + Duration::hours(7));
     let result = app(&store, &vars, &clock).await.run(RunContext::new(Trigger::Http)).await;
-    assert_eq!(result.outcome, Outcome::Warning, "{}", result.summary);
+    assert_eq!(result.outcome, Outcome::Failure, "a refused prune is a failed run: {}", result.summary);
+    assert!(result.summary.contains("prune refused (main/app: newest run"), "{}", result.summary);
     assert_eq!(figure(&result, "series_held"), 1);
     assert_eq!(figure(&result, "objects_deleted"), 0);
     let why = result.items[0].error.as_deref().unwrap_or_default();
@@ -119,8 +120,9 @@ async fn prune_holds_a_series_whose_newest_run_failed() {
     }
     let vars = [("BACKUP_RETENTION_DAYS", "1")];
     let result = app(&store, &vars, &clock).await.run(RunContext::new(Trigger::Http)).await;
-    assert_eq!(result.outcome, Outcome::Warning);
-    assert!(result.summary.contains("1 series held"), "{}", result.summary);
+    assert_eq!(result.outcome, Outcome::Failure);
+    assert!(result.summary.contains("1 series held, prune refused"), "{}", result.summary);
+    assert!(result.summary.contains("more than the allowed share"), "{}", result.summary);
     assert!(result.items[0].error.as_deref().unwrap_or_default().contains("--force"));
     let (services, env) = services(store.clone(), &vars);
     let forced =
@@ -206,6 +208,37 @@ async fn a_crash_mid_prune_and_a_rerun_reach_the_same_end_state() {
     assert_eq!(a, b, "same end state");
     assert_eq!(a.iter().filter(|k| k.ends_with("manifest.json")).count(), 2);
     assert_eq!(a.iter().filter(|k| k.contains("/blobs/")).count(), 3, "common + the two kept snapshots' own");
+}
+
+/// A prune its guard refuses exits 1 (so Cloud Run's "job execution failed" e-mail fires, as the
+/// runbook promises) with the reason in its result event; it used to exit 0 with a warning. A
+/// dry run of the same plan only reports it (exit 0).
+#[tokio::test]
+async fn a_refused_prune_binary_exits_1_with_the_reason() {
+    let store = store().await;
+    let now = Utc::now();
+    for k in 10..15 {
+        db_backup(&*store, "main", "app", &run_at(now - Duration::days(k)), 100, true).await;
+    }
+    let before = keys(&*store).await;
+    let home = tempfile::tempdir().expect("home");
+    let run = |dry_run: bool| {
+        let mut c = job("prune", home.path(), &store.location().to_string());
+        c.env("BACKUP_RETENTION_DAYS", "1");
+        if dry_run {
+            c.arg("--dry-run");
+        }
+        c.output().expect("run prune")
+    };
+    let out = run(false);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("prune refused (main/app: the rules would delete 4 of 5 backups"), "{stderr}");
+    assert_eq!(keys(&*store).await, before, "nothing deleted");
+    let out = run(true);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("prune would be refused"), "{stderr}");
 }
 
 #[tokio::test]

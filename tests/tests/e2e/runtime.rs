@@ -69,6 +69,48 @@ fn bad_configuration_lists_every_problem_and_exits_2() {
     }
 }
 
+/// Destinations that break GCS's rules are configuration problems (exit 2, naming the variable)
+/// of every program, found before anything is read or written: the emulator would accept most
+/// of them, and real GCS would refuse them only at the first night's run. (So is a schedule
+/// Cloud Scheduler would refuse: croner checks it, as before.)
+#[test]
+fn destinations_that_break_gcs_rules_exit_2_naming_the_variable() {
+    let home = tempfile::tempdir().expect("home");
+    let long = format!("gs://b-1/{}", "p".repeat(600));
+    let bad = [
+        ("LIFEBOAT_DESTINATION", "gs://a..b"),
+        ("LIFEBOAT_DESTINATION", "gs://goog-backups"),
+        ("LIFEBOAT_DESTINATION", "gs://acme-google-backups"),
+        ("LIFEBOAT_DESTINATION", "gs://acme-g00gle"),
+        ("LIFEBOAT_DESTINATION", "gs://192.168.5.4"),
+        ("LIFEBOAT_DESTINATION", "gs://b-1/prod\r\nx"),
+        ("LIFEBOAT_DESTINATION", "gs://b-1/prod\tx"),
+        ("LIFEBOAT_DESTINATION", "gs://b-1/a/../b"),
+        ("LIFEBOAT_DESTINATION", long.as_str()),
+        ("BACKUP_BUCKET_NAME", "a..b"),
+        ("BACKUP_BUCKET_NAME", "googlebackups"),
+        // Not a destination, but the same promise: Cloud Scheduler would refuse it only at deploy.
+        ("BACKUP_SCHEDULE", "99 99 99 99 99"),
+    ];
+    for spec in PROGRAMS {
+        let subcommand: &[&str] = if spec.name == "restore" { &["list", "--database", "app"] } else { &[] };
+        let sources: &[(&str, &str)] = if spec.name == "storage-backup" { &[("SOURCE_BUCKETS", "media")] } else { &[] };
+        for (var, value) in bad {
+            let out = crate::support::binaries::job(spec.name, home.path(), "gs://placeholder-1")
+                .env_remove("LIFEBOAT_DESTINATION")
+                .args(subcommand)
+                .envs(sources.iter().copied())
+                .env(var, value)
+                .output()
+                .expect("run");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{} {var}={value:?}: {err}", spec.name);
+            assert!(err.contains(&format!("- {var}: ")), "{} {var}={value:?}: {err}", spec.name);
+            assert!(!err.contains('\r'), "a control character is shown escaped: {err:?}");
+        }
+    }
+}
+
 #[test]
 fn no_mode_is_a_configuration_error() {
     let home = tempfile::tempdir().expect("home");

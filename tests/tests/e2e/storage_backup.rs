@@ -302,6 +302,31 @@ fn storage_backup_binary(destination: &str, source_bucket: &str) -> std::process
     c
 }
 
+/// A source of the other kind than the destination (copies are server-side), an empty item or a
+/// bucket listed twice: configuration problems (exit 2, naming SOURCE_BUCKETS) before any work,
+/// no longer a start-up failure (exit 1) or a silently dropped item.
+#[tokio::test]
+async fn sources_that_cannot_be_snapshotted_exit_2() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file_destination = format!("file://{}", dir.path().join("backups").display());
+    let src = gcs_bucket().await;
+    let gcs_destination = src.location().to_string();
+    let cases = [
+        (file_destination.as_str(), "media-1".to_owned(), "both be gs:// (or both file://)"),
+        (gcs_destination.as_str(), format!("file://{}", dir.path().join("uploads").display()), "both be gs://"),
+        (gcs_destination.as_str(), "media-1,,media-2".to_owned(), "item 2"),
+        (gcs_destination.as_str(), "media-1,".to_owned(), "is empty"),
+        (gcs_destination.as_str(), "media-1/a,gs://media-1/b".to_owned(), "listed twice"),
+    ];
+    for (destination, sources, why) in cases {
+        let out = storage_backup_binary(destination, &sources).output().expect("run storage-backup");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{sources} into {destination}: {err}");
+        assert!(err.contains("SOURCE_BUCKETS: ") && err.contains(why), "{sources}: {err}");
+    }
+    assert!(!dir.path().join("backups").exists(), "nothing was written");
+}
+
 /// Two tasks of a sharded run (two real processes at once) make one complete snapshot, equal to
 /// the snapshot a single task takes.
 #[tokio::test]

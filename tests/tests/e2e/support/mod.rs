@@ -10,6 +10,7 @@
 //! - [`fake_backups`]: small but real backups written through the store API.
 //! - [`pubsub`]: topics and subscriptions on the Pub/Sub emulator.
 //! - [`slack`]: the Slack stand-in.
+//! - [`sentry`]: the Sentry stand-in (envelopes).
 //! - [`binaries`]: the programs' real binaries, run with a clean environment.
 //!
 //! Every server a test starts binds port 0 (or a Unix socket) and the port is read back, so tests
@@ -22,6 +23,7 @@ pub mod fake_backups;
 pub mod gcs;
 pub mod postgres;
 pub mod pubsub;
+pub mod sentry;
 pub mod slack;
 pub mod stack;
 
