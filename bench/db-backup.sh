@@ -5,6 +5,8 @@
 #   bench/db-backup.sh --quick    a small database, 3 rounds, about a minute: a smoke run
 #   options: --runs N (rounds, default 3)  --regenerate (rebuild the databases)
 #            --sections LIST (comma-separated, default all: backup,restore,compression,encryption)
+#            --sizes LIST (full run: small,large by default; the sections after "backup" use the
+#            last one)  --no-build (use the release binaries in target/release as they are)
 #            --keep (keep the quick database)  --generate-only (create the databases and stop)
 #            --gcs-chunk-mib N (resumable chunk size of the fake-gcs run; default 8, the default
 #            of LIFEBOAT_UPLOAD_CHUNK_MIB)
@@ -21,7 +23,7 @@
 # hits all of them alike), and the median of the rounds is reported:
 #   raw        pg_dump -Fc -Z0 > /dev/null           the rate of the dump itself
 #   -Fc        pg_dump -Fc > file                     what most tools do (zlib inside pg_dump)
-#   file://    db-backup --once to a local directory (zstd 3 with and without row counts, zstd 1)
+#   file://    db-backup --once to a local directory (the default with and without row counts, zstd 3)
 #   fake-gcs   db-backup --once to fake-gcs-server   (emulator-bound; see LOCAL-STACK.md)
 # with db-backup's peak RSS: VmHWM of the db-backup process itself, sampled from /proc (the
 # pg_dump child is a separate process, not included). Restore of the largest database:
@@ -47,6 +49,8 @@ KEEP=0
 GCS_CHUNK_MIB=8
 GENERATE_ONLY=0
 SECTIONS="backup,restore,compression,encryption"
+SIZES="small,large"
+BUILD=1
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --quick) QUICK=1; shift ;;
@@ -56,7 +60,9 @@ while [[ $# -gt 0 ]]; do
         --gcs-chunk-mib) GCS_CHUNK_MIB="${2:?--gcs-chunk-mib needs a number}"; shift 2 ;;
         --generate-only) GENERATE_ONLY=1; KEEP=1; shift ;;
         --sections) SECTIONS="${2:?--sections needs a list}"; shift 2 ;;
-        -h|--help) sed -n '2,42p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --sizes) SIZES="${2:?--sizes needs a list}"; shift 2 ;;
+        --no-build) BUILD=0; shift ;;
+        -h|--help) sed -n '2,41p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -73,8 +79,10 @@ log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 psqlq() { "$PG_BIN/psql" -X -q -A -t -v ON_ERROR_STOP=1 "$@"; }
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 
-log "building release binaries"
-(cd "$ROOT" && cargo build --release -q -p db-backup -p restore)
+if [[ "$BUILD" == 1 ]]; then
+    log "building release binaries"
+    (cd "$ROOT" && cargo build --release -q -p db-backup -p restore)
+fi
 DB_BACKUP="$ROOT/target/release/db-backup"
 RESTORE="$ROOT/target/release/restore"
 
@@ -318,6 +326,24 @@ bench_restore() {
     rm -f "$WORK/raw.pgc"
 }
 
+# CPU seconds (user + system) of the shell's finished children, from the `times` builtin: the
+# difference around a `measure` is what its command cost (db-backup and its pg_dump), a figure
+# far less sensitive than wall time to other people's compiles on this machine.
+# `times` must run in this shell (in a $(...) subshell it would see only that subshell's children).
+children_cpu() { # children_cpu VAR: sets VAR
+    times >"$WORK/times"
+    printf -v "$1" '%s' "$(awk 'NR == 2 { t = 0; for (i = 1; i <= 2; i++) { split($i, p, "m"); t += p[1] * 60 + p[2] } printf "%.3f", t }' "$WORK/times")"
+}
+declare -A CPU
+measure_cpu() { # measure_cpu NAME PREP CMD...: measure, and append the CPU seconds to CPU[NAME]
+    local c0 c1
+    children_cpu c0
+    measure "$@"
+    children_cpu c1
+    CPU[$1]+="$(awk -v a="$c0" -v b="$c1" 'BEGIN { printf "%.3f", b - a }') "
+}
+medcpu() { printf '%s\n' ${CPU[$1]} | median; }
+
 # --- compression: zstd level x job size (issue 13) ------------------------------------------
 # Every cell is db-backup --once to file:// with row counts on and only BACKUP_COMPRESSION_LEVEL
 # and BACKUP_COMPRESSION_JOB_MIB set; one raw pg_dump per round, all interleaved. The default
@@ -332,30 +358,31 @@ bench_compression() {
     log "== compression grid on $DB: zstd levels [$levels] x job sizes [$jobs] MiB; $RUNS rounds"
     for ((i = 1; i <= RUNS; i++)); do
         log "round $i"
-        measure raw no_prep p_raw
-        measure default clear_store p_file
+        measure_cpu raw no_prep p_raw
+        measure_cpu default clear_store p_file
         STORED[default]="$(stored_size)"
         for level in $levels; do
             for job in $jobs; do
                 GRID_LEVEL="$level" GRID_JOB="$job"
-                measure "z${level}_j${job}" clear_store p_grid
+                measure_cpu "z${level}_j${job}" clear_store p_grid
                 STORED["z${level}_j${job}"]="$(stored_size)"
             done
         done
     done
     raw="$(med raw)"
     printf '\n### compression grid: %s (%s), db-backup -> file://, row counts on, median of %s\n' "$DB" "$(gb "$(db_size "$DB")")" "$RUNS"
-    printf '%-28s %9s %7s %12s %10s\n' "zstd level / job size" "wall" "x raw" "stored" "peak RSS"
-    printf '%-28s %8.2fs %7s %12s %10s\n' "pg_dump -Fc -Z0 (raw)" "$raw" "1.00" "-" "-"
+    printf '%-28s %9s %7s %12s %10s %9s\n' "zstd level / job size" "wall" "x raw" "stored" "peak RSS" "CPU"
+    printf '%-28s %8.2fs %7s %12s %10s %8.2fs\n' "pg_dump -Fc -Z0 (raw)" "$raw" "1.00" "-" "-" "$(medcpu raw)"
     for level in $levels; do
         for job in $jobs; do
             name="z${level}_j${job}"
-            printf '%-28s %8.2fs %7s %12s %10s\n' "level $level, job $job MiB" "$(med "$name")" "$(ratio "$(med "$name")" "$raw")" \
-                "$(mib "${STORED[$name]}")" "$(mib $((${RSS_MAX[$name]:-0} * 1024)))"
+            printf '%-28s %8.2fs %7s %12s %10s %8.2fs\n' "level $level, job $job MiB" "$(med "$name")" "$(ratio "$(med "$name")" "$raw")" \
+                "$(mib "${STORED[$name]}")" "$(mib $((${RSS_MAX[$name]:-0} * 1024)))" "$(medcpu "$name")"
         done
     done
-    printf '%-28s %8.2fs %7s %12s %10s\n' "default (nothing set)" "$(med default)" "$(ratio "$(med default)" "$raw")" \
-        "$(mib "${STORED[default]}")" "$(mib $((${RSS_MAX[default]:-0} * 1024)))"
+    printf '%-28s %8.2fs %7s %12s %10s %8.2fs\n' "default (nothing set)" "$(med default)" "$(ratio "$(med default)" "$raw")" \
+        "$(mib "${STORED[default]}")" "$(mib $((${RSS_MAX[default]:-0} * 1024)))" "$(medcpu default)"
+    printf 'CPU: user + system seconds of db-backup and its pg_dump (of pg_dump alone for raw)\n'
     # The fastest cell, and among those within 2 % of it, the smallest output.
     best="$(for level in $levels; do for job in $jobs; do
         printf '%s %s %s\n' "$(med "z${level}_j${job}")" "${STORED[z${level}_j${job}]}" "level $level, job $job MiB"
@@ -367,6 +394,7 @@ bench_compression() {
     TIMES=()
     RSS_MAX=()
     BUSY_SEEN=()
+    CPU=()
 }
 
 # --- encryption (issue 13) -----------------------------------------------------------------
@@ -392,14 +420,14 @@ bench_encryption() {
     for ((i = 1; i <= RUNS; i++)); do
         log "round $i"
         if ((i % 2)); then
-            measure enc_off clear_store p_file
+            measure_cpu enc_off clear_store p_file
             plain_size="$(stored_size)"
-            measure enc_on clear_store p_file_age
+            measure_cpu enc_on clear_store p_file_age
             enc_size="$(stored_size)"
         else
-            measure enc_on clear_store p_file_age
+            measure_cpu enc_on clear_store p_file_age
             enc_size="$(stored_size)"
-            measure enc_off clear_store p_file
+            measure_cpu enc_off clear_store p_file
             plain_size="$(stored_size)"
         fi
     done
@@ -422,17 +450,22 @@ bench_encryption() {
     enc="$(med enc_on)"
     extra=$(( (${RSS_MAX[enc_on]:-0} - ${RSS_MAX[enc_off]:-0}) * 1024 ))
     printf '\n### encryption: %s (%s), db-backup -> file://, default configuration, median of %s\n' "$DB" "$(gb "$(db_size "$DB")")" "$RUNS"
-    printf '%-40s %9s %7s %12s %10s\n' "pipeline" "wall" "ratio" "stored" "peak RSS"
-    printf '%-40s %8.2fs %7s %12s %10s\n' "unencrypted" "$plain" "1.00" "$(mib "$plain_size")" "$(mib $((${RSS_MAX[enc_off]:-0} * 1024)))"
-    printf '%-40s %8.2fs %7s %12s %10s\n' "encrypted (age, 1 X25519 recipient)" "$enc" "$(ratio "$enc" "$plain")" "$(mib "$enc_size")" \
-        "$(mib $((${RSS_MAX[enc_on]:-0} * 1024)))"
+    printf '%-40s %9s %7s %12s %10s %9s %7s\n' "pipeline" "wall" "ratio" "stored" "peak RSS" "CPU" "ratio"
+    printf '%-40s %8.2fs %7s %12s %10s %8.2fs %7s\n' "unencrypted" "$plain" "1.00" "$(mib "$plain_size")" \
+        "$(mib $((${RSS_MAX[enc_off]:-0} * 1024)))" "$(medcpu enc_off)" "1.00"
+    printf '%-40s %8.2fs %7s %12s %10s %8.2fs %7s\n' "encrypted (age, 1 X25519 recipient)" "$enc" "$(ratio "$enc" "$plain")" "$(mib "$enc_size")" \
+        "$(mib $((${RSS_MAX[enc_on]:-0} * 1024)))" "$(medcpu enc_on)" "$(ratio "$(medcpu enc_on)" "$(medcpu enc_off)")"
+    printf 'stored: %s bytes more encrypted (age header and 16 bytes per 64 KiB chunk); CPU: user + system seconds of db-backup and its pg_dump\n' \
+        "$((enc_size - plain_size))"
     printf 'encrypted backup restored with the identity (row counts verified); refused without it, no database created\n'
     printf 'CPU busy %% just before each run: unencrypted [ %s], encrypted [ %s]\n' "${BUSY_SEEN[enc_off]}" "${BUSY_SEEN[enc_on]}"
     RESULT[enc_ratio]="$(ratio "$enc" "$plain")"
+    RESULT[enc_cpu_ratio]="$(ratio "$(medcpu enc_on)" "$(medcpu enc_off)")"
     RESULT[enc_rss]="$extra"
     TIMES=()
     RSS_MAX=()
     BUSY_SEEN=()
+    CPU=()
 }
 
 section() { [[ ",$SECTIONS," == *",$1,"* ]]; }
@@ -445,9 +478,10 @@ if [[ "$QUICK" == 1 ]]; then
     gen lifeboat_bench_quick 5 20000 16
     DBS=(lifeboat_bench_quick)
 else
-    gen lifeboat_bench_small 30 200000 64
-    gen lifeboat_bench_large 100 800000 256
-    DBS=(lifeboat_bench_small lifeboat_bench_large)
+    DBS=()
+    if [[ ",$SIZES," == *",small,"* ]]; then gen lifeboat_bench_small 30 200000 64; DBS+=(lifeboat_bench_small); fi
+    if [[ ",$SIZES," == *",large,"* ]]; then gen lifeboat_bench_large 100 800000 256; DBS+=(lifeboat_bench_large); fi
+    ((${#DBS[@]})) || { echo "bench: --sizes takes small and/or large" >&2; exit 2; }
 fi
 [[ "$GENERATE_ONLY" == 1 ]] && exit 0
 if section backup; then for db in "${DBS[@]}"; do bench_db "$db"; done; fi
@@ -471,7 +505,7 @@ if section compression; then
         "compression" "${RESULT[default_ratio]}" "${RESULT[grid_best]}"
 fi
 if section encryption; then
-    printf '%-22s encrypted %s x unencrypted wall (target <= 1.05); extra peak RSS %s (target <= 8 MiB)\n' \
-        "encryption" "${RESULT[enc_ratio]}" "$(mib "${RESULT[enc_rss]}")"
+    printf '%-22s encrypted %s x unencrypted wall (target <= 1.05; CPU %s x); extra peak RSS %s (target <= 8 MiB)\n' \
+        "encryption" "${RESULT[enc_ratio]}" "${RESULT[enc_cpu_ratio]}" "$(mib "${RESULT[enc_rss]}")"
 fi
 printf 'load average at the end: %s\n' "$(loadavg)"

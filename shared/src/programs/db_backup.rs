@@ -345,7 +345,7 @@ mod tests {
     fn recipients_are_read_and_a_malformed_one_is_a_problem_naming_the_variable() {
         let key = crate::db::encryption::Identities::generate().recipients()[0].clone();
         let c = read_env(&[("BACKUP_ENCRYPTION_RECIPIENTS", &format!(" {key} ,"))]).expect("valid");
-        assert_eq!(c.encryption.expect("encrypted").keys(), [key.clone()]);
+        assert_eq!(c.encryption.expect("encrypted").keys(), std::slice::from_ref(&key));
         let secret = "AGE-SECRET-KEY-1GFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPQ4EGAEX";
         for bad in [format!("{key},age1xyz"), format!("{key}\n{secret}")] {
             let e = read_env(&[("BACKUP_ENCRYPTION_RECIPIENTS", &bad)]).expect_err("bad");
