@@ -157,7 +157,7 @@ var!(
     COMPRESSION_LEVEL,
     "BACKUP_COMPRESSION_LEVEL",
     None,
-    "Compression level (zstd 1-19, default 1; gzip 1-9, default 6). zstd 1 keeps up with pg_dump and stores about as little as 3 on database dumps (bench/db-backup.sh)."
+    "Compression level (zstd 1-19, default 1; gzip 1-9, default 6). zstd 1 keeps up with pg_dump and stores no more than 3 on database dumps (bench/db-backup.sh, section compression)."
 );
 var!(
     COMPRESSION_JOB_MIB,

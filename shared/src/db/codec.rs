@@ -21,16 +21,21 @@ use crate::store::crc32c_base64;
 /// Size of the chunks handed between threads (and read from `pg_dump`).
 pub const CHUNK: usize = 1024 * 1024;
 
-/// Default zstd level. Chosen by measurement (`bench/db-backup.sh`, the level × job size
-/// table): see [`DEFAULT_ZSTD_JOB_MIB`].
+/// Default zstd level, chosen by measurement (`bench/db-backup.sh`, section "compression": a
+/// table of level × job size on the large benchmark database, 2.33 GB). Database dumps are
+/// repetitive enough that level 1 stores no more than 3: 323.3 MiB at level 1, 322.1–322.5 at 2,
+/// 326.3–327.6 at 3 (zstd's faster levels search less but its level 3 window suits dumps no
+/// better), while level 1 costs about a third less CPU (6.7–7.9 s of db-backup + pg_dump CPU
+/// against 10.8–12.2 s at level 3, 7.6–10.2 at 2). On two cores the backup shares the machine with
+/// the server's dump backend, so CPU is wall time: level 1 ran at 1.03× the raw `pg_dump` rate
+/// where level 3 took 1.26× (quiet machine, issue 13).
 pub const DEFAULT_ZSTD_LEVEL: i32 = 1;
 
-/// Default zstd job size in MiB: each worker compresses this much at a time. zstd's own default
-/// at level 3 is 8 MiB, which costs ~58 MiB of encoder memory at two workers; 2 MiB costs
-/// ~18 MiB for the same ratio (measured on a 1.9 GB pgbench dump: 342.2 MB at 8 MiB, 342.4 MB at
-/// 2 MiB). On the large benchmark database level 1 was both faster and smaller than level 3
-/// (1.03× vs 1.26× the raw `pg_dump` rate; 323.3 vs 326.6 MiB): at level 1 the compressor keeps
-/// up with `pg_dump`, so the backup runs at the dump's own rate.
+/// Default zstd job size in MiB (`BACKUP_COMPRESSION_JOB_MIB`): each worker compresses this much
+/// at a time, and memory grows with it: peak RSS of db-backup 25 / 31 / 46 / 73 MiB at 1 / 2 / 4 /
+/// 8 MiB, for the same output (323.1–323.4 MiB) and CPU. 2 MiB is zstd's own job size at level 1
+/// (four times its 512 KiB window) and the setting the 1.03× above was measured with; 1 MiB saves
+/// 6 MiB more if a quiet run shows it as fast.
 pub const DEFAULT_ZSTD_JOB_MIB: u32 = 2;
 
 /// How to compress.

@@ -316,7 +316,8 @@ mod tests {
     fn defaults() {
         let c = read_env(&[("PGHOST", "/cloudsql/p:r:i")]).expect("valid");
         assert_eq!((c.compression, c.level, c.row_counts, c.concurrency), (Compression::Zstd, 1, true, 1));
-        assert_eq!((c.job_mib, c.encryption), (2, None));
+        assert_eq!((c.job_mib, c.encryption), (crate::db::codec::DEFAULT_ZSTD_JOB_MIB, None));
+        assert_eq!(c.level, crate::db::codec::DEFAULT_ZSTD_LEVEL);
         assert!(c.threads >= 1);
         assert!(c.databases.is_empty());
         let c = read_env(&[("BACKUP_COMPRESSION", "gzip"), ("BACKUP_DATABASES", "a, b,")]).expect("valid");
