@@ -4,11 +4,16 @@
 #   bench/db-backup.sh            full: databases of ~0.6 GB and >= 1.5 GB, median of 3 rounds
 #   bench/db-backup.sh --quick    a small database, 3 rounds, about a minute: a smoke run
 #   options: --runs N (rounds, default 3)  --regenerate (rebuild the databases)
+#            --sections LIST (comma-separated, default all: backup,restore,compression,encryption)
+#            --sizes LIST (full run: small,large by default; the sections after "backup" use the
+#            last one)  --no-build (use the release binaries in target/release as they are)
 #            --keep (keep the quick database)  --generate-only (create the databases and stop)
 #            --gcs-chunk-mib N (resumable chunk size of the fake-gcs run; default 8, the default
 #            of LIFEBOAT_UPLOAD_CHUNK_MIB)
 #   environment: QUIET_MAX (default 20) and QUIET_WAIT (default 180): before each timed run,
 #            wait up to QUIET_WAIT seconds for the CPUs to be at most QUIET_MAX % busy.
+#            BENCH_LEVELS (default "1 2 3") and BENCH_JOB_MIBS (default "1 2 4 8"): the grid of the
+#            compression section.
 #
 # Needs the local stack (eval "$(infra/stack-up.sh)"): PostgreSQL (PGHOST/PGPORT/PGUSER) and the
 # fake-gcs-server binary of its venv (LIFEBOAT_VENV); a private in-memory fake-gcs is started
@@ -18,7 +23,7 @@
 # hits all of them alike), and the median of the rounds is reported:
 #   raw        pg_dump -Fc -Z0 > /dev/null           the rate of the dump itself
 #   -Fc        pg_dump -Fc > file                     what most tools do (zlib inside pg_dump)
-#   file://    db-backup --once to a local directory (zstd 3 with and without row counts, zstd 1)
+#   file://    db-backup --once to a local directory (the default with and without row counts, zstd 3)
 #   fake-gcs   db-backup --once to fake-gcs-server   (emulator-bound; see LOCAL-STACK.md)
 # with db-backup's peak RSS: VmHWM of the db-backup process itself, sampled from /proc (the
 # pg_dump child is a separate process, not included). Restore of the largest database:
@@ -27,6 +32,13 @@
 #   decompresses, pg_restore, checks row counts), and `restore db --jobs 2`.
 # Targets (issue 3): db-backup <= 1.35 x raw; stored <= pg_dump -Fc; RSS <= 64 MiB, flat
 # across sizes; streaming restore <= 1.15 x pg_restore -d from a file.
+# Compression (issue 13), on the largest database: a grid of zstd level x job size, row counts
+# on, interleaved with raw runs: wall / raw, stored MiB, peak RSS; the default configuration
+# (no compression variable set) must reach <= 1.10 x raw.
+# Encryption (issue 13), on the largest database: the default configuration without and with
+# BACKUP_ENCRYPTION_RECIPIENTS (a key made by `restore keygen`), interleaved: encrypted wall
+# <= 1.05 x unencrypted, peak RSS <= unencrypted + 8 MiB; then the encrypted backup is restored
+# with the identity (verified row counts) and refused without it.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -36,6 +48,9 @@ REGENERATE=0
 KEEP=0
 GCS_CHUNK_MIB=8
 GENERATE_ONLY=0
+SECTIONS="backup,restore,compression,encryption"
+SIZES="small,large"
+BUILD=1
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --quick) QUICK=1; shift ;;
@@ -44,7 +59,10 @@ while [[ $# -gt 0 ]]; do
         --keep) KEEP=1; shift ;;
         --gcs-chunk-mib) GCS_CHUNK_MIB="${2:?--gcs-chunk-mib needs a number}"; shift 2 ;;
         --generate-only) GENERATE_ONLY=1; KEEP=1; shift ;;
-        -h|--help) sed -n '2,30p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --sections) SECTIONS="${2:?--sections needs a list}"; shift 2 ;;
+        --sizes) SIZES="${2:?--sizes needs a list}"; shift 2 ;;
+        --no-build) BUILD=0; shift ;;
+        -h|--help) sed -n '2,41p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -61,8 +79,10 @@ log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 psqlq() { "$PG_BIN/psql" -X -q -A -t -v ON_ERROR_STOP=1 "$@"; }
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 
-log "building release binaries"
-(cd "$ROOT" && cargo build --release -q -p db-backup -p restore)
+if [[ "$BUILD" == 1 ]]; then
+    log "building release binaries"
+    (cd "$ROOT" && cargo build --release -q -p db-backup -p restore)
+fi
 DB_BACKUP="$ROOT/target/release/db-backup"
 RESTORE="$ROOT/target/release/restore"
 
@@ -202,7 +222,7 @@ p_raw() { "$PG_BIN/pg_dump" -Fc -Z0 -d "$DB" >/dev/null; }
 p_fc() { "$PG_BIN/pg_dump" -Fc -d "$DB" >"$WORK/fc.pgc"; }
 p_file() { lb LIFEBOAT_DESTINATION="file://$STORE"; }
 p_file_nocount() { lb LIFEBOAT_DESTINATION="file://$STORE" BACKUP_ROW_COUNTS=false; }
-p_file_l1() { lb LIFEBOAT_DESTINATION="file://$STORE" BACKUP_COMPRESSION_LEVEL=1; }
+p_file_l3() { lb LIFEBOAT_DESTINATION="file://$STORE" BACKUP_COMPRESSION_LEVEL=3; }
 p_gcs() { lb LIFEBOAT_DESTINATION="gs://bench" STORAGE_EMULATOR_HOST="http://127.0.0.1:$GCS_PORT" LIFEBOAT_UPLOAD_CHUNK_MIB="$GCS_CHUNK_MIB"; }
 no_prep() { :; }
 clear_fc() { rm -f "$WORK/fc.pgc"; }
@@ -226,13 +246,13 @@ bench_db() {
         measure fc clear_fc p_fc
         measure file clear_store p_file
         measure file_nocount clear_store p_file_nocount
-        measure file_l1 clear_store p_file_l1
+        measure file_l3 clear_store p_file_l3
         measure gcs start_gcs p_gcs
     done
     stop_gcs
-    local fc_size l1_size lb_size raw_bytes raw fc
+    local fc_size l3_size lb_size raw_bytes raw fc
     fc_size="$(stat -c %s "$WORK/fc.pgc")"
-    l1_size="$(stored_size)"
+    l3_size="$(stored_size)"
     clear_store
     (p_file) >>"$WORK/commands.log" 2>&1
     lb_size="$(stored_size)"
@@ -244,12 +264,12 @@ bench_db() {
     row "pg_dump -Fc -Z0 > /dev/null (raw)" "$raw" "1.00" "-" "-" "-"
     row "pg_dump -Fc > file" "$fc" "$(ratio "$fc" "$raw")" "$(mib "$fc_size")" "1.00" "-"
     local name label size_of
-    for name in file file_nocount file_l1 gcs; do
+    for name in file file_nocount file_l3 gcs; do
         case "$name" in
-            file) label="db-backup -> file:// (zstd 3, row counts)"; size_of="$lb_size" ;;
-            file_nocount) label="db-backup -> file:// (zstd 3, no row counts)"; size_of="$lb_size" ;;
-            file_l1) label="db-backup -> file:// (zstd 1, row counts)"; size_of="$l1_size" ;;
-            gcs) label="db-backup -> fake-gcs (zstd 3, $GCS_CHUNK_MIB MiB chunks)"; size_of="$lb_size" ;;
+            file) label="db-backup -> file:// (default, row counts)"; size_of="$lb_size" ;;
+            file_nocount) label="db-backup -> file:// (default, no row counts)"; size_of="$lb_size" ;;
+            file_l3) label="db-backup -> file:// (zstd 3, row counts)"; size_of="$l3_size" ;;
+            gcs) label="db-backup -> fake-gcs (default, $GCS_CHUNK_MIB MiB chunks)"; size_of="$lb_size" ;;
         esac
         row "$label" "$(med "$name")" "$(ratio "$(med "$name")" "$raw")" "$(mib "$size_of")" "$(ratio "$size_of" "$fc_size")" \
             "$(mib $((${RSS_MAX[$name]:-0} * 1024)))"
@@ -306,6 +326,153 @@ bench_restore() {
     rm -f "$WORK/raw.pgc"
 }
 
+# CPU seconds (user + system) of the shell's finished children, from the `times` builtin: the
+# difference around a `measure` is what its command cost (db-backup and its pg_dump), a figure
+# far less sensitive than wall time to other people's compiles on this machine.
+# `times` must run in this shell (in a $(...) subshell it would see only that subshell's children).
+children_cpu() { # children_cpu VAR: sets VAR
+    times >"$WORK/times"
+    printf -v "$1" '%s' "$(awk 'NR == 2 { t = 0; for (i = 1; i <= 2; i++) { split($i, p, "m"); t += p[1] * 60 + p[2] } printf "%.3f", t }' "$WORK/times")"
+}
+declare -A CPU
+measure_cpu() { # measure_cpu NAME PREP CMD...: measure, and append the CPU seconds to CPU[NAME]
+    local c0 c1
+    children_cpu c0
+    measure "$@"
+    children_cpu c1
+    CPU[$1]+="$(awk -v a="$c0" -v b="$c1" 'BEGIN { printf "%.3f", b - a }') "
+}
+medcpu() { printf '%s\n' ${CPU[$1]} | median; }
+
+# --- compression: zstd level x job size (issue 13) ------------------------------------------
+# Every cell is db-backup --once to file:// with row counts on and only BACKUP_COMPRESSION_LEVEL
+# and BACKUP_COMPRESSION_JOB_MIB set; one raw pg_dump per round, all interleaved. The default
+# configuration (nothing set) runs too: it must be one of the cells, and <= 1.10 x raw.
+GRID_LEVEL=""
+GRID_JOB=""
+p_grid() { lb LIFEBOAT_DESTINATION="file://$STORE" BACKUP_COMPRESSION_LEVEL="$GRID_LEVEL" BACKUP_COMPRESSION_JOB_MIB="$GRID_JOB"; }
+declare -A STORED
+bench_compression() {
+    DB="$1"
+    local levels="${BENCH_LEVELS:-1 2 3}" jobs="${BENCH_JOB_MIBS:-1 2 4 8}" i level job name raw best=""
+    log "== compression grid on $DB: zstd levels [$levels] x job sizes [$jobs] MiB; $RUNS rounds"
+    for ((i = 1; i <= RUNS; i++)); do
+        log "round $i"
+        measure_cpu raw no_prep p_raw
+        measure_cpu default clear_store p_file
+        STORED[default]="$(stored_size)"
+        for level in $levels; do
+            for job in $jobs; do
+                GRID_LEVEL="$level" GRID_JOB="$job"
+                measure_cpu "z${level}_j${job}" clear_store p_grid
+                STORED["z${level}_j${job}"]="$(stored_size)"
+            done
+        done
+    done
+    raw="$(med raw)"
+    printf '\n### compression grid: %s (%s), db-backup -> file://, row counts on, median of %s\n' "$DB" "$(gb "$(db_size "$DB")")" "$RUNS"
+    printf '%-28s %9s %7s %12s %10s %9s\n' "zstd level / job size" "wall" "x raw" "stored" "peak RSS" "CPU"
+    printf '%-28s %8.2fs %7s %12s %10s %8.2fs\n' "pg_dump -Fc -Z0 (raw)" "$raw" "1.00" "-" "-" "$(medcpu raw)"
+    for level in $levels; do
+        for job in $jobs; do
+            name="z${level}_j${job}"
+            printf '%-28s %8.2fs %7s %12s %10s %8.2fs\n' "level $level, job $job MiB" "$(med "$name")" "$(ratio "$(med "$name")" "$raw")" \
+                "$(mib "${STORED[$name]}")" "$(mib $((${RSS_MAX[$name]:-0} * 1024)))" "$(medcpu "$name")"
+        done
+    done
+    printf '%-28s %8.2fs %7s %12s %10s %8.2fs\n' "default (nothing set)" "$(med default)" "$(ratio "$(med default)" "$raw")" \
+        "$(mib "${STORED[default]}")" "$(mib $((${RSS_MAX[default]:-0} * 1024)))" "$(medcpu default)"
+    printf 'CPU: user + system seconds of db-backup and its pg_dump (of pg_dump alone for raw)\n'
+    # Among the cells within 2 % of the fastest wall time and within 0.5 % of the smallest output
+    # of those, the one with the least memory (sizes differ by a few 0.1 % across job sizes).
+    best="$(for level in $levels; do for job in $jobs; do
+        printf '%s %s %s %s\n' "$(med "z${level}_j${job}")" "${STORED[z${level}_j${job}]}" "${RSS_MAX[z${level}_j${job}]:-0}" \
+            "level $level, job $job MiB"
+    done; done | sort -g | awk 'NR == 1 { limit = $1 * 1.02 } $1 <= limit { print }' | sort -k2,2g \
+        | awk 'NR == 1 { limit = $2 * 1.005 } $2 <= limit { print }' | sort -k3,3g | head -n 1 | cut -d' ' -f4-)"
+    printf 'suggested default: %s (within 2 %% of the fastest, within 0.5 %% of the smallest, least memory)\n' "$best"
+    printf 'CPU busy %% just before each run: raw [ %s], default [ %s]\n' "${BUSY_SEEN[raw]}" "${BUSY_SEEN[default]}"
+    RESULT[default_ratio]="$(ratio "$(med default)" "$raw")"
+    RESULT[grid_best]="$best"
+    TIMES=()
+    RSS_MAX=()
+    BUSY_SEEN=()
+    CPU=()
+}
+
+# --- encryption (issue 13) -----------------------------------------------------------------
+# The default configuration without and with BACKUP_ENCRYPTION_RECIPIENTS, interleaved, the
+# order swapped every round. The key pair comes from `restore keygen`.
+RECIPIENT=""
+p_file_age() { lb LIFEBOAT_DESTINATION="file://$STORE" BACKUP_ENCRYPTION_RECIPIENTS="$RECIPIENT"; }
+p_restore_age() {
+    env -u DATABASE_URL RUST_LOG=warn BACKUP_SOURCE=bench LIFEBOAT_DESTINATION="file://$STORE" \
+        BACKUP_ENCRYPTION_IDENTITY="$(cat "$WORK/identity.txt")" "$RESTORE" --once db --database "$DB" --target "$TARGET"
+}
+p_restore_no_key() {
+    env -u DATABASE_URL -u BACKUP_ENCRYPTION_IDENTITY RUST_LOG=warn BACKUP_SOURCE=bench LIFEBOAT_DESTINATION="file://$STORE" \
+        "$RESTORE" --once db --database "$DB" --target "$TARGET"
+}
+bench_encryption() {
+    DB="$1"
+    local i plain enc plain_size enc_size extra head
+    rm -f "$WORK/identity.txt"
+    RECIPIENT="$("$RESTORE" --once keygen --output "$WORK/identity.txt" 2>>"$WORK/commands.log" | tail -n 1)"
+    [[ "$RECIPIENT" == age1* ]] || { echo "bench: restore keygen printed no public key" >&2; exit 1; }
+    log "== encryption on $DB: default configuration, without and with a recipient; $RUNS rounds"
+    for ((i = 1; i <= RUNS; i++)); do
+        log "round $i"
+        if ((i % 2)); then
+            measure_cpu enc_off clear_store p_file
+            plain_size="$(stored_size)"
+            measure_cpu enc_on clear_store p_file_age
+            enc_size="$(stored_size)"
+        else
+            measure_cpu enc_on clear_store p_file_age
+            enc_size="$(stored_size)"
+            measure_cpu enc_off clear_store p_file
+            plain_size="$(stored_size)"
+        fi
+    done
+    # The store now holds the encrypted backup of the last p_file_age run (the last round ends
+    # with it when RUNS is odd); make sure, then restore it both ways (untimed).
+    clear_store
+    (p_file_age) >>"$WORK/commands.log" 2>&1
+    head="$(find "$STORE/db/bench/$DB" -name 'dump.pgc.*' -exec head -c 21 {} \;)"
+    [[ "$head" == "age-encryption.org/v1" ]] || { echo "bench: the stored dump is not an age file: $head" >&2; exit 1; }
+    drop_targets
+    new_target
+    if (p_restore_no_key) >>"$WORK/commands.log" 2>&1; then
+        echo "bench: restore without the identity succeeded" >&2; exit 1
+    fi
+    psqlq -d postgres -c "SELECT 1 FROM pg_database WHERE datname = '$TARGET'" | grep -q 1 \
+        && { echo "bench: restore without the identity created $TARGET" >&2; exit 1; }
+    (p_restore_age) >>"$WORK/commands.log" 2>&1 || { echo "bench: restore of the encrypted backup failed" >&2; tail -n 20 "$WORK/commands.log" >&2; exit 1; }
+    drop_targets
+    plain="$(med enc_off)"
+    enc="$(med enc_on)"
+    extra=$(( (${RSS_MAX[enc_on]:-0} - ${RSS_MAX[enc_off]:-0}) * 1024 ))
+    printf '\n### encryption: %s (%s), db-backup -> file://, default configuration, median of %s\n' "$DB" "$(gb "$(db_size "$DB")")" "$RUNS"
+    printf '%-40s %9s %7s %12s %10s %9s %7s\n' "pipeline" "wall" "ratio" "stored" "peak RSS" "CPU" "ratio"
+    printf '%-40s %8.2fs %7s %12s %10s %8.2fs %7s\n' "unencrypted" "$plain" "1.00" "$(mib "$plain_size")" \
+        "$(mib $((${RSS_MAX[enc_off]:-0} * 1024)))" "$(medcpu enc_off)" "1.00"
+    printf '%-40s %8.2fs %7s %12s %10s %8.2fs %7s\n' "encrypted (age, 1 X25519 recipient)" "$enc" "$(ratio "$enc" "$plain")" "$(mib "$enc_size")" \
+        "$(mib $((${RSS_MAX[enc_on]:-0} * 1024)))" "$(medcpu enc_on)" "$(ratio "$(medcpu enc_on)" "$(medcpu enc_off)")"
+    printf 'stored: %s bytes more encrypted (age header and 16 bytes per 64 KiB chunk); CPU: user + system seconds of db-backup and its pg_dump\n' \
+        "$((enc_size - plain_size))"
+    printf 'encrypted backup restored with the identity (row counts verified); refused without it, no database created\n'
+    printf 'CPU busy %% just before each run: unencrypted [ %s], encrypted [ %s]\n' "${BUSY_SEEN[enc_off]}" "${BUSY_SEEN[enc_on]}"
+    RESULT[enc_ratio]="$(ratio "$enc" "$plain")"
+    RESULT[enc_cpu_ratio]="$(ratio "$(medcpu enc_on)" "$(medcpu enc_off)")"
+    RESULT[enc_rss]="$extra"
+    TIMES=()
+    RSS_MAX=()
+    BUSY_SEEN=()
+    CPU=()
+}
+
+section() { [[ ",$SECTIONS," == *",$1,"* ]]; }
+
 printf '# lifeboat db-backup benchmark, %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 printf 'host: %s CPUs, %s; %s; load average at start %s\n' "$(nproc)" \
     "$(awk '/MemTotal/ { printf "%.1f GiB RAM", $2 / 1048576 }' /proc/meminfo)" "$("$PG_BIN/postgres" --version)" "$(loadavg)"
@@ -314,19 +481,34 @@ if [[ "$QUICK" == 1 ]]; then
     gen lifeboat_bench_quick 5 20000 16
     DBS=(lifeboat_bench_quick)
 else
-    gen lifeboat_bench_small 30 200000 64
-    gen lifeboat_bench_large 100 800000 256
-    DBS=(lifeboat_bench_small lifeboat_bench_large)
+    DBS=()
+    if [[ ",$SIZES," == *",small,"* ]]; then gen lifeboat_bench_small 30 200000 64; DBS+=(lifeboat_bench_small); fi
+    if [[ ",$SIZES," == *",large,"* ]]; then gen lifeboat_bench_large 100 800000 256; DBS+=(lifeboat_bench_large); fi
+    ((${#DBS[@]})) || { echo "bench: --sizes takes small and/or large" >&2; exit 2; }
 fi
 [[ "$GENERATE_ONLY" == 1 ]] && exit 0
-for db in "${DBS[@]}"; do bench_db "$db"; done
-bench_restore "${DBS[-1]}"
+if section backup; then for db in "${DBS[@]}"; do bench_db "$db"; done; fi
+if section restore; then bench_restore "${DBS[-1]}"; fi
+if section compression; then bench_compression "${DBS[-1]}"; fi
+if section encryption; then bench_encryption "${DBS[-1]}"; fi
 
 printf '\n### targets\n'
-for db in "${DBS[@]}"; do
-    printf '%-22s db-backup %s x raw (%s without row counts; target <= 1.35); stored %s x pg_dump -Fc (<= 1.00); peak RSS %s file://, %s fake-gcs (<= 64 MiB)\n' \
-        "$db" "${RESULT[$db.ratio]}" "${RESULT[$db.ratio_nocount]}" "${RESULT[$db.stored]}" \
-        "$(mib $((RESULT[$db.rss] * 1024)))" "$(mib $((RESULT[$db.rss_gcs] * 1024)))"
-done
-printf '%-22s streaming restore %s x pg_restore -d from a file (target <= 1.15)\n' "restore" "${RESULT[restore]}"
+if section backup; then
+    for db in "${DBS[@]}"; do
+        printf '%-22s db-backup %s x raw (%s without row counts; target <= 1.35); stored %s x pg_dump -Fc (<= 1.00); peak RSS %s file://, %s fake-gcs (<= 64 MiB)\n' \
+            "$db" "${RESULT[$db.ratio]}" "${RESULT[$db.ratio_nocount]}" "${RESULT[$db.stored]}" \
+            "$(mib $((RESULT[$db.rss] * 1024)))" "$(mib $((RESULT[$db.rss_gcs] * 1024)))"
+    done
+fi
+if section restore; then
+    printf '%-22s streaming restore %s x pg_restore -d from a file (target <= 1.15)\n' "restore" "${RESULT[restore]}"
+fi
+if section compression; then
+    printf '%-22s default configuration %s x raw with row counts, encryption off (target <= 1.10); suggested: %s\n' \
+        "compression" "${RESULT[default_ratio]}" "${RESULT[grid_best]}"
+fi
+if section encryption; then
+    printf '%-22s encrypted %s x unencrypted wall (target <= 1.05; CPU %s x); extra peak RSS %s (target <= 8 MiB)\n' \
+        "encryption" "${RESULT[enc_ratio]}" "${RESULT[enc_cpu_ratio]}" "$(mib "${RESULT[enc_rss]}")"
+fi
 printf 'load average at the end: %s\n' "$(loadavg)"

@@ -56,11 +56,18 @@ locals {
     BACKUP_COMPRESSION = var.backup_compression
   }
 
+  # Encryption of database dumps: the public keys, for db-backup (encrypts to them) and for the
+  # programs that judge freshness (health, monitor: a newest backup that is not encrypted while
+  # this is set is the status "unencrypted", an alert). Empty: not encrypted, nothing expected.
+  encryption_env = {
+    BACKUP_ENCRYPTION_RECIPIENTS = join(",", var.backup_encryption_recipients)
+  }
+
   # The programs that judge freshness and raise alerts (health, monitor).
-  freshness_env = {
+  freshness_env = merge(local.encryption_env, {
     BACKUP_MAX_AGE          = var.max_backup_age
     ALERT_REMINDER_INTERVAL = var.alert_reminder_interval
-  }
+  })
 
   monitor_env = merge(local.common_env, local.freshness_env, {
     LIFEBOAT_ALLOWED_INVOKERS = join(",", [google_service_account.pubsub_push.email, google_service_account.scheduler.email])

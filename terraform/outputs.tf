@@ -53,6 +53,11 @@ output "slack_webhook_secret" {
   value       = google_secret_manager_secret.slack_webhook.secret_id
 }
 
+output "backup_encryption_identity_secret" {
+  description = "Secret holding the age identity that decrypts encrypted database dumps; readable by restore (and drill) only (add a version: see docs/runbook.md, \"Encrypted backups\")."
+  value       = google_secret_manager_secret.backup_encryption_identity.secret_id
+}
+
 output "image_repository" {
   description = "Artifact Registry path the image is pushed to (cloudbuild.yaml _REGION/_REPOSITORY)."
   value       = "${google_artifact_registry_repository.images.location}-docker.pkg.dev/${var.project_id}/${google_artifact_registry_repository.images.repository_id}"

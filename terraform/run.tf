@@ -28,7 +28,7 @@ locals {
   jobs = {
     db-backup = {
       service_account = google_service_account.db_backup.email
-      env             = merge(local.common_env, local.db_env)
+      env             = merge(local.common_env, local.db_env, local.encryption_env)
       secret_env      = local.db_secret_env
       uses_database   = true
       resources       = var.db_backup_resources
@@ -53,7 +53,7 @@ locals {
     restore = {
       service_account = google_service_account.restore.email
       env             = merge(local.common_env, local.db_env)
-      secret_env      = local.db_secret_env
+      secret_env      = local.restore_identity ? local.db_restore_secret_env : local.db_secret_env
       uses_database   = true
       resources       = var.db_backup_resources
       timeout         = var.restore_timeout
@@ -99,6 +99,17 @@ locals {
 
   # The database password, for the programs that connect to PostgreSQL.
   db_secret_env = { PGPASSWORD = google_secret_manager_secret.db_password.secret_id }
+
+  # The programs that restore database dumps (restore, drill): the password, and the identity
+  # that decrypts encrypted dumps. The identity is wired only while encryption is on (or kept on
+  # with var.backup_encryption_restore_identity): Cloud Run refuses to start a job whose secret
+  # has no version yet. Entries pick it with
+  #   secret_env = local.restore_identity ? local.db_restore_secret_env : local.db_secret_env
+  restore_identity = coalesce(var.backup_encryption_restore_identity, length(var.backup_encryption_recipients) > 0)
+  db_restore_secret_env = {
+    PGPASSWORD                 = google_secret_manager_secret.db_password.secret_id
+    BACKUP_ENCRYPTION_IDENTITY = google_secret_manager_secret.backup_encryption_identity.secret_id
+  }
 }
 
 resource "google_cloud_run_v2_job" "job" {
@@ -200,6 +211,7 @@ resource "google_cloud_run_v2_job" "job" {
   depends_on = [
     google_project_service.apis,
     google_secret_manager_secret_iam_member.db_password_accessor,
+    google_secret_manager_secret_iam_member.backup_encryption_identity_accessor,
     google_storage_bucket_iam_member.backups_reader,
     google_storage_bucket_iam_member.db_backup_creator,
     google_storage_bucket_iam_member.storage_backup_creator,

@@ -27,6 +27,34 @@ resource "google_secret_manager_secret" "slack_webhook" {
   depends_on = [google_project_service.apis]
 }
 
+# The age identity (secret key) that decrypts encrypted database dumps. Always created, so that
+# turning encryption off never destroys the only copy of a key that old backups need; the value
+# comes from `restore keygen` or `age-keygen` (docs/runbook.md, "Encrypted backups"). db-backup
+# only ever gets the public keys (var.backup_encryption_recipients).
+resource "google_secret_manager_secret" "backup_encryption_identity" {
+  project   = var.project_id
+  secret_id = "${var.name_prefix}-backup-encryption-identity"
+
+  replication {
+    auto {}
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+# Only the programs that restore dumps may read the identity: restore (and drill, which restores
+# into a scratch database; it adds its entry here). Never db-backup, health, monitor or prune.
+resource "google_secret_manager_secret_iam_member" "backup_encryption_identity_accessor" {
+  for_each = {
+    restore = google_service_account.restore.member
+  }
+
+  project   = var.project_id
+  secret_id = google_secret_manager_secret.backup_encryption_identity.secret_id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = each.value
+}
+
 # Database password: the two programs that connect to PostgreSQL.
 resource "google_secret_manager_secret_iam_member" "db_password_accessor" {
   for_each = {

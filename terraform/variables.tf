@@ -247,6 +247,23 @@ variable "backup_compression" {
   }
 }
 
+variable "backup_encryption_recipients" {
+  description = "age public keys (age1..., X25519) that database dumps are encrypted to (BACKUP_ENCRYPTION_RECIPIENTS of db-backup, and of health and monitor, which then report an unencrypted newest backup). Each one can decrypt: list the current key and, during a rotation, the new one; an offline break-glass key is a good second entry. Empty: dumps are not encrypted. Add a version to the identity secret (outputs.backup_encryption_identity_secret) BEFORE setting this: see docs/runbook.md, \"Encrypted backups\"."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for k in var.backup_encryption_recipients : can(regex("^age1[02-9ac-hj-np-z]{58}$", k))]) && length(var.backup_encryption_recipients) <= 16
+    error_message = "backup_encryption_recipients must hold at most 16 age X25519 public keys (age1 followed by 58 lower-case Bech32 characters), never a secret key (AGE-SECRET-KEY-...)."
+  }
+}
+
+variable "backup_encryption_restore_identity" {
+  description = "Give the restore job the identity secret (BACKUP_ENCRYPTION_IDENTITY). Null: exactly when backup_encryption_recipients is not empty. Set true after turning encryption off while encrypted backups are still kept, so they stay restorable."
+  type        = bool
+  default     = null
+}
+
 variable "vpc_network" {
   description = "Optional VPC network for Direct VPC egress of the database jobs (needed for a private database_host). Null: no VPC egress."
   type        = string

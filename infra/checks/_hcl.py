@@ -424,10 +424,16 @@ class Terraform:
         return out
 
     def _literal_local(self, value: Any) -> Any:
+        """local.NAME of a literal map -> that map. `COND ? local.A : local.B` of two literal maps
+        -> their union: everything that may reach the instance (a check of who gets which secret
+        must see both branches)."""
         if isinstance(value, str):
             m = re.fullmatch(r"\$\{local\.(\w+)\}", value)
             if m and isinstance(self.locals.get(m.group(1)), dict):
                 return self.locals[m.group(1)]
+            m = re.fullmatch(r"\$\{[^?]+ \? local\.(\w+) : local\.(\w+)\}", value)
+            if m and all(isinstance(self.locals.get(n), dict) for n in m.groups()):
+                return {**self.locals[m.group(2)], **self.locals[m.group(1)]}
         return value
 
     def resolve_local_lookups(self, text: str) -> str:

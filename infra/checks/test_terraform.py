@@ -26,7 +26,7 @@ PROGRAM_JOBS = {
 }
 SCHEDULED_JOBS = {"db-backup", "storage-backup", "prune", "health"}
 DATABASE_JOBS = {"db-backup", "restore"}
-SECRET_ENV_NAMES = {"PGPASSWORD", "SLACK_WEBHOOK_URL"}
+SECRET_ENV_NAMES = {"PGPASSWORD", "SLACK_WEBHOOK_URL", "BACKUP_ENCRYPTION_IDENTITY"}
 
 # Addresses of deployments made before issue 9 -> where their state lives now (terraform/moved.tf).
 OLD_ADDRESSES = {
@@ -425,7 +425,12 @@ class SecretsTest(unittest.TestCase):
         return self._env_keys(dynamic[0])
 
     def test_programs_get_the_secrets_they_need(self):
-        expect = {"db-backup": {"PGPASSWORD"}, "restore": {"PGPASSWORD"}, "monitor": {"SLACK_WEBHOOK_URL"}}
+        # The identity that decrypts dumps: restore (and drill) only, never the backup job.
+        expect = {
+            "db-backup": {"PGPASSWORD"},
+            "restore": {"PGPASSWORD", "BACKUP_ENCRYPTION_IDENTITY"},
+            "monitor": {"SLACK_WEBHOOK_URL"},
+        }
         for name, (kind, body) in all_workloads().items():
             static, _ = self._env_sources(body, kind)
             got = {e["name"] for e in static if e["name"] in SECRET_ENV_NAMES}
@@ -438,7 +443,8 @@ class SecretsTest(unittest.TestCase):
                 self.assertEqual(b.rtype, "google_secret_manager_secret_iam_member")
                 secret = ref_name(" ".join(b.targets), "google_secret_manager_secret")
                 readers.setdefault(secret, set()).update(b.member_accounts)
-        self.assertEqual(readers, {"db_password": {"db_backup", "restore"}, "slack_webhook": {"monitor"}})
+        self.assertEqual(readers, {"db_password": {"db_backup", "restore"}, "slack_webhook": {"monitor"},
+                                   "backup_encryption_identity": {"restore"}})
 
     def test_program_environment(self):
         common = self._env_keys("${local.common_env}")
@@ -446,9 +452,10 @@ class SecretsTest(unittest.TestCase):
                          "GOOGLE_CLOUD_PROJECT", "BACKUP_TIMEZONE", "BACKUP_RETENTION_DAYS", "BACKUP_ALERT_EMAILS",
                          "RUST_LOG"} <= common, common)
         db = {"PGHOST", "PGPORT", "PGUSER", "BACKUP_DATABASES", "BACKUP_COMPRESSION"}
-        freshness = {"BACKUP_MAX_AGE", "ALERT_REMINDER_INTERVAL"}
+        # The recipients (public keys) go where dumps are written and where freshness is judged.
+        freshness = {"BACKUP_MAX_AGE", "ALERT_REMINDER_INTERVAL", "BACKUP_ENCRYPTION_RECIPIENTS"}
         own = {
-            "db-backup": db,
+            "db-backup": db | {"BACKUP_ENCRYPTION_RECIPIENTS"},
             "restore": db,
             "storage-backup": {"SOURCE_BUCKETS"},
             "prune": {"BACKUP_KEEP_LAST", "BACKUP_KEEP_DAILY", "BACKUP_KEEP_WEEKLY", "BACKUP_KEEP_MONTHLY"},
@@ -572,6 +579,7 @@ class JobSettingsTest(unittest.TestCase):
         # depends_on is one list for all instances: it must hold every grant a job's first run needs.
         deps = set(TF.resource("google_cloud_run_v2_job", "job")["depends_on"])
         for grant in ("google_secret_manager_secret_iam_member.db_password_accessor",
+                      "google_secret_manager_secret_iam_member.backup_encryption_identity_accessor",
                       "google_storage_bucket_iam_member.backups_reader",
                       "google_storage_bucket_iam_member.db_backup_creator",
                       "google_storage_bucket_iam_member.storage_backup_creator",

@@ -24,13 +24,16 @@ pub async fn load(store: &dyn ObjectStore, source: &str) -> Result<Vec<Series>, 
 }
 
 /// Lists the store and evaluates freshness at `now` (shared by `health`, `monitor` and `console`).
+/// `encryption_required`: this deployment has `BACKUP_ENCRYPTION_RECIPIENTS` set (see
+/// [`evaluate`]).
 pub async fn assess(
     store: &dyn ObjectStore,
     source: &str,
     expected: &[(Kind, String, String)],
     now: DateTime<Utc>,
     max_age: Duration,
+    encryption_required: bool,
 ) -> Result<Vec<Freshness>, StoreError> {
     let series = load(store, source).await?;
-    Ok(evaluate(&series, expected, now, max_age))
+    Ok(evaluate(&series, expected, now, max_age, encryption_required))
 }

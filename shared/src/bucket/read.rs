@@ -423,6 +423,7 @@ mod tests {
             run: id.parse().expect("id"),
             complete,
             suspicious: false,
+            encrypted: false,
             bytes: 0,
             last_write: DateTime::<Utc>::default(),
             keys: Vec::new(),

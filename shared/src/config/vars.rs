@@ -164,7 +164,13 @@ var!(
     COMPRESSION_LEVEL,
     "BACKUP_COMPRESSION_LEVEL",
     None,
-    "Compression level (zstd 1-19, default 3; gzip 1-9, default 6)."
+    "Compression level (zstd 1-19, default 1; gzip 1-9, default 6). zstd 1 keeps up with pg_dump and stores no more than 3 on database dumps (bench/db-backup.sh, section compression)."
+);
+var!(
+    COMPRESSION_JOB_MIB,
+    "BACKUP_COMPRESSION_JOB_MIB",
+    Some("2"),
+    "zstd job size in MiB (1-64): each compression thread works on this much at a time; encoder memory is about 3 x threads x this."
 );
 var!(
     COMPRESSION_THREADS,
@@ -179,12 +185,34 @@ var!(
     "Record exact per-table row counts in the manifest (same snapshot as the dump); turn off for very large databases."
 );
 var!(DB_CONCURRENCY, "BACKUP_CONCURRENCY", Some("1"), "Databases backed up at the same time.");
+var!(
+    ENCRYPTION_RECIPIENTS,
+    "BACKUP_ENCRYPTION_RECIPIENTS",
+    None,
+    "Public keys (age X25519, age1..., comma-separated, up to 16) that database dumps are encrypted to after compression; each one can decrypt. Unset = dumps are not encrypted. Give health and monitor the same value: they then report a database whose newest backup is not encrypted (status unencrypted)."
+);
+var!(
+    ENCRYPTION_IDENTITY,
+    "BACKUP_ENCRYPTION_IDENTITY",
+    secret,
+    "Secret keys (age X25519, AGE-SECRET-KEY-1..., one per line or comma-separated; age-keygen output as it is) that restore and drill decrypt encrypted dumps with (from Secret Manager). Several = a rotation: each is tried."
+);
 
 /// Variables of the PostgreSQL connection.
 pub const POSTGRES: &[&Var] = &[&DATABASE_URL, &PGHOST, &PGPORT, &PGUSER, &PGPASSWORD, &PGDATABASE, &PG_BIN_DIR];
 /// Variables `db-backup` reads besides [`COMMON`] and [`POSTGRES`].
-pub const DB_BACKUP: &[&Var] =
-    &[&DATABASES, &COMPRESSION, &COMPRESSION_LEVEL, &COMPRESSION_THREADS, &ROW_COUNTS, &DB_CONCURRENCY];
+pub const DB_BACKUP: &[&Var] = &[
+    &DATABASES,
+    &COMPRESSION,
+    &COMPRESSION_LEVEL,
+    &COMPRESSION_THREADS,
+    &COMPRESSION_JOB_MIB,
+    &ROW_COUNTS,
+    &DB_CONCURRENCY,
+    &ENCRYPTION_RECIPIENTS,
+];
+/// Variables of a database restore (`restore`, `drill`) besides [`COMMON`] and [`POSTGRES`].
+pub const DB_RESTORE: &[&Var] = &[&ENCRYPTION_IDENTITY];
 
 // --- storage-backup ----------------------------------------------------------------------------
 var!(
@@ -283,15 +311,17 @@ var!(
 );
 
 /// Variables `health` reads besides [`COMMON`].
-pub const HEALTH: &[&Var] = &[&MAX_AGE];
+pub const HEALTH: &[&Var] = &[&MAX_AGE, &ENCRYPTION_RECIPIENTS];
 /// Variables `monitor` reads besides [`COMMON`].
-pub const MONITOR: &[&Var] = &[&MAX_AGE, &SLACK_WEBHOOK_URL, &ALERT_WEBHOOK_URL, &REMINDER_INTERVAL, &REGION];
+pub const MONITOR: &[&Var] =
+    &[&MAX_AGE, &SLACK_WEBHOOK_URL, &ALERT_WEBHOOK_URL, &REMINDER_INTERVAL, &REGION, &ENCRYPTION_RECIPIENTS];
 
 /// Every group, titled, in the order of the README's configuration reference.
 pub const GROUPS: &[(&str, &[&Var])] = &[
     ("Every program", COMMON),
     ("PostgreSQL connection (db-backup, restore)", POSTGRES),
     ("db-backup", DB_BACKUP),
+    ("restore and drill", DB_RESTORE),
     ("storage-backup", STORAGE_BACKUP),
     ("prune", PRUNE),
     ("health and monitor", MONITOR),

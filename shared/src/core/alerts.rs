@@ -182,6 +182,10 @@ pub fn explain(row: &Freshness, max_age: std::time::Duration) -> String {
         Status::Stale => format!("{newest}, older than the limit of {}", units::duration(max_age)),
         Status::Failed => format!("the newest run left no manifest: it failed ({newest})"),
         Status::Suspicious => format!("the newest backup is flagged suspicious ({newest})"),
+        Status::Unencrypted => format!(
+            "{newest} and is NOT encrypted although BACKUP_ENCRYPTION_RECIPIENTS is set: check db-backup's \
+             configuration (it must have the same recipients), then run a new backup"
+        ),
         Status::Missing => "no complete backup found in the backup store".to_owned(),
     }
 }
@@ -395,6 +399,7 @@ mod tests {
             newest_backup: Some("20261125T070000Z-00000001".into()),
             age_seconds: Some(25 * 3600 + 60),
             bytes: Some(2048),
+            encrypted: Some(true),
             bytes_change: None,
             complete_backups: 4,
             total_bytes: 9000,

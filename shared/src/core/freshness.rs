@@ -20,6 +20,9 @@ pub enum Status {
     Failed,
     /// The newest complete backup is flagged suspicious (e.g. far fewer objects than before).
     Suspicious,
+    /// Encryption is configured (`BACKUP_ENCRYPTION_RECIPIENTS`) but the newest complete database
+    /// backup is not encrypted: readable by anyone who can read the bucket.
+    Unencrypted,
     /// No complete backup at all.
     Missing,
 }
@@ -32,6 +35,7 @@ impl Status {
             Self::Stale => "stale",
             Self::Failed => "failed",
             Self::Suspicious => "suspicious",
+            Self::Unencrypted => "unencrypted",
             Self::Missing => "missing",
         }
     }
@@ -54,6 +58,8 @@ pub struct Freshness {
     pub age_seconds: Option<i64>,
     /// Its stored bytes.
     pub bytes: Option<u64>,
+    /// Whether it is encrypted (databases with a complete backup; `None` otherwise).
+    pub encrypted: Option<bool>,
     /// Change in bytes against the previous complete backup.
     pub bytes_change: Option<i64>,
     /// Complete backups held.
@@ -81,11 +87,18 @@ impl Freshness {
 pub const RUN_GRACE: Duration = Duration::from_secs(6 * 3600);
 
 /// Evaluates every series, plus `expected` databases with no series at all (missing).
+///
+/// `encryption_required` (recipients are configured for this deployment): a database whose
+/// newest complete backup is not encrypted is [`Status::Unencrypted`]. The fact comes from the
+/// deployment's configuration, not from the backups, so a `db-backup` that lost its recipients
+/// (or an old image, or a manual run with another environment) is caught. Precedence: missing,
+/// failed, suspicious, unencrypted (data is exposed now), stale.
 pub fn evaluate(
     series: &[Series],
     expected: &[(Kind, String, String)],
     now: DateTime<Utc>,
     max_age: Duration,
+    encryption_required: bool,
 ) -> Vec<Freshness> {
     let max_age = chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::MAX);
     let grace = chrono::Duration::from_std(RUN_GRACE).unwrap_or(chrono::Duration::MAX);
@@ -97,10 +110,12 @@ pub fn evaluate(
             let previous = complete.len().checked_sub(2).and_then(|i| complete.get(i));
             let age = newest.map(|b| now - b.run.started);
             let newest_run_failed = s.backups.last().is_some_and(|b| !b.complete && now - b.last_write > grace);
+            let encrypted = (s.kind == Kind::Database).then(|| newest.map(|b| b.encrypted)).flatten();
             let status = match age {
                 None => Status::Missing,
                 Some(_) if newest_run_failed => Status::Failed,
                 Some(_) if newest.is_some_and(|b| b.suspicious) => Status::Suspicious,
+                Some(_) if encryption_required && encrypted == Some(false) => Status::Unencrypted,
                 Some(a) if a > max_age => Status::Stale,
                 Some(_) => Status::Ok,
             };
@@ -112,6 +127,7 @@ pub fn evaluate(
                 newest_backup: newest.map(|b| b.run.to_string()),
                 age_seconds: age.map(|a| a.num_seconds()),
                 bytes: newest.map(|b| b.bytes),
+                encrypted,
                 bytes_change: match (newest, previous) {
                     (Some(n), Some(p)) => {
                         Some(i64::try_from(n.bytes).unwrap_or(i64::MAX) - i64::try_from(p.bytes).unwrap_or(i64::MAX))
@@ -134,6 +150,7 @@ pub fn evaluate(
                 newest_backup: None,
                 age_seconds: None,
                 bytes: None,
+                encrypted: None,
                 bytes_change: None,
                 complete_backups: 0,
                 total_bytes: 0,
@@ -175,6 +192,7 @@ mod tests {
             run: RunId { started, suffix: format!("{:08x}", started.timestamp() as u32) },
             complete,
             suspicious: false,
+            encrypted: false,
             bytes,
             last_write: started,
             keys: Vec::new(),
@@ -196,8 +214,8 @@ mod tests {
         let now = at("2026-11-26T08:00:00Z");
         let fresh = now - chrono::Duration::minutes(24 * 60 + 59);
         let stale = now - chrono::Duration::minutes(25 * 60 + 1);
-        assert_eq!(evaluate(&series(vec![backup(fresh, true, 10)]), &[], now, MAX_AGE)[0].status, Status::Ok);
-        assert_eq!(evaluate(&series(vec![backup(stale, true, 10)]), &[], now, MAX_AGE)[0].status, Status::Stale);
+        assert_eq!(evaluate(&series(vec![backup(fresh, true, 10)]), &[], now, MAX_AGE, false)[0].status, Status::Ok);
+        assert_eq!(evaluate(&series(vec![backup(stale, true, 10)]), &[], now, MAX_AGE, false)[0].status, Status::Stale);
     }
 
     #[test]
@@ -206,10 +224,10 @@ mod tests {
         let good = backup(now - chrono::Duration::hours(20), true, 10);
         let running = backup(now - chrono::Duration::hours(1), false, 5);
         let dead = backup(now - chrono::Duration::hours(7), false, 5);
-        assert_eq!(evaluate(&series(vec![good.clone(), running]), &[], now, MAX_AGE)[0].status, Status::Ok);
-        assert_eq!(evaluate(&series(vec![good.clone(), dead]), &[], now, MAX_AGE)[0].status, Status::Failed);
+        assert_eq!(evaluate(&series(vec![good.clone(), running]), &[], now, MAX_AGE, false)[0].status, Status::Ok);
+        assert_eq!(evaluate(&series(vec![good.clone(), dead]), &[], now, MAX_AGE, false)[0].status, Status::Failed);
         let odd = Backup { suspicious: true, ..good };
-        assert_eq!(evaluate(&series(vec![odd]), &[], now, MAX_AGE)[0].status, Status::Suspicious);
+        assert_eq!(evaluate(&series(vec![odd]), &[], now, MAX_AGE, false)[0].status, Status::Suspicious);
     }
 
     #[test]
@@ -223,6 +241,7 @@ mod tests {
             &[(Kind::Database, "main".into(), "app".into()), (Kind::Database, "main".into(), "billing".into())],
             now,
             MAX_AGE,
+            false,
         );
         assert_eq!(rows.len(), 2);
         assert_eq!(
@@ -232,5 +251,28 @@ mod tests {
         assert_eq!(rows[0].recent_sizes, [100, 90]);
         assert_eq!(rows[1].status, Status::Missing);
         assert_eq!(rows[1].label(), "main/billing");
+        assert_eq!((rows[0].encrypted, rows[1].encrypted), (Some(false), None));
+    }
+
+    #[test]
+    fn an_unencrypted_newest_backup_is_an_alert_only_where_encryption_is_configured() {
+        let now = at("2026-11-26T08:00:00Z");
+        let old = Backup { encrypted: true, ..backup(now - chrono::Duration::hours(26), true, 10) };
+        let plain = backup(now - chrono::Duration::hours(2), true, 10);
+        let sealed = Backup { encrypted: true, ..plain.clone() };
+        let rows = |b: Vec<Backup>, required| evaluate(&series(b), &[], now, MAX_AGE, required);
+        assert_eq!(rows(vec![old.clone(), plain.clone()], true)[0].status, Status::Unencrypted);
+        assert_eq!(rows(vec![old.clone(), plain.clone()], true)[0].encrypted, Some(false));
+        assert_eq!(rows(vec![old.clone(), plain.clone()], false)[0].status, Status::Ok);
+        assert_eq!(rows(vec![plain.clone(), sealed.clone()], true)[0].status, Status::Ok);
+        assert_eq!(rows(vec![sealed], true)[0].encrypted, Some(true));
+        // A stale backup that is also unencrypted: the exposure is reported first.
+        let stale_plain = backup(now - chrono::Duration::hours(30), true, 10);
+        assert_eq!(rows(vec![stale_plain], true)[0].status, Status::Unencrypted);
+        // Snapshots are not dumps: no flag, never unencrypted.
+        let mut snaps = series(vec![plain]);
+        snaps[0].kind = Kind::Bucket;
+        let row = &evaluate(&snaps, &[], now, MAX_AGE, true)[0];
+        assert_eq!((row.status, row.encrypted), (Status::Ok, None));
     }
 }

@@ -478,6 +478,7 @@ mod tests {
             newest_backup: Some("20261125T020000Z-00000001".into()),
             age_seconds: Some(3600),
             bytes: Some(10),
+            encrypted: None,
             bytes_change: None,
             complete_backups: 1,
             total_bytes: 10,

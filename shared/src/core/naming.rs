@@ -1,7 +1,7 @@
 //! Object naming: the backup bucket layout every program shares (see DESIGN.md).
 //!
 //! ```text
-//! db/<source>/<database>/<ts>-<id>/dump.pgc.<zst|gz>
+//! db/<source>/<database>/<ts>-<id>/dump.pgc.<zst|gz>[.age]   .age: encrypted (age) after compression
 //! db/<source>/<database>/<ts>-<id>/manifest.json      written last: its existence = complete
 //! storage/<source-bucket>/snapshots/<ts>-<id>/…
 //! storage/<source-bucket>/blobs/…
@@ -123,7 +123,7 @@ impl DbBackupPath {
         format!("{}{}/", Self::series_prefix(&self.source, &self.database), self.run)
     }
 
-    /// The dump object, e.g. `…/dump.pgc.zst`.
+    /// The dump object, e.g. `…/dump.pgc.zst` (`extension` `zst.age` for an encrypted one).
     pub fn dump_key(&self, extension: &str) -> String {
         format!("{}dump.pgc.{extension}", self.prefix())
     }

@@ -529,6 +529,7 @@ mod tests {
             run: RunId { started, suffix: format!("{:08x}", started.timestamp() as u32) },
             complete,
             suspicious: false,
+            encrypted: false,
             bytes: 100,
             last_write: started + chrono::Duration::minutes(5),
             keys: vec![format!("db/main/app/{}/dump.pgc.zst", started.timestamp())],

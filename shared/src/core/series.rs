@@ -30,6 +30,9 @@ pub struct Backup {
     pub complete: bool,
     /// Complete, but flagged for a human look (e.g. a snapshot that listed far fewer objects).
     pub suspicious: bool,
+    /// A database backup whose dump is encrypted (its name ends in `.age`; the manifest records
+    /// the recipients). Always false for snapshots.
+    pub encrypted: bool,
     /// Bytes of its own objects (shared blobs not included).
     pub bytes: u64,
     /// Newest object update (when the run last wrote).
@@ -75,6 +78,11 @@ pub fn is_completion_key(kind: Kind, key: &str) -> bool {
     }
 }
 
+/// True for the file name of an encrypted dump within a database backup (`dump.pgc.zst.age`).
+pub fn is_encrypted_dump(file: &str) -> bool {
+    file.starts_with("dump.") && file.ends_with(".age")
+}
+
 /// Groups a listing into series. Objects outside the layout (blobs, state, strays) are ignored.
 pub fn series_from_listing(objects: impl IntoIterator<Item = ObjectMeta>) -> Vec<Series> {
     let mut runs: BTreeMap<(Kind, String, String, RunId), Backup> = BTreeMap::new();
@@ -91,10 +99,12 @@ pub fn series_from_listing(objects: impl IntoIterator<Item = ObjectMeta>) -> Vec
             run,
             complete: false,
             suspicious: false,
+            encrypted: false,
             bytes: 0,
             last_write: o.updated,
             keys: Vec::new(),
         });
+        entry.encrypted |= kind == Kind::Database && is_encrypted_dump(file);
         if marker {
             entry.complete = true;
             entry.suspicious |= o.metadata.get(SUSPICIOUS_METADATA).is_some_and(|v| v == "true");
@@ -131,6 +141,7 @@ mod tests {
             obj("db/main/app/20261125T020000Z-00000001/manifest.json", 2),
             obj("db/main/app/20261126T020000Z-00000002/dump.pgc.zst", 50),
             obj("db/main/other/20261126T020000Z-00000003/manifest.json", 2),
+            obj("db/main/other/20261126T020000Z-00000003/dump.pgc.zst.age", 40),
             obj("db/main/app/not-a-run/x", 1),
             obj("storage/media/blobs/abc", 1),
             obj("storage/media/snapshots/20261126T030000Z-00000009/part-0.jsonl.zst", 7),
@@ -144,7 +155,9 @@ mod tests {
         assert!(app.backups[0].complete && !app.backups[1].complete);
         assert_eq!(app.backups[0].bytes, 102);
         assert_eq!(app.newest_complete().map(|b| b.run.suffix.as_str()), Some("00000001"));
+        assert!(!app.backups[0].encrypted);
         assert_eq!(series[1].name, "other");
+        assert!(series[1].backups[0].encrypted && series[1].backups[0].complete);
         let snap = &series[2];
         assert_eq!((snap.kind, snap.label().as_str()), (Kind::Bucket, "gs://media"));
         assert!(snap.backups[0].complete && snap.backups[0].suspicious);

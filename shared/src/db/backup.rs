@@ -1,8 +1,10 @@
-//! One database backup: `pg_dump` → compression → hashes → create-only upload → manifest.
+//! One database backup: `pg_dump` → compression → (encryption) → hashes → create-only upload →
+//! manifest.
 //!
 //! ```text
-//!  pg_dump stdout ──read 1 MiB──▶ [blocking thread: header check, zstd/gzip, SHA-256, CRC32C]
-//!        ──bounded channel (4 × 1 MiB)──▶ [async: ObjectWriter::write] ──▶ store
+//!  pg_dump stdout ──read 1 MiB──▶ [blocking thread: header check, zstd/gzip, age when
+//!        recipients are set, SHA-256, CRC32C] ──bounded channel (4 × 1 MiB)──▶
+//!        [async: ObjectWriter::write] ──▶ store
 //! ```
 //!
 //! Completion is decided, not assumed: the stream must start with the custom-format header, the
@@ -23,8 +25,9 @@ use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 
 use super::DbError;
-use super::codec::{CHUNK, ChunkSink, CompressSpec, Encoder, StreamHash};
-use crate::core::db_manifest::{DB_FORMAT, DB_FORMAT_VERSION, DbManifest, DumpObject};
+use super::codec::{CHUNK, ChunkSink, CompressSpec, Encoder, Sealed, StreamHash};
+use super::encryption::Recipients;
+use crate::core::db_manifest::{DB_FORMAT, DbManifest, DumpObject};
 use crate::core::naming::{DbBackupPath, RunId};
 use crate::core::units;
 use crate::postgres::process::{self, Exit, ToolProcess};
@@ -66,13 +69,16 @@ enum CompressFail {
     Compress(std::io::Error),
 }
 
-/// Reads the tool's stdout, checks the header, compresses into the channel.
+/// Reads the tool's stdout, checks the header, compresses (and encrypts to `recipients`) into
+/// the channel.
 fn compress_stream(
     mut input: std::fs::File,
     spec: CompressSpec,
+    recipients: Option<Recipients>,
     tx: mpsc::Sender<Bytes>,
 ) -> Result<(u64, StreamHash), CompressFail> {
-    let mut encoder = Encoder::new(spec, ChunkSink::new(tx)).map_err(CompressFail::Compress)?;
+    let sealed = Sealed::new(recipients.as_ref(), ChunkSink::new(tx)).map_err(CompressFail::Compress)?;
+    let mut encoder = Encoder::new(spec, sealed).map_err(CompressFail::Compress)?;
     let mut buf = vec![0u8; CHUNK];
     let mut head: Vec<u8> = Vec::with_capacity(ARCHIVE_MAGIC.len());
     let mut raw = 0u64;
@@ -99,7 +105,8 @@ fn compress_stream(
     if head.as_slice() != ARCHIVE_MAGIC {
         return Err(CompressFail::Header(head));
     }
-    let sink = encoder.finish().map_err(CompressFail::Compress)?;
+    let sealed = encoder.finish().map_err(CompressFail::Compress)?;
+    let sink = sealed.finish().map_err(CompressFail::Compress)?;
     let hash = sink.finish().map_err(CompressFail::Compress)?;
     Ok((raw, hash))
 }
@@ -118,13 +125,15 @@ async fn pump(
     }
 }
 
-/// Runs `cmd` (a `pg_dump --format=custom` invocation) and streams its stdout, compressed and
-/// hashed, into `key` of `store`, create-only. `Ok` means: the tool exited 0, its output was a
-/// non-empty custom-format archive, and the store committed exactly the bytes hashed.
-/// `Err` means nothing is left under `key` by this call.
+/// Runs `cmd` (a `pg_dump --format=custom` invocation) and streams its stdout, compressed,
+/// encrypted to `recipients` when given, and hashed, into `key` of `store`, create-only. `Ok`
+/// means: the tool exited 0, its output was a non-empty custom-format archive, and the store
+/// committed exactly the bytes hashed. `Err` means nothing is left under `key` by this call.
+#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
 pub async fn stream_to_store(
     mut cmd: tokio::process::Command,
     spec: CompressSpec,
+    recipients: Option<Recipients>,
     store: &dyn ObjectStore,
     key: &str,
     options: PutOptions,
@@ -149,7 +158,7 @@ pub async fn stream_to_store(
         }
     };
     let (tx, mut rx) = mpsc::channel::<Bytes>(CHANNEL_CHUNKS);
-    let compress = tokio::task::spawn_blocking(move || compress_stream(stdout, spec, tx));
+    let compress = tokio::task::spawn_blocking(move || compress_stream(stdout, spec, recipients, tx));
 
     let pumped = pump(&mut rx, writer.as_mut(), cancel).await;
     drop(rx); // unblocks the compressing thread if it still sends
@@ -235,6 +244,8 @@ pub struct BackupSettings {
     pub server: ServerVersion,
     /// Compression.
     pub spec: CompressSpec,
+    /// Encrypt the compressed dump to these public keys (age); `None`: stored as compressed.
+    pub encryption: Option<Recipients>,
     /// Count rows per table in the dump's snapshot.
     pub row_counts: bool,
 }
@@ -262,6 +273,7 @@ impl BackupDone {
         f.insert("throughput_mib_s".into(), round2(d.uncompressed_bytes as f64 / 1_048_576.0 / secs).into());
         f.insert("compression_ratio".into(), round2(d.uncompressed_bytes as f64 / d.stored_bytes.max(1) as f64).into());
         f.insert("compression".into(), d.compression.extension().into());
+        f.insert("encrypted".into(), d.encryption.is_some().into());
         if let Some(counts) = &self.manifest.row_counts {
             f.insert("tables".into(), counts.len().into());
             f.insert("rows".into(), counts.values().sum::<i64>().into());
@@ -315,7 +327,11 @@ pub async fn backup_database(
     let name = database.name.as_str();
     let conn = &settings.conn;
     let path = DbBackupPath { source: settings.source.clone(), database: name.to_owned(), run };
-    let key = path.dump_key(settings.spec.compression.extension());
+    let extension = match &settings.encryption {
+        Some(r) => format!("{}.{}", settings.spec.compression.extension(), r.describe().format.extension()),
+        None => settings.spec.compression.extension().to_owned(),
+    };
+    let key = path.dump_key(&extension);
 
     let session = if settings.row_counts {
         match cancel.run_until_cancelled(open_snapshot(conn, name)).await {
@@ -334,9 +350,10 @@ pub async fn backup_database(
 
     let options = PutOptions {
         content_type: Some(
-            match settings.spec.compression {
-                crate::core::db_manifest::Compression::Zstd => "application/zstd",
-                crate::core::db_manifest::Compression::Gzip => "application/gzip",
+            match (&settings.encryption, settings.spec.compression) {
+                (Some(_), _) => "application/octet-stream",
+                (None, crate::core::db_manifest::Compression::Zstd) => "application/zstd",
+                (None, crate::core::db_manifest::Compression::Gzip) => "application/gzip",
             }
             .into(),
         ),
@@ -347,13 +364,20 @@ pub async fn backup_database(
         ]),
         ..PutOptions::default()
     };
-    tracing::info!(database = name, key, snapshot = session.as_ref().map(|s| s.snapshot.as_str()), "dump started");
+    tracing::info!(
+        database = name,
+        key,
+        snapshot = session.as_ref().map(|s| s.snapshot.as_str()),
+        encrypted_to = settings.encryption.as_ref().map(|r| r.keys().join(",")),
+        "dump started"
+    );
 
     let dump_cancel = cancel.child_token();
     let count_cancel = CancellationToken::new();
     let redact = |s: &str| conn.redact(s);
     let dump = async {
-        let r = stream_to_store(cmd, settings.spec, store, &key, options, &dump_cancel, &redact).await;
+        let recipients = settings.encryption.clone();
+        let r = stream_to_store(cmd, settings.spec, recipients, store, &key, options, &dump_cancel, &redact).await;
         if r.is_err() {
             count_cancel.cancel();
         }
@@ -394,9 +418,19 @@ pub async fn backup_database(
         return Err(DbError::Cancelled);
     }
 
+    let dump = DumpObject {
+        name: key.rsplit('/').next().unwrap_or(&key).to_owned(),
+        compression: settings.spec.compression,
+        level: settings.spec.level,
+        uncompressed_bytes: stats.raw_bytes,
+        stored_bytes: stats.stored_bytes,
+        sha256: stats.sha256.clone(),
+        crc32c: stats.crc32c.clone(),
+        encryption: settings.encryption.as_ref().map(Recipients::describe),
+    };
     let manifest = DbManifest {
         format: DB_FORMAT.into(),
-        format_version: DB_FORMAT_VERSION,
+        format_version: dump.format_version(),
         backup_id: path.run.to_string(),
         source: settings.source.clone(),
         database: name.to_owned(),
@@ -405,15 +439,7 @@ pub async fn backup_database(
         lifeboat_version: env!("CARGO_PKG_VERSION").into(),
         started_at,
         finished_at: Utc::now(),
-        dump: DumpObject {
-            name: key.rsplit('/').next().unwrap_or(&key).to_owned(),
-            compression: settings.spec.compression,
-            level: settings.spec.level,
-            uncompressed_bytes: stats.raw_bytes,
-            stored_bytes: stats.stored_bytes,
-            sha256: stats.sha256.clone(),
-            crc32c: stats.crc32c.clone(),
-        },
+        dump,
         row_counts,
     };
     let manifest_options = PutOptions { content_type: Some("application/json".into()), ..PutOptions::default() };
@@ -460,13 +486,14 @@ mod tests {
         c
     }
 
-    const SPEC: CompressSpec = CompressSpec { compression: Compression::Zstd, level: 3, threads: 2 };
+    const SPEC: CompressSpec = CompressSpec { compression: Compression::Zstd, level: 3, threads: 2, job_mib: 2 };
 
     async fn run(script: &str) -> (tempfile::TempDir, LocalStore, Result<StreamStats, DbError>) {
         let (d, s) = store();
         let r = stream_to_store(
             sh(script),
             SPEC,
+            None,
             &s,
             "db/x/y/dump.pgc.zst",
             PutOptions::default(),
@@ -532,11 +559,12 @@ mod tests {
     async fn a_missing_tool_fails_clearly() {
         let (_d, s) = store();
         let cmd = tokio::process::Command::new("/nonexistent/pg_dump");
-        let e = stream_to_store(cmd, SPEC, &s, "k", PutOptions::default(), &CancellationToken::new(), &|t: &str| {
-            t.to_owned()
-        })
-        .await
-        .expect_err("missing");
+        let e =
+            stream_to_store(cmd, SPEC, None, &s, "k", PutOptions::default(), &CancellationToken::new(), &|t: &str| {
+                t.to_owned()
+            })
+            .await
+            .expect_err("missing");
         assert!(e.to_string().contains("cannot start /nonexistent/pg_dump"), "{e}");
     }
 
@@ -553,6 +581,7 @@ mod tests {
         let r = stream_to_store(
             sh("printf PGDMP; exec cat /dev/zero"),
             SPEC,
+            None,
             &s,
             "k",
             PutOptions::default(),
@@ -572,6 +601,7 @@ mod tests {
         let r = stream_to_store(
             sh("printf PGDMP"),
             SPEC,
+            None,
             &s,
             "k",
             PutOptions::default(),

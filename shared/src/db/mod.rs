@@ -2,6 +2,8 @@
 //! object store.
 //!
 //! - [`codec`]: compression (multi-threaded zstd, gzip), decompression and the streaming hashes.
+//! - [`encryption`]: optional age encryption of the compressed dump (public recipients in
+//!   backups, secret identities only in restore and drill).
 //! - [`backup`]: `pg_dump` stdout → compression → SHA-256/CRC32C → create-only upload, then the
 //!   manifest, written last.
 //! - [`restore`]: choosing a backup, download → verification → decompression → `pg_restore`.
@@ -11,6 +13,7 @@
 
 pub mod backup;
 pub mod codec;
+pub mod encryption;
 pub mod restore;
 
 use crate::error::{Classify, ErrorKind};
@@ -69,6 +72,9 @@ pub enum DbError {
         /// The half-restored database.
         target: String,
     },
+    /// An encrypted dump cannot be opened with the configured identities.
+    #[error(transparent)]
+    Encryption(#[from] encryption::EncryptionError),
     /// The run was cancelled (termination signal).
     #[error("cancelled by a termination signal")]
     Cancelled,
@@ -80,6 +86,7 @@ impl Classify for DbError {
             Self::Pg(e) => e.kind(),
             Self::Manifest { source, .. } => source.kind(),
             Self::Store(e) => e.kind(),
+            Self::Encryption(e) => e.kind(),
             Self::BadArchive(_) | Self::Verification(_) => ErrorKind::Integrity,
             Self::Io(_) => ErrorKind::Internal,
             Self::NotFound(_) => ErrorKind::NotFound,

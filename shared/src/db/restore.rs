@@ -28,7 +28,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::DbError;
 use super::backup::{META_COLLATE, META_CTYPE, META_ENCODING};
-use super::codec::{CHUNK, Feed, FeedReader, StreamHash, decoder};
+use super::codec::{CHUNK, DecodeSpec, Feed, FeedReader, StreamHash, open_dump};
+use super::encryption::{self, Identities};
 use crate::core::db_manifest::{DbManifest, DumpObject, MAX_MANIFEST_BYTES};
 use crate::core::naming::{DbBackupPath, RunId};
 use crate::core::units;
@@ -176,6 +177,9 @@ pub struct RestoreSettings {
     pub no_privileges: bool,
     /// Where `--jobs` keeps its temp file.
     pub temp_dir: PathBuf,
+    /// Secret keys for encrypted dumps (`BACKUP_ENCRYPTION_IDENTITY`); `None`: only unencrypted
+    /// backups can be restored.
+    pub identities: Option<Identities>,
 }
 
 /// Where to restore to.
@@ -224,13 +228,9 @@ enum SinkFail {
     Write(std::io::Error),
 }
 
-/// Decompresses what arrives on `rx` into `out`; returns the bytes written and `out`.
-fn decompress_into<W: Write>(
-    compression: crate::core::db_manifest::Compression,
-    rx: mpsc::Receiver<Feed>,
-    mut out: W,
-) -> Result<(u64, W), SinkFail> {
-    let mut input = decoder(compression, FeedReader::new(rx)).map_err(SinkFail::Decode)?;
+/// Decrypts and decompresses what arrives on `rx` into `out`; returns the bytes written and `out`.
+fn decompress_into<W: Write>(decode: DecodeSpec, rx: mpsc::Receiver<Feed>, mut out: W) -> Result<(u64, W), SinkFail> {
+    let mut input = open_dump(&decode, FeedReader::new(rx)).map_err(SinkFail::Decode)?;
     let mut buf = vec![0u8; CHUNK];
     let mut total = 0u64;
     loop {
@@ -333,9 +333,9 @@ async fn restore_streaming(
     let mut process = ToolProcess::spawn("pg_restore", cmd)?;
     let stdin = process.stdin()?;
     let (tx, rx) = mpsc::channel::<Feed>(4);
-    let compression = dump.compression;
+    let decode = DecodeSpec::new(dump, settings.identities.as_ref());
     let sink = tokio::task::spawn_blocking(move || {
-        decompress_into(compression, rx, stdin).map(|(n, stdin)| {
+        decompress_into(decode, rx, stdin).map(|(n, stdin)| {
             drop(stdin); // end of input for pg_restore
             n
         })
@@ -376,9 +376,9 @@ async fn restore_parallel(
         .map_err(|e| DbError::Io(format!("cannot create the temp file {}: {e}", path.display())))?;
     let _guard = RemoveOnDrop(path.clone());
     let (tx, rx) = mpsc::channel::<Feed>(4);
-    let compression = dump.compression;
+    let decode = DecodeSpec::new(dump, settings.identities.as_ref());
     let sink = tokio::task::spawn_blocking(move || {
-        decompress_into(compression, rx, std::io::BufWriter::with_capacity(CHUNK, file)).and_then(|(n, w)| {
+        decompress_into(decode, rx, std::io::BufWriter::with_capacity(CHUNK, file)).and_then(|(n, w)| {
             let file = w.into_inner().map_err(|e| SinkFail::Write(e.into_error()))?;
             file.sync_all().map_err(SinkFail::Write)?;
             Ok(n)
@@ -491,6 +491,8 @@ pub async fn restore_database(
             meta.size, meta.crc32c, dump.stored_bytes, dump.crc32c
         )));
     }
+    // An encrypted dump: the identity must open it before any database is touched.
+    encryption::check_key(store, &key, dump, settings.identities.as_ref()).await?;
     let like = match (meta.metadata.get(META_ENCODING), meta.metadata.get(META_COLLATE), meta.metadata.get(META_CTYPE))
     {
         (Some(e), Some(c), Some(t)) => Some(DatabaseInfo {

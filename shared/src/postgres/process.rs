@@ -25,8 +25,17 @@ pub const STDERR_TAIL: usize = 8 * 1024;
 const STDERR_GRACE: Duration = Duration::from_secs(5);
 
 /// A command running `program` against `database`, with the libpq environment of `conn`.
+/// lifeboat's own secrets (the backup decryption key, webhooks, the API token) are taken out of
+/// its environment: they are not the tool's business, and a process's environment can be read
+/// by its user (`/proc/PID/environ`) and lands in crash reports. The password is set again by
+/// [`Connection::apply_env`] when there is one.
 pub fn command(program: &Path, conn: &Connection, database: &str) -> Command {
     let mut cmd = Command::new(program);
+    for (_, group) in crate::config::vars::GROUPS {
+        for var in group.iter().filter(|v| v.secret) {
+            cmd.env_remove(var.name);
+        }
+    }
     conn.apply_env(&mut cmd, database);
     cmd
 }
@@ -190,6 +199,19 @@ mod tests {
 
     use super::*;
     use crate::error::{Classify as _, ErrorKind};
+
+    #[test]
+    fn tools_never_inherit_lifeboats_secrets() {
+        let env = crate::config::Env::from_pairs([("PGHOST", "/tmp"), ("PGPASSWORD", "pw-for-the-tool")]);
+        let mut r = crate::config::Reader::new(&env);
+        let conn = Connection::read(&mut r).expect("connection");
+        let cmd = command(Path::new("pg_restore"), &conn, "app");
+        let envs: std::collections::BTreeMap<_, _> = cmd.as_std().get_envs().collect();
+        for name in ["BACKUP_ENCRYPTION_IDENTITY", "SLACK_WEBHOOK_URL", "ALERT_WEBHOOK_URL", "LIFEBOAT_API_TOKEN"] {
+            assert_eq!(envs.get(std::ffi::OsStr::new(name)), Some(&None), "{name} is not removed");
+        }
+        assert_eq!(envs.get(std::ffi::OsStr::new("PGPASSWORD")), Some(&Some(std::ffi::OsStr::new("pw-for-the-tool"))));
+    }
 
     fn sh(script: &str) -> Command {
         let mut c = Command::new("sh");

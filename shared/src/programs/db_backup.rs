@@ -15,7 +15,8 @@ use crate::core::naming::RunId;
 use crate::core::units;
 use crate::db::DbError;
 use crate::db::backup::{BackupDone, BackupSettings, backup_database};
-use crate::db::codec::CompressSpec;
+use crate::db::codec::{CompressSpec, DEFAULT_ZSTD_LEVEL};
+use crate::db::encryption::{self, Recipients};
 use crate::postgres::Connection;
 use crate::postgres::sql::{self, DatabaseInfo};
 use crate::postgres::tools::{self, PgTools};
@@ -48,6 +49,10 @@ pub struct Config {
     pub level: i32,
     /// Compression threads (zstd).
     pub threads: u32,
+    /// zstd job size in MiB.
+    pub job_mib: u32,
+    /// Encrypt dumps to these public keys (age); `None`: not encrypted.
+    pub encryption: Option<Recipients>,
     /// Count rows per table in the dump's snapshot.
     pub row_counts: bool,
     /// Databases at once.
@@ -69,7 +74,7 @@ pub fn read(r: &mut Reader<'_>, _cli: Option<Cli>) -> Option<Config> {
     };
     let (min, max, default) = match compression {
         Some(Compression::Gzip) => (1, 9, 6),
-        _ => (1, 19, 3),
+        _ => (1, 19, DEFAULT_ZSTD_LEVEL as u64),
     };
     let level = if r.text(&vars::COMPRESSION_LEVEL).is_some() {
         r.number_in(&vars::COMPRESSION_LEVEL, min, max)
@@ -82,8 +87,10 @@ pub fn read(r: &mut Reader<'_>, _cli: Option<Cli>) -> Option<Config> {
     } else {
         Some(cpus)
     };
+    let job_mib = r.number_in(&vars::COMPRESSION_JOB_MIB, 1, 64);
     let row_counts = r.boolean(&vars::ROW_COUNTS);
     let concurrency = r.number_in(&vars::DB_CONCURRENCY, 1, 16);
+    let encryption = encryption::read_recipients(r);
     Some(Config {
         pg: pg?,
         tools: tools?,
@@ -91,6 +98,8 @@ pub fn read(r: &mut Reader<'_>, _cli: Option<Cli>) -> Option<Config> {
         compression: compression?,
         level: i32::try_from(level?).ok()?,
         threads: u32::try_from(threads?).ok()?,
+        job_mib: u32::try_from(job_mib?).ok()?,
+        encryption: encryption?,
         row_counts: row_counts?,
         concurrency: usize::try_from(concurrency?).ok()?,
     })
@@ -158,7 +167,9 @@ impl App {
                 compression: self.config.compression,
                 level: self.config.level,
                 threads: self.config.threads,
+                job_mib: self.config.job_mib,
             },
+            encryption: self.config.encryption.clone(),
             row_counts: self.config.row_counts,
         };
         Ok((settings, targets))
@@ -304,7 +315,9 @@ mod tests {
     #[test]
     fn defaults() {
         let c = read_env(&[("PGHOST", "/cloudsql/p:r:i")]).expect("valid");
-        assert_eq!((c.compression, c.level, c.row_counts, c.concurrency), (Compression::Zstd, 3, true, 1));
+        assert_eq!((c.compression, c.level, c.row_counts, c.concurrency), (Compression::Zstd, 1, true, 1));
+        assert_eq!((c.job_mib, c.encryption), (crate::db::codec::DEFAULT_ZSTD_JOB_MIB, None));
+        assert_eq!(c.level, crate::db::codec::DEFAULT_ZSTD_LEVEL);
         assert!(c.threads >= 1);
         assert!(c.databases.is_empty());
         let c = read_env(&[("BACKUP_COMPRESSION", "gzip"), ("BACKUP_DATABASES", "a, b")]).expect("valid");
@@ -340,5 +353,22 @@ mod tests {
         assert!(!e.to_string().contains("hunter2"));
         let e = read_env(&[("BACKUP_COMPRESSION", "lz4"), ("BACKUP_COMPRESSION_LEVEL", "30")]).expect_err("bad");
         assert_eq!(e.problems[0].name, "BACKUP_COMPRESSION");
+        let e = read_env(&[("BACKUP_COMPRESSION_JOB_MIB", "0")]).expect_err("bad");
+        assert_eq!(e.problems[0].name, "BACKUP_COMPRESSION_JOB_MIB");
+    }
+
+    #[test]
+    fn recipients_are_read_and_a_malformed_one_is_a_problem_naming_the_variable() {
+        let key = crate::db::encryption::Identities::generate().recipients()[0].clone();
+        let c = read_env(&[("BACKUP_ENCRYPTION_RECIPIENTS", &format!(" {key} ,"))]).expect("valid");
+        assert_eq!(c.encryption.expect("encrypted").keys(), std::slice::from_ref(&key));
+        let secret = "AGE-SECRET-KEY-1GFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPQ4EGAEX";
+        for bad in [format!("{key},age1xyz"), format!("{key}\n{secret}")] {
+            let e = read_env(&[("BACKUP_ENCRYPTION_RECIPIENTS", &bad)]).expect_err("bad");
+            assert_eq!(e.problems.len(), 1, "{e}");
+            assert_eq!(e.problems[0].name, "BACKUP_ENCRYPTION_RECIPIENTS");
+            assert!(e.problems[0].message.starts_with("item 2"), "{e}");
+            assert!(!e.to_string().contains("GFPYYSJZ") && !e.to_string().contains("age1xyz"), "{e}");
+        }
     }
 }

@@ -1,6 +1,8 @@
 //! `health`: reads the backup store itself and reports, per source (each database of
 //! `BACKUP_SOURCE` and each snapshotted bucket), the age of the newest complete backup, its size,
-//! the change against the previous one and a status; stale after `BACKUP_MAX_AGE` (25 h).
+//! the change against the previous one, whether it is encrypted, and a status; stale after
+//! `BACKUP_MAX_AGE` (25 h); `unencrypted` when `BACKUP_ENCRYPTION_RECIPIENTS` is set (the same
+//! value db-backup gets) and a database's newest backup is not encrypted.
 //!
 //! Job mode prints a table, publishes the evaluation and exits 1 unless everything is ok.
 //! Service mode: `GET /status` answers JSON (200 all ok, 503 otherwise), or the HTML page when
@@ -46,6 +48,8 @@ pub struct Config {
     pub expected: Vec<String>,
     /// Buckets that must have snapshots (`SOURCE_BUCKETS`, read as `storage-backup` reads it).
     pub expected_buckets: Vec<SourceSpec>,
+    /// Database backups must be encrypted (`BACKUP_ENCRYPTION_RECIPIENTS` is set).
+    pub encryption_required: bool,
 }
 
 /// Reads the settings.
@@ -53,7 +57,8 @@ pub fn read(r: &mut Reader<'_>, _cli: Option<Cli>) -> Option<Config> {
     let max_age = crate::config::max_age(r);
     let expected = r.names(&vars::DATABASES);
     let expected_buckets = r.sources();
-    Some(Config { max_age: max_age?, expected, expected_buckets })
+    let recipients = crate::db::encryption::read_recipients(r);
+    Some(Config { max_age: max_age?, expected, expected_buckets, encryption_required: recipients?.is_some() })
 }
 
 /// The program.
@@ -74,7 +79,8 @@ impl App {
         let source = &self.services.common.source;
         let expected =
             crate::core::freshness::expected_series(source, &self.config.expected, &self.config.expected_buckets);
-        crate::inventory::assess(&*self.services.store, source, &expected, now, self.config.max_age).await
+        let required = self.config.encryption_required;
+        crate::inventory::assess(&*self.services.store, source, &expected, now, self.config.max_age, required).await
     }
 
     fn page(&self, rows: &[Freshness], now: DateTime<Utc>) -> String {
@@ -84,6 +90,7 @@ impl App {
             self.services.common.timezone,
             &self.services.common.destination.to_string(),
             self.config.max_age,
+            self.config.encryption_required,
         )
     }
 }
@@ -91,23 +98,33 @@ impl App {
 /// A plain-text table of the evaluation, for terminals.
 pub fn table(rows: &[Freshness]) -> String {
     let mut out = format!(
-        "{:<32} {:<10} {:>8} {:>10} {:>11} {:>7} {:>10}  {}\n",
-        "SOURCE", "STATUS", "AGE", "SIZE", "CHANGE", "COUNT", "STORED", "NEWEST BACKUP"
+        "{:<32} {:<11} {:>8} {:>10} {:>11} {:>9} {:>7} {:>10}  {}\n",
+        "SOURCE", "STATUS", "AGE", "SIZE", "CHANGE", "ENCRYPTED", "COUNT", "STORED", "NEWEST BACKUP"
     );
     for r in rows {
         out.push_str(&format!(
-            "{:<32} {:<10} {:>8} {:>10} {:>11} {:>7} {:>10}  {}\n",
+            "{:<32} {:<11} {:>8} {:>10} {:>11} {:>9} {:>7} {:>10}  {}\n",
             r.label(),
             r.status.name(),
             r.age_seconds.map_or_else(|| "-".to_owned(), crate::core::units::age),
             r.bytes.map_or_else(|| "-".to_owned(), crate::core::units::bytes),
             r.bytes_change.map_or_else(|| "-".to_owned(), crate::core::units::bytes_change),
+            encrypted_word(r.encrypted),
             r.complete_backups,
             crate::core::units::bytes(r.total_bytes),
             r.newest_backup.as_deref().unwrap_or("-")
         ));
     }
     out
+}
+
+/// `yes`, `no`, or `-` where the question does not apply (snapshots, no backup).
+pub fn encrypted_word(encrypted: Option<bool>) -> &'static str {
+    match encrypted {
+        Some(true) => "yes",
+        Some(false) => "no",
+        None => "-",
+    }
 }
 
 fn item(r: &Freshness) -> ItemResult {

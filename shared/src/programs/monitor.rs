@@ -81,6 +81,8 @@ pub struct Config {
     pub expected_buckets: Vec<SourceSpec>,
     /// Region of the jobs (rerun commands).
     pub region: Option<String>,
+    /// Database backups must be encrypted (`BACKUP_ENCRYPTION_RECIPIENTS` is set).
+    pub encryption_required: bool,
 }
 
 fn webhook_url(r: &mut Reader<'_>, var: &Var) -> Option<Secret> {
@@ -101,7 +103,17 @@ pub fn read(r: &mut Reader<'_>, _cli: Option<Cli>) -> Option<Config> {
     let expected = r.names(&vars::DATABASES);
     let expected_buckets = r.sources();
     let region = r.text(&vars::REGION);
-    Some(Config { max_age: max_age?, slack, webhook, reminder: reminder?, expected, expected_buckets, region })
+    let recipients = crate::db::encryption::read_recipients(r);
+    Some(Config {
+        max_age: max_age?,
+        slack,
+        webhook,
+        reminder: reminder?,
+        expected,
+        expected_buckets,
+        region,
+        encryption_required: recipients?.is_some(),
+    })
 }
 
 /// Why a check failed.
@@ -523,7 +535,8 @@ impl App {
             &self.config.expected,
             &self.config.expected_buckets,
         );
-        let rows = crate::inventory::assess(self.store(), &common.source, &expected, now, self.config.max_age).await?;
+        let (max_age, required) = (self.config.max_age, self.config.encryption_required);
+        let rows = crate::inventory::assess(self.store(), &common.source, &expected, now, max_age, required).await?;
         let token = uuid::Uuid::new_v4().to_string();
 
         // 1. Move the state and claim the alerts to send, in one conditional write.

@@ -56,6 +56,7 @@ pub fn colour(status: Status) -> &'static str {
         Status::Stale => "#b35900",
         Status::Failed => "#cf222e",
         Status::Suspicious => "#8250df",
+        Status::Unencrypted => "#bf3989",
         Status::Missing => "#6e7781",
     }
 }

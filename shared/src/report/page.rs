@@ -16,8 +16,16 @@ use crate::core::units;
 /// What a missing value shows.
 const NONE: &str = "—";
 
-/// Renders the page. `now` and `tz` set the "checked at" line; `max_age` is the staleness limit.
-pub fn render(rows: &[Freshness], now: DateTime<Utc>, tz: Tz, destination: &str, max_age: Duration) -> String {
+/// Renders the page. `now` and `tz` set the "checked at" line; `max_age` is the staleness limit;
+/// `encryption_required` says so in the subtitle (database backups must be encrypted).
+pub fn render(
+    rows: &[Freshness],
+    now: DateTime<Utc>,
+    tz: Tz,
+    destination: &str,
+    max_age: Duration,
+    encryption_required: bool,
+) -> String {
     let bad = rows.iter().filter(|r| r.status != Status::Ok).count();
     let (badge_colour, headline) = if rows.is_empty() {
         (colour(Status::Missing), "no backups found".to_owned())
@@ -33,7 +41,9 @@ pub fn render(rows: &[Freshness], now: DateTime<Utc>, tz: Tz, destination: &str,
         h1 { "lifeboat backup status" (badge(badge_colour, &headline)) }
         div.sub {
             "checked " (now.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S")) " (" (tz.name()) ")"
-            " · stale after " (units::duration(max_age)) " · " (destination)
+            " · stale after " (units::duration(max_age))
+            @if encryption_required { " · database backups must be encrypted" }
+            " · " (destination)
         }
         div.cards {
             (card("sources", rows.len()))
@@ -45,14 +55,15 @@ pub fn render(rows: &[Freshness], now: DateTime<Utc>, tz: Tz, destination: &str,
             thead {
                 tr {
                     th { "status" } th { "source" } th { "kind" } th { "newest backup" }
-                    th.num { "age" } th.num { "size" } th.num { "change" } th.num { "backups" } th.num { "stored" }
+                    th.num { "age" } th.num { "size" } th.num { "change" } th { "encrypted" }
+                    th.num { "backups" } th.num { "stored" }
                     th { "last " (HISTORY) " sizes" }
                 }
             }
             tbody {
                 @for r in rows { (row(r)) }
                 @if rows.is_empty() {
-                    tr { td colspan="10" { "No backups found in the backup store." } }
+                    tr { td colspan="11" { "No backups found in the backup store." } }
                 }
             }
         }
@@ -81,10 +92,22 @@ fn row(r: &Freshness) -> Markup {
                     Some(d) => span class=(if d < 0 { "down" } else { "up" }) { (units::bytes_change(d)) },
                 }
             }
+            td { (encrypted_cell(r.encrypted)) }
             td.num { (r.complete_backups) }
             td.num { (units::bytes(r.total_bytes)) }
             td { (sparkline(&r.recent_sizes, r.status)) }
         }
+    }
+}
+
+/// The "encrypted" cell: a lock word for people, nothing where it does not apply.
+fn encrypted_cell(encrypted: Option<bool>) -> Markup {
+    match encrypted {
+        Some(true) => html! { span.enc title="age-encrypted dump" { "yes" } },
+        Some(false) => {
+            html! { span.plain title="stored unencrypted (Google-managed encryption at rest only)" { "no" } }
+        }
+        None => html! { (NONE) },
     }
 }
 
@@ -101,6 +124,7 @@ mod tests {
             newest_backup: Some("20261126T020000Z-1a2b3c4d".into()),
             age_seconds: Some(3 * 3600),
             bytes: sizes.last().copied(),
+            encrypted: Some(true),
             bytes_change: Some(-2048),
             complete_backups: sizes.len(),
             total_bytes: sizes.iter().sum(),
@@ -116,7 +140,7 @@ mod tests {
             row("<script>", Status::Stale, (1..=40).collect()),
             Freshness { newest_backup: None, age_seconds: None, bytes: None, ..row("gone", Status::Missing, vec![]) },
         ];
-        let html = render(&rows, now, chrono_tz::Europe::Paris, "gs://b", Duration::from_secs(25 * 3600));
+        let html = render(&rows, now, chrono_tz::Europe::Paris, "gs://b", Duration::from_secs(25 * 3600), false);
         assert_eq!(html.matches(r#"<tr class="row""#).count(), 3);
         assert!(html.contains("checked 2026-11-26 09:00:00 (Europe/Paris)"), "{html}");
         assert!(html.contains("stale after 25h"), "{html}");
@@ -128,6 +152,25 @@ mod tests {
         assert!(html.contains("aria-label=\"no backups\""));
         assert!(!html.contains("http://") && !html.contains("https://"), "self-contained");
         assert!(html.contains(r#"<div class="k">backups held</div><div class="v">43</div>"#), "{html}");
+        assert!(!html.contains("must be encrypted"));
+    }
+
+    #[test]
+    fn the_encrypted_column_and_the_unencrypted_status_show() {
+        let now = DateTime::parse_from_rfc3339("2026-11-26T08:00:00Z").expect("t").to_utc();
+        let rows = [
+            row("sealed", Status::Ok, vec![1]),
+            Freshness { encrypted: Some(false), ..row("plain", Status::Unencrypted, vec![1]) },
+            Freshness { kind: Kind::Bucket, encrypted: None, ..row("media", Status::Ok, vec![1]) },
+        ];
+        let html = render(&rows, now, chrono_tz::UTC, "gs://b", Duration::from_secs(3600), true);
+        assert!(html.contains("database backups must be encrypted"), "{html}");
+        assert!(html.contains("<th>encrypted</th>"), "{html}");
+        assert!(html.contains(r#"<span class="enc" title="age-encrypted dump">yes</span>"#), "{html}");
+        assert!(html.contains(r#"<span class="plain""#) && html.contains(">no</span>"), "{html}");
+        assert!(html.contains(r#"<span class="pill">unencrypted</span>"#), "{html}");
+        assert!(html.contains("#bf3989"), "{html}");
+        assert!(html.contains("1 of 3 need attention"), "{html}");
     }
 
     #[test]
@@ -139,7 +182,7 @@ mod tests {
             newest_backup: Some("<b>id</b>".into()),
             ..row(hostile, Status::Failed, vec![1])
         }];
-        let html = render(&rows, now, chrono_tz::UTC, "gs://b/<i>&\"x\"", Duration::from_secs(3600));
+        let html = render(&rows, now, chrono_tz::UTC, "gs://b/<i>&\"x\"", Duration::from_secs(3600), false);
         assert!(!html.contains("<script") && !html.contains("<img") && !html.contains("<b>") && !html.contains("<i>"));
         assert!(html.contains("&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; 'q'"), "{html}");
         assert!(html.contains("s&quot;&gt;&lt;img src=x onerror=alert(1)&gt;"), "{html}");
@@ -150,7 +193,7 @@ mod tests {
     #[test]
     fn no_rows_says_so() {
         let now = DateTime::parse_from_rfc3339("2026-11-26T08:00:00Z").expect("t").to_utc();
-        let html = render(&[], now, chrono_tz::UTC, "file:///b", Duration::from_secs(3600));
+        let html = render(&[], now, chrono_tz::UTC, "file:///b", Duration::from_secs(3600), false);
         assert!(html.contains("no backups found") && html.contains("No backups found in the backup store."));
         assert!(html.contains(r#"<div class="k">newest backup</div><div class="v">—</div>"#), "{html}");
         assert_eq!(html.matches(r#"<tr class="row""#).count(), 0);

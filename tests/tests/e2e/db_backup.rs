@@ -41,7 +41,9 @@ async fn round_trip_through_the_file_store_restores_an_identical_database() {
         assert!(figures.contains_key(f), "figure {f} missing: {figures:?}");
     }
     let m = manifest(&store, "main", &db.name, &id).await;
-    assert_eq!((m.dump.name.as_str(), m.dump.level, m.database.as_str()), ("dump.pgc.zst", 3, db.name.as_str()));
+    let level = lifeboat_core::db::codec::DEFAULT_ZSTD_LEVEL;
+    assert_eq!((m.dump.name.as_str(), m.dump.level, m.database.as_str()), ("dump.pgc.zst", level, db.name.as_str()));
+    assert_eq!((m.format_version, m.dump.encryption.as_ref()), (1, None), "unencrypted: readable by older lifeboats");
     assert!(m.server_version.starts_with("15") || !m.server_version.is_empty());
     assert!(m.pg_dump_version.starts_with("pg_dump (PostgreSQL)"), "{}", m.pg_dump_version);
     let dump_key = format!("{}{id}/dump.pgc.zst", DbBackupPath::series_prefix("main", &db.name));
@@ -93,6 +95,81 @@ fn zstd_decode(data: &[u8]) -> Vec<u8> {
         lifeboat_core::db::codec::decoder(lifeboat_core::core::db_manifest::Compression::Zstd, data).expect("decoder");
     d.read_to_end(&mut out).expect("decodes");
     out
+}
+
+/// Backs up `db` encrypted to two recipients into `store`, checks what is stored (an age file,
+/// not a compressed stream; hashes of the stored bytes; the recipients in a version-2 manifest),
+/// then restores it once with each identity, streaming and with `--jobs 2`.
+async fn encrypted_round_trip(db: &TestDb, store: DynStore, env: Env, compression: &str) {
+    use lifeboat_core::db::encryption::Identities;
+    let (a, b) = (Identities::generate(), Identities::generate());
+    let (a_public, b_public) = (a.recipients()[0].clone(), b.recipients()[0].clone());
+    let t = chrono::Utc::now();
+    let identity = |k: &Identities| k.to_secret_text(t).expose().to_owned();
+    let env = env
+        .with("BACKUP_DATABASES", &db.name)
+        .with("BACKUP_COMPRESSION", compression)
+        .with("BACKUP_ENCRYPTION_RECIPIENTS", &format!("{a_public},{b_public}"));
+    let result = run_backup(&env, store.clone()).await;
+    let id = expect_success(&result);
+    assert_eq!(result.items[0].figures.get("encrypted"), Some(&serde_json::Value::Bool(true)));
+    let m = manifest(&store, "main", &db.name, &id).await;
+    let extension = if compression == "gzip" { "gz" } else { "zst" };
+    assert_eq!(m.dump.name, format!("dump.pgc.{extension}.age"));
+    assert_eq!(m.format_version, 2, "older lifeboats refuse it instead of misreading it");
+    let encryption = m.dump.encryption.clone().expect("encryption recorded");
+    assert_eq!(encryption.recipients, [a_public.clone(), b_public.clone()]);
+    let key = format!("{}{id}/{}", DbBackupPath::series_prefix("main", &db.name), m.dump.name);
+    let stored = store.read_all(&key, 1 << 30).await.expect("dump");
+    assert!(stored.starts_with(b"age-encryption.org/v1\n"), "an age file");
+    assert!(!stored.windows(5).any(|w| w == b"PGDMP"), "no archive header in the clear");
+    let mut plain = Vec::new();
+    let as_zstd = lifeboat_core::db::codec::decoder(lifeboat_core::core::db_manifest::Compression::Zstd, &stored[..])
+        .and_then(|mut d| std::io::Read::read_to_end(&mut d, &mut plain));
+    assert!(as_zstd.is_err(), "not a readable zstd stream");
+    let as_gzip = std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(&stored[..]), &mut plain);
+    assert!(as_gzip.is_err(), "not a readable gzip stream");
+    // The manifest's hashes are of the stored (encrypted) bytes: checkable without any key.
+    assert_eq!(stored.len() as u64, m.dump.stored_bytes);
+    let mut h = lifeboat_core::db::codec::StreamHash::default();
+    h.update(&stored);
+    let (_, sha256, crc32c) = h.finish();
+    assert_eq!((sha256, crc32c), (m.dump.sha256.clone(), m.dump.crc32c.clone()));
+    if let Some(crc) = store.stat(&key).await.expect("stat").crc32c {
+        assert_eq!(crc, m.dump.crc32c, "the store's CRC32C is the manifest's");
+    }
+
+    for (who, jobs) in [(&a, None), (&b, Some("2"))] {
+        let target = unique("lb-age-restored");
+        db.drop_later(&target);
+        let mut args = vec!["db", "--database", db.name.as_str(), "--target", target.as_str()];
+        if let Some(j) = jobs {
+            args.extend(["--jobs", j]);
+        }
+        let restore_env = env.clone().with("BACKUP_ENCRYPTION_IDENTITY", &identity(who));
+        let restored = run_restore(&restore_env, store.clone(), &args).await;
+        assert_eq!(restored.outcome, Outcome::Success, "{restored:?}");
+        db.server.assert_identical(&db.name, &target);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_round_trip_through_the_file_store_each_recipient_decrypts() {
+    let db = TestDb::create("lb-age-file");
+    db.sql(RICH_SCHEMA);
+    let (dir, store) = local_store();
+    let env = run_env(&db.server, &file_url(&dir));
+    encrypted_round_trip(&db, store, env, "zstd").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_round_trip_through_fake_gcs_each_recipient_decrypts() {
+    let db = TestDb::create("lb-age-gcs");
+    db.sql(RICH_SCHEMA);
+    let store = gcs_store_with(256 * 1024, "backups").await;
+    let env = run_env(&db.server, &store.location().to_string())
+        .with("STORAGE_EMULATOR_HOST", &require_env("STORAGE_EMULATOR_HOST"));
+    encrypted_round_trip(&db, Arc::new(store), env, "gzip").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

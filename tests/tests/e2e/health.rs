@@ -11,7 +11,7 @@ use lifeboat_core::store::DynStore;
 use serde_json::Value;
 
 use crate::support::binaries::job;
-use crate::support::fake_backups::{db_backup, run_at, snapshot};
+use crate::support::fake_backups::{db_backup, encrypted_db_backup, run_at, snapshot};
 use crate::support::gcs::gcs_store_with;
 use crate::support::stack::{Served, config, services};
 
@@ -170,4 +170,56 @@ fn an_unbounded_max_age_is_a_configuration_problem() {
             assert!(err.contains("BACKUP_MAX_AGE: ") && err.contains("is longer than 32d"), "{program}: {err}");
         }
     }
+}
+
+/// With BACKUP_ENCRYPTION_RECIPIENTS set (the value db-backup gets), a database whose newest
+/// backup is not encrypted is `unencrypted`; without it, the flag is only shown.
+#[tokio::test]
+async fn an_unencrypted_newest_backup_is_reported_where_encryption_is_configured() {
+    let store = store().await;
+    let now = DateTime::from_timestamp(Utc::now().timestamp(), 0).expect("now");
+    let key = lifeboat_core::db::encryption::Identities::generate().recipients();
+    encrypted_db_backup(&*store, "main", "sealed", &run_at(now - Duration::hours(2)), 100, &key).await;
+    encrypted_db_backup(&*store, "main", "leaky", &run_at(now - Duration::hours(20)), 100, &key).await;
+    db_backup(&*store, "main", "leaky", &run_at(now - Duration::hours(1)), 100, true).await;
+    snapshot(&*store, "media", &run_at(now - Duration::hours(3)), &[("a.png", "blob-a")], true, false).await;
+
+    let evaluate = |vars: Vec<(&'static str, String)>| {
+        let store = store.clone();
+        async move {
+            let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let (services, env) = services(store, &vars);
+            let program = health::start(services, config(&env, &[], health::read)).await.expect("start");
+            let rows = program.evaluate(now).await.expect("evaluate");
+            rows.iter().map(|r| (r.name.clone(), r.status.name(), r.encrypted)).collect::<Vec<_>>()
+        }
+    };
+    let expected = |leaky| {
+        vec![
+            ("leaky".to_owned(), leaky, Some(false)),
+            ("sealed".to_owned(), "ok", Some(true)),
+            ("snapshots".to_owned(), "ok", None),
+        ]
+    };
+    assert_eq!(evaluate(vec![]).await, expected("ok"));
+    assert_eq!(evaluate(vec![("BACKUP_ENCRYPTION_RECIPIENTS", key.join(","))]).await, expected("unencrypted"));
+
+    // The job: exit 1 and the table says why; a malformed recipient is exit 2 naming the variable.
+    let home = tempfile::tempdir().expect("home");
+    let run = |recipients: &str| {
+        job("health", home.path(), &store.location().to_string())
+            .env("BACKUP_ENCRYPTION_RECIPIENTS", recipients)
+            .output()
+            .expect("run health")
+    };
+    let out = run(&key[0]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let leaky = stdout.lines().find(|l| l.starts_with("main/leaky")).expect("a leaky row");
+    assert!(leaky.contains("unencrypted") && leaky.split_whitespace().any(|w| w == "no"), "{stdout}");
+    assert!(stdout.contains("ENCRYPTED"), "{stdout}");
+    let out = run("age1definitelynotakey");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("BACKUP_ENCRYPTION_RECIPIENTS: item 1 is not an age X25519 recipient"), "{stderr}");
 }

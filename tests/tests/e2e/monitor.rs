@@ -17,7 +17,7 @@ use lifeboat_core::store::{DynStore, ObjectStoreExt as _};
 use serde_json::{Value, json};
 
 use crate::support::binaries::job;
-use crate::support::fake_backups::{db_backup, run_at};
+use crate::support::fake_backups::{db_backup, encrypted_db_backup, run_at};
 use crate::support::gcs::gcs_store_with;
 use crate::support::pubsub::pubsub_fixture;
 use crate::support::slack::Hook;
@@ -380,6 +380,37 @@ async fn the_25_hour_rule_alerts_once_reminds_and_recovers() {
     let book = store.read_all("state/monitor/incidents.json", 1 << 20).await.expect("state");
     let book: Value = serde_json::from_slice(&book).expect("json");
     assert_eq!((book["incidents"].clone(), book["outbox"].clone()), (json!({}), json!([])));
+}
+
+/// A deployment with recipients whose newest backup is not encrypted: one alert that says what to
+/// check, and a recovery once an encrypted backup follows.
+#[tokio::test]
+async fn an_unencrypted_backup_where_encryption_is_configured_alerts_and_recovers() {
+    let store = store().await;
+    let slack = Hook::new().await;
+    let t0 = DateTime::from_timestamp(Utc::now().timestamp(), 0).expect("now");
+    let clock = Clock::manual(t0);
+    let key = lifeboat_core::db::encryption::Identities::generate().recipients();
+    encrypted_db_backup(&*store, "main", "app", &run_at(t0 - Duration::hours(20)), 1000, &key).await;
+    db_backup(&*store, "main", "app", &run_at(t0 - Duration::hours(2)), 1000, true).await;
+    let vars = [("SLACK_WEBHOOK_URL", slack.url()), ("BACKUP_ENCRYPTION_RECIPIENTS", key.join(","))];
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let monitor = serve_monitor(&store, &vars, &clock).await;
+
+    let (status, body) = monitor.check().await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["sources"][0]["status"], "unencrypted", "{body}");
+    let texts = slack.texts().await;
+    assert_eq!(texts.len(), 1, "{texts:?}");
+    assert!(texts[0].starts_with(":red_circle: main/app backups are unencrypted"), "{texts:?}");
+    assert!(texts[0].contains("NOT encrypted although BACKUP_ENCRYPTION_RECIPIENTS is set"), "{texts:?}");
+
+    clock.advance(Duration::minutes(30));
+    encrypted_db_backup(&*store, "main", "app", &run_at(t0), 1000, &key).await;
+    monitor.check().await;
+    let texts = slack.texts().await;
+    assert_eq!(texts.len(), 2, "{texts:?}");
+    assert!(texts[1].starts_with(":white_check_mark:") && texts[1].contains("recovered"), "{texts:?}");
 }
 
 #[tokio::test]

@@ -3,12 +3,15 @@
 //! refuses (corruption, row counts that differ, a non-empty target), what it chooses (latest,
 //! by id, before a time) and how it restores (dry run, prefixes, conflicts, extras).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use lifeboat_core::bucket::read::Selector;
 use lifeboat_core::bucket::restore::{RestoreRequest, restore_bucket};
+use lifeboat_core::config::Env;
 use lifeboat_core::core::events::{Outcome, RunResult};
 use lifeboat_core::core::naming::{DbBackupPath, RunId};
+use lifeboat_core::db::encryption::Identities;
 use lifeboat_core::db::restore::{BackupEntry, list_backups};
 use lifeboat_core::store::{DynStore, Location, ObjectStore as _, ObjectStoreExt as _, PutOptions};
 use tokio_util::sync::CancellationToken;
@@ -57,6 +60,203 @@ async fn a_corrupted_object_is_refused_and_the_half_restored_database_dropped() 
         let result = run_restore(&env, store.clone(), &args).await;
         assert_refused(&db, &result, &target, &["corrupted", "restore refused"]);
     }
+}
+
+/// An encrypted backup of a small database in `store` (recipient: the returned identity), and
+/// the key of its dump.
+async fn encrypted_backup(db: &TestDb, store: &DynStore, env: &Env) -> (Identities, String) {
+    let key = Identities::generate();
+    let env = env.clone().with("BACKUP_DATABASES", &db.name).with("BACKUP_ENCRYPTION_RECIPIENTS", &key.recipients()[0]);
+    let id = crate::support::db::expect_success(&run_backup(&env, store.clone()).await);
+    let dump = format!("{}{id}/dump.pgc.zst.age", DbBackupPath::series_prefix("main", &db.name));
+    assert!(store.stat(&dump).await.is_ok(), "{dump}");
+    (key, dump)
+}
+
+fn identity_text(key: &Identities) -> String {
+    key.to_secret_text(chrono::Utc::now()).expose().to_owned()
+}
+
+/// The ways an encrypted backup cannot be restored, each refused with the reason, the secret
+/// never in the result, and the existing target (and its data) untouched although `--clean`
+/// asked to drop it: the key is checked before any database is touched.
+async fn encrypted_refusals(db: &TestDb, store: DynStore, env: Env, local_dir: Option<&std::path::Path>) {
+    let (key, dump) = encrypted_backup(db, &store, &env).await;
+    let public = key.recipients()[0].clone();
+    let occupied = TestDb::create("lb-age-occupied");
+    occupied.sql("CREATE TABLE precious (x int); INSERT INTO precious VALUES (42);");
+    let fresh = unique("lb-age-none");
+    db.drop_later(&fresh);
+    let attempt = |identity: Option<String>, target: String| {
+        let env = match identity {
+            Some(i) => env.clone().with("BACKUP_ENCRYPTION_IDENTITY", &i),
+            None => env.clone(),
+        };
+        let store = store.clone();
+        let database = db.name.clone();
+        async move {
+            let args = ["db", "--database", database.as_str(), "--target", target.as_str(), "--clean"];
+            run_restore(&env, store, &args).await
+        }
+    };
+    let refused = |result: &RunResult, needles: &[&str], secrets: &[&str]| {
+        assert_eq!(result.outcome, Outcome::Failure, "{result:?}");
+        let e = result.items[0].error.clone().expect("error");
+        for needle in needles {
+            assert!(e.contains(needle), "{needle:?} not in {e}");
+        }
+        let json = serde_json::to_string(result).expect("json");
+        for secret in secrets {
+            assert!(!json.contains(secret), "a secret key is in the result: {json}");
+        }
+        assert_eq!(occupied.sql("SELECT x FROM precious"), "42", "the target was touched");
+        assert!(!db.server.exists(&fresh), "a database was created");
+    };
+
+    // No identity: says which key is needed.
+    for target in [occupied.name.clone(), fresh.clone()] {
+        let result = attempt(None, target).await;
+        refused(
+            &result,
+            &["is encrypted (age) to recipient", &public, "BACKUP_ENCRYPTION_IDENTITY", "none is set"],
+            &[],
+        );
+    }
+    // A wrong identity (two of them): names what it has and what is needed; never the secrets.
+    let (wrong, other) = (Identities::generate(), Identities::generate());
+    let wrong_text = format!("{}{}", identity_text(&wrong), identity_text(&other));
+    let wrong_secrets: Vec<String> =
+        wrong_text.lines().filter(|l| l.starts_with("AGE-SECRET-KEY-")).map(|l| l[15..].to_owned()).collect();
+    assert_eq!(wrong_secrets.len(), 2);
+    let secrets: Vec<&str> = wrong_secrets.iter().map(String::as_str).collect();
+    for target in [occupied.name.clone(), fresh.clone()] {
+        let result = attempt(Some(wrong_text.clone()), target).await;
+        let needles = ["none of the identities", &wrong.recipients()[0], &other.recipients()[0], &public];
+        refused(&result, &needles, &secrets);
+    }
+
+    // Damaged ciphertext, the right identity: truncated, a flipped bit in the header, and (where
+    // the store reports a CRC32C of what it holds now) a flipped bit in the payload.
+    let right = identity_text(&key);
+    let original = store.read_all(&dump, 1 << 30).await.expect("dump").to_vec();
+    // A bit of the header's MAC (a flipped bit in a recipient stanza reads as "not your key").
+    let mut header_flip = original.clone();
+    let mac = original.windows(5).position(|w| w == b"\n--- ").expect("the header's MAC line") + 6;
+    header_flip[mac] ^= 0x01;
+    let mut payload_flip = original.clone();
+    let middle = payload_flip.len() / 2;
+    payload_flip[middle] ^= 0x01;
+    let truncated = original[..original.len() - 100].to_vec();
+    let mut cases = vec![("truncated", truncated, "restore refused"), ("header", header_flip, "restore refused")];
+    if local_dir.is_none() {
+        cases.push(("payload", payload_flip.clone(), "restore refused"));
+    }
+    for (what, bytes, needle) in cases {
+        replace_object(&*store, local_dir, &dump, &bytes).await;
+        for target in [occupied.name.clone(), fresh.clone()] {
+            let result = attempt(Some(right.clone()), target).await;
+            assert!(result.items[0].error.as_deref().is_some_and(|e| e.contains(needle)), "{what}: {result:?}");
+            refused(&result, &[], &[]);
+        }
+    }
+    if local_dir.is_some() {
+        // The file store keeps the CRC32C recorded at write time: a flipped payload bit is found
+        // while streaming (age's chunk tag), after the restore began; its database is dropped.
+        replace_object(&*store, local_dir, &dump, &payload_flip).await;
+        let target = unique("lb-age-payload");
+        db.drop_later(&target);
+        let result = attempt(Some(right.clone()), target.clone()).await;
+        assert_refused(db, &result, &target, &["corrupted", "restore refused"]);
+    }
+
+    // Intact again: the right identity restores (no --clean needed for a new database).
+    replace_object(&*store, local_dir, &dump, &original).await;
+    let target = unique("lb-age-ok");
+    db.drop_later(&target);
+    let env = env.clone().with("BACKUP_ENCRYPTION_IDENTITY", &right);
+    let result = run_restore(&env, store.clone(), &["db", "--database", &db.name, "--target", &target]).await;
+    assert_eq!(result.outcome, Outcome::Success, "{result:?}");
+    db.server.assert_identical(&db.name, &target);
+}
+
+/// Replaces a stored object's bytes (the file itself for the file store, keeping its recorded
+/// checksums; a generation-matched rewrite for GCS, which computes new ones).
+async fn replace_object(
+    store: &dyn lifeboat_core::store::ObjectStore,
+    local_dir: Option<&std::path::Path>,
+    key: &str,
+    bytes: &[u8],
+) {
+    match local_dir {
+        Some(dir) => std::fs::write(dir.join(key), bytes).expect("write"),
+        None => overwrite(store, key, bytes, PutOptions::default()).await,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_backups_need_the_right_intact_key_before_anything_is_touched_file_store() {
+    let db = TestDb::create("lb-age-refuse");
+    db.sql(&small_fixture(20_000));
+    let (dir, store) = local_store();
+    let env = run_env(&db.server, &file_url(&dir));
+    encrypted_refusals(&db, store, env, Some(dir.path())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_backups_need_the_right_intact_key_before_anything_is_touched_fake_gcs() {
+    let db = TestDb::create("lb-age-refuse-gcs");
+    db.sql(&small_fixture(20_000));
+    let store = gcs_store_with(CHUNK, "backups").await;
+    let env = run_env(&db.server, &store.location().to_string())
+        .with("STORAGE_EMULATOR_HOST", &crate::support::require_env("STORAGE_EMULATOR_HOST"));
+    encrypted_refusals(&db, Arc::new(store), env, None).await;
+}
+
+/// The binary: a malformed identity is a configuration error naming the variable (exit 2);
+/// neither it nor a wrong or right identity ever reaches stdout or the logs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_identity_never_reaches_the_output_of_the_restore_binary() {
+    let db = TestDb::create("lb-age-bin");
+    db.sql(&small_fixture(300));
+    let (dir, store) = local_store();
+    let env = run_env(&db.server, &file_url(&dir));
+    let (key, _) = encrypted_backup(&db, &store, &env).await;
+    let home = tempfile::tempdir().expect("home");
+    let restore = |identity: &str, args: &[&str]| {
+        db_job("restore", home.path(), &db.server, &file_url(&dir))
+            .env("RUST_LOG", "debug")
+            .env("BACKUP_ENCRYPTION_IDENTITY", identity)
+            .args(args)
+            .output()
+            .expect("run restore")
+    };
+    let right = identity_text(&key);
+    let right_secret = right.lines().find(|l| l.starts_with("AGE-SECRET-KEY-")).expect("key line")[15..].to_owned();
+    let wrong = identity_text(&Identities::generate());
+    let wrong_secret = wrong.lines().find(|l| l.starts_with("AGE-SECRET-KEY-")).expect("key line")[15..].to_owned();
+    // One character changed: the checksum no longer matches.
+    let (body, last) = right.trim_end().split_at(right.trim_end().len() - 1);
+    let malformed = format!("{body}{}", if last == "Q" { "P" } else { "Q" });
+    let clean = |out: &std::process::Output| {
+        let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        for secret in [&right_secret, &wrong_secret, &right_secret[..20].to_owned()] {
+            assert!(!all.contains(secret.as_str()), "a secret key in the output:\n{all}");
+        }
+        all
+    };
+    let out = restore(&malformed, &["list", "--database", &db.name]);
+    assert_eq!(out.status.code(), Some(2), "{}", clean(&out));
+    assert!(clean(&out).contains("BACKUP_ENCRYPTION_IDENTITY: item 1 is not an age X25519 identity"));
+
+    let target = unique("lb-age-bin-restored");
+    db.drop_later(&target);
+    let out = restore(&wrong, &["db", "--database", &db.name, "--target", &target]);
+    assert_eq!(out.status.code(), Some(1), "{}", clean(&out));
+    assert!(clean(&out).contains(&key.recipients()[0]));
+    assert!(!db.server.exists(&target));
+    let out = restore(&right, &["db", "--database", &db.name, "--target", &target]);
+    assert_eq!(out.status.code(), Some(0), "{}", clean(&out));
+    assert_eq!(db.server.psql(&target, "SELECT count(*) FROM t"), "300");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

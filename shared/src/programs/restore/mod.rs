@@ -8,6 +8,9 @@
 //!   [--jobs N] [--no-owner] [--no-privileges]`: restores a database backup.
 //! - `restore bucket --source-bucket B … --target-bucket T …`: restores a bucket snapshot with
 //!   server-side copies, implemented in [`crate::bucket::restore`] (wiring in `bucket.rs`).
+//! - `restore keygen --output FILE`: a new age key pair for encrypted backups: the identity
+//!   (secret) into a new file, the recipient (public key) on stdout. Refused on Cloud Run, where
+//!   stdout and files would not stay on a trusted machine.
 
 use std::collections::BTreeMap;
 
@@ -20,6 +23,7 @@ use crate::core::events::{ItemResult, Outcome, RunResult};
 use crate::core::naming::RunId;
 use crate::core::units;
 use crate::db::DbError;
+use crate::db::encryption::{self, Identities};
 use crate::db::restore::{self as db_restore, RestoreSettings, RestoreTarget, Selector};
 use crate::postgres::Connection;
 use crate::postgres::tools::PgTools;
@@ -30,7 +34,7 @@ mod bucket;
 use bucket::BucketArgs;
 
 /// The program's specification.
-pub static SPEC: ProgramSpec = ProgramSpec { name: "restore", vars: &[vars::POSTGRES] };
+pub static SPEC: ProgramSpec = ProgramSpec { name: "restore", vars: &[vars::POSTGRES, vars::DB_RESTORE] };
 
 /// Restores a database backup (streaming into pg_restore) or a bucket snapshot (server-side
 /// copies), verifying checksums.
@@ -69,6 +73,23 @@ pub enum Command {
     /// bytes and metadata are left alone; a different object under a snapshot name is a conflict
     /// and is never overwritten; other target objects are kept.
     Bucket(BucketArgs),
+    /// Create an age key pair for encrypted database backups (BACKUP_ENCRYPTION_RECIPIENTS /
+    /// BACKUP_ENCRYPTION_IDENTITY).
+    ///
+    /// Writes the identity (the SECRET key, in age-keygen's format) into a new file, readable by
+    /// its owner only, and prints the recipient (the public key). Put the public key into
+    /// BACKUP_ENCRYPTION_RECIPIENTS (Terraform variable backup_encryption_recipients) and the
+    /// file into Secret Manager (gcloud secrets versions add ... --data-file FILE), then delete
+    /// the file or keep it offline. Run it on a trusted machine: it refuses to run on Cloud Run.
+    Keygen(KeygenArgs),
+}
+
+/// `restore keygen`.
+#[derive(Debug, Clone, Args)]
+pub struct KeygenArgs {
+    /// A new file for the identity (the secret key); an existing file is never overwritten.
+    #[arg(long, value_name = "FILE")]
+    pub output: std::path::PathBuf,
 }
 
 /// `restore list`.
@@ -117,6 +138,8 @@ pub struct Config {
     pub pg: Connection,
     /// The PostgreSQL client tools.
     pub tools: PgTools,
+    /// Secret keys for encrypted dumps (`BACKUP_ENCRYPTION_IDENTITY`).
+    pub identities: Option<Identities>,
     /// What to do.
     pub command: Command,
 }
@@ -125,6 +148,7 @@ pub struct Config {
 pub fn read(r: &mut Reader<'_>, cli: Option<Cli>) -> Option<Config> {
     let pg = Connection::read(r);
     let tools = PgTools::read(r);
+    let identities = encryption::read_identities(r);
     let command = cli.map(|c| c.command);
     if let Some(Command::Db(a)) = &command
         && (a.database.is_empty() || a.target.as_deref().is_some_and(|t| t.is_empty() || t.len() > 63))
@@ -136,7 +160,16 @@ pub fn read(r: &mut Reader<'_>, cli: Option<Cli>) -> Option<Config> {
     {
         r.problem(ARGUMENTS, e);
     }
-    Some(Config { pg: pg?, tools: tools?, command: command? })
+    if let Some(Command::Keygen(_)) = &command
+        && r.env().get(vars::CLOUD_RUN_JOB.name).is_some()
+    {
+        r.problem(
+            ARGUMENTS,
+            "keygen runs on a trusted workstation, not on Cloud Run (its secret key would land in a container \
+             and its logs); run `restore --once keygen --output FILE` locally",
+        );
+    }
+    Some(Config { pg: pg?, tools: tools?, identities: identities?, command: command? })
 }
 
 /// The program.
@@ -242,11 +275,13 @@ impl App {
             no_owner: args.no_owner,
             no_privileges: args.no_privileges,
             temp_dir: std::env::temp_dir(),
+            identities: self.config.identities.clone(),
         };
         tracing::info!(
             backup_id = manifest.backup_id,
             size = units::bytes(manifest.dump.stored_bytes),
             target = target.name,
+            encrypted_to = manifest.dump.encryption.as_ref().map(|e| e.recipients.join(",")),
             "restoring"
         );
         let done = db_restore::restore_database(&settings, store, &path, &manifest, &target, &ctx.cancel).await?;
@@ -263,16 +298,86 @@ impl Program for App {
             Command::List(args) => self.list(args, result).await,
             Command::Db(args) => self.restore_db(args, &ctx, result).await,
             Command::Bucket(args) => bucket::run(&self.services, args, &ctx, result).await,
+            Command::Keygen(args) => keygen(args, result),
         };
         result.finished_at = Utc::now();
         result
     }
 }
 
+/// `restore keygen`: a new identity into a new owner-only file, its public key on stdout.
+fn keygen(args: &KeygenArgs, mut result: RunResult) -> RunResult {
+    let identity = Identities::generate();
+    let public = identity.recipients().join(",");
+    match write_new_secret_file(&args.output, identity.to_secret_text(Utc::now()).expose()) {
+        Ok(()) => {
+            println!("{public}");
+            eprintln!(
+                "The identity (SECRET key) is in {}: store it in Secret Manager, then delete it or keep it offline.\n\
+                 The recipient (public key) above goes into BACKUP_ENCRYPTION_RECIPIENTS.",
+                args.output.display()
+            );
+            result.summary = format!("new age key pair: public key {public}, identity in {}", args.output.display());
+            result.figures.insert("recipient".into(), public.into());
+        }
+        Err(e) => {
+            result.outcome = Outcome::Failure;
+            result.summary = format!("cannot write the identity to {}: {e}", args.output.display());
+        }
+    }
+    result
+}
+
+/// Creates `path` (never overwriting), readable and writable by its owner only, with `text`.
+fn write_new_secret_file(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::Env;
+
+    #[test]
+    fn keygen_writes_a_new_owner_only_identity_and_never_overwrites() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let output = dir.path().join("key.txt");
+        let c = parse(&["keygen", "--output", output.to_str().expect("utf-8")]).expect("keygen");
+        let Command::Keygen(args) = c.command else { panic!("keygen") };
+        let started = Utc::now();
+        let result = keygen(&args, RunResult::new("restore", "main", "file:///tmp", started));
+        assert_eq!(result.outcome, Outcome::Success, "{result:?}");
+        let text = std::fs::read_to_string(&output).expect("identity file");
+        let identity =
+            Identities::parse(&crate::core::secret::Secret::new(text.clone())).expect("parses").expect("one");
+        let public = identity.recipients()[0].clone();
+        assert_eq!(result.figures["recipient"], public.as_str());
+        assert!(result.summary.contains(&public) && !result.summary.contains("AGE-SECRET-KEY"), "{}", result.summary);
+        assert!(!serde_json::to_string(&result).expect("json").contains("AGE-SECRET-KEY"));
+        assert_eq!(std::fs::metadata(&output).expect("meta").permissions().mode() & 0o777, 0o600);
+        let again = keygen(&args, RunResult::new("restore", "main", "file:///tmp", started));
+        assert_eq!(again.outcome, Outcome::Failure);
+        assert_eq!(std::fs::read_to_string(&output).expect("kept"), text, "never overwritten");
+        // Not on Cloud Run.
+        let env = Env::from_pairs([("PGHOST", "/tmp"), ("CLOUD_RUN_JOB", "restore")]);
+        let e = runtime::configure(&SPEC, ["keygen", "--output", "/tmp/x"], &env, read).expect_err("cloud run");
+        assert!(e.problems[0].message.contains("not on Cloud Run"), "{e}");
+    }
+
+    #[test]
+    fn a_malformed_identity_is_a_problem_that_does_not_show_it() {
+        let env = Env::from_pairs([("PGHOST", "/tmp"), ("BACKUP_ENCRYPTION_IDENTITY", "AGE-SECRET-KEY-1NOTAKEYx")]);
+        let args = ["--once", "list", "--database", "app"];
+        let e = runtime::configure(&SPEC, args, &env, read).expect_err("malformed");
+        assert_eq!(e.problems.len(), 1, "{e}");
+        assert_eq!(e.problems[0].name, "BACKUP_ENCRYPTION_IDENTITY");
+        assert!(!e.to_string().contains("NOTAKEY"), "{e}");
+    }
 
     #[test]
     fn bucket_subcommand_parses() {

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt as _;
-use lifeboat_core::core::db_manifest::{Compression, DB_FORMAT, DB_FORMAT_VERSION, DbManifest, DumpObject};
+use lifeboat_core::core::db_manifest::{Compression, DB_FORMAT, DbManifest, DumpObject, Encryption, EncryptionFormat};
 use lifeboat_core::core::naming::{DbBackupPath, RunId, SUSPICIOUS_METADATA, SnapshotPath};
 use lifeboat_core::core::snapshot_manifest::{
     PartEncoder, SNAPSHOT_FORMAT, SNAPSHOT_FORMAT_VERSION, SnapshotEntry, SnapshotHeader, SnapshotTotals, part_key,
@@ -29,13 +29,50 @@ pub async fn db_backup(
     size: usize,
     complete: bool,
 ) -> DbBackupPath {
+    db_backup_to(store, source, database, run, size, complete, &[]).await
+}
+
+/// [`db_backup`] of an encrypted dump (`dump.pgc.zst.age`, the manifest naming `recipients`).
+pub async fn encrypted_db_backup(
+    store: &dyn ObjectStore,
+    source: &str,
+    database: &str,
+    run: &RunId,
+    size: usize,
+    recipients: &[String],
+) -> DbBackupPath {
+    db_backup_to(store, source, database, run, size, true, recipients).await
+}
+
+async fn db_backup_to(
+    store: &dyn ObjectStore,
+    source: &str,
+    database: &str,
+    run: &RunId,
+    size: usize,
+    complete: bool,
+    recipients: &[String],
+) -> DbBackupPath {
     let path = DbBackupPath { source: source.into(), database: database.into(), run: run.clone() };
     let dump = Bytes::from(vec![b'd'; size]);
-    store.put(&path.dump_key("zst"), dump.clone(), PutOptions::default()).await.expect("put dump");
+    let extension = if recipients.is_empty() { "zst" } else { "zst.age" };
+    store.put(&path.dump_key(extension), dump.clone(), PutOptions::default()).await.expect("put dump");
     if complete {
+        let encryption = (!recipients.is_empty())
+            .then(|| Encryption { format: EncryptionFormat::Age, recipients: recipients.to_vec() });
+        let dump_object = DumpObject {
+            name: format!("dump.pgc.{extension}"),
+            compression: Compression::Zstd,
+            level: 3,
+            uncompressed_bytes: size as u64 * 3,
+            stored_bytes: size as u64,
+            sha256: "00".repeat(32),
+            crc32c: lifeboat_core::store::crc32c_base64(crc32c::crc32c(&dump)),
+            encryption,
+        };
         let manifest = DbManifest {
             format: DB_FORMAT.into(),
-            format_version: DB_FORMAT_VERSION,
+            format_version: dump_object.format_version(),
             backup_id: path.run.to_string(),
             source: source.into(),
             database: database.into(),
@@ -44,15 +81,7 @@ pub async fn db_backup(
             lifeboat_version: env!("CARGO_PKG_VERSION").into(),
             started_at: path.run.started,
             finished_at: path.run.started + chrono::Duration::seconds(30),
-            dump: DumpObject {
-                name: "dump.pgc.zst".into(),
-                compression: Compression::Zstd,
-                level: 3,
-                uncompressed_bytes: size as u64 * 3,
-                stored_bytes: size as u64,
-                sha256: "00".repeat(32),
-                crc32c: lifeboat_core::store::crc32c_base64(crc32c::crc32c(&dump)),
-            },
+            dump: dump_object,
             row_counts: None,
         };
         let options = PutOptions { content_type: Some("application/json".into()), ..PutOptions::default() };
