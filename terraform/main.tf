@@ -62,8 +62,11 @@ locals {
     ALERT_REMINDER_INTERVAL = var.alert_reminder_interval
   }
 
+  # Each caller of monitor on its own endpoint only: the push subscription's identity may call
+  # POST /pubsub and nothing else, the scheduler's POST /check and POST /run (runtime/auth.rs).
   monitor_env = merge(local.common_env, local.freshness_env, {
-    LIFEBOAT_ALLOWED_INVOKERS = join(",", [google_service_account.pubsub_push.email, google_service_account.scheduler.email])
+    LIFEBOAT_ALLOWED_INVOKERS = google_service_account.scheduler.email
+    LIFEBOAT_PUSH_INVOKERS    = google_service_account.pubsub_push.email
   })
 
   apis = [

@@ -453,7 +453,7 @@ class SecretsTest(unittest.TestCase):
             "storage-backup": {"SOURCE_BUCKETS"},
             "prune": {"BACKUP_KEEP_LAST", "BACKUP_KEEP_DAILY", "BACKUP_KEEP_WEEKLY", "BACKUP_KEEP_MONTHLY"},
             "health": freshness,
-            "monitor": freshness | {"LIFEBOAT_ALLOWED_INVOKERS"},
+            "monitor": freshness | {"LIFEBOAT_ALLOWED_INVOKERS", "LIFEBOAT_PUSH_INVOKERS"},
         }
         self.assertEqual(set(all_workloads()), set(own))
         for name, expected in own.items():
@@ -464,6 +464,10 @@ class SecretsTest(unittest.TestCase):
                 if name not in DATABASE_JOBS:
                     self.assertFalse(keys & db, f"{name} gets the database settings")
         self.assertEqual(service_account_refs(TF.locals["monitor_env"]), {"pubsub_push", "scheduler"})
+        # Per-endpoint allow-lists: each identity in its own list, never both in one.
+        lists = {k: service_account_refs(v) for k, v in
+                 re.findall(r"\b(LIFEBOAT_(?:ALLOWED|PUSH)_INVOKERS)\s*=\s*([^,}]+)", TF.locals["monitor_env"])}
+        self.assertEqual(lists, {"LIFEBOAT_ALLOWED_INVOKERS": {"scheduler"}, "LIFEBOAT_PUSH_INVOKERS": {"pubsub_push"}})
 
     def test_cloud_sql_volume_for_database_jobs(self):
         self.assertEqual(TF.locals["pg_host"],

@@ -89,6 +89,8 @@ pub enum Mode {
 }
 
 /// The outcome of reading arguments and environment.
+// Made once per process and matched at once: boxing the settings would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Invocation<C> {
     /// `--help` or `--version`: print this and exit 0.
