@@ -66,6 +66,9 @@ pub enum StartError {
     /// An alert channel cannot be set up.
     #[error(transparent)]
     Channel(#[from] ChannelError),
+    /// The console's job executor cannot be set up.
+    #[error("cannot set up the job executor: {0}")]
+    Executor(String),
     /// A snapshot copies server-side, so its source and the backup store must be of one kind.
     #[error(
         "cannot snapshot {from} into {into}: copies are server-side, so sources and destination must both be gs:// (or both file://)"
@@ -83,7 +86,7 @@ impl Classify for StartError {
         match self {
             Self::Publish(e) => e.kind(),
             Self::Channel(e) => e.kind(),
-            Self::MixedLocations { .. } => ErrorKind::Config,
+            Self::MixedLocations { .. } | Self::Executor(_) => ErrorKind::Config,
             Self::Store(e) => e.kind(),
             Self::Postgres(e) => e.kind(),
         }
