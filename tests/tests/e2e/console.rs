@@ -1,0 +1,264 @@
+//! `console` end to end, through its real binary: locally its actions run the sibling binaries
+//! on the stack's PostgreSQL; "on Cloud Run" (`K_SERVICE`) they go to a stand-in of the Cloud Run
+//! Admin API that checks the path, the body and the OAuth token from the (stood-in) metadata server.
+
+use serde_json::{Value, json};
+
+use crate::support::console::{ACCESS_TOKEN, Client, RunApi, TOKEN, cloud_console, local_console};
+use crate::support::postgres::TestDb;
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+fn jwt(email: &str) -> String {
+    bearer(&lifeboat_core::runtime::auth::unsigned_jwt_for(email))
+}
+
+#[tokio::test]
+async fn every_action_runs_its_job_locally_and_a_restore_needs_its_target_typed_twice() {
+    let db = TestDb::create("console");
+    db.sql("CREATE TABLE t (i int); INSERT INTO t SELECT generate_series(1, 500);");
+    let home = tempfile::tempdir().expect("home");
+    let console = local_console(home.path(), &[("BACKUP_DATABASES", &db.name)]).await;
+    let c = Client::new(&console.base);
+
+    // Pages are readable locally (loopback) without credentials; the database is listed.
+    let overview = reqwest::get(format!("{}/", c.base)).await.expect("overview");
+    assert_eq!(overview.status(), 200);
+    let html = overview.text().await.expect("html");
+    assert!(html.contains(&format!("/api/databases/{}/backup", db.name)), "{html}");
+
+    // Back up now → an execution that ends with the backup listed.
+    let (status, started) = c.act(&format!("/api/databases/{}/backup", db.name), &json!({})).await;
+    assert_eq!(status, 202, "{started}");
+    assert_eq!(started["admin"], "api-token");
+    let execution = &started["executions"][0];
+    assert_eq!(
+        (execution["job"].as_str(), execution["env"]["BACKUP_DATABASES"].as_str()),
+        (Some("db-backup"), Some(db.name.as_str()))
+    );
+    let done = c.wait(execution["url"].as_str().expect("url")).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert!(done["output"].to_string().contains("backup complete"), "{done}");
+    let (status, backups) = c.get(&format!("/api/databases/{}/backups", db.name), &[]).await;
+    assert_eq!(status, 200);
+    let list = backups["backups"].as_array().expect("backups");
+    assert_eq!(list.len(), 1, "{backups}");
+    assert!(list[0]["sha256"].as_str().is_some_and(|s| s.len() == 64) && list[0]["complete"] == true, "{backups}");
+    let backup_id = list[0]["id"].as_str().expect("id").to_owned();
+
+    // The source page shows it with its checksum.
+    let page =
+        reqwest::get(format!("{}/sources/db/{}", c.base, db.name)).await.expect("page").text().await.expect("html");
+    assert!(page.contains(&backup_id) && page.contains(&list[0]["crc32c"].as_str().expect("crc")[..4]), "{page}");
+
+    // Prune preview: the plan, nothing deleted.
+    let (status, started) = c.act("/api/prune/preview", &json!({})).await;
+    assert_eq!(status, 202, "{started}");
+    assert_eq!(started["executions"][0]["args"], json!(["--dry-run"]));
+    let done = c.wait(started["executions"][0]["url"].as_str().expect("url")).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+
+    // Restore: the confirmation must repeat the target; template and maintenance databases and
+    // the source itself are refused; nothing starts for a refused request.
+    let before = c.execution_count().await;
+    let target = format!("{}_restored", db.name);
+    db.drop_later(&target);
+    let restore = format!("/api/databases/{}/restore", db.name);
+    for (body, expected) in [
+        (json!({"target": target, "confirm_target": format!("{target}x")}), "confirm_target"),
+        (json!({"target": "template1", "confirm_target": "template1"}), "never a restore target"),
+        (json!({"target": "postgres", "confirm_target": "postgres"}), "never a restore target"),
+        (json!({"target": db.name, "confirm_target": db.name}), "backed-up database itself"),
+        (json!({"target": target, "confirm_target": target, "before": "last tuesday"}), "RFC 3339"),
+        (json!({"target": target, "confirm_target": target, "backup_id": "nope"}), "not a backup id"),
+    ] {
+        let (status, answer) = c.act(&restore, &body).await;
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert!(answer["error"].as_str().is_some_and(|e| e.contains(expected)), "{body}: {answer}");
+    }
+    let (status, answer) = c
+        .act(&restore, &json!({"target": target, "confirm_target": target, "backup_id": "20200101T000000Z-00000000"}))
+        .await;
+    assert_eq!(status, 404, "{answer}");
+    assert_eq!(c.execution_count().await, before, "refused restores start nothing");
+
+    let (status, started) =
+        c.act(&restore, &json!({"target": target, "confirm_target": target, "backup_id": backup_id})).await;
+    assert_eq!(status, 202, "{started}");
+    let done = c.wait(started["executions"][0]["url"].as_str().expect("url")).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(db.server.psql(&target, "SELECT count(*) FROM t"), "500");
+
+    // Full backup: both jobs at once.
+    let (status, started) = c.act("/api/backup", &json!({})).await;
+    assert_eq!(status, 202, "{started}");
+    let jobs: Vec<&str> =
+        started["executions"].as_array().expect("list").iter().filter_map(|e| e["job"].as_str()).collect();
+    assert_eq!(jobs, ["db-backup", "storage-backup"]);
+    for e in started["executions"].as_array().expect("list") {
+        c.wait(e["url"].as_str().expect("url")).await;
+    }
+}
+
+#[tokio::test]
+async fn bad_input_and_missing_credentials_are_4xx_with_a_reason_and_start_nothing() {
+    let db = TestDb::create("console-bad");
+    let home = tempfile::tempdir().expect("home");
+    let console = local_console(home.path(), &[("BACKUP_DATABASES", &db.name), ("SOURCE_BUCKETS", "media")]).await;
+    let c = Client::new(&console.base);
+    let token = [("authorization", bearer(TOKEN))];
+
+    // No credentials, a wrong token, an (unverifiable) ID token off Cloud Run: 401.
+    let backup = format!("/api/databases/{}/backup", db.name);
+    assert_eq!(c.post(&backup, &json!({}), &[]).await.0, 401);
+    assert_eq!(c.post(&backup, &json!({}), &[("authorization", bearer("not-the-token-0000000"))]).await.0, 401);
+    assert_eq!(c.post(&backup, &json!({}), &[("authorization", jwt("admin@example.com"))]).await.0, 401);
+
+    let cases: Vec<(String, Value, u16, &str)> = vec![
+        ("/api/databases/no-such-db/backup".into(), json!({}), 404, "no database"),
+        ("/api/buckets/no-such-bucket/snapshot".into(), json!({}), 404, "no bucket"),
+        ("/api/databases/no-such-db/restore".into(), json!({"target": "x", "confirm_target": "x"}), 404, "no database"),
+        (backup.clone(), json!({"database": "other"}), 400, "unknown field"),
+        (format!("/api/databases/{}/restore", db.name), json!({"target": "x"}), 400, "confirm_target"),
+        (
+            format!("/api/databases/{}/restore", db.name),
+            json!({"target": "x", "confirm_target": "x", "before": "2026-13-45"}),
+            400,
+            "RFC 3339",
+        ),
+        (
+            "/api/buckets/media/restore".into(),
+            json!({"target_bucket": "media-copy", "dry_run": false}),
+            400,
+            "confirm_target",
+        ),
+        (
+            "/api/buckets/media/restore".into(),
+            json!({"target_bucket": "a", "target_prefix": "../x"}),
+            400,
+            "folder path",
+        ),
+    ];
+    for (path, body, expected, reason) in &cases {
+        let (status, answer) = c.post(path, body, &token).await;
+        assert_eq!(status, *expected, "{path} {body}: {answer}");
+        assert!(answer["error"].as_str().is_some_and(|e| e.contains(reason)), "{path} {body}: {answer}");
+    }
+
+    // Not JSON (a form post, as a forged cross-site form would send): 415. Another origin: 403.
+    let http = reqwest::Client::new();
+    let form = http
+        .post(format!("{}{backup}", c.base))
+        .header("authorization", bearer(TOKEN))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("a=b")
+        .send()
+        .await
+        .expect("form");
+    assert_eq!(form.status(), 415);
+    let (status, answer) =
+        c.post(&backup, &json!({}), &[token[0].clone(), ("origin", "https://evil.example".into())]).await;
+    assert_eq!(status, 403, "{answer}");
+
+    // A huge body: 413, read no further than the limit.
+    let huge = http
+        .post(format!("{}{backup}", c.base))
+        .header("authorization", bearer(TOKEN))
+        .header("content-type", "application/json")
+        .body(vec![b' '; 2 * 1024 * 1024])
+        .send()
+        .await;
+    if let Ok(resp) = huge {
+        assert_eq!(resp.status(), 413);
+    }
+
+    assert_eq!(c.execution_count().await, 0, "no refused request started a job");
+}
+
+#[tokio::test]
+async fn on_cloud_run_actions_start_jobs_through_the_admin_api_for_admins_only() {
+    let api = RunApi::start().await;
+    let home = tempfile::tempdir().expect("home");
+    let admin = "admin@example.com";
+    let viewer = "viewer@example.com";
+    let console = cloud_console(
+        home.path(),
+        &api,
+        &[
+            ("LIFEBOAT_ADMINS", admin),
+            ("LIFEBOAT_VIEWERS", viewer),
+            ("BACKUP_DATABASES", "app"),
+            ("SOURCE_BUCKETS", "media/photos"),
+        ],
+    )
+    .await;
+    let c = Client::new(&console.base);
+
+    // Reads: viewers and admins; nobody else.
+    assert_eq!(c.get("/api/status", &[("authorization", jwt(viewer))]).await.0, 200);
+    assert_eq!(c.get("/api/status", &[("x-serverless-authorization", jwt(admin))]).await.0, 200);
+    assert_eq!(c.get("/api/status", &[("authorization", jwt("stranger@example.com"))]).await.0, 403);
+    assert_eq!(c.get("/api/status", &[]).await.0, 401, "on Cloud Run nothing is open");
+    assert_eq!(c.get("/", &[]).await.0, 401);
+
+    // Actions: admins only; two headers naming different callers are refused.
+    assert_eq!(c.post("/api/databases/app/backup", &json!({}), &[("authorization", jwt(viewer))]).await.0, 403);
+    let lying = [("x-serverless-authorization", jwt(viewer)), ("authorization", jwt(admin))];
+    assert_eq!(c.post("/api/databases/app/backup", &json!({}), &lying).await.0, 401);
+    assert!(api.runs().is_empty(), "no refused request reached the Admin API");
+
+    let as_admin = [("x-serverless-authorization", jwt(admin))];
+    let (status, started) = c.post("/api/databases/app/backup", &json!({}), &as_admin).await;
+    assert_eq!(status, 202, "{started}");
+    assert_eq!(started["admin"], admin);
+    let e = &started["executions"][0];
+    assert_eq!(e["job"], "db-backup");
+    assert!(
+        e["name"].as_str().is_some_and(
+            |n| n.starts_with("projects/lifeboat-test/locations/europe-west1/jobs/db-backup/executions/db-backup-")
+        ),
+        "{e}"
+    );
+
+    let (status, started) = c.post("/api/buckets/media/snapshot", &json!({}), &as_admin).await;
+    assert_eq!(status, 202, "{started}");
+    let restore = json!({"target": "app_copy", "confirm_target": "app_copy", "before": "2026-11-26T03:00:00Z"});
+    // No backup of app exists in the store: a restore has nothing to take.
+    assert_eq!(c.post("/api/databases/app/restore", &restore, &as_admin).await.0, 404);
+
+    let runs = api.runs();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert_eq!(runs[0].path, "/v2/projects/lifeboat-test/locations/europe-west1/jobs/db-backup:run");
+    assert_eq!(
+        runs[0].body,
+        json!({"overrides": {"containerOverrides": [{"env": [{"name": "BACKUP_DATABASES", "value": "app"}]}]}})
+    );
+    assert_eq!(runs[1].path, "/v2/projects/lifeboat-test/locations/europe-west1/jobs/storage-backup:run");
+    assert_eq!(runs[1].body["overrides"]["containerOverrides"][0]["env"][0]["value"], "media/photos");
+    for run in &runs {
+        assert_eq!(run.authorization.as_deref(), Some(format!("Bearer {ACCESS_TOKEN}").as_str()));
+    }
+    let token_fetches = api.seen().iter().filter(|s| s.path.contains("/computeMetadata/")).count();
+    assert_eq!(token_fetches, 1, "the token is reused until it nears its expiry");
+
+    // The execution is followed through the API; the page says what Cloud Run can tell.
+    let url = e["url"].as_str().expect("url");
+    let (status, followed) = c.get(&format!("/api{url}"), &[("authorization", jwt(viewer))]).await;
+    assert_eq!(status, 200, "{followed}");
+    assert_eq!(followed["state"], "succeeded");
+    let page = reqwest::Client::new()
+        .get(format!("{}{url}", c.base))
+        .header("authorization", jwt(viewer))
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("html");
+    assert!(page.contains("Cloud Logging") && page.contains("tasks: 0 running, 1 succeeded"), "{page}");
+    let (status, list) = c.get("/api/executions", &[("authorization", jwt(viewer))]).await;
+    assert_eq!(status, 200);
+    assert_eq!(list["executions"].as_array().map(Vec::len), Some(2), "{list}");
+}
