@@ -164,16 +164,19 @@ pub fn overview(
         }
         div.scroll { table {
             thead { tr {
-                th { "status" } th { "source" } th { "kind" } th { "newest backup" } th.num { "age" }
+                th { "status" } th { "source" } th { "action" } th { "newest backup" } th.num { "age" }
                 @if any_verified { th.num { "verified age" } }
-                th.num { "size" } th.num { "backups" } th.num { "stored" } th { "sizes" } th { "action" }
+                th.num { "size" } th.num { "backups" } th.num { "stored" } th { "sizes" }
             } }
             tbody {
                 @for r in rows {
                     tr.row.source style={ "--c:" (colour(r.status)) } data-name=(r.label()) {
                         td { (pill(r.status)) }
-                        td { a href=(source_url(r)) { strong { (r.label()) } } }
-                        td { (match r.kind { Kind::Database => "database", Kind::Bucket => "bucket" }) }
+                        td { a href=(source_url(r)) { strong { (r.label()) } } br; span.sub { (match r.kind { Kind::Database => "database", Kind::Bucket => "bucket" }) } }
+                        td { @match r.kind {
+                            Kind::Database => (action_button(&format!("/api/databases/{}/backup", url_segment(&r.name)), "Back up now", "", None)),
+                            Kind::Bucket => (action_button(&format!("/api/buckets/{}/snapshot", url_segment(&r.source)), "Snapshot now", "", None)),
+                        } }
                         td.id { (r.newest_backup.as_deref().unwrap_or(NONE)) }
                         td.num { (age(r.age_seconds)) }
                         @if any_verified { td.num { (age(verified_age(r))) } }
@@ -181,13 +184,9 @@ pub fn overview(
                         td.num.count { (r.complete_backups) }
                         td.num { (units::bytes(r.total_bytes)) }
                         td { (sparkline(&r.recent_sizes, r.status)) }
-                        td { @match r.kind {
-                            Kind::Database => (action_button(&format!("/api/databases/{}/backup", url_segment(&r.name)), "Back up now", "", None)),
-                            Kind::Bucket => (action_button(&format!("/api/buckets/{}/snapshot", url_segment(&r.source)), "Snapshot now", "", None)),
-                        } }
                     }
                 }
-                @if rows.is_empty() { tr { td colspan="11" { "No sources: set BACKUP_DATABASES / SOURCE_BUCKETS, or back something up." } } }
+                @if rows.is_empty() { tr { td colspan="10" { "No sources: set BACKUP_DATABASES / SOURCE_BUCKETS, or back something up." } } }
             }
         } }
         h2 { "Recent executions" }

@@ -262,3 +262,56 @@ async fn on_cloud_run_actions_start_jobs_through_the_admin_api_for_admins_only()
     assert_eq!(status, 200);
     assert_eq!(list["executions"].as_array().map(Vec::len), Some(2), "{list}");
 }
+
+/// Where the screenshot of the browser test goes: `target/screenshots/`, and with
+/// `LIFEBOAT_BLESS=1` also `docs/console.png` (the README shows that one).
+fn screenshot_paths() -> Vec<std::path::PathBuf> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut paths = vec![root.join("target/screenshots/console.png")];
+    if std::env::var_os("LIFEBOAT_BLESS").is_some() {
+        paths.push(root.join("docs/console.png"));
+    }
+    paths
+}
+
+#[tokio::test]
+async fn a_browser_backs_up_a_database_from_the_overview_and_sees_the_new_backup() {
+    use fantoccini::Locator;
+
+    let db = TestDb::create("console-browser");
+    db.sql("CREATE TABLE orders (id int PRIMARY KEY, note text); INSERT INTO orders SELECT g, 'order ' || g FROM generate_series(1, 2000) g;");
+    let home = tempfile::tempdir().expect("home");
+    let console = local_console(home.path(), &[("BACKUP_DATABASES", &db.name)]).await;
+    let browser = crate::support::browser::Browser::start().await;
+    let b = &browser.client;
+
+    // The token travels in the fragment (never sent to the server); the page keeps it for the tab.
+    b.goto(&format!("{}/#token={TOKEN}", console.base)).await.expect("open the overview");
+    let row = format!(r#"tr.source[data-name="main/{}"]"#, db.name);
+    let count =
+        b.find(Locator::Css(&format!("{row} td.count"))).await.expect("the database's row").text().await.expect("text");
+    assert_eq!(count, "0", "no backup yet");
+    assert!(!b.current_url().await.expect("url").as_str().contains("token="), "the token left the address bar");
+
+    b.find(Locator::Css(&format!("{row} button"))).await.expect("Back up now").click().await.expect("click");
+    browser
+        .wait_for(60, "the execution page to show success", |url, source| {
+            url.contains("/executions/db-backup/") && source.contains(">succeeded<")
+        })
+        .await;
+
+    b.goto(&format!("{}/", console.base)).await.expect("back to the overview");
+    let count = b.find(Locator::Css(&format!("{row} td.count"))).await.expect("row").text().await.expect("text");
+    assert_eq!(count, "1", "the new backup is listed");
+    let shot = b.screenshot().await.expect("screenshot");
+    assert!(shot.starts_with(b"\x89PNG") && shot.len() > 10_000, "a real PNG ({} bytes)", shot.len());
+    for path in screenshot_paths() {
+        std::fs::create_dir_all(path.parent().expect("dir")).expect("screenshot dir");
+        std::fs::write(&path, &shot).expect("save the screenshot");
+    }
+
+    b.find(Locator::Css(&format!("{row} a"))).await.expect("link").click().await.expect("open the source page");
+    let page = browser.wait_for(10, "the database's page", |url, _| url.contains("/sources/db/")).await;
+    assert_eq!(page.matches(r#"<tr class="backup">"#).count(), 1, "{page}");
+    browser.client.clone().close().await.expect("close the session");
+}

@@ -11,12 +11,14 @@
 //! - [`pubsub`]: topics and subscriptions on the Pub/Sub emulator.
 //! - [`slack`]: the Slack stand-in.
 //! - [`binaries`]: the programs' real binaries, run with a clean environment.
+//! - [`browser`]: headless Chromium through chromedriver (WebDriver).
 //! - [`console`]: the `console` binary, and a stand-in of the Cloud Run Admin API.
 //!
 //! Every server a test starts binds port 0 (or a Unix socket) and the port is read back, so tests
 //! running at the same time never race for a port.
 
 pub mod binaries;
+pub mod browser;
 pub mod buckets;
 pub mod console;
 pub mod db;
