@@ -69,6 +69,21 @@ locals {
     LIFEBOAT_PUSH_INVOKERS    = google_service_account.pubsub_push.email
   })
 
+  # The console: what it reads (like health), the jobs it starts, who may use it. Members are
+  # IAM principals: service accounts by their address, everyone else as a user.
+  console_jobs = ["db-backup", "storage-backup", "prune", "restore"]
+  console_members = {
+    for email in distinct(concat(var.console_admins, var.console_viewers)) :
+    email => endswith(email, ".gserviceaccount.com") ? "serviceAccount:${email}" : "user:${email}"
+  }
+  console_env = merge(local.common_env, local.freshness_env, {
+    BACKUP_DATABASES = join(",", var.databases)
+    SOURCE_BUCKETS   = join(",", var.source_buckets)
+    LIFEBOAT_ADMINS  = join(",", var.console_admins)
+    LIFEBOAT_VIEWERS = join(",", var.console_viewers)
+    LIFEBOAT_REGION  = var.region
+  })
+
   apis = [
     "artifactregistry.googleapis.com",
     "cloudbuild.googleapis.com",

@@ -265,6 +265,8 @@ pub struct Common {
     pub upload_chunk_bytes: usize,
     /// Notification e-mails (documented for Terraform; shown in alerts).
     pub alert_emails: Vec<String>,
+    /// How often long work logs a progress line (zero: never).
+    pub progress_interval: Duration,
 }
 
 impl Common {
@@ -304,6 +306,7 @@ impl Common {
         }
         r.cron(&SCHEDULE);
         let chunk_mib = r.number_in(&UPLOAD_CHUNK_MIB, 1, 1024);
+        let progress_interval = r.duration(&PROGRESS_INTERVAL);
         let auth = AuthConfig::read(r);
         if results_topic.is_some() && project.is_none() && r.env().get("PUBSUB_EMULATOR_HOST").is_none() {
             // On Cloud Run the project comes from the metadata server; elsewhere it must be given.
@@ -321,6 +324,7 @@ impl Common {
             auth: auth?,
             upload_chunk_bytes: usize::try_from(chunk_mib?).ok()? * 1024 * 1024,
             alert_emails,
+            progress_interval: progress_interval?,
         })
     }
 }

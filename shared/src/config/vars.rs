@@ -132,6 +132,7 @@ pub const COMMON: &[&Var] = &[
     &SCHEDULE,
     &ALERT_EMAILS,
     &UPLOAD_CHUNK_MIB,
+    &PROGRESS_INTERVAL,
     &ALLOWED_INVOKERS,
     &PUSH_INVOKERS,
     &API_TOKEN,
@@ -320,14 +321,12 @@ var!(
     PROGRESS_INTERVAL,
     "LIFEBOAT_PROGRESS_INTERVAL",
     Some("30s"),
-    "How often long work (dumps, snapshots, restores) logs a progress line: done, rate, estimated total and time left."
+    "How often long work (dumps, snapshots, restores) logs a progress line: done, rate, estimated total and time left; 0s turns the lines off."
 );
 
 /// Variables `console` reads besides [`COMMON`].
 pub const CONSOLE: &[&Var] =
     &[&ADMINS, &VIEWERS, &REGION, &RUN_API_URL, &METADATA_HOST, &MAX_AGE, &DATABASES, &SOURCE_BUCKETS];
-/// Variables of the programs that report progress.
-pub const PROGRESS: &[&Var] = &[&PROGRESS_INTERVAL];
 
 /// Variables `health` reads besides [`COMMON`].
 pub const HEALTH: &[&Var] = &[&MAX_AGE];
@@ -343,5 +342,4 @@ pub const GROUPS: &[(&str, &[&Var])] = &[
     ("prune", PRUNE),
     ("health and monitor", MONITOR),
     ("console", CONSOLE),
-    ("progress (db-backup, storage-backup, restore)", PROGRESS),
 ];

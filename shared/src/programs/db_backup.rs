@@ -160,6 +160,7 @@ impl App {
                 threads: self.config.threads,
             },
             row_counts: self.config.row_counts,
+            progress_interval: self.services.common.progress_interval,
         };
         Ok((settings, targets))
     }

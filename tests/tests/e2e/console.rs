@@ -41,6 +41,13 @@ async fn every_action_runs_its_job_locally_and_a_restore_needs_its_target_typed_
     let done = c.wait(execution["url"].as_str().expect("url")).await;
     assert_eq!(done["state"], "succeeded", "{done}");
     assert!(done["output"].to_string().contains("backup complete"), "{done}");
+    // The job's progress line (its last one, "done") is what the page shows of it.
+    assert!(
+        done["progress"]
+            .as_str()
+            .is_some_and(|p| p.starts_with(&format!("dump of {}: ", db.name)) && p.contains("(done)")),
+        "{done}"
+    );
     let (status, backups) = c.get(&format!("/api/databases/{}/backups", db.name), &[]).await;
     assert_eq!(status, 200);
     let list = backups["backups"].as_array().expect("backups");
@@ -90,6 +97,10 @@ async fn every_action_runs_its_job_locally_and_a_restore_needs_its_target_typed_
     let done = c.wait(started["executions"][0]["url"].as_str().expect("url")).await;
     assert_eq!(done["state"], "succeeded", "{done}");
     assert_eq!(db.server.psql(&target, "SELECT count(*) FROM t"), "500");
+    assert!(
+        done["progress"].as_str().is_some_and(|p| p.contains(&format!("into {target}")) && p.contains("of ~")),
+        "{done}"
+    );
 
     // Full backup: both jobs at once.
     let (status, started) = c.act("/api/backup", &json!({})).await;

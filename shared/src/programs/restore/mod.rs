@@ -242,6 +242,7 @@ impl App {
             no_owner: args.no_owner,
             no_privileges: args.no_privileges,
             temp_dir: std::env::temp_dir(),
+            progress_interval: self.services.common.progress_interval,
         };
         tracing::info!(
             backup_id = manifest.backup_id,
