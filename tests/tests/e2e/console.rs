@@ -191,6 +191,7 @@ async fn bad_input_and_missing_credentials_are_4xx_with_a_reason_and_start_nothi
 #[tokio::test]
 async fn on_cloud_run_actions_start_jobs_through_the_admin_api_for_admins_only() {
     let api = RunApi::start().await;
+    let results = crate::support::pubsub::pubsub_fixture().await;
     let home = tempfile::tempdir().expect("home");
     let admin = "admin@example.com";
     let viewer = "viewer@example.com";
@@ -202,6 +203,8 @@ async fn on_cloud_run_actions_start_jobs_through_the_admin_api_for_admins_only()
             ("LIFEBOAT_VIEWERS", viewer),
             ("BACKUP_DATABASES", "app"),
             ("SOURCE_BUCKETS", "media/photos"),
+            ("LIFEBOAT_RESULTS_TOPIC", &results.topic_id),
+            ("PUBSUB_EMULATOR_HOST", &results.host),
         ],
     )
     .await;
@@ -227,9 +230,10 @@ async fn on_cloud_run_actions_start_jobs_through_the_admin_api_for_admins_only()
     let e = &started["executions"][0];
     assert_eq!(e["job"], "db-backup");
     assert!(
-        e["name"].as_str().is_some_and(
-            |n| n.starts_with("projects/lifeboat-test/locations/europe-west1/jobs/db-backup/executions/db-backup-")
-        ),
+        e["name"]
+            .as_str()
+            .is_some_and(|n| n
+                .starts_with("projects/lifeboat-local/locations/europe-west1/jobs/db-backup/executions/db-backup-")),
         "{e}"
     );
 
@@ -241,16 +245,46 @@ async fn on_cloud_run_actions_start_jobs_through_the_admin_api_for_admins_only()
 
     let runs = api.runs();
     assert_eq!(runs.len(), 2, "{runs:?}");
-    assert_eq!(runs[0].path, "/v2/projects/lifeboat-test/locations/europe-west1/jobs/db-backup:run");
+    assert_eq!(runs[0].path, "/v2/projects/lifeboat-local/locations/europe-west1/jobs/db-backup:run");
     assert_eq!(
         runs[0].body,
         json!({"overrides": {"containerOverrides": [{"env": [{"name": "BACKUP_DATABASES", "value": "app"}]}]}})
     );
-    assert_eq!(runs[1].path, "/v2/projects/lifeboat-test/locations/europe-west1/jobs/storage-backup:run");
+    assert_eq!(runs[1].path, "/v2/projects/lifeboat-local/locations/europe-west1/jobs/storage-backup:run");
     assert_eq!(runs[1].body["overrides"]["containerOverrides"][0]["env"][0]["value"], "media/photos");
     for run in &runs {
         assert_eq!(run.authorization.as_deref(), Some(format!("Bearer {ACCESS_TOKEN}").as_str()));
     }
+    // The audit trail: one `console` result event per action, naming the admin.
+    let mut audit = Vec::new();
+    for _ in 0..20 {
+        for m in results.pull().await {
+            let event = lifeboat_core::core::events::Event::from_json(&m.message.data).expect("an event");
+            m.ack().await.expect("ack");
+            audit.push(event.data);
+        }
+        if audit.len() >= 2 {
+            break;
+        }
+    }
+    let mut actions: Vec<(String, String)> = audit
+        .iter()
+        .map(|r| {
+            assert_eq!(r.program, "console");
+            (
+                r.figures["action"].as_str().unwrap_or_default().to_owned(),
+                r.figures["admin"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    actions.sort();
+    assert_eq!(
+        actions,
+        [("backup-database".to_owned(), admin.to_owned()), ("snapshot-bucket".to_owned(), admin.to_owned())],
+        "{audit:?}"
+    );
+    assert!(audit.iter().all(|r| r.summary.starts_with(admin)), "{audit:?}");
+
     let token_fetches = api.seen().iter().filter(|s| s.path.contains("/computeMetadata/")).count();
     assert_eq!(token_fetches, 1, "the token is reused until it nears its expiry");
 

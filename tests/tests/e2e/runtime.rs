@@ -18,13 +18,14 @@ use tokio::sync::Notify;
 use crate::support::binaries::{Service, command};
 use crate::support::stack::{Served, local_store, services_on};
 
-const PROGRAMS: [&ProgramSpec; 6] = [
+const PROGRAMS: [&ProgramSpec; 7] = [
     &programs::db_backup::SPEC,
     &programs::storage_backup::SPEC,
     &programs::restore::SPEC,
     &programs::prune::SPEC,
     &programs::health::SPEC,
     &programs::monitor::SPEC,
+    &programs::console::SPEC,
 ];
 
 #[test]

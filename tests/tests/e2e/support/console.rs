@@ -270,7 +270,8 @@ pub async fn cloud_console(home: &Path, api: &RunApi, vars: &[(&str, &str)]) -> 
     let mut c = command("console", home);
     c.env("LIFEBOAT_DESTINATION", format!("file://{}/backups", home.display()))
         .env("K_SERVICE", "console")
-        .env("GOOGLE_CLOUD_PROJECT", "lifeboat-test")
+        // The Pub/Sub emulator's project, so that the audit events can be pulled back.
+        .env("GOOGLE_CLOUD_PROJECT", "lifeboat-local")
         .env("LIFEBOAT_REGION", "europe-west1")
         .env("LIFEBOAT_RUN_API_URL", &api.url)
         .env("GCE_METADATA_HOST", &api.host)
