@@ -172,6 +172,10 @@ async fn bad_input_and_missing_credentials_are_4xx_with_a_reason_and_start_nothi
     let (status, answer) =
         c.post(&backup, &json!({}), &[token[0].clone(), ("origin", "https://evil.example".into())]).await;
     assert_eq!(status, 403, "{answer}");
+    for site in ["cross-site", "same-site"] {
+        let (status, answer) = c.post(&backup, &json!({}), &[token[0].clone(), ("sec-fetch-site", site.into())]).await;
+        assert_eq!(status, 403, "{site}: {answer}");
+    }
 
     // A huge body: 413, read no further than the limit.
     let huge = http
@@ -223,7 +227,13 @@ async fn on_cloud_run_actions_start_jobs_through_the_admin_api_for_admins_only()
     assert_eq!(c.post("/api/databases/app/backup", &json!({}), &lying).await.0, 401);
     assert!(api.runs().is_empty(), "no refused request reached the Admin API");
 
-    let as_admin = [("x-serverless-authorization", jwt(admin))];
+    // Through `gcloud run services proxy` the page's origin (localhost) is not the Host the
+    // service sees; the browser's Sec-Fetch-Site says it is the console's own page.
+    let as_admin = [
+        ("x-serverless-authorization", jwt(admin)),
+        ("origin", "http://localhost:8080".to_owned()),
+        ("sec-fetch-site", "same-origin".to_owned()),
+    ];
     let (status, started) = c.post("/api/databases/app/backup", &json!({}), &as_admin).await;
     assert_eq!(status, 202, "{started}");
     assert_eq!(started["admin"], admin);

@@ -62,7 +62,12 @@ fn execution_json(e: &Execution) -> serde_json::Value {
     v
 }
 
-/// CSRF guard of actions (see the module docs of `console`): JSON only, same origin only.
+/// CSRF guard of actions (see the module docs of `console`): JSON only, and nothing a browser
+/// says came from another site. Browsers tell with `Sec-Fetch-Site`; only `same-origin` (the
+/// console's own page) and `none` (typed by the user) pass. `Origin` is compared with `Host`
+/// only when a browser too old for `Sec-Fetch-Site` sent it: behind `gcloud run services proxy`
+/// the `Host` is the service's, not the page's, so the comparison would refuse the console's own
+/// page.
 fn same_origin_json(request: &HttpRequest) -> Result<(), HttpResponse> {
     let header = |name: &str| request.headers.get(name).and_then(|v| v.to_str().ok());
     let is_json = header("content-type")
@@ -74,8 +79,12 @@ fn same_origin_json(request: &HttpRequest) -> Result<(), HttpResponse> {
             "actions take a JSON body: send Content-Type: application/json",
         ));
     }
-    if header("sec-fetch-site") == Some("cross-site") {
-        return Err(HttpResponse::error(StatusCode::FORBIDDEN, "cross-site requests may not act"));
+    match header("sec-fetch-site") {
+        Some("same-origin" | "none") => return Ok(()),
+        Some(site) => {
+            return Err(HttpResponse::error(StatusCode::FORBIDDEN, format!("{site} requests may not act")));
+        }
+        None => {}
     }
     if let (Some(origin), Some(host)) = (header("origin"), header("host")) {
         let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);

@@ -19,8 +19,8 @@
 //! behind `gcloud run services proxy` the proxy's identity. So an action must be something a
 //! foreign page cannot send without the browser asking us first: it must be `POST` with
 //! `Content-Type: application/json` (anything else is 415; a cross-origin JSON `POST` needs a
-//! CORS preflight, which we never grant), and a request whose `Origin` or `Sec-Fetch-Site` says
-//! it comes from another site is refused (403). There are no cookies and no HTML forms that
+//! CORS preflight, which we never grant), and a request whose `Sec-Fetch-Site` (or, from a
+//! browser too old for it, `Origin`) says it comes from another site is refused (403). There are no cookies and no HTML forms that
 //! post on their own: the page's script sends the JSON with the token it was given in the
 //! URL fragment (never sent to a server, never logged), or none behind the proxy.
 
