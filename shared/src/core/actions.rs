@@ -302,10 +302,31 @@ pub struct BucketRestoreBody {
 }
 
 impl BucketRestoreBody {
-    /// Checks the request for `bucket`; `backup_bucket` is the backup store's own bucket.
+    /// Checks the request for `bucket`; `backup_bucket` is the backup store's own bucket, `None`
+    /// for a `file://` backup store, whose restores go to `file:///DIR` targets (as `restore
+    /// bucket` takes them).
     pub fn check(&self, bucket: &str, backup_bucket: Option<&str>) -> Result<Action, BadInput> {
-        check_name("target_bucket", &self.target_bucket)?;
-        if backup_bucket == Some(self.target_bucket.as_str()) {
+        match self.target_bucket.strip_prefix("file://") {
+            Some(dir) if backup_bucket.is_none() => {
+                let clean = dir.starts_with('/')
+                    && !dir.split('/').any(|s| s == "..")
+                    && !dir.chars().any(char::is_control)
+                    && dir.len() <= 1024;
+                if !clean {
+                    return Err(BadInput(format!(
+                        "target_bucket {:?} must be file:///ABSOLUTE/DIR",
+                        self.target_bucket
+                    )));
+                }
+            }
+            Some(_) => {
+                return Err(BadInput("file:// targets are for a file:// backup store; name a bucket".to_owned()));
+            }
+            None => {
+                check_name("target_bucket", self.target_bucket.strip_prefix("gs://").unwrap_or(&self.target_bucket))?
+            }
+        }
+        if backup_bucket == Some(self.target_bucket.trim_start_matches("gs://")) {
             return Err(BadInput(format!(
                 "{:?} is the backup store itself: never a restore target",
                 self.target_bucket
@@ -405,8 +426,13 @@ mod tests {
         assert!(real.check("media", None).expect_err("unconfirmed").0.contains("confirm_target"));
         let confirmed = BucketRestoreBody { confirm_target: Some("media-restored".into()), ..real };
         assert!(!confirmed.check("media", None).expect("real").requests()[0].args.contains(&"--dry-run".to_owned()));
-        let into_backups = BucketRestoreBody { target_bucket: "backups".into(), ..body.clone() };
+        let into_backups = BucketRestoreBody { target_bucket: "gs://backups".into(), ..body.clone() };
         assert!(into_backups.check("media", Some("backups")).is_err());
+        let local = BucketRestoreBody { target_bucket: "file:///srv/restored".into(), ..body.clone() };
+        assert!(local.check("media", None).is_ok());
+        assert!(local.check("media", Some("backups")).is_err(), "file:// targets only with a file:// store");
+        let sneaky = BucketRestoreBody { target_bucket: "file:///srv/../etc".into(), ..body.clone() };
+        assert!(sneaky.check("media", None).is_err());
         let escape = BucketRestoreBody { target_prefix: Some("a/../b".into()), ..body };
         assert!(escape.check("media", None).is_err());
     }

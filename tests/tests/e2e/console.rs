@@ -20,7 +20,13 @@ async fn every_action_runs_its_job_locally_and_a_restore_needs_its_target_typed_
     let db = TestDb::create("console");
     db.sql("CREATE TABLE t (i int); INSERT INTO t SELECT generate_series(1, 500);");
     let home = tempfile::tempdir().expect("home");
-    let console = local_console(home.path(), &[("BACKUP_DATABASES", &db.name)]).await;
+    // A local "bucket": a directory snapshotted through a file:// source.
+    let uploads = home.path().join("src/uploads");
+    std::fs::create_dir_all(uploads.join("photos")).expect("source dir");
+    std::fs::write(uploads.join("photos/a.jpg"), b"not really a jpeg").expect("object");
+    std::fs::write(uploads.join("notes.txt"), b"hello").expect("object");
+    let source = format!("file://{}", uploads.display());
+    let console = local_console(home.path(), &[("BACKUP_DATABASES", &db.name), ("SOURCE_BUCKETS", &source)]).await;
     let c = Client::new(&console.base);
 
     // Pages are readable locally (loopback) without credentials; the database is listed.
@@ -101,6 +107,46 @@ async fn every_action_runs_its_job_locally_and_a_restore_needs_its_target_typed_
         done["progress"].as_str().is_some_and(|p| p.contains(&format!("into {target}")) && p.contains("of ~")),
         "{done}"
     );
+
+    // Snapshot the bucket now, then restore it: a dry run first (nothing written), then for real.
+    let (status, started) = c.act("/api/buckets/uploads/snapshot", &json!({})).await;
+    assert_eq!(status, 202, "{started}");
+    assert_eq!(started["executions"][0]["env"]["SOURCE_BUCKETS"], source.as_str());
+    let done = c.wait(started["executions"][0]["url"].as_str().expect("url")).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let (status, snapshots) = c.get("/api/buckets/uploads/snapshots", &[]).await;
+    assert_eq!(status, 200, "{snapshots}");
+    assert_eq!(snapshots["snapshots"][0]["objects"], 2, "{snapshots}");
+    let restored = home.path().join("restored");
+    let target = format!("file://{}", restored.display());
+    let (status, started) = c.act("/api/buckets/uploads/restore", &json!({"target_bucket": target})).await;
+    assert_eq!(status, 202, "{started}");
+    assert_eq!(started["action"], "restore-bucket-dry-run");
+    let done = c.wait(started["executions"][0]["url"].as_str().expect("url")).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert!(!restored.join("notes.txt").exists(), "a dry run writes nothing");
+    let (status, answer) =
+        c.act("/api/buckets/uploads/restore", &json!({"target_bucket": target, "dry_run": false})).await;
+    assert_eq!(status, 400, "unconfirmed: {answer}");
+    let (status, started) = c
+        .act(
+            "/api/buckets/uploads/restore",
+            &json!({"target_bucket": target, "dry_run": false, "confirm_target": target}),
+        )
+        .await;
+    assert_eq!(status, 202, "{started}");
+    let done = c.wait(started["executions"][0]["url"].as_str().expect("url")).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(std::fs::read(restored.join("photos/a.jpg")).expect("restored object"), b"not really a jpeg");
+
+    // Prune by the policy: everything here is younger than the retention period, so kept.
+    let (status, started) = c.act("/api/prune/apply", &json!({})).await;
+    assert_eq!(status, 202, "{started}");
+    assert_eq!(started["executions"][0]["args"], json!([]));
+    let done = c.wait(started["executions"][0]["url"].as_str().expect("url")).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let (_, backups) = c.get(&format!("/api/databases/{}/backups", db.name), &[]).await;
+    assert_eq!(backups["backups"].as_array().map(Vec::len), Some(1), "nothing young is pruned: {backups}");
 
     // Full backup: both jobs at once.
     let (status, started) = c.act("/api/backup", &json!({})).await;

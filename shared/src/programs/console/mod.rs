@@ -180,11 +180,12 @@ impl App {
 
     /// The bucket's series and its `SOURCE_BUCKETS` entry, if it is known.
     async fn bucket(&self, name: &str) -> Result<Option<(Series, String)>, StoreError> {
+        // The entry whose bucket (as storage-backup names it in the store) is `name`.
         let entry = self
             .config
             .expected_buckets
             .iter()
-            .find(|b| b.split_once('/').map_or(b.as_str(), |(bucket, _)| bucket) == name)
+            .find(|b| b.parse::<crate::bucket::source::SourceSpec>().is_ok_and(|s| s.bucket == name))
             .cloned();
         let found = self.series().await?.into_iter().find(|s| s.kind == Kind::Bucket && s.source == name);
         Ok(match (found, entry) {
