@@ -274,6 +274,8 @@ pub fn source(
         Kind::Database => (format!("database {name}"), format!("/api/databases/{}", url_segment(name))),
         Kind::Bucket => (format!("bucket {name}"), format!("/api/buckets/{}", url_segment(name))),
     };
+    // Shown once the manifests say (W13's encrypted dumps).
+    let any_encryption = backups.iter().any(|b| b.encrypted.is_some());
     let body = html! {
         h1 { (title) @if let Some(r) = row { (badge(colour(r.status), r.status.name())) } }
         div.cards {
@@ -293,7 +295,7 @@ pub fn source(
             thead { tr {
                 th { "id" } th { "complete" } th.num { "stored" }
                 @match kind {
-                    Kind::Database => { th.num { "dump" } th { "sha-256" } th { "crc32c" } }
+                    Kind::Database => { th.num { "dump" } th { "sha-256" } th { "crc32c" } @if any_encryption { th { "encrypted" } } }
                     Kind::Bucket => { th.num { "objects" } }
                 }
                 th { "drills" }
@@ -309,6 +311,7 @@ pub fn source(
                                 td.num { (b.uncompressed_bytes.map_or_else(|| NONE.to_owned(), units::bytes)) }
                                 td.id title=[b.sha256.as_deref()] { (b.sha256.as_deref().map_or(NONE, |s| &s[..s.len().min(16)])) }
                                 td.id { (b.crc32c.as_deref().unwrap_or(NONE)) }
+                                @if any_encryption { td { (match b.encrypted { Some(true) => "yes", Some(false) => "no", None => NONE }) } }
                             }
                             Kind::Bucket => { td.num { (b.objects.map_or_else(|| NONE.to_owned(), |n| n.to_string())) } }
                         }
@@ -316,7 +319,7 @@ pub fn source(
                             @for d in &b.drills {
                                 span.pill style={ "--c:" (if d.outcome.as_deref() == Some("success") { colour(Status::Ok) } else { colour(Status::Failed) }) } title=[d.error.as_deref()] {
                                     (d.outcome.as_deref().unwrap_or("?"))
-                                    @if let Some(rto) = d.rto_seconds { " · RTO " (units::age(rto.round() as i64)) }
+                                    @if let Some(rto) = d.rto_seconds { " · RTO " (units::duration(Duration::from_secs(rto.max(0.0).round() as u64))) }
                                 }
                                 " "
                             }
@@ -413,6 +416,52 @@ mod tests {
         assert!(!html.contains("<img src=x>"));
         assert_eq!(html.matches("Back up now").count(), 2);
         assert!(!html.contains("verified age"), "no drills, no column");
+    }
+
+    #[test]
+    fn a_source_page_lists_backups_with_checksums_drills_and_the_restore_form() {
+        use crate::inventory::DrillSummary;
+        let backup = |id: &str, drills: Vec<DrillSummary>, encrypted: Option<bool>| BackupDetail {
+            id: id.into(),
+            started_at: Utc::now(),
+            complete: true,
+            suspicious: false,
+            bytes: 2048,
+            stored_bytes: Some(2000),
+            uncompressed_bytes: Some(10_000),
+            objects: None,
+            sha256: Some("e894dc48ad18cb82486db0c56d895baacf9b831b4cea5a129a22df00860d67eb".into()),
+            crc32c: Some("KNZfYg==".into()),
+            encrypted,
+            drills,
+        };
+        let drill = |outcome: &str| DrillSummary {
+            key: format!("db/main/app/x/drills/{outcome}.json"),
+            outcome: Some(outcome.into()),
+            finished_at: None,
+            rto_seconds: Some(95.0),
+            error: None,
+        };
+        let html = source(
+            Kind::Database,
+            "app",
+            Some(&row("app")),
+            &[
+                backup("20261126T020000Z-1a2b3c4d", vec![drill("success")], None),
+                backup("20261125T020000Z-00000001", vec![], None),
+            ],
+            None,
+        );
+        assert_eq!(html.matches(r#"<tr class="backup">"#).count(), 2);
+        assert!(html.contains("e894dc48ad18cb82") && html.contains("KNZfYg=="), "{html}");
+        assert!(html.contains("success · RTO 95s"), "{html}");
+        assert!(
+            html.contains(r#"name="confirm_target""#) && html.contains(r#"data-action="/api/databases/app/restore""#)
+        );
+        assert!(!html.contains("encrypted"), "no column before any manifest says");
+        let html =
+            source(Kind::Database, "app", None, &[backup("20261126T020000Z-1a2b3c4d", vec![], Some(true))], None);
+        assert!(html.contains("<th>encrypted</th>") && html.contains("<td>yes</td>"), "{html}");
     }
 
     #[test]
