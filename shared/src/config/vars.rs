@@ -297,13 +297,13 @@ var!(
     ADMINS,
     "LIFEBOAT_ADMINS",
     None,
-    "Comma-separated e-mails (people or service accounts) allowed every console action: backups, prune, restores. Each action is logged and published with the admin's identity."
+    "Comma-separated e-mails (people or service accounts) allowed every console action: backups, prune, restores. Each action is logged and published with the admin's identity. Identities count on Cloud Run only; elsewhere the LIFEBOAT_API_TOKEN holder acts."
 );
 var!(
     VIEWERS,
     "LIFEBOAT_VIEWERS",
     None,
-    "Comma-separated e-mails allowed to read the console's pages and GET /api/ (admins may read too)."
+    "Comma-separated e-mails allowed to read the console's pages and GET /api/ (admins may read too). Off Cloud Run, while the console listens on loopback only, anyone on this machine may read."
 );
 var!(
     RUN_API_URL,
