@@ -2,7 +2,8 @@
 # The README's first command: runs lifeboat's main job locally on the embedded default.
 # Makes sure PostgreSQL runs (installing it if missing), seeds a small sample database,
 # backs it up with `db-backup --once` into the file:// default destination, shows what was
-# written, then asks `health` what it thinks.
+# written, asks `health` what it thinks, and ends by starting the `console` on 127.0.0.1 (in the
+# background, over the same backups) and printing its URL.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -38,3 +39,28 @@ sed -n '1,40p' "$latest/manifest.json"
 
 step "health --once"
 target/debug/health --once
+
+step "console"
+RUN_DIR=infra/.run
+mkdir -p "$RUN_DIR"
+PORT="${LIFEBOAT_CONSOLE_PORT:-8765}"
+if [[ -s "$RUN_DIR/console.pid" ]] && kill -0 "$(cat "$RUN_DIR/console.pid")" 2>/dev/null; then
+    kill "$(cat "$RUN_DIR/console.pid")"   # the console of an earlier demo: restart it on this build
+    sleep 0.5
+fi
+if [[ ! -s "$RUN_DIR/console.token" ]]; then
+    (umask 077; od -An -N16 -tx1 /dev/urandom | tr -d ' \n' >"$RUN_DIR/console.token")
+fi
+export LIFEBOAT_API_TOKEN="$(cat "$RUN_DIR/console.token")"
+PORT="$PORT" setsid target/debug/console </dev/null >"$RUN_DIR/console.log" 2>&1 &
+echo $! >"$RUN_DIR/console.pid"
+for _ in $(seq 50); do
+    grep -q "serving" "$RUN_DIR/console.log" 2>/dev/null && break
+    kill -0 "$(cat "$RUN_DIR/console.pid")" 2>/dev/null || { cat "$RUN_DIR/console.log" >&2; echo "demo: the console did not start" >&2; exit 1; }
+    sleep 0.1
+done
+echo
+echo "The console runs in the background (log: $RUN_DIR/console.log; stop it: kill \$(cat $RUN_DIR/console.pid))."
+echo "Open it (the token after # stays in your browser; actions need it):"
+echo
+echo "    http://127.0.0.1:$PORT/#token=$LIFEBOAT_API_TOKEN"

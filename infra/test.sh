@@ -2,7 +2,8 @@
 # Runs every check and test of lifeboat, the same way CI does (.ci/run calls exactly this):
 # starts the local stack (PostgreSQL, fake-gcs-server, Pub/Sub emulator, Slack and Sentry stand-ins),
 # then format check, clippy with warnings as errors, rustdoc with warnings as errors, the deployment checks (Terraform,
-# Dockerfile), a build, and every unit and integration test.
+# Dockerfile), a build, the console's API checked against its OpenAPI document (schemathesis), and
+# every unit and integration test (the console's browser test drives headless Chromium).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -15,6 +16,9 @@ cargo clippy --version >/dev/null 2>&1 || die "clippy is missing: rustup compone
 
 step "local stack"
 eval "$(infra/stack-up.sh)"
+
+step "browser for the console's browser test (chromium, chromedriver)"
+infra/browser-up.sh
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -30,6 +34,9 @@ infra/check-deploy.sh
 
 step "build (the e2e tests run the real binaries)"
 cargo build --workspace --all-targets --locked
+
+step "console API against docs/console.openapi.yaml (schemathesis)"
+infra/api-check.sh
 
 step "tests"
 log="$(mktemp)"

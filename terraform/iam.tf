@@ -15,6 +15,8 @@
 #   health          yes   no                  no
 #   monitor         yes   state/ only         state/ only               objectUser limited to state/ (incident state,
 #                                                                       updated with generation preconditions)
+#   console         yes   no                  no                        (+ starts the backup, prune and restore
+#                                                                       jobs, with overrides, on admins' behalf)
 
 resource "google_service_account" "db_backup" {
   project      = var.project_id
@@ -58,6 +60,13 @@ resource "google_service_account" "monitor" {
   description  = "Runs the monitor service: reads the backup bucket, keeps incident state under state/, sends Slack alerts."
 }
 
+resource "google_service_account" "console" {
+  project      = var.project_id
+  account_id   = "${var.name_prefix}-console"
+  display_name = "lifeboat console"
+  description  = "Runs the console service: reads the backup bucket, starts the backup, prune and restore jobs (with overrides) for its admins."
+}
+
 resource "google_service_account" "scheduler" {
   project      = var.project_id
   account_id   = "${var.name_prefix}-scheduler"
@@ -84,6 +93,7 @@ resource "google_storage_bucket_iam_member" "backups_reader" {
     prune          = google_service_account.prune.member
     health         = google_service_account.health.member
     monitor        = google_service_account.monitor.member
+    console        = google_service_account.console.member
   }
 
   bucket = google_storage_bucket.backups.name
@@ -231,4 +241,34 @@ resource "google_service_account_iam_member" "pubsub_agent_token_creator" {
   member             = local.pubsub_service_agent
 
   depends_on = [google_project_service.apis]
+}
+
+# ---------------------------------------------------------------------------------------
+# console: starts the jobs an admin asks for, with argument and environment overrides
+# ---------------------------------------------------------------------------------------
+
+# roles/run.jobsExecutorWithOverrides on exactly the jobs the console starts: run.jobs.run and
+# run.jobs.runWithOverrides (what `jobs.run` with containerOverrides needs) and reading their
+# executions; nothing on health, on the service, or on the project.
+resource "google_cloud_run_v2_job_iam_member" "console_runs_job" {
+  for_each = toset(local.console_jobs)
+
+  project  = var.project_id
+  location = var.region
+  name     = google_cloud_run_v2_job.job[each.value].name
+  role     = "roles/run.jobsExecutorWithOverrides"
+  member   = google_service_account.console.member
+}
+
+# Admins and viewers may invoke the (IAM-authenticated) console; who may act is then decided
+# by the console itself (LIFEBOAT_ADMINS / LIFEBOAT_VIEWERS). They reach it with
+# `gcloud run services proxy console --region REGION` (outputs.console_proxy_command).
+resource "google_cloud_run_v2_service_iam_member" "console_invoker" {
+  for_each = local.console_members
+
+  project  = var.project_id
+  location = var.region
+  name     = google_cloud_run_v2_service.console.name
+  role     = "roles/run.invoker"
+  member   = each.value
 }

@@ -69,8 +69,26 @@ locals {
     ALERT_REMINDER_INTERVAL = var.alert_reminder_interval
   })
 
+  # Each caller of monitor on its own endpoint only: the push subscription's identity may call
+  # POST /pubsub and nothing else, the scheduler's POST /check and POST /run (runtime/auth.rs).
   monitor_env = merge(local.common_env, local.freshness_env, {
-    LIFEBOAT_ALLOWED_INVOKERS = join(",", [google_service_account.pubsub_push.email, google_service_account.scheduler.email])
+    LIFEBOAT_ALLOWED_INVOKERS = google_service_account.scheduler.email
+    LIFEBOAT_PUSH_INVOKERS    = google_service_account.pubsub_push.email
+  })
+
+  # The console: what it reads (like health), the jobs it starts, who may use it. Members are
+  # IAM principals: service accounts by their address, everyone else as a user.
+  console_jobs = ["db-backup", "storage-backup", "prune", "restore"]
+  console_members = {
+    for email in distinct(concat(var.console_admins, var.console_viewers)) :
+    email => endswith(email, ".gserviceaccount.com") ? "serviceAccount:${email}" : "user:${email}"
+  }
+  console_env = merge(local.common_env, local.freshness_env, {
+    BACKUP_DATABASES = join(",", var.databases)
+    SOURCE_BUCKETS   = join(",", var.source_buckets)
+    LIFEBOAT_ADMINS  = join(",", var.console_admins)
+    LIFEBOAT_VIEWERS = join(",", var.console_viewers)
+    LIFEBOAT_REGION  = var.region
   })
 
   apis = [

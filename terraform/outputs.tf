@@ -99,3 +99,8 @@ output "restore_commands" {
     restore_bucket          = "${local.execute_job["restore"]} --args=bucket,--source-bucket,SOURCEBUCKET,--target-bucket,TARGETBUCKET,--target-prefix,restored/"
   }
 }
+
+output "console_proxy_command" {
+  description = "How an admin or viewer opens the console: this proxies http://localhost:8080 to the IAM-authenticated service with their own identity."
+  value       = "gcloud run services proxy ${google_cloud_run_v2_service.console.name} --region ${var.region} --project ${var.project_id}"
+}

@@ -87,6 +87,7 @@ resource "google_pubsub_topic_iam_member" "results_publisher" {
     prune          = google_service_account.prune.member
     health         = google_service_account.health.member
     monitor        = google_service_account.monitor.member
+    console        = google_service_account.console.member
   }
 
   project = var.project_id

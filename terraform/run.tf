@@ -307,3 +307,80 @@ resource "google_cloud_run_v2_service" "monitor" {
     google_storage_bucket_iam_member.monitor_state,
   ]
 }
+
+# ---------------------------------------------------------------------------------------
+# console (service: the dashboard and admin API; IAM-authenticated, reached through
+# `gcloud run services proxy console`; admins' actions start the jobs through the Run Admin API)
+# ---------------------------------------------------------------------------------------
+
+resource "google_cloud_run_v2_service" "console" {
+  name                 = "console"
+  project              = var.project_id
+  location             = var.region
+  ingress              = "INGRESS_TRAFFIC_ALL"
+  invoker_iam_disabled = false
+  deletion_protection  = var.deletion_protection
+
+  template {
+    service_account                  = google_service_account.console.email
+    timeout                          = "60s"
+    max_instance_request_concurrency = 20
+    execution_environment            = "EXECUTION_ENVIRONMENT_GEN2"
+
+    scaling {
+      min_instance_count = 0
+      max_instance_count = 1
+    }
+
+    containers {
+      name    = "console"
+      image   = var.image
+      command = ["/usr/local/bin/console"]
+
+      ports {
+        container_port = 8080
+      }
+
+      resources {
+        limits = {
+          cpu    = "1"
+          memory = "512Mi"
+        }
+        cpu_idle = true
+      }
+
+      dynamic "env" {
+        for_each = { for k, v in local.console_env : k => v if v != "" }
+        content {
+          name  = env.key
+          value = env.value
+        }
+      }
+
+      startup_probe {
+        period_seconds    = 2
+        failure_threshold = 15
+        http_get {
+          path = "/healthz"
+        }
+      }
+
+      liveness_probe {
+        period_seconds    = 30
+        failure_threshold = 3
+        http_get {
+          path = "/healthz"
+        }
+      }
+    }
+  }
+
+  lifecycle {
+    ignore_changes = [client, client_version, template[0].containers[0].image]
+  }
+
+  depends_on = [
+    google_project_service.apis,
+    google_storage_bucket_iam_member.backups_reader,
+  ]
+}

@@ -460,3 +460,25 @@ variable "monitor_ingress" {
     error_message = "monitor_ingress must be INGRESS_TRAFFIC_INTERNAL_ONLY, INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER or INGRESS_TRAFFIC_ALL."
   }
 }
+
+variable "console_admins" {
+  description = "E-mails of the console's admins (LIFEBOAT_ADMINS): they may back up, prune and restore from it. People or service accounts; each also gets roles/run.invoker on the console service."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for e in var.console_admins : can(regex("^[^@\\s,]+@[^@\\s,]+$", e))])
+    error_message = "console_admins must be e-mail addresses."
+  }
+}
+
+variable "console_viewers" {
+  description = "E-mails of the console's viewers (LIFEBOAT_VIEWERS): pages and the read-only API. Each gets roles/run.invoker on the console service."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for e in var.console_viewers : can(regex("^[^@\\s,]+@[^@\\s,]+$", e))])
+    error_message = "console_viewers must be e-mail addresses."
+  }
+}

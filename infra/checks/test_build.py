@@ -15,7 +15,7 @@ import unittest
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "infra" / "Dockerfile"
-BINARIES = ("db-backup", "storage-backup", "restore", "prune", "health", "monitor")
+BINARIES = ("db-backup", "storage-backup", "restore", "prune", "health", "monitor", "console")
 MIN_PG_MAJOR = 17
 
 
@@ -171,10 +171,11 @@ class CloudBuildTest(unittest.TestCase):
         self.assertIn("$SHORT_SHA", self.text)
         self.assertIn("-docker.pkg.dev/$PROJECT_ID/${_REPOSITORY}/", self.text)
         self.assertRegex(self.text, r"gcloud run jobs update \"\$\$job\" --image=")
-        self.assertRegex(self.text, r"gcloud run services update \"\$\{_SERVICE\}\" --image=")
+        self.assertRegex(self.text, r"gcloud run services update \"\$\$service\" --image=")
         jobs = re.search(r"_JOBS:\s*(.+)", self.text).group(1).split("#")[0].split()
         self.assertEqual(set(jobs), {"db-backup", "storage-backup", "restore", "prune", "health"})
-        self.assertRegex(self.text, r"_SERVICE:\s*monitor\b")
+        services = re.search(r"_SERVICES:\s*(.+)", self.text).group(1).split("#")[0].split()
+        self.assertEqual(set(services), {"monitor", "console"})
         self.assertIn("CLOUD_LOGGING_ONLY", self.text)
 
 

@@ -140,10 +140,31 @@ class PublicAccessTest(unittest.TestCase):
         monitor = TF.resource("google_cloud_run_v2_service", "monitor")
         self.assertIs(monitor.get("invoker_iam_disabled", False), False)
         invokers = [b for b in TF.bindings()
-                    if b.rtype.startswith("google_cloud_run_v2_service_iam") and b.role == "roles/run.invoker"]
+                    if b.rtype.startswith("google_cloud_run_v2_service_iam") and b.role == "roles/run.invoker"
+                    and b.rname.startswith("monitor_")]
         self.assertEqual({a for b in invokers for a in b.member_accounts}, {"scheduler", "pubsub_push"})
         for b in invokers:
             self.assertTrue(b.member_accounts, f"{b.rname}: invoker must be a service account of this module")
+
+    def test_console_requires_iam_and_is_invoked_by_its_admins_and_viewers_only(self):
+        console = TF.resource("google_cloud_run_v2_service", "console")
+        self.assertIs(console.get("invoker_iam_disabled", False), False)
+        invoker = TF.resource("google_cloud_run_v2_service_iam_member", "console_invoker")
+        self.assertEqual(invoker["for_each"], "${local.console_members}")
+        self.assertEqual(invoker["role"], "roles/run.invoker")
+        members = TF.locals["console_members"]
+        self.assertIn("var.console_admins", members)
+        self.assertIn("var.console_viewers", members)
+        self.assertNotIn("allUsers", members)
+
+    def test_console_starts_only_the_backup_prune_and_restore_jobs(self):
+        self.assertEqual(sorted(TF.locals["console_jobs"]), ["db-backup", "prune", "restore", "storage-backup"])
+        grant = TF.resource("google_cloud_run_v2_job_iam_member", "console_runs_job")
+        self.assertEqual(grant["role"], "roles/run.jobsExecutorWithOverrides")
+        self.assertEqual(grant["for_each"], "${toset(local.console_jobs)}")
+        self.assertEqual(service_account_refs(grant["member"]), {"console"})
+        overrides = [b for b in TF.bindings() if b.role == "roles/run.jobsExecutorWithOverrides"]
+        self.assertEqual({a for b in overrides for a in b.member_accounts}, {"console"})
 
 
 class BucketTest(unittest.TestCase):
@@ -214,7 +235,7 @@ class ServiceAccountTest(unittest.TestCase):
                 # A map entry copied from another must not keep the other's identity.
                 self.assertEqual(sa_name, PROGRAM_JOBS.get(name, name), f"{name} runs as {sa_name}")
                 seen[sa_name] = name
-        self.assertEqual(len(seen), 6)
+        self.assertEqual(len(seen), 7)
 
     def test_job_names_and_binaries(self):
         instances = jobs()
@@ -228,7 +249,9 @@ class ServiceAccountTest(unittest.TestCase):
         monitor = TF.resource("google_cloud_run_v2_service", "monitor")
         self.assertEqual(monitor["name"], "monitor")
         self.assertEqual(container(monitor, "service")["command"], ["/usr/local/bin/monitor"])
-        self.assertEqual(set(TF.of_type("google_cloud_run_v2_service")), {"monitor"})
+        self.assertEqual(set(TF.of_type("google_cloud_run_v2_service")), {"monitor", "console"})
+        console = TF.resource("google_cloud_run_v2_service", "console")
+        self.assertEqual(container(console, "service")["command"], ["/usr/local/bin/console"])
 
     def test_db_backup_cannot_delete(self):
         custom_roles = TF.of_type("google_project_iam_custom_role")
@@ -282,7 +305,7 @@ class ServiceAccountTest(unittest.TestCase):
             if b.role == "roles/pubsub.publisher" and any("google_pubsub_topic.results." in t for t in b.targets):
                 self.assertEqual(b.rtype, "google_pubsub_topic_iam_member")
                 publishers |= b.member_accounts
-        self.assertEqual(publishers, {"db_backup", "storage_backup", "restore", "prune", "health", "monitor"})
+        self.assertEqual(publishers, {"db_backup", "storage_backup", "restore", "prune", "health", "monitor", "console"})
 
     def test_storage_backup_reads_each_source_bucket(self):
         b = TF.resource("google_storage_bucket_iam_member", "source_reader")
@@ -460,7 +483,9 @@ class SecretsTest(unittest.TestCase):
             "storage-backup": {"SOURCE_BUCKETS"},
             "prune": {"BACKUP_KEEP_LAST", "BACKUP_KEEP_DAILY", "BACKUP_KEEP_WEEKLY", "BACKUP_KEEP_MONTHLY"},
             "health": freshness,
-            "monitor": freshness | {"LIFEBOAT_ALLOWED_INVOKERS"},
+            "monitor": freshness | {"LIFEBOAT_ALLOWED_INVOKERS", "LIFEBOAT_PUSH_INVOKERS"},
+            "console": freshness | {"BACKUP_DATABASES", "SOURCE_BUCKETS", "LIFEBOAT_ADMINS", "LIFEBOAT_VIEWERS",
+                                    "LIFEBOAT_REGION"},
         }
         self.assertEqual(set(all_workloads()), set(own))
         for name, expected in own.items():
@@ -469,8 +494,13 @@ class SecretsTest(unittest.TestCase):
                 self.assertTrue(common <= keys, f"{name} lacks {common - keys}")
                 self.assertTrue(expected <= keys, f"{name} lacks {expected - keys}")
                 if name not in DATABASE_JOBS:
-                    self.assertFalse(keys & db, f"{name} gets the database settings")
+                    # (the list of databases is what a reader of freshness expects, not a connection)
+                    self.assertFalse(keys & (db - expected), f"{name} gets the database settings")
         self.assertEqual(service_account_refs(TF.locals["monitor_env"]), {"pubsub_push", "scheduler"})
+        # Per-endpoint allow-lists: each identity in its own list, never both in one.
+        lists = {k: service_account_refs(v) for k, v in
+                 re.findall(r"\b(LIFEBOAT_(?:ALLOWED|PUSH)_INVOKERS)\s*=\s*([^,}]+)", TF.locals["monitor_env"])}
+        self.assertEqual(lists, {"LIFEBOAT_ALLOWED_INVOKERS": {"scheduler"}, "LIFEBOAT_PUSH_INVOKERS": {"pubsub_push"}})
 
     def test_cloud_sql_volume_for_database_jobs(self):
         self.assertEqual(TF.locals["pg_host"],
@@ -591,8 +621,8 @@ class JobSettingsTest(unittest.TestCase):
         text = (_hcl.REPO / "cloudbuild.yaml").read_text(encoding="utf-8")
         listed = re.search(r"^\s*_JOBS:\s*(.+)$", text, re.M).group(1).split("#")[0].split()
         self.assertEqual(sorted(listed), sorted(jobs()))
-        service = re.search(r"^\s*_SERVICE:\s*(\S+)", text, re.M).group(1)
-        self.assertEqual({service}, set(TF.of_type("google_cloud_run_v2_service")))
+        services = re.search(r"^\s*_SERVICES:\s*(.+)$", text, re.M).group(1).split("#")[0].split()
+        self.assertEqual(set(services), set(TF.of_type("google_cloud_run_v2_service")))
 
 
 class MovedTest(unittest.TestCase):

@@ -37,3 +37,111 @@ pub async fn assess(
     let series = load(store, source).await?;
     Ok(evaluate(&series, expected, now, max_age, encryption_required))
 }
+
+/// One backup or snapshot as the console lists it: what the listing says, what its manifest
+/// (or snapshot header) records, and the drills that restored it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct BackupDetail {
+    /// `<ts>-<id>`.
+    pub id: String,
+    /// When the run started.
+    pub started_at: DateTime<Utc>,
+    /// Its completion object exists.
+    pub complete: bool,
+    /// Flagged for a human look.
+    pub suspicious: bool,
+    /// Bytes of its own objects.
+    pub bytes: u64,
+    /// Dump bytes stored (database backups).
+    pub stored_bytes: Option<u64>,
+    /// Bytes `pg_dump` wrote (database backups).
+    pub uncompressed_bytes: Option<u64>,
+    /// Objects in the snapshot (bucket snapshots).
+    pub objects: Option<u64>,
+    /// SHA-256 of the stored dump, hex.
+    pub sha256: Option<String>,
+    /// CRC32C of the stored dump, base64.
+    pub crc32c: Option<String>,
+    /// Whether the dump is encrypted, when the manifest says.
+    pub encrypted: Option<bool>,
+    /// Drill records beside it, oldest first.
+    pub drills: Vec<DrillSummary>,
+}
+
+/// What a drill record says (read leniently: the record's format belongs to `drill`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DrillSummary {
+    /// The record's key.
+    pub key: String,
+    /// `success` or `failure`, when readable.
+    pub outcome: Option<String>,
+    /// When the drill finished.
+    pub finished_at: Option<String>,
+    /// The measured recovery time.
+    pub rto_seconds: Option<f64>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// Manifests and drill records larger than this are not read for a page.
+const MAX_DETAIL_BYTES: u64 = 4 * 1024 * 1024;
+
+async fn read_json(store: &dyn ObjectStore, key: &str) -> Option<serde_json::Value> {
+    let bytes = store.read_all(key, MAX_DETAIL_BYTES).await.ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// The newest `limit` runs of `series`, newest first, with their manifests and drill records
+/// read from the store (a record that cannot be read leaves its fields empty).
+pub async fn details(store: &dyn ObjectStore, series: &Series, limit: usize) -> Vec<BackupDetail> {
+    let mut out = Vec::new();
+    for b in series.backups.iter().rev().take(limit) {
+        let completion =
+            b.keys.iter().find(|k| crate::core::series::is_completion_key(series.kind, k) && !k.contains("/drills/"));
+        let manifest = match completion {
+            Some(key) if b.complete => read_json(store, key).await,
+            _ => None,
+        };
+        let m = manifest.as_ref();
+        let u64_at = |path: &str| m.and_then(|m| m.pointer(path)).and_then(serde_json::Value::as_u64);
+        let str_at = |path: &str| m.and_then(|m| m.pointer(path)).and_then(|v| v.as_str()).map(str::to_owned);
+        // A database dump is encrypted when the manifest records its encryption (the listing
+        // already says so by the dump's `.age` name; the manifest is the authority).
+        let encrypted = match (series.kind, m) {
+            (crate::core::series::Kind::Database, Some(m)) => {
+                Some(m.pointer("/dump/encryption").is_some_and(|e| !e.is_null()))
+            }
+            (crate::core::series::Kind::Database, None) if b.complete => Some(b.encrypted),
+            _ => None,
+        };
+        let mut drills = Vec::new();
+        for key in b.keys.iter().filter(|k| k.contains("/drills/") && k.ends_with(".json")) {
+            let record = read_json(store, key).await;
+            let r = record.as_ref();
+            let text = |name: &str| r.and_then(|r| r.get(name)).and_then(|v| v.as_str()).map(str::to_owned);
+            drills.push(DrillSummary {
+                key: key.clone(),
+                outcome: text("outcome"),
+                finished_at: text("finished_at"),
+                rto_seconds: r.and_then(|r| r.get("rto_seconds")).and_then(serde_json::Value::as_f64),
+                error: text("error"),
+            });
+        }
+        drills.sort_by(|a, b| a.key.cmp(&b.key));
+        out.push(BackupDetail {
+            id: b.run.to_string(),
+            started_at: b.run.started,
+            complete: b.complete,
+            suspicious: b.suspicious,
+            bytes: b.bytes,
+            stored_bytes: u64_at("/dump/stored_bytes"),
+            uncompressed_bytes: u64_at("/dump/uncompressed_bytes"),
+            objects: u64_at("/totals/objects"),
+            sha256: str_at("/dump/sha256"),
+            crc32c: str_at("/dump/crc32c"),
+            encrypted,
+            drills,
+        });
+    }
+    out
+}

@@ -10,8 +10,9 @@
 //!    │                              snapshots and restores, what the store holds, the status page
 //!    ▼
 //! store/ postgres/ notify/ runtime/ the edges, one folder each: the object store (GCS, local
-//!    │                              directory), PostgreSQL and its tools, Pub/Sub and Slack, the
-//!    │                              job/HTTP runtime
+//! jobs/                             directory), PostgreSQL and its tools, Pub/Sub and Slack, the
+//!    │                              job/HTTP runtime, job executions (Cloud Run Admin API or
+//!    │                              child processes)
 //!    ▼
 //! config/     every setting declared once; reading the environment, all problems at once
 //!    ▼
@@ -27,6 +28,7 @@ pub mod core;
 pub mod db;
 pub mod error;
 pub mod inventory;
+pub mod jobs;
 pub mod notify;
 pub mod postgres;
 pub mod programs;

@@ -45,11 +45,13 @@ use super::read::{BlobOfName, read_header, shard_entries};
 use super::source::SourceSpec;
 use super::{PartSummary, SnapshotError, part_summary_key, read_small};
 use crate::core::naming::{RunId, SUSPICIOUS_METADATA, SnapshotPath, encode_segment};
+use crate::core::progress::Unit;
 use crate::core::series::series_from_listing;
 use crate::core::snapshot_manifest::{
     PartEncoder, SNAPSHOT_FORMAT, SNAPSHOT_FORMAT_VERSION, SnapshotEntry, SnapshotHeader, SnapshotTotals, part_key,
 };
 use crate::core::units;
+use crate::runtime::progress::{Counter, Progress};
 use crate::store::{
     CopyOptions, DynStore, ObjectMeta, ObjectStore, ObjectStoreExt as _, ObjectWriter, PutOptions, StoreError,
 };
@@ -85,11 +87,14 @@ pub struct SnapshotSettings {
     pub task: u32,
     /// Number of tasks.
     pub tasks: u32,
+    /// How often the task logs a progress line (objects done, rate, time left against the
+    /// previous snapshot's share of objects); zero: never.
+    pub progress_interval: Duration,
 }
 
 impl Default for SnapshotSettings {
     fn default() -> Self {
-        Self { concurrency: 16, suspicious_fraction: 0.5, task: 0, tasks: 1 }
+        Self { concurrency: 16, suspicious_fraction: 0.5, task: 0, tasks: 1, progress_interval: Duration::ZERO }
     }
 }
 
@@ -307,8 +312,14 @@ pub async fn take_snapshot(
                 backup.delete(&part_key).await?;
                 tracing::warn!(key = part_key, "removed the part of an earlier, failed attempt of this task");
             }
-            let writer = PartWriter { backup, source, settings, observer, cancel };
-            let done = writer.write(previous.as_ref(), &part_key).await?;
+            // The estimate: this task's share of the previous snapshot's objects.
+            let estimate = previous.as_ref().map(|(_, h)| h.totals.objects / u64::from(settings.tasks));
+            let what = format!("snapshot of {} (task {} of {})", source.spec, settings.task + 1, settings.tasks);
+            let progress = Progress::start(what, Unit::Objects, estimate, settings.progress_interval);
+            let writer = PartWriter { backup, source, settings, observer, cancel, progress: progress.counter() };
+            let done = writer.write(previous.as_ref(), &part_key).await;
+            progress.finish();
+            let done = done?;
             let body = serde_json::to_vec_pretty(&done.summary).map_err(|e| SnapshotError::Invalid(e.to_string()))?;
             backup.put(&summary_key, Bytes::from(body), PutOptions::default()).await?;
             (done.summary, done.known, done.copy_attempts)
@@ -492,6 +503,7 @@ struct PartWriter<'a> {
     settings: &'a SnapshotSettings,
     observer: &'a dyn SnapshotObserver,
     cancel: &'a CancellationToken,
+    progress: &'a Counter,
 }
 
 /// Aborts a background task when dropped.
@@ -609,6 +621,7 @@ impl PartWriter<'_> {
                 continue;
             };
             totals.objects += 1;
+            self.progress.add(1);
             totals.bytes += entry.size;
             if resolved.copied {
                 totals.new_objects += 1;

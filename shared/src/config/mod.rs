@@ -364,6 +364,8 @@ pub struct Common {
     pub alert_emails: Vec<String>,
     /// Where failed runs and errors are reported besides the result event (optional).
     pub sentry_dsn: Option<Secret>,
+    /// How often long work logs a progress line (zero: never).
+    pub progress_interval: Duration,
 }
 
 impl Common {
@@ -393,6 +395,7 @@ impl Common {
         }
         r.cron(&SCHEDULE);
         let chunk_mib = r.number_in(&UPLOAD_CHUNK_MIB, 1, 1024);
+        let progress_interval = r.duration(&PROGRESS_INTERVAL);
         let auth = AuthConfig::read(r);
         let sentry_dsn = r.secret(&SENTRY_DSN);
         if let Some(dsn) = &sentry_dsn
@@ -420,6 +423,7 @@ impl Common {
             upload_chunk_bytes: usize::try_from(chunk_mib?).ok()? * 1024 * 1024,
             alert_emails,
             sentry_dsn,
+            progress_interval: progress_interval?,
         })
     }
 }
@@ -434,37 +438,61 @@ fn is_sentry_dsn(text: &str) -> bool {
     })
 }
 
-/// The authentication settings.
+/// The authentication settings; what they mean is in [`crate::runtime::auth`].
 #[derive(Debug, Clone, Default)]
 pub struct AuthConfig {
-    /// Service-account e-mails allowed to call (compared case-insensitively).
+    /// Scheduler identities: `POST /run`, `POST /check` (lower-cased e-mails).
     pub allowed_invokers: Vec<String>,
+    /// Pub/Sub push identities: `POST /pubsub` only.
+    pub push_invokers: Vec<String>,
+    /// Console admins: every action.
+    pub admins: Vec<String>,
+    /// Console viewers: pages and the read-only API (admins may read too).
+    pub viewers: Vec<String>,
     /// A static bearer token for local use.
     pub api_token: Option<Secret>,
+    /// True on Cloud Run (`K_SERVICE` set): the platform verified the ID tokens it forwards.
+    pub trust_id_tokens: bool,
+    /// The address the HTTP server listens on.
+    pub bind: Option<std::net::IpAddr>,
 }
 
 impl AuthConfig {
     /// Reads the settings, recording problems in `r`.
     pub fn read(r: &mut Reader<'_>) -> Option<Self> {
-        let allowed_invokers: Vec<String> =
-            r.list(&vars::ALLOWED_INVOKERS).into_iter().map(|e| e.to_lowercase()).collect();
-        for e in &allowed_invokers {
-            if !e.contains('@') {
-                r.problem(vars::ALLOWED_INVOKERS.name, format!("{e:?} is not a service-account e-mail"));
+        let emails = |r: &mut Reader<'_>, var: &Var| -> Vec<String> {
+            let list: Vec<String> = r.list(var).into_iter().map(|e| e.to_lowercase()).collect();
+            for e in &list {
+                if !e.contains('@') {
+                    r.problem(var.name, format!("{e:?} is not an e-mail address"));
+                }
             }
-        }
+            list
+        };
+        let allowed_invokers = emails(r, &vars::ALLOWED_INVOKERS);
+        let push_invokers = emails(r, &vars::PUSH_INVOKERS);
+        // The console's lists (declared in its group, read here so the server checks them).
+        let admins = emails(r, &vars::ADMINS);
+        let viewers = emails(r, &vars::VIEWERS);
         let api_token = r.secret(&vars::API_TOKEN);
         if let Some(t) = &api_token
             && t.expose().len() < 16
         {
             r.problem(vars::API_TOKEN.name, "must be at least 16 characters long");
         }
-        Some(Self { allowed_invokers, api_token })
-    }
-
-    /// True when nobody at all could be admitted (the endpoints then answer 401 to everyone).
-    pub fn is_closed(&self) -> bool {
-        self.allowed_invokers.is_empty() && self.api_token.is_none()
+        let trust_id_tokens = r.env().get(vars::K_SERVICE.name).is_some();
+        let bind = match r.text(&vars::BIND) {
+            Some(raw) => match raw.parse::<std::net::IpAddr>() {
+                Ok(ip) => Some(ip),
+                Err(_) => {
+                    r.problem(vars::BIND.name, format!("{raw:?} is not an IP address (like 127.0.0.1 or 0.0.0.0)"));
+                    None
+                }
+            },
+            None if trust_id_tokens => Some(std::net::IpAddr::from([0, 0, 0, 0])),
+            None => Some(std::net::IpAddr::from([127, 0, 0, 1])),
+        };
+        Some(Self { allowed_invokers, push_invokers, admins, viewers, api_token, trust_id_tokens, bind })
     }
 }
 

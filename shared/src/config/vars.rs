@@ -78,13 +78,19 @@ var!(
     ALLOWED_INVOKERS,
     "LIFEBOAT_ALLOWED_INVOKERS",
     None,
-    "Comma-separated service-account e-mails allowed to call POST endpoints (the email claim of the Cloud Run-verified ID token)."
+    "Comma-separated service-account e-mails (the scheduler's) allowed to call POST /run and monitor's POST /check: the email claim of the ID token Cloud Run verified. Trusted only on Cloud Run (K_SERVICE set)."
+);
+var!(
+    PUSH_INVOKERS,
+    "LIFEBOAT_PUSH_INVOKERS",
+    None,
+    "Comma-separated service-account e-mails of Pub/Sub push subscriptions: allowed to call monitor's POST /pubsub and nothing else."
 );
 var!(
     API_TOKEN,
     "LIFEBOAT_API_TOKEN",
     secret,
-    "Static bearer token accepted on POST endpoints, for local use (at least 16 characters)."
+    "Static bearer token accepted on every authenticated endpoint (at least 16 characters). Off Cloud Run it is the only credential: ID tokens are trusted only where Cloud Run verified them."
 );
 var!(
     SENTRY_DSN,
@@ -93,6 +99,18 @@ var!(
     "Optional Sentry DSN (from Secret Manager): failed runs and errors are reported there too, secrets scrubbed; unset = no Sentry."
 );
 var!(PORT, "PORT", None, "Set by Cloud Run services: serve HTTP on this port (POST /run, GET /healthz).");
+var!(
+    BIND,
+    "LIFEBOAT_BIND",
+    None,
+    "IP address the HTTP server listens on; default 0.0.0.0 on Cloud Run (K_SERVICE set), else 127.0.0.1 (this machine only)."
+);
+var!(
+    K_SERVICE,
+    "K_SERVICE",
+    None,
+    "Set by Cloud Run services: ID tokens in requests were verified by Cloud Run and are trusted."
+);
 var!(CLOUD_RUN_JOB, "CLOUD_RUN_JOB", None, "Set by Cloud Run jobs: run once and exit (same as --once).");
 var!(
     STORAGE_EMULATOR_HOST,
@@ -120,10 +138,14 @@ pub const COMMON: &[&Var] = &[
     &SCHEDULE,
     &ALERT_EMAILS,
     &UPLOAD_CHUNK_MIB,
+    &PROGRESS_INTERVAL,
     &ALLOWED_INVOKERS,
+    &PUSH_INVOKERS,
     &API_TOKEN,
     &SENTRY_DSN,
     &PORT,
+    &BIND,
+    &K_SERVICE,
     &CLOUD_RUN_JOB,
     &STORAGE_EMULATOR_HOST,
     &PUBSUB_EMULATOR_HOST,
@@ -310,6 +332,42 @@ var!(
     "Cloud Run region of the jobs, used in the rerun command of alerts (gcloud run jobs execute JOB --region REGION)."
 );
 
+// --- console ------------------------------------------------------------------------------------
+var!(
+    ADMINS,
+    "LIFEBOAT_ADMINS",
+    None,
+    "Comma-separated e-mails (people or service accounts) allowed every console action: backups, prune, restores. Each action is logged and published with the admin's identity. Identities count on Cloud Run only; elsewhere the LIFEBOAT_API_TOKEN holder acts."
+);
+var!(
+    VIEWERS,
+    "LIFEBOAT_VIEWERS",
+    None,
+    "Comma-separated e-mails allowed to read the console's pages and GET /api/ (admins may read too). Off Cloud Run, while the console listens on loopback only, anyone on this machine may read."
+);
+var!(
+    RUN_API_URL,
+    "LIFEBOAT_RUN_API_URL",
+    Some("https://run.googleapis.com"),
+    "Cloud Run Admin API (v2) endpoint the console starts job executions through (on Cloud Run)."
+);
+var!(
+    METADATA_HOST,
+    "GCE_METADATA_HOST",
+    Some("metadata.google.internal"),
+    "Host of the metadata server the console gets its OAuth token from (on Cloud Run)."
+);
+var!(
+    PROGRESS_INTERVAL,
+    "LIFEBOAT_PROGRESS_INTERVAL",
+    Some("30s"),
+    "How often long work (dumps, snapshots, restores) logs a progress line: done, rate, estimated total and time left; 0s turns the lines off."
+);
+
+/// Variables `console` reads besides [`COMMON`].
+pub const CONSOLE: &[&Var] =
+    &[&ADMINS, &VIEWERS, &REGION, &RUN_API_URL, &METADATA_HOST, &MAX_AGE, &DATABASES, &SOURCE_BUCKETS];
+
 /// Variables `health` reads besides [`COMMON`].
 pub const HEALTH: &[&Var] = &[&MAX_AGE, &ENCRYPTION_RECIPIENTS];
 /// Variables `monitor` reads besides [`COMMON`].
@@ -325,4 +383,5 @@ pub const GROUPS: &[(&str, &[&Var])] = &[
     ("storage-backup", STORAGE_BACKUP),
     ("prune", PRUNE),
     ("health and monitor", MONITOR),
+    ("console", CONSOLE),
 ];

@@ -6,8 +6,10 @@
 //!   [`db_manifest`], [`snapshot_manifest`], [`events`] (the result event schema).
 //! - Judgements: [`series`] (what a listing holds), [`freshness`], [`retention`] (the prune plan),
 //!   [`incidents`] (the alert state machine), [`alerts`] (what people are told).
+//! - The console's actions, checked: [`actions`]; progress figures (rate, time left): [`progress`].
 //! - Small things everyone needs: [`units`], [`clock`], [`secret`].
 
+pub mod actions;
 pub mod alerts;
 pub mod clock;
 pub mod db_manifest;
@@ -17,6 +19,7 @@ pub mod incidents;
 pub mod location;
 pub mod naming;
 pub mod object;
+pub mod progress;
 pub mod retention;
 pub mod secret;
 pub mod series;

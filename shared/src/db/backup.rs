@@ -29,12 +29,14 @@ use super::codec::{CHUNK, ChunkSink, CompressSpec, Encoder, Sealed, StreamHash};
 use super::encryption::Recipients;
 use crate::core::db_manifest::{DB_FORMAT, DbManifest, DumpObject};
 use crate::core::naming::{DbBackupPath, RunId};
+use crate::core::progress::Unit;
 use crate::core::units;
 use crate::postgres::process::{self, Exit, ToolProcess};
 use crate::postgres::sql::{self, DatabaseInfo, ServerVersion};
 use crate::postgres::tools::ToolVersion;
 use crate::postgres::{Connection, PgError};
-use crate::store::{ObjectMeta, ObjectStore, ObjectWriter, PutOptions, StoreError};
+use crate::runtime::progress::{Counter, Progress};
+use crate::store::{ObjectMeta, ObjectStore, ObjectStoreExt as _, ObjectWriter, PutOptions, StoreError};
 
 /// The first bytes of every custom-format archive.
 pub const ARCHIVE_MAGIC: &[u8; 5] = b"PGDMP";
@@ -76,6 +78,7 @@ fn compress_stream(
     spec: CompressSpec,
     recipients: Option<Recipients>,
     tx: mpsc::Sender<Bytes>,
+    progress: &Counter,
 ) -> Result<(u64, StreamHash), CompressFail> {
     let sealed = Sealed::new(recipients.as_ref(), ChunkSink::new(tx)).map_err(CompressFail::Compress)?;
     let mut encoder = Encoder::new(spec, sealed).map_err(CompressFail::Compress)?;
@@ -97,6 +100,7 @@ fn compress_stream(
             }
         }
         raw += n as u64;
+        progress.add(n as u64);
         std::io::Write::write_all(&mut encoder, &buf[..n]).map_err(CompressFail::Compress)?;
     }
     if raw == 0 {
@@ -131,6 +135,21 @@ async fn pump(
 /// committed exactly the bytes hashed. `Err` means nothing is left under `key` by this call.
 #[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
 pub async fn stream_to_store(
+    cmd: tokio::process::Command,
+    spec: CompressSpec,
+    recipients: Option<Recipients>,
+    store: &dyn ObjectStore,
+    key: &str,
+    options: PutOptions,
+    cancel: &CancellationToken,
+    redact: &(dyn Fn(&str) -> String + Sync),
+) -> Result<StreamStats, DbError> {
+    stream_to_store_counted(cmd, spec, recipients, store, key, options, cancel, redact, &Counter::default()).await
+}
+
+/// [`stream_to_store`], adding the bytes the tool writes to `progress` as they are read.
+#[allow(clippy::too_many_arguments)]
+pub async fn stream_to_store_counted(
     mut cmd: tokio::process::Command,
     spec: CompressSpec,
     recipients: Option<Recipients>,
@@ -139,6 +158,7 @@ pub async fn stream_to_store(
     options: PutOptions,
     cancel: &CancellationToken,
     redact: &(dyn Fn(&str) -> String + Sync),
+    progress: &Counter,
 ) -> Result<StreamStats, DbError> {
     let tool = "pg_dump";
     cmd.stdin(Stdio::null()).stdout(Stdio::piped());
@@ -158,7 +178,8 @@ pub async fn stream_to_store(
         }
     };
     let (tx, mut rx) = mpsc::channel::<Bytes>(CHANNEL_CHUNKS);
-    let compress = tokio::task::spawn_blocking(move || compress_stream(stdout, spec, recipients, tx));
+    let counter = progress.clone();
+    let compress = tokio::task::spawn_blocking(move || compress_stream(stdout, spec, recipients, tx, &counter));
 
     let pumped = pump(&mut rx, writer.as_mut(), cancel).await;
     drop(rx); // unblocks the compressing thread if it still sends
@@ -248,6 +269,8 @@ pub struct BackupSettings {
     pub encryption: Option<Recipients>,
     /// Count rows per table in the dump's snapshot.
     pub row_counts: bool,
+    /// How often the dump logs a progress line.
+    pub progress_interval: Duration,
 }
 
 /// A finished backup.
@@ -372,12 +395,32 @@ pub async fn backup_database(
         "dump started"
     );
 
+    // The estimate of the dump's size: the previous backup's, else the database's on disk.
+    let estimate = match previous_dump_bytes(store, &path).await {
+        Some(bytes) => Some(bytes),
+        None => match &session {
+            Some(s) => sql::database_size(&s.client).await,
+            None => None,
+        },
+    };
+    let progress = Progress::start(format!("dump of {name}"), Unit::Bytes, estimate, settings.progress_interval);
     let dump_cancel = cancel.child_token();
     let count_cancel = CancellationToken::new();
     let redact = |s: &str| conn.redact(s);
     let dump = async {
         let recipients = settings.encryption.clone();
-        let r = stream_to_store(cmd, settings.spec, recipients, store, &key, options, &dump_cancel, &redact).await;
+        let r = stream_to_store_counted(
+            cmd,
+            settings.spec,
+            recipients,
+            store,
+            &key,
+            options,
+            &dump_cancel,
+            &redact,
+            progress.counter(),
+        )
+        .await;
         if r.is_err() {
             count_cancel.cancel();
         }
@@ -398,6 +441,7 @@ pub async fn backup_database(
         r.map(Some)
     };
     let (dumped, counted) = tokio::join!(dump, counts);
+    progress.finish();
     if let Some(s) = session {
         // The snapshot was only read; end the transaction and the session.
         let _ = s.client.batch_execute("ROLLBACK").await;
@@ -461,6 +505,18 @@ pub async fn backup_database(
     Ok(done)
 }
 
+/// Bytes `pg_dump` wrote for the newest complete backup of the same database, from its
+/// manifest; `None` for a first backup or an unreadable manifest (only an estimate).
+async fn previous_dump_bytes(store: &dyn ObjectStore, path: &DbBackupPath) -> Option<u64> {
+    use futures::TryStreamExt as _;
+    let prefix = DbBackupPath::series_prefix(&path.source, &path.database);
+    let listing: Vec<ObjectMeta> = store.list_all(&prefix).try_collect().await.ok()?;
+    let newest = listing.iter().filter(|o| o.key.ends_with("/manifest.json")).map(|o| &o.key).max()?;
+    let bytes = store.read_all(newest, crate::core::db_manifest::MAX_MANIFEST_BYTES).await.ok()?;
+    let manifest: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    manifest.pointer("/dump/uncompressed_bytes")?.as_u64()
+}
+
 async fn delete_quietly(store: &dyn ObjectStore, key: &str) {
     if let Err(e) = store.delete(key).await {
         tracing::warn!(key, error = %e, "could not delete an object of a failed backup; prune collects it later");
@@ -471,8 +527,8 @@ async fn delete_quietly(store: &dyn ObjectStore, key: &str) {
 mod tests {
     use super::*;
     use crate::core::db_manifest::Compression;
+    use crate::store::Location;
     use crate::store::local::LocalStore;
-    use crate::store::{Location, ObjectStoreExt as _};
 
     fn store() -> (tempfile::TempDir, LocalStore) {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -32,11 +32,13 @@ use super::codec::{CHUNK, DecodeSpec, Feed, FeedReader, StreamHash, open_dump};
 use super::encryption::{self, Identities};
 use crate::core::db_manifest::{DbManifest, DumpObject, MAX_MANIFEST_BYTES};
 use crate::core::naming::{DbBackupPath, RunId};
+use crate::core::progress::Unit;
 use crate::core::units;
 use crate::postgres::Connection;
 use crate::postgres::process::{self, ToolProcess};
 use crate::postgres::sql::{self, DatabaseInfo};
 use crate::postgres::tools::ToolVersion;
+use crate::runtime::progress::{Counter, Progress};
 use crate::store::{ObjectStore, ObjectStoreExt as _};
 
 /// Longest database name PostgreSQL keeps (NAMEDATALEN - 1 bytes).
@@ -180,6 +182,8 @@ pub struct RestoreSettings {
     /// Secret keys for encrypted dumps (`BACKUP_ENCRYPTION_IDENTITY`); `None`: only unencrypted
     /// backups can be restored.
     pub identities: Option<Identities>,
+    /// How often the download logs a progress line (a bar instead in a terminal).
+    pub progress_interval: Duration,
 }
 
 /// Where to restore to.
@@ -256,6 +260,7 @@ async fn download_verified(
     dump: &DumpObject,
     tx: mpsc::Sender<Feed>,
     cancel: &CancellationToken,
+    progress: &Counter,
 ) -> Result<bool, DbError> {
     let mut stream = cancel.run_until_cancelled(store.read(key)).await.ok_or(DbError::Cancelled)??;
     let mut hash = StreamHash::default();
@@ -264,6 +269,7 @@ async fn download_verified(
         let Some(chunk) = next else { break };
         let chunk = chunk?;
         hash.update(&chunk);
+        progress.add(chunk.len() as u64);
         if hash.len() > dump.stored_bytes {
             return Err(DbError::Verification(format!(
                 "{key} is longer than the {} bytes the manifest records: the stored object is not the one backed up",
@@ -327,6 +333,7 @@ async fn restore_streaming(
     dump: &DumpObject,
     target: &str,
     cancel: &CancellationToken,
+    progress: &Counter,
 ) -> Result<(), DbError> {
     let mut cmd = pg_restore_command(settings, target, None);
     cmd.stdin(Stdio::piped());
@@ -340,7 +347,7 @@ async fn restore_streaming(
             n
         })
     });
-    let downloaded = download_verified(store, key, dump, tx, cancel).await;
+    let downloaded = download_verified(store, key, dump, tx, cancel, progress).await;
     if downloaded.is_err() {
         // Stop pg_restore before it can see a clean end of an unverified archive.
         process.kill();
@@ -367,6 +374,7 @@ async fn restore_parallel(
     dump: &DumpObject,
     target: &str,
     cancel: &CancellationToken,
+    progress: &Counter,
 ) -> Result<(), DbError> {
     let path = settings.temp_dir.join(format!("lifeboat-restore-{}.pgc", uuid::Uuid::new_v4().simple()));
     let file = std::fs::OpenOptions::new()
@@ -384,7 +392,7 @@ async fn restore_parallel(
             Ok(n)
         })
     });
-    let downloaded = download_verified(store, key, dump, tx, cancel).await;
+    let downloaded = download_verified(store, key, dump, tx, cancel, progress).await;
     let sunk = sink.await.map_err(|e| DbError::Io(format!("the decompressing thread failed: {e}")))?;
     downloaded?;
     let bytes = match sunk {
@@ -543,11 +551,15 @@ pub async fn restore_database(
         jobs = settings.jobs,
         "restore started"
     );
+    let what = format!("restore of {} into {}", manifest.database, target.name);
+    let progress = Progress::with_bar(what, Unit::Bytes, Some(dump.stored_bytes), settings.progress_interval);
     let restored = async {
+        let counter = progress.counter();
         match settings.jobs {
-            Some(_) => restore_parallel(settings, store, &key, dump, &target.name, cancel).await?,
-            None => restore_streaming(settings, store, &key, dump, &target.name, cancel).await?,
+            Some(_) => restore_parallel(settings, store, &key, dump, &target.name, cancel, counter).await?,
+            None => restore_streaming(settings, store, &key, dump, &target.name, cancel, counter).await?,
         }
+        progress.finish();
         let verifying = Instant::now();
         let tables = match &manifest.row_counts {
             Some(expected) => verify_row_counts(conn, &target.name, expected).await?,

@@ -140,6 +140,13 @@ pub async fn database_info(
     Ok(row.map(|row| DatabaseInfo { name: row.get(0), encoding: row.get(1), collate: row.get(2), ctype: row.get(3) }))
 }
 
+/// `pg_database_size` of the connected database: an estimate of a dump's size (the dump holds no
+/// indexes and no dead rows, so it is usually smaller). `None` when it cannot be read.
+pub async fn database_size(client: &Client) -> Option<u64> {
+    let row = client.query_one("SELECT pg_database_size(current_database())", &[]).await.ok()?;
+    u64::try_from(row.get::<_, i64>(0)).ok()
+}
+
 /// The user tables whose rows a backup counts: ordinary tables (partitions included,
 /// partitioned parents and views not) outside the system schemas, minus tables that belong to
 /// an extension (their content is the extension's, not the dump's).

@@ -171,6 +171,7 @@ impl App {
             },
             encryption: self.config.encryption.clone(),
             row_counts: self.config.row_counts,
+            progress_interval: self.services.common.progress_interval,
         };
         Ok((settings, targets))
     }

@@ -235,6 +235,7 @@ mod tests {
             query: None,
             headers: http::HeaderMap::new(),
             body: bytes::Bytes::new(),
+            caller: crate::runtime::auth::Caller::Anonymous,
         };
         assert!(!wants_html(&req));
         req.headers.insert(

@@ -3,6 +3,7 @@
 //! and its work (`start`, then [`crate::runtime::Program`]). Binaries in `functions/` only call
 //! [`crate::runtime::main`] with these.
 
+pub mod console;
 pub mod db_backup;
 pub mod health;
 pub mod monitor;
@@ -58,6 +59,7 @@ mod tests {
             (&super::prune::SPEC, answers(&super::prune::SPEC, super::prune::read, &["--dry-run"])),
             (&super::health::SPEC, answers(&super::health::SPEC, super::health::read, &[])),
             (&super::monitor::SPEC, answers(&super::monitor::SPEC, super::monitor::read, &[])),
+            (&super::console::SPEC, answers(&super::console::SPEC, super::console::read, &[])),
             (
                 &super::restore::SPEC,
                 answers(&super::restore::SPEC, super::restore::read, &["list", "--database", "app"]),

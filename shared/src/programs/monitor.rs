@@ -41,6 +41,7 @@ use crate::core::secret::Secret;
 use crate::core::source::SourceSpec;
 use crate::error::Classify as _;
 use crate::notify::slack::{Channel, DeliveryError, Format};
+use crate::runtime::auth::{Access, Role};
 use crate::runtime::http::{HttpRequest, HttpResponse};
 use crate::runtime::{self, Program, ProgramSpec, RunContext, Services, StartError};
 use crate::store::{ObjectStore, ObjectStoreExt as _, Precondition, PutOptions, StoreError};
@@ -710,6 +711,15 @@ impl Program for App {
         }
         result.finished_at = Utc::now();
         result
+    }
+
+    /// `/pubsub` is for the push identities only, `/check` for the scheduler's.
+    fn access(&self, method: &Method, path: &str) -> Access {
+        match (method, path) {
+            (&Method::POST, "/pubsub") => Access::Role(Role::Push),
+            (&Method::GET | &Method::HEAD, _) => Access::Public,
+            _ => Access::Role(Role::Scheduler),
+        }
     }
 
     async fn route(&self, request: &HttpRequest) -> Option<HttpResponse> {

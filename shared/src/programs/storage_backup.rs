@@ -109,6 +109,8 @@ pub fn read(r: &mut Reader<'_>, _cli: Option<Cli>) -> Option<Config> {
         suspicious_fraction: fraction?,
         task: u32::try_from(task?).ok()?,
         tasks: u32::try_from(tasks?).ok()?,
+        // Set from the common settings when the program starts.
+        progress_interval: std::time::Duration::ZERO,
     };
     if sources.is_empty() {
         return None;
@@ -126,7 +128,8 @@ pub struct App {
 
 /// Builds the program: opens every source (that a source and the backup store are of one kind,
 /// since copies are server-side, is checked with the configuration: [`Reader::sources`]).
-pub async fn start(services: Services, config: Config) -> Result<App, StartError> {
+pub async fn start(services: Services, mut config: Config) -> Result<App, StartError> {
+    config.settings.progress_interval = services.common.progress_interval;
     let mut sources = Vec::new();
     for spec in &config.sources {
         let store = crate::store::open(&spec.location, &services.env, services.common.upload_chunk_bytes).await?;
@@ -249,7 +252,10 @@ mod tests {
         let c = parse(&[("SOURCE_BUCKETS", "media-prod, uploads/incoming/")]).expect("valid");
         assert_eq!(c.sources.len(), 2);
         assert_eq!(c.sources[1].prefix, "incoming/");
-        assert_eq!(c.settings, SnapshotSettings { concurrency: 16, suspicious_fraction: 0.5, task: 0, tasks: 1 });
+        assert_eq!(
+            c.settings,
+            SnapshotSettings { concurrency: 16, suspicious_fraction: 0.5, task: 0, tasks: 1, ..Default::default() }
+        );
         assert_eq!(c.naming, Naming::Fresh);
         let c = parse(&[
             ("SOURCE_BUCKETS", "media-prod"),

@@ -3,6 +3,8 @@
 use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
 
+use super::auth::Caller;
+
 /// A request as a program route sees it (body already read, size-limited).
 #[derive(Debug, Clone)]
 pub struct HttpRequest {
@@ -16,6 +18,8 @@ pub struct HttpRequest {
     pub headers: HeaderMap,
     /// Body.
     pub body: Bytes,
+    /// Who called, as admitted by the server before the body was read.
+    pub caller: Caller,
 }
 
 impl HttpRequest {

@@ -13,6 +13,7 @@ pub mod http;
 mod job;
 pub mod logging;
 mod program;
+pub mod progress;
 pub mod push;
 mod server;
 mod services;

@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
+use super::auth::{Access, Role};
 use super::http::{HttpRequest, HttpResponse};
 use crate::core::events::RunResult;
 
@@ -40,8 +41,19 @@ pub trait Program: Send + Sync + 'static {
     /// Does the work once. Never panics on bad input; failures are in the result.
     async fn run(&self, ctx: RunContext) -> RunResult;
 
-    /// Extra routes (`None` = not mine). POST routes are authenticated before they get here.
+    /// Extra routes (`None` = not mine). The caller was admitted by [`Program::access`] before
+    /// the body was read.
     async fn route(&self, _request: &HttpRequest) -> Option<HttpResponse> {
         None
+    }
+
+    /// Who may call `method path` of [`Program::route`]. By default reads are public and every
+    /// other method is for the scheduler identities (like `POST /run`).
+    fn access(&self, method: &http::Method, _path: &str) -> Access {
+        if method == http::Method::GET || method == http::Method::HEAD {
+            Access::Public
+        } else {
+            Access::Role(Role::Scheduler)
+        }
     }
 }

@@ -1,7 +1,13 @@
 //! Service mode: a hyper server. `GET /healthz` answers liveness; `POST /run` runs the same code
 //! path as job mode and answers the result as JSON (200 or 500); a second `POST /run` while one
-//! is in progress gets 409. Every POST needs credentials (401 without, 403 for an identity not on
-//! the allow-list). Bodies are limited to [`MAX_BODY_BYTES`]. SIGTERM stops the server
+//! is in progress gets 409.
+//!
+//! Every request is admitted on its head alone, before a byte of its body is read
+//! ([`App::admit`]): the route's rule ([`Program::access`]; `POST /run` is the scheduler's) and
+//! the caller from the headers ([`crate::runtime::auth`]) give 401 (no or unusable credentials)
+//! or 403 (a known caller on the wrong route), so an anonymous 5 MB POST costs us nothing but
+//! its head. Admitted bodies are limited to [`MAX_BODY_BYTES`] (413). The server listens on
+//! `LIFEBOAT_BIND` (127.0.0.1 off Cloud Run, 0.0.0.0 on it). SIGTERM stops the server
 //! gracefully: no new connections, open ones drained within [`CANCEL_GRACE`].
 
 use std::convert::Infallible;
@@ -19,7 +25,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use super::auth::AuthError;
+use super::auth::{Access, AuthError, Caller, Role};
 use super::cli::ProgramSpec;
 use super::http::{HttpRequest, HttpResponse};
 use super::program::{Program, RunContext, Trigger};
@@ -31,14 +37,15 @@ use crate::notify::sentry::RunScope;
 /// Largest request body accepted (Pub/Sub push envelopes are far smaller).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
-/// Serves `program` on every interface at `port` until a termination signal.
+/// Serves `program` on `LIFEBOAT_BIND` at `port` until a termination signal.
 pub(super) async fn listen<P: Program>(
     spec: &'static ProgramSpec,
     program: Arc<P>,
     services: Services,
     port: u16,
 ) -> ExitCode {
-    let addr = SocketAddr::from(([0, 0, 0, 0], port));
+    let ip = services.common.auth.bind.unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+    let addr = SocketAddr::new(ip, port);
     let listener = match TcpListener::bind(addr).await {
         Ok(l) => l,
         Err(e) => {
@@ -72,25 +79,29 @@ impl<P: Program> App<P> {
         })
     }
 
-    /// Handles one request (public so tests can drive it without a socket).
+    /// Decides on a request from its head alone: the route's rule, then the caller. Refusals
+    /// are answered here, before the body is read.
+    pub fn admit(&self, method: &Method, path: &str, headers: &::http::HeaderMap) -> Result<Caller, HttpResponse> {
+        let access = match (method, path) {
+            (_, "/healthz") => Access::Public,
+            (&Method::POST, "/run") => Access::Role(Role::Scheduler),
+            _ => self.program.access(method, path),
+        };
+        self.services.common.auth.admit(headers, access).map_err(|e| {
+            let status = if e.is_forbidden() { StatusCode::FORBIDDEN } else { StatusCode::UNAUTHORIZED };
+            tracing::warn!(%method, path, reason = %e, "refused request");
+            refusal(status, &e)
+        })
+    }
+
+    /// Handles one admitted request (public so tests can drive it without a socket).
     pub async fn handle(&self, request: HttpRequest) -> HttpResponse {
         let route = (request.method.clone(), request.path.as_str());
         if route == (Method::GET, "/healthz") {
             return HttpResponse::json(StatusCode::OK, &serde_json::json!({"status": "ok", "program": self.spec.name}));
         }
-        if request.method == Method::POST {
-            let header = request.headers.get(::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-            match self.services.common.auth.authorize(header) {
-                Ok(caller) => tracing::debug!(?caller, path = request.path, "authorized"),
-                Err(e) => {
-                    let status = match e {
-                        AuthError::Unauthenticated => StatusCode::UNAUTHORIZED,
-                        AuthError::Forbidden(_) => StatusCode::FORBIDDEN,
-                    };
-                    tracing::warn!(path = request.path, reason = %e, "refused request");
-                    return HttpResponse::error(status, e);
-                }
-            }
+        if request.caller != Caller::Anonymous {
+            tracing::debug!(caller = request.caller.name(), path = request.path, "admitted");
         }
         if route == (Method::POST, "/run") {
             let Ok(_guard) = self.running.try_lock() else {
@@ -120,8 +131,21 @@ impl<P: Program> App<P> {
     }
 }
 
-async fn to_request(req: hyper::Request<Incoming>) -> Result<HttpRequest, HttpResponse> {
+/// A 401/403 answer. A 401 says how to authenticate (`WWW-Authenticate`, RFC 9110); the
+/// connection is closed, since the unread body would otherwise have to be drained first.
+fn refusal(status: StatusCode, e: &AuthError) -> HttpResponse {
+    let mut resp = HttpResponse::error(status, e);
+    if status == StatusCode::UNAUTHORIZED {
+        resp.headers.push(("www-authenticate", "Bearer".to_owned()));
+    }
+    resp.headers.push(("connection", "close".to_owned()));
+    resp
+}
+
+/// Admits the request on its head, then reads its (size-limited) body.
+async fn to_request<P: Program>(app: &App<P>, req: hyper::Request<Incoming>) -> Result<HttpRequest, HttpResponse> {
     let (parts, body) = req.into_parts();
+    let caller = app.admit(&parts.method, parts.uri.path(), &parts.headers)?;
     let body = Limited::new(body, MAX_BODY_BYTES).collect().await.map_err(|e| {
         if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
             HttpResponse::error(StatusCode::PAYLOAD_TOO_LARGE, format!("body larger than {MAX_BODY_BYTES} bytes"))
@@ -135,6 +159,7 @@ async fn to_request(req: hyper::Request<Incoming>) -> Result<HttpRequest, HttpRe
         query: parts.uri.query().map(str::to_owned),
         headers: parts.headers,
         body: body.to_bytes(),
+        caller,
     })
 }
 
@@ -164,7 +189,7 @@ pub async fn serve<P: Program>(listener: TcpListener, app: Arc<App<P>>, shutdown
                 let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
                     let app = app.clone();
                     async move {
-                        let resp = match to_request(req).await {
+                        let resp = match to_request(&app, req).await {
                             Ok(r) => app.handle(r).await,
                             Err(resp) => resp,
                         };

@@ -65,6 +65,9 @@ pub enum StartError {
     /// An alert channel cannot be set up.
     #[error(transparent)]
     Channel(#[from] ChannelError),
+    /// The console's job executor cannot be set up.
+    #[error("cannot set up the job executor: {0}")]
+    Executor(String),
 }
 
 impl Classify for StartError {
@@ -72,6 +75,7 @@ impl Classify for StartError {
         match self {
             Self::Publish(e) => e.kind(),
             Self::Channel(e) => e.kind(),
+            Self::Executor(_) => ErrorKind::Config,
             Self::Store(e) => e.kind(),
             Self::Postgres(e) => e.kind(),
         }

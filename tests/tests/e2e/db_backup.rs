@@ -631,3 +631,51 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// A `pg_dump` that stalls 2.5 s after its first 2 KiB (read byte by byte, so nothing is lost).
+const SLOW_PG_DUMP: &str = "case \"$1\" in --version) exec \"$REAL\" --version;; esac\n\
+     \"$REAL\" \"$@\" | { dd bs=1 count=2048 2>/dev/null; sleep 2.5; cat; }";
+
+/// The `progress:` lines of a log.
+fn progress_lines(log: &str) -> Vec<&str> {
+    log.lines().filter_map(|l| l.split_once("progress: ").map(|(_, p)| p)).collect()
+}
+
+#[test]
+fn a_long_dump_logs_progress_at_the_interval_against_an_estimate() {
+    let db = TestDb::create("lb-progress");
+    db.sql(&small_fixture(5_000));
+    let home = tempfile::tempdir().expect("home");
+    let backups = tempfile::tempdir().expect("backups");
+    let tools = fake_bin_dir(SLOW_PG_DUMP);
+    let run = || {
+        let out = db_job("db-backup", home.path(), &db.server, &file_url(&backups))
+            .env("LIFEBOAT_PG_BIN_DIR", tools.path())
+            .env("BACKUP_DATABASES", &db.name)
+            .env("LIFEBOAT_PROGRESS_INTERVAL", "1s")
+            .output()
+            .expect("run db-backup");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        stderr
+    };
+    // First backup: no previous one, so the estimate is pg_database_size.
+    let first = run();
+    let lines = progress_lines(&first);
+    let prefix = format!("dump of {}: ", db.name);
+    let ticks: Vec<&&str> = lines.iter().filter(|l| !l.ends_with("(done)")).collect();
+    assert!(ticks.len() >= 2, "a line every second of a 2.5 s stall: {lines:?}");
+    for line in &lines {
+        assert!(line.starts_with(&prefix) && line.contains("/s, ") && line.contains(" elapsed"), "{line}");
+    }
+    assert!(ticks[0].contains("2.0 KiB of ~"), "2 KiB done while stalled, against an estimate: {}", ticks[0]);
+    assert!(ticks[0].contains("left"), "time left while under the estimate: {}", ticks[0]);
+    assert!(lines.last().is_some_and(|l| l.ends_with("(done)")), "{lines:?}");
+
+    // Second backup: the estimate is what the first one's pg_dump wrote.
+    let previous = manifests(backups.path(), &db.name)[0].dump.uncompressed_bytes;
+    let second = run();
+    let estimate = format!(" of ~{} ", lifeboat_core::core::units::bytes(previous));
+    let lines = progress_lines(&second);
+    assert!(lines.iter().any(|l| l.contains(&estimate)), "the previous dump's size {estimate:?} in {lines:?}");
+}

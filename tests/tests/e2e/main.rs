@@ -3,6 +3,7 @@
 //! one module per program, a few that every program shares, and `support` for the fixtures.
 
 // The programs.
+mod console;
 mod db_backup;
 mod health;
 mod monitor;

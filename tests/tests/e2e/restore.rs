@@ -509,3 +509,45 @@ async fn restore_binary_dry_run_and_restore() {
     let out = run(&["--snapshot", &run_id(7).to_string()]);
     assert_eq!(out.status.code(), Some(1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_shows_a_progress_bar_in_a_terminal_and_plain_lines_otherwise() {
+    let db = TestDb::create("lb-bar");
+    db.sql(&small_fixture(2_000));
+    let (dir, store) = local_store();
+    backup(&db, &store, &dir).await;
+    let home = tempfile::tempdir().expect("home");
+
+    // Piped (a Cloud Run job, the console's child): log lines, no bar.
+    let plain = unique("lb-bar-plain");
+    db.drop_later(&plain);
+    let out = db_job("restore", home.path(), &db.server, &file_url(&dir))
+        .args(["db", "--database", &db.name, "--target", &plain])
+        .output()
+        .expect("run restore");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains(&format!("progress: restore of {} into {plain}: ", db.name)), "{stderr}");
+    assert!(!stderr.contains("[=="), "no bar outside a terminal: {stderr}");
+
+    // In a terminal (`script` gives it a pseudo-terminal): indicatif's bar.
+    let tty = unique("lb-bar-tty");
+    db.drop_later(&tty);
+    let restore = crate::support::binaries::binary("restore");
+    let line = format!("exec '{}' --once db --database '{}' --target '{tty}'", restore.display(), db.name);
+    let out = std::process::Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", home.path())
+        .env("TERM", "xterm")
+        .env("LIFEBOAT_DESTINATION", file_url(&dir))
+        .envs(db.server.vars())
+        .output()
+        .expect("run restore in a pseudo-terminal");
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{screen}");
+    assert!(screen.contains(&format!("restore of {} into {tty} [", db.name)), "the bar's message: {screen}");
+    assert!(screen.contains("=]") || screen.contains("==="), "the bar itself: {screen}");
+    assert_eq!(db.server.psql(&tty, "SELECT count(*) FROM t"), "2000");
+}

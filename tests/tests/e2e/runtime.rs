@@ -11,20 +11,21 @@ use async_trait::async_trait;
 use lifeboat_core::config::{Env, vars};
 use lifeboat_core::core::events::{Outcome, RunResult};
 use lifeboat_core::programs;
-use lifeboat_core::runtime::auth::unsigned_jwt_for;
+use lifeboat_core::runtime::auth::{jwt_with_claims, unsigned_jwt_for};
 use lifeboat_core::runtime::{App, Program, ProgramSpec, RunContext, Services};
 use tokio::sync::Notify;
 
 use crate::support::binaries::{Service, command};
 use crate::support::stack::{Served, local_store, services_on};
 
-const PROGRAMS: [&ProgramSpec; 6] = [
+const PROGRAMS: [&ProgramSpec; 7] = [
     &programs::db_backup::SPEC,
     &programs::storage_backup::SPEC,
     &programs::restore::SPEC,
     &programs::prune::SPEC,
     &programs::health::SPEC,
     &programs::monitor::SPEC,
+    &programs::console::SPEC,
 ];
 
 #[test]
@@ -125,7 +126,7 @@ async fn service_mode_binary_refuses_anonymous_runs_and_stops_on_sigterm() {
     let mut prune = command("prune", home.path());
     prune.env("LIFEBOAT_DESTINATION", format!("file://{}/backups", home.path().display()));
     // PORT=0: the kernel picks the port when the binary binds; the binary logs it and we read it.
-    let Service { mut child, base } = Service::start(prune).await;
+    let Service { mut child, base, .. } = Service::start(prune).await;
     let http = reqwest::Client::new();
     let health = http.get(format!("{base}/healthz")).send().await.expect("healthz");
     assert_eq!(health.status(), 200);
@@ -208,6 +209,8 @@ async fn service_mode_authenticates_serialises_runs_and_stops_gracefully() {
         ("LIFEBOAT_DESTINATION", format!("file://{}", dir.path().display())),
         ("LIFEBOAT_API_TOKEN", TOKEN.to_owned()),
         ("LIFEBOAT_ALLOWED_INVOKERS", INVOKER.to_owned()),
+        // On Cloud Run: the platform verified the ID tokens it forwards, so they are trusted.
+        ("K_SERVICE", "slow".to_owned()),
     ]);
     let services = services_on(&env, store);
     let release = Arc::new(Notify::new());
@@ -265,7 +268,136 @@ async fn service_mode_authenticates_serialises_runs_and_stops_gracefully() {
     if let Ok(resp) = too_big {
         assert_eq!(resp.status(), 413);
     }
+    assert_eq!(program.runs.load(Ordering::SeqCst), 1, "refused requests never run the program");
 
     served.stop().await;
     assert!(http.get(format!("{base}/healthz")).send().await.is_err(), "no longer listening");
+}
+
+// --- identity: every rule of runtime::auth, on the real `monitor` binary -----------------------
+
+const SCHEDULER: &str = "scheduler@proj.iam.gserviceaccount.com";
+const PUSH: &str = "push@proj.iam.gserviceaccount.com";
+
+/// The `monitor` binary in service mode, its state in `home`; on Cloud Run when `k_service`.
+async fn monitor_binary(home: &std::path::Path, k_service: bool) -> Service {
+    let mut monitor = command("monitor", home);
+    monitor
+        .env("LIFEBOAT_DESTINATION", format!("file://{}/backups", home.display()))
+        .env("LIFEBOAT_API_TOKEN", TOKEN)
+        .env("LIFEBOAT_ALLOWED_INVOKERS", SCHEDULER)
+        .env("LIFEBOAT_PUSH_INVOKERS", PUSH);
+    if k_service {
+        monitor.env("K_SERVICE", "monitor");
+    }
+    Service::start(monitor).await
+}
+
+/// The status of `POST base+path` with the given headers and an empty JSON body.
+async fn post_status(base: &str, path: &str, headers: &[(&str, String)]) -> u16 {
+    let mut request = reqwest::Client::new().post(format!("{base}{path}")).json(&serde_json::json!({}));
+    for (k, v) in headers {
+        request = request.header(*k, v);
+    }
+    request.send().await.expect("post").status().as_u16()
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+#[tokio::test]
+async fn off_cloud_run_only_the_static_token_authenticates_and_the_server_binds_loopback() {
+    let home = tempfile::tempdir().expect("home");
+    let monitor = monitor_binary(home.path(), false).await;
+    assert!(monitor.addr.ip().is_loopback(), "off Cloud Run the server listens on 127.0.0.1: {}", monitor.addr);
+    let base = &monitor.base;
+    // An unsigned JWT naming an allowed identity: anyone can write one, and nothing verified it.
+    let forged = bearer(&unsigned_jwt_for(SCHEDULER));
+    assert_eq!(post_status(base, "/check", &[("authorization", forged.clone())]).await, 401);
+    assert_eq!(post_status(base, "/check", &[("x-serverless-authorization", forged)]).await, 401);
+    let push = bearer(&unsigned_jwt_for(PUSH));
+    assert_eq!(post_status(base, "/pubsub", &[("authorization", push)]).await, 401);
+    assert_eq!(post_status(base, "/check", &[]).await, 401);
+    assert_eq!(post_status(base, "/check", &[("authorization", bearer(TOKEN))]).await, 200);
+}
+
+#[tokio::test]
+async fn on_cloud_run_identities_are_read_from_the_verified_header_and_checked_per_endpoint() {
+    let home = tempfile::tempdir().expect("home");
+    let monitor = monitor_binary(home.path(), true).await;
+    assert!(monitor.addr.ip().is_unspecified(), "on Cloud Run the server listens on every interface");
+    let base = &monitor.base;
+    let (scheduler, push) = (bearer(&unsigned_jwt_for(SCHEDULER)), bearer(&unsigned_jwt_for(PUSH)));
+
+    // Each identity on its own endpoint: admitted (an empty envelope is a 400, not a refusal).
+    assert_eq!(post_status(base, "/check", &[("authorization", scheduler.clone())]).await, 200);
+    assert_eq!(post_status(base, "/pubsub", &[("authorization", push.clone())]).await, 400);
+    // The right identity on the wrong endpoint: 403.
+    assert_eq!(post_status(base, "/check", &[("authorization", push.clone())]).await, 403);
+    assert_eq!(post_status(base, "/run", &[("authorization", push.clone())]).await, 403);
+    assert_eq!(post_status(base, "/pubsub", &[("authorization", scheduler.clone())]).await, 403);
+
+    // X-Serverless-Authorization is what Cloud Run verified; Authorization is passed through.
+    assert_eq!(post_status(base, "/check", &[("x-serverless-authorization", scheduler.clone())]).await, 200);
+    let disagreeing = [("x-serverless-authorization", push.clone()), ("authorization", scheduler.clone())];
+    assert_eq!(post_status(base, "/check", &disagreeing).await, 401, "two headers naming different callers");
+    let agreeing = [("x-serverless-authorization", scheduler.clone()), ("authorization", scheduler.clone())];
+    assert_eq!(post_status(base, "/check", &agreeing).await, 200);
+
+    // email_verified: boolean true, or absent for a service account; never a string.
+    let claims = |verified: serde_json::Value| {
+        let mut c = serde_json::json!({ "email": SCHEDULER });
+        if !verified.is_null() {
+            c["email_verified"] = verified;
+        }
+        bearer(&jwt_with_claims(&c))
+    };
+    for (verified, expected) in [
+        (serde_json::json!("false"), 401),
+        (serde_json::json!("true"), 401),
+        (serde_json::json!(false), 401),
+        (serde_json::json!(true), 200),
+        (serde_json::Value::Null, 200),
+    ] {
+        let status = post_status(base, "/check", &[("authorization", claims(verified.clone()))]).await;
+        assert_eq!(status, expected, "email_verified = {verified}");
+    }
+}
+
+#[tokio::test]
+async fn an_unauthenticated_huge_body_is_refused_before_it_is_read() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let home = tempfile::tempdir().expect("home");
+    let monitor = monitor_binary(home.path(), false).await;
+    // Announce 5 MB and send none of it: the answer must come from the head alone.
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", monitor.addr.port())).await.expect("connect");
+    let head =
+        "POST /pubsub HTTP/1.1\r\nHost: monitor\r\nContent-Type: application/json\r\nContent-Length: 5242880\r\n\r\n";
+    stream.write_all(head.as_bytes()).await.expect("write head");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("answered (and closed) without waiting for the body")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(answer.to_ascii_lowercase().contains("www-authenticate: bearer"), "{answer}");
+
+    // Authenticated, the same body is read up to the limit: 413.
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", monitor.addr.port())).await.expect("connect");
+    let head = format!(
+        "POST /pubsub HTTP/1.1\r\nHost: monitor\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: 5242880\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.expect("write head");
+    let chunk = vec![b' '; 64 * 1024];
+    for _ in 0..20 {
+        if stream.write_all(&chunk).await.is_err() {
+            break; // the server answered and closed after its limit
+        }
+    }
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
 }

@@ -7,7 +7,9 @@ use crate::bucket::read::Selector;
 use crate::bucket::restore::{Action, RestoreRequest, restore_bucket};
 use crate::core::events::{ItemResult, Outcome, RunResult};
 use crate::core::naming::RunId;
+use crate::core::progress::Unit;
 use crate::core::units;
+use crate::runtime::progress::Progress;
 use crate::runtime::{RunContext, Services};
 use crate::store::Location;
 
@@ -97,12 +99,19 @@ pub async fn run(services: &Services, args: &BucketArgs, ctx: &RunContext, mut r
         item.figures.insert("target".into(), location.to_string().into());
         let target = crate::store::open(&location, &services.env, services.common.upload_chunk_bytes).await?;
         let dry_run = args.dry_run;
+        // Objects planned so far (each is copied, found present, or reported right after).
+        let what = format!("restore of bucket {} into {location}", args.source_bucket);
+        let progress = Progress::with_bar(what, Unit::Objects, None, services.common.progress_interval);
+        let counter = progress.counter().clone();
         let print = move |a: &Action| {
+            counter.add(1);
             if dry_run || matches!(a, Action::Delete(_) | Action::Conflict { .. }) {
                 println!("{}", a.describe(dry_run));
             }
         };
-        restore_bucket(&*services.store, &*target, &args.request(), &print, &ctx.cancel).await.map(|r| (r, location))
+        let restored = restore_bucket(&*services.store, &*target, &args.request(), &print, &ctx.cancel).await;
+        progress.finish();
+        restored.map(|r| (r, location))
     }
     .await;
     match outcome {

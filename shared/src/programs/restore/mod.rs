@@ -276,6 +276,7 @@ impl App {
             no_privileges: args.no_privileges,
             temp_dir: std::env::temp_dir(),
             identities: self.config.identities.clone(),
+            progress_interval: self.services.common.progress_interval,
         };
         tracing::info!(
             backup_id = manifest.backup_id,

@@ -45,18 +45,32 @@ pub struct Service {
     pub child: tokio::process::Child,
     /// `http://127.0.0.1:PORT`.
     pub base: String,
+    /// The address the service said it listens on (`127.0.0.1:PORT` off Cloud Run by default).
+    pub addr: SocketAddr,
 }
 
 impl Service {
     /// Starts `command` with `PORT=0` and waits (15 s at most) for the address it serves on.
-    /// Its log is read from stderr, and drained in the background afterwards.
+    /// Its log is read from stderr (text) and stdout (JSON, on Cloud Run), and drained in the
+    /// background afterwards.
     pub async fn start(mut command: Command) -> Self {
-        command.env("PORT", "0").stdout(Stdio::null()).stderr(Stdio::piped());
+        command.env("PORT", "0").stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = tokio::process::Command::from(command).kill_on_drop(true).spawn().expect("spawn service");
-        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let stderr = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        for mut lines in [Box::new(stderr) as Box<dyn LineSource>, Box::new(stdout)] {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                while let Some(line) = lines.next().await {
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        drop(tx);
         let mut seen = Vec::new();
         let addr = tokio::time::timeout(Duration::from_secs(15), async {
-            while let Some(line) = lines.next_line().await.expect("read the service's log") {
+            while let Some(line) = rx.recv().await {
                 if let Some(addr) = serving_addr(&line) {
                     return Some(addr);
                 }
@@ -68,8 +82,21 @@ impl Service {
         .ok()
         .flatten()
         .unwrap_or_else(|| panic!("the service never logged its address; its log:\n{}", seen.join("\n")));
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self { child, base: format!("http://127.0.0.1:{}", addr.port()) }
+        tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        Self { child, base: format!("http://127.0.0.1:{}", addr.port()), addr }
+    }
+}
+
+/// Lines of a child's stdout or stderr.
+#[async_trait::async_trait]
+trait LineSource: Send {
+    async fn next(&mut self) -> Option<String>;
+}
+
+#[async_trait::async_trait]
+impl<R: tokio::io::AsyncBufRead + Unpin + Send> LineSource for tokio::io::Lines<R> {
+    async fn next(&mut self) -> Option<String> {
+        self.next_line().await.ok().flatten()
     }
 }
 

@@ -12,12 +12,16 @@
 //! - [`slack`]: the Slack stand-in.
 //! - [`sentry`]: the Sentry stand-in (envelopes).
 //! - [`binaries`]: the programs' real binaries, run with a clean environment.
+//! - [`browser`]: headless Chromium through chromedriver (WebDriver).
+//! - [`console`]: the `console` binary, and a stand-in of the Cloud Run Admin API.
 //!
 //! Every server a test starts binds port 0 (or a Unix socket) and the port is read back, so tests
 //! running at the same time never race for a port.
 
 pub mod binaries;
+pub mod browser;
 pub mod buckets;
+pub mod console;
 pub mod db;
 pub mod fake_backups;
 pub mod gcs;
