@@ -150,8 +150,23 @@ pub struct SeriesOutcome {
     pub blobs_deleted: usize,
     /// Bytes of deleted blobs.
     pub blob_bytes_freed: u64,
+    /// Runs and blobs whose deletion the bucket's retention policy refused (too young yet; a
+    /// later prune deletes them). Not an error: the backup bucket is write-once on purpose.
+    pub retained: usize,
+    /// The store's words for the first of them (until when).
+    pub retained_note: Option<String>,
     /// First error, if any.
     pub error: Option<String>,
+}
+
+impl SeriesOutcome {
+    fn note_retained(&mut self, series: &str, e: &StoreError) {
+        tracing::warn!(series, error = %e, "deletion refused by the retention policy; a later prune deletes it");
+        self.retained += 1;
+        if self.retained_note.is_none() {
+            self.retained_note = Some(e.to_string());
+        }
+    }
 }
 
 /// The program.
@@ -225,23 +240,41 @@ async fn apply_series(
         if cancel.is_cancelled() {
             return Err(PruneError::Cancelled);
         }
-        match d.action {
-            Action::Delete(DeleteReason::Expired) => out.backups_deleted += 1,
-            Action::Delete(DeleteReason::Orphan) => out.orphans_deleted += 1,
+        let expired = match d.action {
+            Action::Delete(DeleteReason::Expired) => true,
+            Action::Delete(DeleteReason::Orphan) => false,
             Action::Keep(_) => continue,
-        }
-        out.bytes_freed += d.bytes;
+        };
+        let (mut deleted, mut refused) = (0, false);
         if dry_run {
-            out.objects_deleted += d.keys.len();
-            continue;
-        }
-        for key in sp.deletion_order(d) {
-            // `?`: when the completion object cannot be deleted, the rest stays (still complete).
-            if store.delete(key).await? {
-                out.objects_deleted += 1;
+            deleted = d.keys.len();
+        } else {
+            for key in sp.deletion_order(d) {
+                // `?`: when the completion object cannot be deleted, the rest stays (still complete).
+                match store.delete(key).await {
+                    Ok(gone) => deleted += usize::from(gone),
+                    // Too young for the bucket's retention policy: leave the rest of this run (its
+                    // completion object goes first, so a refused run stays complete) and go on.
+                    Err(e) if e.is_retained() => {
+                        out.note_retained(&sp.label(), &e);
+                        refused = true;
+                        break;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
+            if refused && deleted == 0 {
+                continue; // nothing of it went: still there, in full
+            }
+            tracing::info!(series = sp.label(), backup = %d.run, action = ?d.action, "deleted");
         }
-        tracing::info!(series = sp.label(), backup = %d.run, action = ?d.action, "deleted");
+        out.objects_deleted += deleted;
+        out.bytes_freed += d.bytes;
+        if expired {
+            out.backups_deleted += 1;
+        } else {
+            out.orphans_deleted += 1;
+        }
     }
     let held_all = matches!(sp.hold, Some(Hold::NewestFailed { .. } | Hold::NewestSuspicious { .. }));
     if sp.kind == Kind::Bucket && !held_all {
@@ -250,7 +283,15 @@ async fn apply_series(
             if cancel.is_cancelled() {
                 return Err(PruneError::Cancelled);
             }
-            let gone = dry_run || store.delete(&blob.key).await?;
+            let gone = dry_run
+                || match store.delete(&blob.key).await {
+                    Ok(gone) => gone,
+                    Err(e) if e.is_retained() => {
+                        out.note_retained(&sp.label(), &e);
+                        false
+                    }
+                    Err(e) => return Err(e.into()),
+                };
             if gone {
                 out.blobs_deleted += 1;
                 out.objects_deleted += 1;
@@ -328,6 +369,10 @@ impl PruneReport {
             total.bytes_freed += out.bytes_freed;
             total.blobs_deleted += out.blobs_deleted;
             total.blob_bytes_freed += out.blob_bytes_freed;
+            total.retained += out.retained;
+            if total.retained_note.is_none() {
+                total.retained_note.clone_from(&out.retained_note);
+            }
             held += usize::from(sp.hold.is_some());
             failed += usize::from(out.error.is_some());
             let outcome = match (&out.error, &sp.hold) {
@@ -345,6 +390,7 @@ impl PruneReport {
                 ("objects_deleted".into(), serde_json::json!(out.objects_deleted)),
                 ("bytes_freed".into(), serde_json::json!(out.bytes_freed + out.blob_bytes_freed)),
                 ("held".into(), serde_json::json!(sp.hold.is_some())),
+                ("retained".into(), serde_json::json!(out.retained)),
             ]);
             result.items.push(ItemResult {
                 kind: match sp.kind {
@@ -370,6 +416,7 @@ impl PruneReport {
             ("blobs_deleted".into(), serde_json::json!(total.blobs_deleted)),
             ("objects_deleted".into(), serde_json::json!(total.objects_deleted)),
             ("bytes_freed".into(), serde_json::json!(freed)),
+            ("retained".into(), serde_json::json!(total.retained)),
         ]);
         result.outcome = if failed > 0 || (held > 0 && !self.dry_run) {
             Outcome::Failure
@@ -394,6 +441,13 @@ impl PruneReport {
                 plan.series.iter().filter_map(|sp| sp.hold.as_ref().map(|h| format!("{}: {h}", sp.label()))).collect();
             let verb = if self.dry_run { "would be refused" } else { "refused" };
             summary.push_str(&format!("; {held} series held, prune {verb} ({})", reasons.join("; ")));
+        }
+        if total.retained > 0 {
+            summary.push_str(&format!(
+                "; {} runs or blobs held by the bucket's retention policy, deleted by a later prune ({})",
+                total.retained,
+                total.retained_note.as_deref().unwrap_or_default()
+            ));
         }
         if failed > 0 {
             summary.push_str(&format!("; {failed} series failed"));
