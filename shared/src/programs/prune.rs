@@ -531,6 +531,39 @@ mod tests {
         assert!(err.problems[0].message.contains("'--yes'"), "{err}");
     }
 
+    /// Issue 11: a deletion the bucket's retention policy refuses is reported (count, the
+    /// store's words) and does not fail the run.
+    #[test]
+    fn deletions_held_by_the_retention_policy_are_reported_not_failed() {
+        use crate::core::object::ObjectMeta;
+        let now: DateTime<Utc> = "2026-12-02T05:00:00Z".parse().expect("time");
+        let obj = |key: &str| ObjectMeta { key: key.into(), size: 10, updated: now, ..ObjectMeta::default() };
+        let series = crate::core::series::series_from_listing([
+            obj("db/main/app/20261201T020000Z-00000001/dump.pgc.zst"),
+            obj("db/main/app/20261201T020000Z-00000001/manifest.json"),
+        ]);
+        let plan = crate::core::retention::plan(&series, &Policy::new(30), now, chrono_tz::UTC);
+        let e = StoreError::Retained {
+            location: "gs://b".into(),
+            key: "storage/media/blobs/x-1".into(),
+            message: "cannot be deleted or overwritten until 2026-12-31T02:00:00Z".into(),
+        };
+        let mut out = SeriesOutcome::default();
+        out.note_retained("main/app", &e);
+        let report = PruneReport { plan: Some(plan), outcomes: vec![out], error: None, dry_run: false };
+        let started = now - chrono::Duration::seconds(3);
+        let result = report.into_result(RunResult::new("prune", "main", "gs://b".to_owned(), started));
+        assert_eq!(result.outcome, Outcome::Success, "{}", result.summary);
+        assert_eq!(result.figures["retained"], serde_json::json!(1));
+        assert_eq!(result.items[0].figures["retained"], serde_json::json!(1));
+        assert!(
+            result.summary.contains("1 runs or blobs held by the bucket's retention policy")
+                && result.summary.contains("until 2026-12-31T02:00:00Z"),
+            "{}",
+            result.summary
+        );
+    }
+
     #[test]
     fn dry_run_and_force_may_come_in_any_order() {
         let c = read_env(&[], &["--force", "--dry-run"]).expect("valid");
