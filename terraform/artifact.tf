@@ -100,13 +100,29 @@ resource "google_project_iam_member" "deployer_log_writer" {
   member  = google_service_account.deployer[0].member
 }
 
-# run.developer on each job and on the service (not on the project): update the image.
+# What the deployer rolls out (cloudbuild.yaml _JOBS and _SERVICES) and what it may not touch.
+# Deploying a workload means acting as its service account (iam.serviceAccountUser) and, with
+# run.developer, being able to run it with any arguments: whoever deploys prune can delete every
+# backup older than the retention period, whoever deploys restore can overwrite databases and
+# buckets, whoever deploys the console can start both with overrides (it holds
+# run.jobsExecutorWithOverrides on them). So the deployer gets no role on those three and no
+# actAs on their service accounts: an operator rolls them out after a build (cloudbuild.yaml
+# prints the commands; docs/runbook.md, "Later deployments"). The trade-off: until then they run
+# the previous image. Formats are versioned and readers accept older ones, so a lagging restore
+# or prune still reads what the newer programs write; the console shows its own version.
+locals {
+  deployer_jobs     = ["db-backup", "storage-backup", "health"]
+  deployer_services = ["monitor"]
+  operator_rollout  = ["prune", "restore", "console"]
+}
+
+# run.developer on each job and service it rolls out (not on the project): update the image.
 resource "google_cloud_run_v2_job_iam_member" "deployer_updates_job" {
-  for_each = var.create_build_service_account ? { for name, job in google_cloud_run_v2_job.job : name => job.name } : {}
+  for_each = var.create_build_service_account ? toset(local.deployer_jobs) : toset([])
 
   project  = var.project_id
   location = var.region
-  name     = each.value
+  name     = google_cloud_run_v2_job.job[each.value].name
   role     = "roles/run.developer"
   member   = google_service_account.deployer[0].member
 }
@@ -121,13 +137,12 @@ resource "google_cloud_run_v2_service_iam_member" "deployer_updates_monitor" {
   member   = google_service_account.deployer[0].member
 }
 
-# Deploying a job or service that runs as a service account requires actAs on that account.
+# Deploying a job or service that runs as a service account requires actAs on that account:
+# only the accounts of what the deployer rolls out, never prune's, restore's or the console's.
 resource "google_service_account_iam_member" "deployer_acts_as_runtime" {
   for_each = var.create_build_service_account ? {
     db-backup      = google_service_account.db_backup.name
     storage-backup = google_service_account.storage_backup.name
-    restore        = google_service_account.restore.name
-    prune          = google_service_account.prune.name
     health         = google_service_account.health.name
     monitor        = google_service_account.monitor.name
   } : {}

@@ -1,22 +1,35 @@
 # One service account per program, plus one for Cloud Scheduler and one for Pub/Sub push.
-# Every grant is on a single resource (the backup bucket, a source bucket, a topic, a secret,
-# a job, the service); nothing gets a project-wide storage role. Where a program may only
-# write one part of the bucket, the grant carries an IAM condition on the object name prefix
-# (possible because the bucket uses uniform bucket-level access).
+# Every grant is on a single resource (a bucket, a source bucket, a topic, a secret, a job, a
+# service); nothing gets a project-wide storage role. Where a program may only use one part of a
+# bucket, the grant carries an IAM condition on the object name (possible because the buckets use
+# uniform bucket-level access). Read access follows what each program's code reads:
 #
-# Who may do what in the backup bucket:
-#   program         read  create              delete                    why
-#   db-backup       yes   db/ only            no                        never deletes; a failed run's partial
-#                                                                       objects have no manifest and are
-#                                                                       collected by prune as orphans
-#   storage-backup  yes   storage/ only       no                        (+ read on each source bucket)
-#   restore         yes   no                  no                        (+ write on restore_target_buckets)
-#   prune           yes   no                  db/ and storage/ only     custom role with storage.objects.delete
-#   health          yes   no                  no
-#   monitor         yes   state/ only         state/ only               objectUser limited to state/ (incident state,
-#                                                                       updated with generation preconditions)
-#   console         yes   no                  no                        (+ starts the backup, prune and restore
-#                                                                       jobs, with overrides, on admins' behalf)
+# Backup bucket (retention policy: nothing younger than the retention period can be deleted):
+#   program         list          read (get)                               create     delete
+#   db-backup       db/           db/ manifest.json (previous size)        db/        -
+#   storage-backup  storage/      storage/ *.json, *.jsonl.zst (previous   storage/   -
+#                                 snapshot's header, summaries, parts)
+#   restore         db/ storage/  db/ and storage/: dumps, blobs, all       -          -
+#   prune           db/ storage/  db/ storage/ *.json, *.jsonl.zst          -          db/ storage/
+#                                 (manifests, headers, parts: never a dump or a blob)
+#   health          db/ storage/  - (freshness comes from the listing)      -          -
+#   monitor         db/ storage/  - (same)                                  -          -
+#   console         db/ storage/  db/ storage/ *.json (manifests, snapshot   -          -
+#                                 headers, drill records: never a dump)
+#
+# State bucket (no retention policy; bucket.tf):
+#   monitor         state/monitor/: read, create, replace, delete (objectUser)
+#   storage-backup  state/storage-backup/: read and create-only (snapshot-id claims)
+#
+# Listing cannot be limited by resource.name: storage.objects.list is checked on the bucket
+# (resource.name = projects/_/buckets/BUCKET), never on an object. The documented way to limit it
+# is the request's prefix, the API attribute storage.googleapis.com/objectListPrefix (IAM
+# Conditions attribute reference, "API attributes"): a list request is allowed when its prefix
+# starts with the granted one; every lifeboat program lists with such a prefix (db/<source>/,
+# storage/...). A get request carries no list prefix, so a list clause never grants a read.
+# health and monitor get a custom role with storage.objects.list alone: they can see names, sizes
+# and times, not a byte of a dump. Conditions may use at most 12 logical operators; the longest
+# here uses 6.
 
 resource "google_service_account" "db_backup" {
   project      = var.project_id
@@ -85,20 +98,102 @@ resource "google_service_account" "pubsub_push" {
 # Backup bucket
 # ---------------------------------------------------------------------------------------
 
-resource "google_storage_bucket_iam_member" "backups_reader" {
+# Read access, one resource per shape of access (a program added later joins the map of the
+# access it needs; drill, which restores dumps, joins backups_full_reader).
+resource "google_project_iam_custom_role" "object_lister" {
+  project     = var.project_id
+  role_id     = "${replace(var.name_prefix, "-", "_")}_object_lister"
+  title       = "lifeboat object lister"
+  description = "List objects, nothing else (granted to health and monitor on the backup bucket, limited to db/ and storage/ listings): freshness from names, sizes and times, never an object's content."
+  permissions = ["storage.objects.list"]
+}
+
+resource "google_storage_bucket_iam_member" "backups_lister" {
   for_each = {
-    db-backup      = google_service_account.db_backup.member
-    storage-backup = google_service_account.storage_backup.member
-    restore        = google_service_account.restore.member
-    prune          = google_service_account.prune.member
-    health         = google_service_account.health.member
-    monitor        = google_service_account.monitor.member
-    console        = google_service_account.console.member
+    health  = google_service_account.health.member
+    monitor = google_service_account.monitor.member
+  }
+
+  bucket = google_storage_bucket.backups.name
+  role   = google_project_iam_custom_role.object_lister.id
+  member = each.value
+
+  condition {
+    title       = "list-backups-only"
+    description = "List db/ and storage/ (freshness); no object can be read"
+    expression  = "${local.list_db} || ${local.list_storage}"
+  }
+}
+
+# Manifests, snapshot headers and drill records (*.json) only: never a dump, a part or a blob.
+resource "google_storage_bucket_iam_member" "backups_metadata_reader" {
+  for_each = {
+    console = google_service_account.console.member
   }
 
   bucket = google_storage_bucket.backups.name
   role   = "roles/storage.objectViewer"
   member = each.value
+
+  condition {
+    title       = "backup-metadata-only"
+    description = "List db/ and storage/; read *.json under them (manifests, headers, drill records), never a dump"
+    expression  = "${local.list_db} || ${local.list_storage} || ((${local.object_db} || ${local.object_storage}) && ${local.is_json})"
+  }
+}
+
+# prune also reads the snapshot parts (*.jsonl.zst: which blobs a kept snapshot references).
+resource "google_storage_bucket_iam_member" "prune_reader" {
+  bucket = google_storage_bucket.backups.name
+  role   = "roles/storage.objectViewer"
+  member = google_service_account.prune.member
+
+  condition {
+    title       = "backup-metadata-and-parts"
+    description = "List db/ and storage/; read manifests, headers and snapshot parts, never a dump or a blob"
+    expression  = "${local.list_db} || ${local.list_storage} || ((${local.object_db} || ${local.object_storage}) && (${local.is_json} || ${local.is_part}))"
+  }
+}
+
+resource "google_storage_bucket_iam_member" "db_backup_reader" {
+  bucket = google_storage_bucket.backups.name
+  role   = "roles/storage.objectViewer"
+  member = google_service_account.db_backup.member
+
+  condition {
+    title       = "db-manifests-only"
+    description = "List db/; read the manifests under db/ (the previous backup's size, for progress)"
+    expression  = "${local.list_db} || (${local.object_db} && resource.name.endsWith(\"/manifest.json\"))"
+  }
+}
+
+resource "google_storage_bucket_iam_member" "storage_backup_reader" {
+  bucket = google_storage_bucket.backups.name
+  role   = "roles/storage.objectViewer"
+  member = google_service_account.storage_backup.member
+
+  condition {
+    title       = "storage-metadata-only"
+    description = "List storage/; read snapshot headers, summaries and parts (the previous snapshot), never a blob or a dump"
+    expression  = "${local.list_storage} || (${local.object_storage} && (${local.is_json} || ${local.is_part}))"
+  }
+}
+
+# Everything under db/ and storage/: the programs that restore (the dumps, the blobs).
+resource "google_storage_bucket_iam_member" "backups_full_reader" {
+  for_each = {
+    restore = google_service_account.restore.member
+  }
+
+  bucket = google_storage_bucket.backups.name
+  role   = "roles/storage.objectViewer"
+  member = each.value
+
+  condition {
+    title       = "backups-read"
+    description = "List and read everything under db/ and storage/ (dumps and blobs included)"
+    expression  = "${local.list_db} || ${local.list_storage} || ${local.object_db} || ${local.object_storage}"
+  }
 }
 
 # objectCreator cannot delete and therefore cannot overwrite either.
@@ -110,7 +205,7 @@ resource "google_storage_bucket_iam_member" "db_backup_creator" {
   condition {
     title       = "db-prefix-only"
     description = "db-backup creates objects under db/ only"
-    expression  = "resource.name.startsWith(\"${local.objects_resource_prefix}db/\")"
+    expression  = local.object_db
   }
 }
 
@@ -122,7 +217,7 @@ resource "google_storage_bucket_iam_member" "storage_backup_creator" {
   condition {
     title       = "storage-prefix-only"
     description = "storage-backup creates objects under storage/ only"
-    expression  = "resource.name.startsWith(\"${local.objects_resource_prefix}storage/\")"
+    expression  = local.object_storage
   }
 }
 
@@ -130,7 +225,7 @@ resource "google_project_iam_custom_role" "object_deleter" {
   project     = var.project_id
   role_id     = "${replace(var.name_prefix, "-", "_")}_object_deleter"
   title       = "lifeboat object deleter"
-  description = "Delete objects, nothing else (granted to prune on the backup bucket, limited to db/ and storage/)."
+  description = "Delete objects, nothing else (granted to prune on the backup bucket, limited to db/ and storage/; the retention policy still refuses anything younger than the period)."
   permissions = ["storage.objects.delete"]
 }
 
@@ -141,20 +236,40 @@ resource "google_storage_bucket_iam_member" "prune_deleter" {
 
   condition {
     title       = "backup-prefixes-only"
-    description = "prune deletes under db/ and storage/, never monitor state"
-    expression  = "resource.name.startsWith(\"${local.objects_resource_prefix}db/\") || resource.name.startsWith(\"${local.objects_resource_prefix}storage/\")"
+    description = "prune deletes under db/ and storage/ (the retention policy refuses anything younger than the period)"
+    expression  = "${local.object_db} || ${local.object_storage}"
   }
 }
 
+# ---------------------------------------------------------------------------------------
+# State bucket (bucket.tf): each program its own folder
+# ---------------------------------------------------------------------------------------
+
 resource "google_storage_bucket_iam_member" "monitor_state" {
-  bucket = google_storage_bucket.backups.name
+  bucket = google_storage_bucket.state.name
   role   = "roles/storage.objectUser"
   member = google_service_account.monitor.member
 
   condition {
-    title       = "state-prefix-only"
-    description = "monitor reads and writes its incident state under state/ only"
-    expression  = "resource.name.startsWith(\"${local.objects_resource_prefix}state/\")"
+    title       = "monitor-state-only"
+    description = "monitor reads, replaces and deletes its incident state and message records under state/monitor/ only"
+    expression  = "resource.name.startsWith(\"${local.state_objects_resource_prefix}state/monitor/\") || api.getAttribute(\"storage.googleapis.com/objectListPrefix\", \"\").startsWith(\"${local.object_root}state/monitor/\")"
+  }
+}
+
+# Claims are create-only (objectCreator cannot replace or delete) and read back by the other
+# tasks of the same execution; the bucket's lifecycle rule deletes them after 7 days.
+resource "google_storage_bucket_iam_member" "storage_backup_state" {
+  for_each = toset(["roles/storage.objectCreator", "roles/storage.objectViewer"])
+
+  bucket = google_storage_bucket.state.name
+  role   = each.value
+  member = google_service_account.storage_backup.member
+
+  condition {
+    title       = "storage-backup-claims-only"
+    description = "storage-backup creates and reads its snapshot-id claims under state/storage-backup/ only"
+    expression  = "resource.name.startsWith(\"${local.state_objects_resource_prefix}state/storage-backup/\") || api.getAttribute(\"storage.googleapis.com/objectListPrefix\", \"\").startsWith(\"${local.object_root}state/storage-backup/\")"
   }
 }
 

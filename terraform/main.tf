@@ -14,8 +14,27 @@ locals {
   object_root = var.backup_prefix == "" ? "" : "${var.backup_prefix}/"
   destination = var.backup_prefix == "" ? "gs://${var.backup_bucket_name}" : "gs://${var.backup_bucket_name}/${var.backup_prefix}"
 
+  # The state bucket (bucket.tf): what must be overwritten or deleted sooner than the retention
+  # period (monitor incident state and message records, storage-backup's snapshot-id claims),
+  # under the same prefix as the backups, keys under state/ (LIFEBOAT_STATE_DESTINATION).
+  state_bucket_name = coalesce(var.state_bucket_name, "${var.backup_bucket_name}-state")
+  state_destination = var.backup_prefix == "" ? "gs://${local.state_bucket_name}" : "gs://${local.state_bucket_name}/${var.backup_prefix}"
+
   # IAM condition prefixes (resource.name of an object: projects/_/buckets/BUCKET/objects/NAME).
-  objects_resource_prefix = "projects/_/buckets/${var.backup_bucket_name}/objects/${local.object_root}"
+  objects_resource_prefix       = "projects/_/buckets/${var.backup_bucket_name}/objects/${local.object_root}"
+  state_objects_resource_prefix = "projects/_/buckets/${local.state_bucket_name}/objects/${local.object_root}"
+
+  # Pieces of the read conditions (iam.tf, where the why is): an object under db/ or storage/,
+  # a list request whose prefix starts there, and the names of the small metadata objects.
+  object_db      = "resource.name.startsWith(\"${local.objects_resource_prefix}db/\")"
+  object_storage = "resource.name.startsWith(\"${local.objects_resource_prefix}storage/\")"
+  list_db        = "api.getAttribute(\"storage.googleapis.com/objectListPrefix\", \"\").startsWith(\"${local.object_root}db/\")"
+  list_storage   = "api.getAttribute(\"storage.googleapis.com/objectListPrefix\", \"\").startsWith(\"${local.object_root}storage/\")"
+  is_json        = "resource.name.endsWith(\".json\")"
+  is_part        = "resource.name.endsWith(\".jsonl.zst\")"
+
+  # Retention policy of the backup bucket: the retention period unless set otherwise (0: none).
+  retention_policy_days = coalesce(var.retention_policy_days, var.retention_days)
 
   # Database connection: Cloud SQL volume (unix socket directory) or a plain host.
   use_cloudsql = var.database_instance_connection_name != ""
@@ -35,16 +54,17 @@ locals {
   # ---- Environment shared by the programs; each job's own is in its local.jobs entry (run.tf).
   #      Secrets are NOT here: they are secret_key_ref env entries (run.tf). ----
   common_env = {
-    LIFEBOAT_DESTINATION   = local.destination
-    BACKUP_BUCKET_NAME     = var.backup_bucket_name
-    BACKUP_SOURCE          = var.backup_source
-    LIFEBOAT_RESULTS_TOPIC = google_pubsub_topic.results.name
-    GOOGLE_CLOUD_PROJECT   = var.project_id
-    BACKUP_TIMEZONE        = var.timezone
-    BACKUP_RETENTION_DAYS  = tostring(var.retention_days)
-    BACKUP_ALERT_EMAILS    = join(",", var.alert_emails)
-    BACKUP_SCHEDULE        = var.db_backup_schedule
-    RUST_LOG               = var.rust_log
+    LIFEBOAT_DESTINATION       = local.destination
+    LIFEBOAT_STATE_DESTINATION = local.state_destination
+    BACKUP_BUCKET_NAME         = var.backup_bucket_name
+    BACKUP_SOURCE              = var.backup_source
+    LIFEBOAT_RESULTS_TOPIC     = google_pubsub_topic.results.name
+    GOOGLE_CLOUD_PROJECT       = var.project_id
+    BACKUP_TIMEZONE            = var.timezone
+    BACKUP_RETENTION_DAYS      = tostring(var.retention_days)
+    BACKUP_ALERT_EMAILS        = join(",", var.alert_emails)
+    BACKUP_SCHEDULE            = var.db_backup_schedule
+    RUST_LOG                   = var.rust_log
   }
 
   # The programs that connect to PostgreSQL (db-backup, restore).
@@ -63,8 +83,16 @@ locals {
     BACKUP_ENCRYPTION_RECIPIENTS = join(",", var.backup_encryption_recipients)
   }
 
-  # The programs that judge freshness and raise alerts (health, monitor).
-  freshness_env = merge(local.encryption_env, {
+  # What this deployment backs up: the sources every reader of freshness must expect, so that a
+  # database or bucket whose first backup never succeeds is reported missing (not just absent).
+  # The same variables that db-backup and storage-backup are given.
+  expected_sources_env = {
+    BACKUP_DATABASES = join(",", var.databases)
+    SOURCE_BUCKETS   = join(",", var.source_buckets)
+  }
+
+  # The programs that judge freshness and raise alerts (health, monitor, console).
+  freshness_env = merge(local.encryption_env, local.expected_sources_env, {
     BACKUP_MAX_AGE          = var.max_backup_age
     ALERT_REMINDER_INTERVAL = var.alert_reminder_interval
   })
@@ -84,8 +112,6 @@ locals {
     email => endswith(email, ".gserviceaccount.com") ? "serviceAccount:${email}" : "user:${email}"
   }
   console_env = merge(local.common_env, local.freshness_env, {
-    BACKUP_DATABASES = join(",", var.databases)
-    SOURCE_BUCKETS   = join(",", var.source_buckets)
     LIFEBOAT_ADMINS  = join(",", var.console_admins)
     LIFEBOAT_VIEWERS = join(",", var.console_viewers)
     LIFEBOAT_REGION  = var.region

@@ -163,6 +163,20 @@ resource "google_cloud_run_v2_job" "job" {
           }
         }
 
+        # SENTRY_DSN for every program when Sentry is on (secrets.tf).
+        dynamic "env" {
+          for_each = local.sentry_secret_env
+          content {
+            name = env.key
+            value_source {
+              secret_key_ref {
+                secret  = env.value
+                version = "latest"
+              }
+            }
+          }
+        }
+
         dynamic "volume_mounts" {
           for_each = each.value.uses_database && local.use_cloudsql ? ["cloudsql"] : []
           content {
@@ -212,9 +226,15 @@ resource "google_cloud_run_v2_job" "job" {
     google_project_service.apis,
     google_secret_manager_secret_iam_member.db_password_accessor,
     google_secret_manager_secret_iam_member.backup_encryption_identity_accessor,
-    google_storage_bucket_iam_member.backups_reader,
+    google_secret_manager_secret_iam_member.sentry_dsn_accessor,
+    google_storage_bucket_iam_member.backups_lister,
+    google_storage_bucket_iam_member.backups_full_reader,
+    google_storage_bucket_iam_member.db_backup_reader,
+    google_storage_bucket_iam_member.storage_backup_reader,
+    google_storage_bucket_iam_member.prune_reader,
     google_storage_bucket_iam_member.db_backup_creator,
     google_storage_bucket_iam_member.storage_backup_creator,
+    google_storage_bucket_iam_member.storage_backup_state,
     google_storage_bucket_iam_member.prune_deleter,
   ]
 }
@@ -278,6 +298,20 @@ resource "google_cloud_run_v2_service" "monitor" {
         }
       }
 
+      # SENTRY_DSN when Sentry is on (secrets.tf).
+      dynamic "env" {
+        for_each = local.sentry_secret_env
+        content {
+          name = env.key
+          value_source {
+            secret_key_ref {
+              secret  = env.value
+              version = "latest"
+            }
+          }
+        }
+      }
+
       startup_probe {
         period_seconds    = 2
         failure_threshold = 15
@@ -303,7 +337,8 @@ resource "google_cloud_run_v2_service" "monitor" {
   depends_on = [
     google_project_service.apis,
     google_secret_manager_secret_iam_member.slack_webhook_accessor,
-    google_storage_bucket_iam_member.backups_reader,
+    google_secret_manager_secret_iam_member.sentry_dsn_accessor,
+    google_storage_bucket_iam_member.backups_lister,
     google_storage_bucket_iam_member.monitor_state,
   ]
 }
@@ -357,6 +392,20 @@ resource "google_cloud_run_v2_service" "console" {
         }
       }
 
+      # SENTRY_DSN when Sentry is on (secrets.tf).
+      dynamic "env" {
+        for_each = local.sentry_secret_env
+        content {
+          name = env.key
+          value_source {
+            secret_key_ref {
+              secret  = env.value
+              version = "latest"
+            }
+          }
+        }
+      }
+
       startup_probe {
         period_seconds    = 2
         failure_threshold = 15
@@ -381,6 +430,7 @@ resource "google_cloud_run_v2_service" "console" {
 
   depends_on = [
     google_project_service.apis,
-    google_storage_bucket_iam_member.backups_reader,
+    google_secret_manager_secret_iam_member.sentry_dsn_accessor,
+    google_storage_bucket_iam_member.backups_metadata_reader,
   ]
 }

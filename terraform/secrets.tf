@@ -79,3 +79,44 @@ resource "google_secret_manager_secret_iam_member" "slack_webhook_accessor" {
   role      = "roles/secretmanager.secretAccessor"
   member    = each.value
 }
+
+# Optional Sentry DSN (var.sentry_enabled): every program reports failed runs and errors to
+# Sentry with it (notify/sentry.rs, secrets scrubbed). Only created when enabled; its value is
+# added by an operator (docs/runbook.md, "Sentry"), never through Terraform.
+resource "google_secret_manager_secret" "sentry_dsn" {
+  count = var.sentry_enabled ? 1 : 0
+
+  project   = var.project_id
+  secret_id = "${var.name_prefix}-sentry-dsn"
+
+  replication {
+    auto {}
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+locals {
+  # The runtime identities: every program reports to Sentry, nobody else reads the DSN.
+  runtime_service_accounts = {
+    db-backup      = google_service_account.db_backup.member
+    storage-backup = google_service_account.storage_backup.member
+    restore        = google_service_account.restore.member
+    prune          = google_service_account.prune.member
+    health         = google_service_account.health.member
+    monitor        = google_service_account.monitor.member
+    console        = google_service_account.console.member
+  }
+
+  # SENTRY_DSN -> the secret, on every job and service (run.tf); empty when Sentry is off.
+  sentry_secret_env = var.sentry_enabled ? { SENTRY_DSN = google_secret_manager_secret.sentry_dsn[0].secret_id } : {}
+}
+
+resource "google_secret_manager_secret_iam_member" "sentry_dsn_accessor" {
+  for_each = var.sentry_enabled ? local.runtime_service_accounts : {}
+
+  project   = var.project_id
+  secret_id = google_secret_manager_secret.sentry_dsn[0].secret_id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = each.value
+}

@@ -165,20 +165,31 @@ variable "soft_delete_retention_days" {
 }
 
 variable "retention_policy_days" {
-  description = "Optional bucket retention policy (WORM): no object can be deleted or replaced before it is this many days old, not even by prune. 0 disables. Keep it <= retention_days or prune will be refused deletions."
+  description = "Retention policy of the backup bucket (write-once): no object can be deleted or replaced before it is this many days old, not by prune, not by a project editor. Null (default): retention_days, so nothing younger than the retention period can be deleted by anyone. 0: no policy (a deliberate choice: a compromised prune could then delete recent backups). Keep it <= retention_days, or prune's deletions are refused (it reports them and goes on)."
   type        = number
-  default     = 0
+  default     = null
 
   validation {
-    condition     = var.retention_policy_days >= 0 && var.retention_policy_days <= 3650
-    error_message = "retention_policy_days must be between 0 and 3650."
+    condition     = var.retention_policy_days == null || (coalesce(var.retention_policy_days, 0) >= 0 && coalesce(var.retention_policy_days, 0) <= 3650)
+    error_message = "retention_policy_days must be null (retention_days) or between 0 and 3650."
   }
 }
 
 variable "retention_policy_locked" {
-  description = "Lock the retention policy. IRREVERSIBLE: a locked policy can never be shortened or removed, and the bucket cannot be deleted before every object has aged out."
+  description = "Lock the backup bucket's retention policy. Off by default, deliberately: a locked policy is IRREVERSIBLE (it can never be shortened or removed, and the bucket cannot be deleted before every object has aged out), so locking is a decision to make once the retention period is final, not a default."
   type        = bool
   default     = false
+}
+
+variable "state_bucket_name" {
+  description = "Name of the small state bucket (LIFEBOAT_STATE_DESTINATION): monitor incident state and message records, storage-backup's snapshot-id claims; what must be overwritten or deleted sooner than the backups' retention policy allows. Null: BACKUP_BUCKET-state."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.state_bucket_name == null || (can(regex("^[a-z0-9][a-z0-9_-]{1,61}[a-z0-9]$", coalesce(var.state_bucket_name, "x"))) && !startswith(coalesce(var.state_bucket_name, "x"), "goog"))
+    error_message = "state_bucket_name must be a valid bucket name of 3-63 characters (lowercase letters, digits, hyphens, underscores; no dots)."
+  }
 }
 
 variable "kms_key_name" {
@@ -481,4 +492,14 @@ variable "console_viewers" {
     condition     = alltrue([for e in var.console_viewers : can(regex("^[^@\\s,]+@[^@\\s,]+$", e))])
     error_message = "console_viewers must be e-mail addresses."
   }
+}
+
+# ---------------------------------------------------------------------------------------
+# Error reporting
+# ---------------------------------------------------------------------------------------
+
+variable "sentry_enabled" {
+  description = "Report failed runs and errors to Sentry too (besides the result events and Slack). Creates the secret PREFIX-sentry-dsn (its value, the DSN, is added with `gcloud secrets versions add`, never through Terraform) and gives every program SENTRY_DSN from it. Add the secret's first version before the services roll out (docs/runbook.md, \"Sentry\")."
+  type        = bool
+  default     = false
 }

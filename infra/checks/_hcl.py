@@ -330,6 +330,7 @@ class Terraform:
             { for K, V in local.NAME : K => V | merge(local.DEFAULTS, V) | EXPR [if COND] }
             { for K, V in TYPE.NAME  : K => EXPR }          (the instances of a resource)
             COND ? { for ... } : {}         (the instances when COND holds)
+            COND ? local.NAME : {}          (likewise)
 
         None for anything else (toset(...), a variable, ...): the caller keeps the raw text.
         """
@@ -343,7 +344,7 @@ class Terraform:
         m = re.fullmatch(r"local\.(\w+)", inner)
         if m:
             return self.for_each_map(self.local_value(m.group(1)))
-        m = re.fullmatch(r"[^?]+ \? (\{.*\}) : \{\}", inner)
+        m = re.fullmatch(r"[^?]+ \? (\{.*\}|local\.\w+) : \{\}", inner)
         if m:
             return self.for_each_map("${" + m.group(1) + "}")
         m = _FOR.fullmatch(inner)

@@ -26,7 +26,7 @@ PROGRAM_JOBS = {
 }
 SCHEDULED_JOBS = {"db-backup", "storage-backup", "prune", "health"}
 DATABASE_JOBS = {"db-backup", "restore"}
-SECRET_ENV_NAMES = {"PGPASSWORD", "SLACK_WEBHOOK_URL", "BACKUP_ENCRYPTION_IDENTITY"}
+SECRET_ENV_NAMES = {"PGPASSWORD", "SLACK_WEBHOOK_URL", "BACKUP_ENCRYPTION_IDENTITY", "SENTRY_DSN"}
 
 # Addresses of deployments made before issue 9 -> where their state lives now (terraform/moved.tf).
 OLD_ADDRESSES = {
@@ -54,6 +54,99 @@ DELETE_CAPABLE_STORAGE_ROLES = {
 }
 
 TF = _hcl.load()
+
+# The programs that judge freshness: each must be told which sources to expect (issue 11).
+# drill joins when it exists (it reads what it must verify the same way).
+FRESHNESS_READERS = {"health", "monitor", "console", "drill"}
+EXPECTED_SOURCE_VARS = {"BACKUP_DATABASES": "var.databases", "SOURCE_BUCKETS": "var.source_buckets"}
+
+# What a storage role lets a request do, for the grants on lifeboat's buckets.
+ROLE_OPERATIONS = {
+    "roles/storage.objectViewer": {"get", "list"},
+    "roles/storage.objectCreator": {"create"},
+    "roles/storage.objectUser": {"get", "list", "create", "delete"},
+    "roles/storage.objectAdmin": {"get", "list", "create", "delete"},
+    "roles/storage.admin": {"get", "list", "create", "delete"},
+}
+PERMISSION_OPERATIONS = {"storage.objects.get": "get", "storage.objects.list": "list",
+                         "storage.objects.create": "create", "storage.objects.delete": "delete"}
+
+# Placeholders of the condition texts once their locals are written out: bucket "B" (backups)
+# or "S" (state), no backup_prefix.
+CONDITION_PLACEHOLDERS = {
+    "objects_resource_prefix": "projects/_/buckets/B/objects/",
+    "state_objects_resource_prefix": "projects/_/buckets/S/objects/",
+    "object_root": "",
+}
+
+
+def expand_locals(text: str, depth: int = 0) -> str:
+    """A condition expression with its ${local.NAME} pieces written out (the prefixes become the
+    CONDITION_PLACEHOLDERS)."""
+    def one(m: re.Match) -> str:
+        name = m.group(1)
+        if name in CONDITION_PLACEHOLDERS:
+            return CONDITION_PLACEHOLDERS[name]
+        value = TF.local_value(name)
+        assert isinstance(value, str) and depth < 10, f"local.{name} is not a condition piece"
+        return expand_locals(value, depth + 1)
+    out = re.sub(r"\$\{local\.(\w+)\}", one, text)
+    assert "${" not in out, f"cannot evaluate {out!r}"
+    return out
+
+
+def condition_allows(expression: str | None, bucket: str, operation: str, name: str) -> bool:
+    """Evaluates an IAM condition (the CEL subset lifeboat writes: ||, &&, parentheses,
+    resource.name.startsWith/endsWith, api.getAttribute(objectListPrefix).startsWith) for one
+    request: `list` with prefix `name` (resource.name is then the bucket), any other operation on
+    the object `name`. No condition: allowed."""
+    if expression is None:
+        return True
+    cel = expand_locals(expression)
+    resource = f"projects/_/buckets/{bucket}" if operation == "list" else f"projects/_/buckets/{bucket}/objects/{name}"
+    list_prefix = name if operation == "list" else ""
+    py = cel.replace("||", " or ").replace("&&", " and ")
+    py = py.replace('api.getAttribute("storage.googleapis.com/objectListPrefix", "")', "LIST_PREFIX")
+    py = py.replace("resource.name", "RESOURCE").replace(".startsWith(", ".startswith(").replace(".endsWith(", ".endswith(")
+    assert not re.search(r"[A-Za-z_.]+\(", re.sub(r"\.(startswith|endswith)\(", "", py)), f"unknown function in {cel!r}"
+    return bool(eval(py, {"__builtins__": {}}, {"RESOURCE": resource, "LIST_PREFIX": list_prefix}))  # noqa: S307
+
+
+def bucket_grants(bucket_resource: str) -> list[tuple[str, set[str], str | None]]:
+    """(service account, operations, condition) of every grant on google_storage_bucket.NAME."""
+    custom_roles = TF.of_type("google_project_iam_custom_role")
+    out = []
+    for b in TF.bindings():
+        if b.rtype != "google_storage_bucket_iam_member":
+            continue
+        if f"google_storage_bucket.{bucket_resource}." not in " ".join(b.targets):
+            continue
+        roles = [b.role]
+        if b.role == "${each.value}":  # a for_each over roles (toset([...]))
+            roles = re.findall(r'"(roles/[^"]+)"', b.body["for_each"])
+        ops: set[str] = set()
+        for role in roles:
+            custom = ref_name(role, "google_project_iam_custom_role")
+            if custom:
+                ops |= {PERMISSION_OPERATIONS[p] for p in custom_roles[custom]["permissions"]}
+            else:
+                assert role in ROLE_OPERATIONS, f"{b.rname}: unexpected role {role}"
+                ops |= ROLE_OPERATIONS[role]
+        cond = b.conditions[0]["expression"] if b.conditions else None
+        for account in b.member_accounts:
+            out.append((account, ops, cond))
+    return out
+
+
+def bucket_access(bucket_resource: str, bucket: str, requests: dict[str, tuple[str, str]]) -> dict[str, set[str]]:
+    """Which of the named requests (label -> (operation, name)) each service account may make."""
+    access: dict[str, set[str]] = {}
+    for account, ops, cond in bucket_grants(bucket_resource):
+        allowed = access.setdefault(account, set())
+        for label, (op, name) in requests.items():
+            if op in ops and condition_allows(cond, bucket, op, name):
+                allowed.add(label)
+    return access
 
 
 def ref_name(value: str, rtype: str) -> str | None:
@@ -268,34 +361,11 @@ class ServiceAccountTest(unittest.TestCase):
                                        "roles/pubsub.publisher", "roles/secretmanager.secretAccessor",
                                        "roles/cloudsql.client"})
 
-    def test_only_prune_deletes_backups_and_monitor_only_state(self):
-        custom_roles = TF.of_type("google_project_iam_custom_role")
-        deleters = set()
-        for b in TF.bindings():
-            if b.rtype != "google_storage_bucket_iam_member" or "google_storage_bucket.backups." not in " ".join(b.targets):
-                continue
-            custom = ref_name(b.role, "google_project_iam_custom_role")
-            can_delete = b.role in DELETE_CAPABLE_STORAGE_ROLES or (
-                custom is not None and "storage.objects.delete" in custom_roles[custom]["permissions"])
-            if not can_delete:
-                continue
-            deleters |= b.member_accounts
-            with self.subTest(binding=b.rname):
-                self.assertTrue(b.conditions, f"{b.rname}: delete rights must be limited by a name-prefix condition")
-                expr = b.conditions[0]["expression"]
-                if b.member_accounts == {"monitor"}:
-                    self.assertIn("state/", expr)
-                    self.assertNotIn("db/", expr)
-                else:
-                    self.assertEqual(b.member_accounts, {"prune"})
-                    self.assertNotIn("state/", expr)
-        self.assertEqual(deleters, {"prune", "monitor"})
-
     def test_writers_are_limited_to_their_prefix(self):
         for b in TF.bindings():
             if b.role == "roles/storage.objectCreator" and "google_storage_bucket.backups." in " ".join(b.targets):
                 with self.subTest(binding=b.rname):
-                    expr = block(b.body, "condition")["expression"]
+                    expr = expand_locals(block(b.body, "condition")["expression"])
                     expected = {"db_backup": "db/", "storage_backup": "storage/"}[next(iter(b.member_accounts))]
                     self.assertIn(expected, expr)
 
@@ -407,10 +477,15 @@ class PubSubTest(unittest.TestCase):
 
 class SecretsTest(unittest.TestCase):
     def _env_sources(self, body: dict, kind: str) -> tuple[list[dict], list[str]]:
+        """The static env blocks, and the for_each of each dynamic env block of plain values
+        (a dynamic block of secret references is checked by the Sentry test)."""
         c = container(body, kind)
         static = blocks(c, "env")
-        dynamic = [d["for_each"] for d in dynamic_blocks(c, "env")]
+        dynamic = [d["for_each"] for d in dynamic_blocks(c, "env") if "value" in block(d, "content")]
         return static, dynamic
+
+    def _secret_env_blocks(self, body: dict, kind: str) -> list[dict]:
+        return [d for d in dynamic_blocks(container(body, kind), "env") if "value_source" in block(d, "content")]
 
     def test_secrets_only_through_secret_key_ref(self):
         for name, (kind, body) in all_workloads().items():
@@ -467,7 +542,34 @@ class SecretsTest(unittest.TestCase):
                 secret = ref_name(" ".join(b.targets), "google_secret_manager_secret")
                 readers.setdefault(secret, set()).update(b.member_accounts)
         self.assertEqual(readers, {"db_password": {"db_backup", "restore"}, "slack_webhook": {"monitor"},
-                                   "backup_encryption_identity": {"restore"}})
+                                   "backup_encryption_identity": {"restore"},
+                                   "sentry_dsn": {"db_backup", "storage_backup", "restore", "prune", "health",
+                                                  "monitor", "console"}})
+
+    def test_sentry_dsn_is_optional_and_reaches_every_program_from_its_secret(self):
+        # Issue 11, optional Sentry: a secret only when enabled, SENTRY_DSN from it on every job
+        # and service, readable by the programs' own service accounts only.
+        self.assertIs(TF.variables["sentry_enabled"]["default"], False)
+        secret = TF.resource("google_secret_manager_secret", "sentry_dsn")
+        self.assertEqual(secret["count"], "${var.sentry_enabled ? 1 : 0}")
+        self.assertEqual(TF.locals["sentry_secret_env"],
+                         "${var.sentry_enabled ? {SENTRY_DSN = google_secret_manager_secret.sentry_dsn[0].secret_id} : {}}")
+        for name, (kind, body) in all_workloads().items():
+            with self.subTest(workload=name):
+                sentry = [d for d in self._secret_env_blocks(body, kind) if d["for_each"] == "${local.sentry_secret_env}"]
+                self.assertEqual(len(sentry), 1, f"{name} gets no SENTRY_DSN")
+                ref = block(block(block(sentry[0], "content"), "value_source"), "secret_key_ref")
+                self.assertEqual((ref["secret"], ref["version"]), ("${env.value}", "latest"))
+                self.assertEqual(block(sentry[0], "content")["name"], "${env.key}")
+                _, plain = self._env_sources(body, kind)
+                self.assertNotIn("SENTRY_DSN", self._env_keys(plain[0]), f"{name}: SENTRY_DSN as plain env")
+        accessor = TF.resource("google_secret_manager_secret_iam_member", "sentry_dsn_accessor")
+        self.assertEqual(accessor["for_each"], "${var.sentry_enabled ? local.runtime_service_accounts : {}}")
+        runtime = service_account_refs(TF.locals["runtime_service_accounts"])
+        workload_accounts = {ref_name(runtime_template(b, k)["service_account"], "google_service_account")
+                             for k, b in all_workloads().values()}
+        self.assertEqual(runtime, workload_accounts)
+        self.assertFalse(runtime & {"scheduler", "pubsub_push", "deployer"})
 
     def test_program_environment(self):
         common = self._env_keys("${local.common_env}")
@@ -482,10 +584,10 @@ class SecretsTest(unittest.TestCase):
             "restore": db,
             "storage-backup": {"SOURCE_BUCKETS"},
             "prune": {"BACKUP_KEEP_LAST", "BACKUP_KEEP_DAILY", "BACKUP_KEEP_WEEKLY", "BACKUP_KEEP_MONTHLY"},
-            "health": freshness,
-            "monitor": freshness | {"LIFEBOAT_ALLOWED_INVOKERS", "LIFEBOAT_PUSH_INVOKERS"},
-            "console": freshness | {"BACKUP_DATABASES", "SOURCE_BUCKETS", "LIFEBOAT_ADMINS", "LIFEBOAT_VIEWERS",
-                                    "LIFEBOAT_REGION"},
+            "health": freshness | set(EXPECTED_SOURCE_VARS),
+            "monitor": freshness | set(EXPECTED_SOURCE_VARS) | {"LIFEBOAT_ALLOWED_INVOKERS", "LIFEBOAT_PUSH_INVOKERS"},
+            "console": freshness | set(EXPECTED_SOURCE_VARS) | {"LIFEBOAT_ADMINS", "LIFEBOAT_VIEWERS",
+                                                                "LIFEBOAT_REGION"},
         }
         self.assertEqual(set(all_workloads()), set(own))
         for name, expected in own.items():
@@ -501,6 +603,39 @@ class SecretsTest(unittest.TestCase):
         lists = {k: service_account_refs(v) for k, v in
                  re.findall(r"\b(LIFEBOAT_(?:ALLOWED|PUSH)_INVOKERS)\s*=\s*([^,}]+)", TF.locals["monitor_env"])}
         self.assertEqual(lists, {"LIFEBOAT_ALLOWED_INVOKERS": {"scheduler"}, "LIFEBOAT_PUSH_INVOKERS": {"pubsub_push"}})
+
+    def _env_value(self, value, key: str, depth: int = 0) -> str | None:
+        """The expression an env map gives `key`: the last of merge(...)'s maps that sets it."""
+        if isinstance(value, dict):
+            return value.get(key)
+        found = None
+        for m in re.finditer(r"local\.([a-z_]+)|\b" + re.escape(key) + r"\s*=\s*((?:[^,}\n(]|\([^)]*\))+)", value):
+            if m.group(1) and depth < 6:
+                inner = self._env_value(TF.locals[m.group(1)], key, depth + 1)
+                found = inner if inner is not None else found
+            elif m.group(2):
+                found = m.group(2).strip()
+        return found
+
+    def test_every_reader_of_freshness_expects_the_deployed_sources(self):
+        # Issue 11: a database or bucket whose first backup never succeeds is reported missing
+        # only by a reader that was told to expect it. Every reader of freshness (health,
+        # monitor, console, drill when deployed) gets BACKUP_DATABASES and SOURCE_BUCKETS from
+        # the same variables that db-backup and storage-backup are given.
+        readers = FRESHNESS_READERS & set(all_workloads())
+        self.assertTrue({"health", "monitor", "console"} <= readers)
+        for name in sorted(readers):
+            kind, body = all_workloads()[name]
+            _, dynamic = self._env_sources(body, kind)
+            for var, source in EXPECTED_SOURCE_VARS.items():
+                with self.subTest(workload=name, env=var):
+                    value = self._env_value(dynamic[0], var)
+                    self.assertIsNotNone(value, f"{name} is not told {var}: a never-backed-up source goes unreported")
+                    self.assertIn(source, value)
+        # ... and the writers are given the same lists.
+        self.assertIn("var.databases", self._env_value(TF.locals["db_env"], "BACKUP_DATABASES"))
+        settings = TF.for_each_map("${local.job_settings}")
+        self.assertIn("var.source_buckets", self._env_value(settings["storage-backup"]["env"], "SOURCE_BUCKETS"))
 
     def test_cloud_sql_volume_for_database_jobs(self):
         self.assertEqual(TF.locals["pg_host"],
@@ -527,6 +662,194 @@ class SecretsTest(unittest.TestCase):
                 self.assertEqual(block(vpc[0], "content")["egress"], "PRIVATE_RANGES_ONLY")
                 self.assertIn('${var.database_instance_connection_name != "" || var.database_host != ""}',
                               preconditions, "planning must fail without a database connection")
+
+
+# Requests on the backup bucket (no backup_prefix) that tell the programs' access apart.
+BACKUP_REQUESTS = {
+    "list db/": ("list", "db/main/"),
+    "list storage/": ("list", "storage/media/"),
+    "list all": ("list", ""),
+    "get dump": ("get", "db/main/app/20261126T020000Z-0a1b2c3d/dump.pgc.zst"),
+    "get encrypted dump": ("get", "db/main/app/20261126T020000Z-0a1b2c3d/dump.pgc.zst.age"),
+    "get manifest": ("get", "db/main/app/20261126T020000Z-0a1b2c3d/manifest.json"),
+    "get drill record": ("get", "db/main/app/20261126T020000Z-0a1b2c3d/drills/20261127T040000Z.json"),
+    "get snapshot header": ("get", "storage/media/snapshots/20261126T033000Z-0a1b2c3d/header.json"),
+    "get snapshot part": ("get", "storage/media/snapshots/20261126T033000Z-0a1b2c3d/part-00000-of-00001.jsonl.zst"),
+    "get blob": ("get", "storage/media/blobs/5d41402abc4b2a76b9719d911017c592-5"),
+    "get other": ("get", "notes.txt"),
+    "create db/": ("create", "db/main/app/20261126T020000Z-0a1b2c3d/dump.pgc.zst"),
+    "create storage/": ("create", "storage/media/blobs/5d41402abc4b2a76b9719d911017c592-5"),
+    "create state/": ("create", "state/monitor/incidents.json"),
+    "delete dump": ("delete", "db/main/app/20261126T020000Z-0a1b2c3d/dump.pgc.zst"),
+    "delete blob": ("delete", "storage/media/blobs/5d41402abc4b2a76b9719d911017c592-5"),
+    "delete other": ("delete", "notes.txt"),
+}
+STATE_REQUESTS = {
+    "list monitor": ("list", "state/monitor/messages/"),
+    "get incidents": ("get", "state/monitor/incidents.json"),
+    "create incidents": ("create", "state/monitor/incidents.json"),
+    "delete message": ("delete", "state/monitor/messages/0a1b"),
+    "list claims": ("list", "state/storage-backup/executions/media/"),
+    "get claim": ("get", "state/storage-backup/executions/media/storage-backup-x7k2p.json"),
+    "create claim": ("create", "state/storage-backup/executions/media/storage-backup-x7k2p.json"),
+    "delete claim": ("delete", "state/storage-backup/executions/media/storage-backup-x7k2p.json"),
+    "list all": ("list", ""),
+}
+
+
+class LeastPrivilegeTest(unittest.TestCase):
+    """Issue 11: each program reaches only the objects its code reads, writes or deletes."""
+
+    def test_condition_evaluator_tells_requests_apart(self):
+        # The checks below rest on this small CEL evaluator: it must see prefixes and suffixes.
+        expr = "${local.list_db} || (${local.object_db} && ${local.is_json})"
+        self.assertTrue(condition_allows(expr, "B", "list", "db/main/"))
+        self.assertFalse(condition_allows(expr, "B", "list", ""))
+        self.assertFalse(condition_allows(expr, "B", "list", "storage/"))
+        self.assertTrue(condition_allows(expr, "B", "get", "db/x/manifest.json"))
+        self.assertFalse(condition_allows(expr, "B", "get", "db/x/dump.pgc.zst"))
+        self.assertFalse(condition_allows(expr, "S", "get", "db/x/manifest.json"), "another bucket")
+        self.assertTrue(condition_allows(None, "B", "get", "anything"))
+
+    def test_backup_bucket_access_follows_what_each_program_reads(self):
+        lists = {"list db/", "list storage/"}
+        expected = {
+            # the manifests of earlier backups (the previous size, for progress); creates under db/
+            "db_backup": {"list db/", "get manifest", "create db/"},
+            # the previous snapshot's header, summaries and parts; creates blobs and snapshots
+            "storage_backup": {"list storage/", "get snapshot header", "get snapshot part", "create storage/"},
+            # everything it restores from
+            "restore": lists | {"get dump", "get encrypted dump", "get manifest", "get drill record",
+                                "get snapshot header", "get snapshot part", "get blob"},
+            # plans from the listing, reads headers and parts (blob references), deletes
+            "prune": lists | {"get manifest", "get drill record", "get snapshot header", "get snapshot part",
+                              "delete dump", "delete blob"},
+            # freshness from the listing alone
+            "health": lists,
+            "monitor": lists,
+            # manifests, headers and drill records for its pages
+            "console": lists | {"get manifest", "get drill record", "get snapshot header"},
+        }
+        access = bucket_access("backups", "B", BACKUP_REQUESTS)
+        if "drill" in access:  # restores dumps into a scratch database, records the outcome
+            expected["drill"] = expected["restore"] | {"create db/"}
+        self.assertEqual(access, expected)
+
+    def test_only_restore_and_drill_read_dumps_and_blobs(self):
+        access = bucket_access("backups", "B", BACKUP_REQUESTS)
+        for what in ("get dump", "get encrypted dump", "get blob"):
+            with self.subTest(request=what):
+                readers = {a for a, allowed in access.items() if what in allowed}
+                self.assertTrue(readers <= {"restore", "drill"}, readers)
+                self.assertIn("restore", readers)
+
+    def test_only_prune_deletes_backups(self):
+        access = bucket_access("backups", "B", BACKUP_REQUESTS)
+        deleters = {a for a, allowed in access.items() if allowed & {"delete dump", "delete blob", "delete other"}}
+        self.assertEqual(deleters, {"prune"})
+        self.assertNotIn("delete other", access["prune"])
+        # Nobody writes monitor state (or anything else overwritable) into the backup bucket.
+        self.assertFalse({a for a, allowed in access.items() if "create state/" in allowed})
+
+    def test_no_unconditioned_access_to_the_backup_bucket(self):
+        for account, ops, cond in bucket_grants("backups"):
+            with self.subTest(account=account, operations=sorted(ops)):
+                self.assertIsNotNone(cond, f"{account} holds {sorted(ops)} on the whole backup bucket")
+                self.assertFalse(condition_allows(cond, "B", "list", ""), f"{account} may list the whole bucket")
+
+    def test_health_and_monitor_only_list(self):
+        roles = TF.of_type("google_project_iam_custom_role")
+        lister = TF.resource("google_storage_bucket_iam_member", "backups_lister")
+        self.assertEqual(roles["object_lister"]["permissions"], ["storage.objects.list"])
+        self.assertEqual(service_account_refs(lister["member"]) | service_account_refs(lister["for_each"]),
+                         {"health", "monitor"})
+        for account, ops, _ in bucket_grants("backups"):
+            if account in {"health", "monitor"}:
+                self.assertEqual(ops, {"list"}, account)
+
+    def test_state_bucket_access(self):
+        self.assertEqual(bucket_access("state", "S", STATE_REQUESTS), {
+            "monitor": {"list monitor", "get incidents", "create incidents", "delete message"},
+            "storage_backup": {"list claims", "get claim", "create claim"},
+        })
+
+    def test_deployer_may_not_act_as_prune_or_restore(self):
+        # Issue 11: the deployer builds and rolls out, but holds nothing on prune, restore or the
+        # console (which starts both with overrides), and may act as no other service account.
+        deployer = [b for b in TF.bindings() if "deployer" in b.member_accounts]
+        self.assertTrue(deployer)
+        forbidden = set(TF.locals["operator_rollout"])
+        self.assertEqual(forbidden, {"prune", "restore", "console"})
+        acts_as: set[str] = set()
+        for b in deployer:
+            with self.subTest(binding=b.rname):
+                if b.role in ("roles/iam.serviceAccountUser", "roles/iam.serviceAccountTokenCreator",
+                              "roles/iam.workloadIdentityUser"):
+                    self.assertEqual(b.role, "roles/iam.serviceAccountUser")
+                    acts_as |= service_account_refs(b.targets)
+                    continue
+                if b.rtype.startswith("google_cloud_run_v2_"):
+                    self.assertEqual(b.role, "roles/run.developer")
+                    target = " ".join(b.targets) + " " + str(b.body.get("for_each", ""))
+                    names = set(re.findall(r'google_cloud_run_v2_job\.job\["([^"]+)"\]', target))
+                    names |= set(re.findall(r"google_cloud_run_v2_service\.(\w+)\.", target))
+                    if "local.deployer_jobs" in target:
+                        names |= set(TF.locals["deployer_jobs"])
+                    self.assertTrue(names, f"{b.rname}: cannot tell which workloads it covers")
+                    self.assertFalse(names & forbidden, f"{b.rname} gives the deployer {names & forbidden}")
+                    continue
+                self.assertIn(b.role, {"roles/artifactregistry.writer", "roles/logging.logWriter",
+                                       "roles/storage.objectViewer"}, b.rname)
+                if b.role == "roles/storage.objectViewer":
+                    self.assertIn("google_storage_bucket.build_staging", " ".join(b.targets))
+        self.assertEqual(acts_as, {"db_backup", "storage_backup", "health", "monitor"})
+        self.assertFalse(acts_as & {"prune", "restore", "console"})
+        self.assertTrue(set(TF.locals["deployer_jobs"]).isdisjoint(forbidden))
+        self.assertTrue(set(TF.locals["deployer_services"]).isdisjoint(forbidden))
+        # What it rolls out, it may act as (or the rollout fails).
+        self.assertEqual({PROGRAM_JOBS.get(n, n) for n in TF.locals["deployer_jobs"] + TF.locals["deployer_services"]},
+                         acts_as)
+
+
+class ImmutabilityTest(unittest.TestCase):
+    """Issue 11: backups are write-once for the retention period; what must change sooner lives
+    in the state bucket."""
+
+    def test_backup_bucket_retention_policy_defaults_to_the_retention_period(self):
+        b = TF.resource("google_storage_bucket", "backups")
+        policy = dynamic_blocks(b, "retention_policy")
+        self.assertEqual(len(policy), 1)
+        self.assertEqual(policy[0]["for_each"],
+                         "${local.retention_policy_days > 0 ? [local.retention_policy_days] : []}")
+        content = block(policy[0], "content")
+        self.assertEqual(content["retention_period"], "${retention_policy.value * 86400}")
+        self.assertEqual(content["is_locked"], "${var.retention_policy_locked}")
+        self.assertEqual(TF.locals["retention_policy_days"],
+                         "${coalesce(var.retention_policy_days, var.retention_days)}")
+        self.assertIsNone(TF.variables["retention_policy_days"]["default"], "default: the retention period")
+        self.assertIs(TF.variables["retention_policy_locked"]["default"], False, "locking is deliberate")
+        self.assertIn("deliberate", TF.variables["retention_policy_locked"]["description"])
+
+    def test_state_bucket_holds_what_changes_sooner(self):
+        s = TF.resource("google_storage_bucket", "state")
+        self.assertEqual(s["name"], "${local.state_bucket_name}")
+        self.assertEqual(TF.locals["state_bucket_name"],
+                         '${coalesce(var.state_bucket_name, "${var.backup_bucket_name}-state")}')
+        self.assertIs(block(s, "versioning")["enabled"], False)
+        self.assertFalse(blocks(s, "retention_policy") or dynamic_blocks(s, "retention_policy"),
+                         "the state is replaced and deleted: no retention policy")
+        self.assertTrue(dynamic_blocks(s, "encryption"), "the customer-managed key when there is one")
+        deletes = {p for r in blocks(s, "lifecycle_rule") if block(r, "action")["type"] == "Delete"
+                   for p in block(r, "condition").get("matches_prefix", [])}
+        self.assertEqual(deletes, {"${local.object_root}state/storage-backup/",
+                                   "${local.object_root}state/monitor/messages/"})
+        for r in blocks(s, "lifecycle_rule"):
+            if block(r, "action")["type"] == "Delete":
+                self.assertIn("matches_prefix", block(r, "condition"), "never delete the incident state by age")
+        # Every program is told where the state lives (the state bucket, same prefix).
+        self.assertEqual(TF.locals["common_env"]["LIFEBOAT_STATE_DESTINATION"], "${local.state_destination}")
+        self.assertIn("gs://${local.state_bucket_name}", TF.locals["state_destination"])
+        self.assertIn("var.backup_prefix", TF.locals["state_destination"])
 
 
 class MonitoringTest(unittest.TestCase):
@@ -610,19 +933,39 @@ class JobSettingsTest(unittest.TestCase):
         deps = set(TF.resource("google_cloud_run_v2_job", "job")["depends_on"])
         for grant in ("google_secret_manager_secret_iam_member.db_password_accessor",
                       "google_secret_manager_secret_iam_member.backup_encryption_identity_accessor",
-                      "google_storage_bucket_iam_member.backups_reader",
+                      "google_secret_manager_secret_iam_member.sentry_dsn_accessor",
+                      "google_storage_bucket_iam_member.backups_lister",
+                      "google_storage_bucket_iam_member.backups_full_reader",
+                      "google_storage_bucket_iam_member.db_backup_reader",
+                      "google_storage_bucket_iam_member.storage_backup_reader",
+                      "google_storage_bucket_iam_member.prune_reader",
                       "google_storage_bucket_iam_member.db_backup_creator",
                       "google_storage_bucket_iam_member.storage_backup_creator",
+                      "google_storage_bucket_iam_member.storage_backup_state",
                       "google_storage_bucket_iam_member.prune_deleter"):
             self.assertIn(f"${{{grant}}}", deps)
+        # Every grant a job's service account holds on a bucket is waited for.
+        job_accounts = {PROGRAM_JOBS.get(n, n.replace("-", "_")) for n in jobs()}
+        for b in TF.bindings():
+            if b.rtype == "google_storage_bucket_iam_member" and b.member_accounts & job_accounts \
+                    and any("google_storage_bucket." in t for t in b.targets):
+                self.assertIn(f"${{{b.rtype}.{b.rname}}}", deps, b.rname)
 
     def test_cloudbuild_rolls_out_every_job(self):
-        # cloudbuild.yaml cannot read the Terraform: its job list must name exactly the jobs.
+        # cloudbuild.yaml cannot read the Terraform: between what the deployer rolls out and what
+        # it leaves to an operator, its lists name exactly the jobs and services, each once.
         text = (_hcl.REPO / "cloudbuild.yaml").read_text(encoding="utf-8")
-        listed = re.search(r"^\s*_JOBS:\s*(.+)$", text, re.M).group(1).split("#")[0].split()
-        self.assertEqual(sorted(listed), sorted(jobs()))
-        services = re.search(r"^\s*_SERVICES:\s*(.+)$", text, re.M).group(1).split("#")[0].split()
-        self.assertEqual(set(services), set(TF.of_type("google_cloud_run_v2_service")))
+
+        def listed(name: str) -> list[str]:
+            return re.search(rf"^\s*{name}:\s*(.+)$", text, re.M).group(1).split("#")[0].split()
+
+        self.assertEqual(sorted(listed("_JOBS")), sorted(TF.locals["deployer_jobs"]))
+        self.assertEqual(sorted(listed("_SERVICES")), sorted(TF.locals["deployer_services"]))
+        operator = listed("_OPERATOR_JOBS") + listed("_OPERATOR_SERVICES")
+        self.assertEqual(sorted(operator), sorted(TF.locals["operator_rollout"]))
+        self.assertEqual(sorted(listed("_JOBS") + listed("_OPERATOR_JOBS")), sorted(jobs()))
+        self.assertEqual(sorted(listed("_SERVICES") + listed("_OPERATOR_SERVICES")),
+                         sorted(TF.of_type("google_cloud_run_v2_service")))
 
 
 class MovedTest(unittest.TestCase):
