@@ -75,6 +75,24 @@ var!(
     "Chunk size of resumable uploads in MiB; a failed chunk is re-sent alone. Memory use is about twice this."
 );
 var!(
+    CONNECT_TIMEOUT,
+    "LIFEBOAT_CONNECT_TIMEOUT",
+    Some("10s"),
+    "Longest time to open a connection (TCP and TLS) to GCS, Pub/Sub, Slack, webhooks, Sentry or the Cloud Run Admin API; at most 5m."
+);
+var!(
+    STALL_TIMEOUT,
+    "LIFEBOAT_STALL_TIMEOUT",
+    Some("60s"),
+    "Longest a network request may go without progress: waiting for the answer's headers (an upload chunk included), or between two pieces of its body. A stalled request is retried, then the run fails. At most 1h."
+);
+var!(
+    REQUEST_ATTEMPTS,
+    "LIFEBOAT_REQUEST_ATTEMPTS",
+    Some("6"),
+    "Attempts in all for a network request that failed for a passing reason (timeout, connection, 408, 429, 5xx), with exponential backoff in between: 1 to 20."
+);
+var!(
     ALLOWED_INVOKERS,
     "LIFEBOAT_ALLOWED_INVOKERS",
     None,
@@ -138,6 +156,9 @@ pub const COMMON: &[&Var] = &[
     &SCHEDULE,
     &ALERT_EMAILS,
     &UPLOAD_CHUNK_MIB,
+    &CONNECT_TIMEOUT,
+    &STALL_TIMEOUT,
+    &REQUEST_ATTEMPTS,
     &PROGRESS_INTERVAL,
     &ALLOWED_INVOKERS,
     &PUSH_INVOKERS,

@@ -18,6 +18,7 @@ pub mod freshness;
 pub mod incidents;
 pub mod location;
 pub mod naming;
+pub mod net;
 pub mod object;
 pub mod progress;
 pub mod retention;

@@ -28,7 +28,7 @@ use crate::core::series::Kind;
 use crate::core::snapshot_manifest::{SnapshotFormatError, SnapshotHeader, decode_part, part_key};
 use crate::core::units;
 use crate::runtime::{self, Program, ProgramSpec, RunContext, Services, StartError, Trigger};
-use crate::store::{ObjectMeta, ObjectStore, ObjectStoreExt as _, StoreError};
+use crate::store::{Abandoned, ObjectMeta, ObjectStore, ObjectStoreExt as _, StoreError};
 
 /// The program's specification.
 pub static SPEC: ProgramSpec = ProgramSpec { name: "prune", vars: &[vars::PRUNE] };
@@ -184,7 +184,15 @@ impl App {
         let store = &*self.services.store;
         let plan = match self.plan(now).await {
             Ok(p) => p,
-            Err(e) => return PruneReport { plan: None, outcomes: Vec::new(), error: Some(e.to_string()), dry_run },
+            Err(e) => {
+                return PruneReport {
+                    plan: None,
+                    outcomes: Vec::new(),
+                    error: Some(e.to_string()),
+                    dry_run,
+                    abandoned: Ok(Abandoned::default()),
+                };
+            }
         };
         let mut outcomes = Vec::with_capacity(plan.series.len());
         for sp in &plan.series {
@@ -195,7 +203,13 @@ impl App {
             }
             outcomes.push(out);
         }
-        PruneReport { plan: Some(plan), outcomes, error: None, dry_run }
+        // Temp files of killed runs (a `file://` store), untouched for as long as an orphan run.
+        let cutoff = now - crate::core::units::to_chrono(self.config.policy.orphan_age());
+        let abandoned = store.collect_abandoned(cutoff, dry_run).await.map_err(|e| {
+            tracing::error!(error = %e, "cannot collect abandoned temp files");
+            e.to_string()
+        });
+        PruneReport { plan: Some(plan), outcomes, error: None, dry_run, abandoned }
     }
 }
 
@@ -210,6 +224,8 @@ pub struct PruneReport {
     pub error: Option<String>,
     /// Nothing was deleted on purpose.
     pub dry_run: bool,
+    /// Temp files of killed runs collected (or that would be), or why they could not be.
+    pub abandoned: Result<Abandoned, String>,
 }
 
 async fn apply_series(
@@ -371,7 +387,10 @@ impl PruneReport {
             ("objects_deleted".into(), serde_json::json!(total.objects_deleted)),
             ("bytes_freed".into(), serde_json::json!(freed)),
         ]);
-        result.outcome = if failed > 0 || (held > 0 && !self.dry_run) {
+        let abandoned = self.abandoned.as_ref().copied().unwrap_or_default();
+        result.figures.insert("temp_files_deleted".into(), serde_json::json!(abandoned.files));
+        result.figures.insert("temp_bytes_freed".into(), serde_json::json!(abandoned.bytes));
+        result.outcome = if failed > 0 || self.abandoned.is_err() || (held > 0 && !self.dry_run) {
             Outcome::Failure
         } else if held > 0 {
             Outcome::Warning
@@ -394,6 +413,16 @@ impl PruneReport {
                 plan.series.iter().filter_map(|sp| sp.hold.as_ref().map(|h| format!("{}: {h}", sp.label()))).collect();
             let verb = if self.dry_run { "would be refused" } else { "refused" };
             summary.push_str(&format!("; {held} series held, prune {verb} ({})", reasons.join("; ")));
+        }
+        if abandoned.files > 0 {
+            summary.push_str(&format!(
+                "; {verb} {} temp files of killed runs ({})",
+                abandoned.files,
+                units::bytes(abandoned.bytes)
+            ));
+        }
+        if let Err(e) = &self.abandoned {
+            summary.push_str(&format!("; cannot collect temp files of killed runs: {e}"));
         }
         if failed > 0 {
             summary.push_str(&format!("; {failed} series failed"));

@@ -85,7 +85,7 @@ where
             }
         };
         let started = async {
-            let store = crate::store::open(&common.destination, &env, common.upload_chunk_bytes).await?;
+            let store = crate::store::open(&common.destination, &env, common.upload_chunk_bytes, &common.net).await?;
             let services = Services::new(env, common.clone(), store, publisher.clone());
             let program = start(services.clone(), config).await?;
             Ok::<_, StartError>((services, Arc::new(program)))
