@@ -316,6 +316,12 @@ var!(
     Some("25h"),
     "A source whose newest good backup is older than this is stale (at most 32 days: a longer limit would silence the alarm)."
 );
+var!(
+    MAX_UNVERIFIED_AGE,
+    "BACKUP_MAX_UNVERIFIED_AGE",
+    Some("8d"),
+    "A source whose newest drill-verified backup (one a `drill` restored and checked; aged by its backup time) is older than this is unverified; with no verified backup at all, once its oldest backup is older than this (so a new deployment is not unverified on its first day). Stale, failed, suspicious, unencrypted and missing win over unverified. At most 32 days."
+);
 var!(SLACK_WEBHOOK_URL, "SLACK_WEBHOOK_URL", secret, "Slack incoming-webhook URL for alerts (from Secret Manager).");
 var!(ALERT_WEBHOOK_URL, "ALERT_WEBHOOK_URL", secret, "Optional generic webhook that receives the same alerts as JSON.");
 var!(
@@ -365,14 +371,30 @@ var!(
 );
 
 /// Variables `console` reads besides [`COMMON`].
-pub const CONSOLE: &[&Var] =
-    &[&ADMINS, &VIEWERS, &REGION, &RUN_API_URL, &METADATA_HOST, &MAX_AGE, &DATABASES, &SOURCE_BUCKETS];
+pub const CONSOLE: &[&Var] = &[
+    &ADMINS,
+    &VIEWERS,
+    &REGION,
+    &RUN_API_URL,
+    &METADATA_HOST,
+    &MAX_AGE,
+    &MAX_UNVERIFIED_AGE,
+    &DATABASES,
+    &SOURCE_BUCKETS,
+];
 
 /// Variables `health` reads besides [`COMMON`].
-pub const HEALTH: &[&Var] = &[&MAX_AGE, &ENCRYPTION_RECIPIENTS];
+pub const HEALTH: &[&Var] = &[&MAX_AGE, &MAX_UNVERIFIED_AGE, &ENCRYPTION_RECIPIENTS];
 /// Variables `monitor` reads besides [`COMMON`].
-pub const MONITOR: &[&Var] =
-    &[&MAX_AGE, &SLACK_WEBHOOK_URL, &ALERT_WEBHOOK_URL, &REMINDER_INTERVAL, &REGION, &ENCRYPTION_RECIPIENTS];
+pub const MONITOR: &[&Var] = &[
+    &MAX_AGE,
+    &MAX_UNVERIFIED_AGE,
+    &SLACK_WEBHOOK_URL,
+    &ALERT_WEBHOOK_URL,
+    &REMINDER_INTERVAL,
+    &REGION,
+    &ENCRYPTION_RECIPIENTS,
+];
 
 /// Every group, titled, in the order of the README's configuration reference.
 pub const GROUPS: &[(&str, &[&Var])] = &[
