@@ -66,7 +66,7 @@ impl Rerun {
 
     /// The command for a program's job, when it is a scheduled job that can simply be rerun.
     pub fn for_program(&self, program: &str) -> Option<String> {
-        matches!(program, "db-backup" | "storage-backup" | "prune").then(|| self.command(program))
+        matches!(program, "db-backup" | "storage-backup" | "prune" | "drill").then(|| self.command(program))
     }
 }
 
