@@ -152,7 +152,7 @@ pub const COMMON: &[&Var] = &[
     &RUST_LOG,
 ];
 
-// --- PostgreSQL (db-backup, restore) -------------------------------------------------------------
+// --- PostgreSQL (db-backup, restore, drill) -------------------------------------------------------------
 var!(
     DATABASE_URL,
     "DATABASE_URL",
@@ -235,6 +235,53 @@ pub const DB_BACKUP: &[&Var] = &[
 ];
 /// Variables of a database restore (`restore`, `drill`) besides [`COMMON`] and [`POSTGRES`].
 pub const DB_RESTORE: &[&Var] = &[&ENCRYPTION_IDENTITY];
+
+// --- drill --------------------------------------------------------------------------------------
+var!(
+    DRILL_PGHOST,
+    "DRILL_PGHOST",
+    None,
+    "Drill server: host or unix socket directory the scratch databases are restored on. Unset = the PG* server (the backed-up one); set = another server, reached with the DRILL_PG* variables only (the PG* password is never sent to it)."
+);
+var!(DRILL_PGPORT, "DRILL_PGPORT", None, "Drill server port (default: PGPORT's without DRILL_PGHOST, else 5432).");
+var!(
+    DRILL_PGUSER,
+    "DRILL_PGUSER",
+    None,
+    "Drill server user (needs CREATEDB; default: the PG* user). Another user than PGUSER brings its own DRILL_PGPASSWORD."
+);
+var!(DRILL_PGPASSWORD, "DRILL_PGPASSWORD", secret, "Drill server password (from Secret Manager).");
+var!(
+    DRILL_PGDATABASE,
+    "DRILL_PGDATABASE",
+    None,
+    "Database on the drill server for catalog queries (creating and dropping scratch databases); default: PGDATABASE's without DRILL_PGHOST, else postgres."
+);
+var!(
+    DRILL_SAMPLE_OBJECTS,
+    "DRILL_SAMPLE_OBJECTS",
+    Some("20"),
+    "Objects of each bucket snapshot read back in full and compared byte for byte (MD5, CRC32C): a number (20) or a percentage of the snapshot (1%). Every other object is checked by its blob's metadata only."
+);
+var!(
+    DRILL_CONCURRENCY,
+    "DRILL_CONCURRENCY",
+    Some("16"),
+    "Blob metadata lookups and sample reads of a bucket drill in flight at once."
+);
+
+/// Variables `drill` reads besides [`COMMON`], [`POSTGRES`] and [`DB_RESTORE`].
+pub const DRILL: &[&Var] = &[
+    &DATABASES,
+    &SOURCE_BUCKETS,
+    &DRILL_PGHOST,
+    &DRILL_PGPORT,
+    &DRILL_PGUSER,
+    &DRILL_PGPASSWORD,
+    &DRILL_PGDATABASE,
+    &DRILL_SAMPLE_OBJECTS,
+    &DRILL_CONCURRENCY,
+];
 
 // --- storage-backup ----------------------------------------------------------------------------
 var!(
@@ -399,9 +446,10 @@ pub const MONITOR: &[&Var] = &[
 /// Every group, titled, in the order of the README's configuration reference.
 pub const GROUPS: &[(&str, &[&Var])] = &[
     ("Every program", COMMON),
-    ("PostgreSQL connection (db-backup, restore)", POSTGRES),
+    ("PostgreSQL connection (db-backup, restore, drill)", POSTGRES),
     ("db-backup", DB_BACKUP),
     ("restore and drill", DB_RESTORE),
+    ("drill", DRILL),
     ("storage-backup", STORAGE_BACKUP),
     ("prune", PRUNE),
     ("health and monitor", MONITOR),
