@@ -341,6 +341,28 @@ pub fn max_age(r: &mut Reader<'_>) -> Option<Duration> {
     )
 }
 
+/// Reads `BACKUP_MAX_UNVERIFIED_AGE`, bounded by [`MAX_MAX_AGE`] as `BACKUP_MAX_AGE` is.
+pub fn max_unverified_age(r: &mut Reader<'_>) -> Option<Duration> {
+    r.duration_at_most(
+        &vars::MAX_UNVERIFIED_AGE,
+        MAX_MAX_AGE,
+        "a monthly drill (31 days) plus a day; a longer limit would silence the unverified alarm",
+    )
+}
+
+/// Reads the limits `health`, `monitor` and `console` judge sources by: `BACKUP_MAX_AGE`,
+/// `BACKUP_MAX_UNVERIFIED_AGE`, and whether `BACKUP_ENCRYPTION_RECIPIENTS` is set.
+pub fn limits(r: &mut Reader<'_>) -> Option<crate::core::freshness::Limits> {
+    let max_age = max_age(r);
+    let max_unverified_age = max_unverified_age(r);
+    let recipients = crate::db::encryption::read_recipients(r);
+    Some(crate::core::freshness::Limits {
+        max_age: max_age?,
+        max_unverified_age: max_unverified_age?,
+        encryption_required: recipients?.is_some(),
+    })
+}
+
 /// Settings every program shares.
 #[derive(Debug, Clone)]
 pub struct Common {
