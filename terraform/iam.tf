@@ -12,8 +12,10 @@
 #   restore         db/ storage/  db/ and storage/: dumps, blobs, all       -          -
 #   prune           db/ storage/  db/ storage/ *.json, *.jsonl.zst          -          db/ storage/
 #                                 (manifests, headers, parts: never a dump or a blob)
-#   health          db/ storage/  - (freshness comes from the listing)      -          -
-#   monitor         db/ storage/  - (same)                                  -          -
+#   health          db/ storage/  db/ storage/ *.json (drill records whose   -          -
+#                                 outcome is not in their metadata; freshness
+#                                 itself comes from the listing)
+#   monitor         db/ storage/  (same as health)                          -          -
 #   console         db/ storage/  db/ storage/ *.json (manifests, snapshot   -          -
 #                                 headers, drill records: never a dump)
 #
@@ -27,9 +29,9 @@
 # Conditions attribute reference, "API attributes"): a list request is allowed when its prefix
 # starts with the granted one; every lifeboat program lists with such a prefix (db/<source>/,
 # storage/...). A get request carries no list prefix, so a list clause never grants a read.
-# health and monitor get a custom role with storage.objects.list alone: they can see names, sizes
-# and times, not a byte of a dump. Conditions may use at most 12 logical operators; the longest
-# here uses 6.
+# *.json under db/ and storage/ are manifests, snapshot headers and summaries and drill records;
+# dumps (dump.pgc.*), snapshot parts (*.jsonl.zst) and blobs (<md5>-<size>) never end so.
+# Conditions may use at most 12 logical operators; the longest here uses 6.
 
 resource "google_service_account" "db_backup" {
   project      = var.project_id
@@ -100,34 +102,15 @@ resource "google_service_account" "pubsub_push" {
 
 # Read access, one resource per shape of access (a program added later joins the map of the
 # access it needs; drill, which restores dumps, joins backups_full_reader).
-resource "google_project_iam_custom_role" "object_lister" {
-  project     = var.project_id
-  role_id     = "${replace(var.name_prefix, "-", "_")}_object_lister"
-  title       = "lifeboat object lister"
-  description = "List objects, nothing else (granted to health and monitor on the backup bucket, limited to db/ and storage/ listings): freshness from names, sizes and times, never an object's content."
-  permissions = ["storage.objects.list"]
-}
-
-resource "google_storage_bucket_iam_member" "backups_lister" {
+#
+# Manifests, snapshot headers and drill records (*.json) only: never a dump, a part or a blob.
+# health and monitor judge freshness from the listing; they read a drill record only when its
+# outcome is not in the object's metadata (a record written by hand or by an older drill;
+# inventory.rs, resolve_drills), and the console shows manifests and drill records.
+resource "google_storage_bucket_iam_member" "backups_metadata_reader" {
   for_each = {
     health  = google_service_account.health.member
     monitor = google_service_account.monitor.member
-  }
-
-  bucket = google_storage_bucket.backups.name
-  role   = google_project_iam_custom_role.object_lister.id
-  member = each.value
-
-  condition {
-    title       = "list-backups-only"
-    description = "List db/ and storage/ (freshness); no object can be read"
-    expression  = "${local.list_db} || ${local.list_storage}"
-  }
-}
-
-# Manifests, snapshot headers and drill records (*.json) only: never a dump, a part or a blob.
-resource "google_storage_bucket_iam_member" "backups_metadata_reader" {
-  for_each = {
     console = google_service_account.console.member
   }
 

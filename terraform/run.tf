@@ -227,7 +227,7 @@ resource "google_cloud_run_v2_job" "job" {
     google_secret_manager_secret_iam_member.db_password_accessor,
     google_secret_manager_secret_iam_member.backup_encryption_identity_accessor,
     google_secret_manager_secret_iam_member.sentry_dsn_accessor,
-    google_storage_bucket_iam_member.backups_lister,
+    google_storage_bucket_iam_member.backups_metadata_reader,
     google_storage_bucket_iam_member.backups_full_reader,
     google_storage_bucket_iam_member.db_backup_reader,
     google_storage_bucket_iam_member.storage_backup_reader,
@@ -338,7 +338,7 @@ resource "google_cloud_run_v2_service" "monitor" {
     google_project_service.apis,
     google_secret_manager_secret_iam_member.slack_webhook_accessor,
     google_secret_manager_secret_iam_member.sentry_dsn_accessor,
-    google_storage_bucket_iam_member.backups_lister,
+    google_storage_bucket_iam_member.backups_metadata_reader,
     google_storage_bucket_iam_member.monitor_state,
   ]
 }

@@ -725,9 +725,9 @@ class LeastPrivilegeTest(unittest.TestCase):
             # plans from the listing, reads headers and parts (blob references), deletes
             "prune": lists | {"get manifest", "get drill record", "get snapshot header", "get snapshot part",
                               "delete dump", "delete blob"},
-            # freshness from the listing alone
-            "health": lists,
-            "monitor": lists,
+            # freshness from the listing, plus drill records without their outcome in metadata
+            "health": lists | {"get manifest", "get drill record", "get snapshot header"},
+            "monitor": lists | {"get manifest", "get drill record", "get snapshot header"},
             # manifests, headers and drill records for its pages
             "console": lists | {"get manifest", "get drill record", "get snapshot header"},
         }
@@ -762,15 +762,17 @@ class LeastPrivilegeTest(unittest.TestCase):
                 self.assertIsNotNone(cond, f"{account} holds {sorted(ops)} on the whole backup bucket")
                 self.assertFalse(condition_allows(cond, "B", "list", ""), f"{account} may list the whole bucket")
 
-    def test_health_and_monitor_only_list(self):
-        roles = TF.of_type("google_project_iam_custom_role")
-        lister = TF.resource("google_storage_bucket_iam_member", "backups_lister")
-        self.assertEqual(roles["object_lister"]["permissions"], ["storage.objects.list"])
-        self.assertEqual(service_account_refs(lister["member"]) | service_account_refs(lister["for_each"]),
-                         {"health", "monitor"})
+    def test_health_monitor_and_console_read_metadata_only(self):
+        # They judge freshness (and show pages): names from the listing, *.json records; never a
+        # dump, a snapshot part or a blob, and no write or delete.
+        metadata = {"list db/", "list storage/", "get manifest", "get drill record", "get snapshot header"}
+        access = bucket_access("backups", "B", BACKUP_REQUESTS)
+        for account in ("health", "monitor", "console"):
+            with self.subTest(account=account):
+                self.assertEqual(access[account], metadata)
         for account, ops, _ in bucket_grants("backups"):
-            if account in {"health", "monitor"}:
-                self.assertEqual(ops, {"list"}, account)
+            if account in {"health", "monitor", "console"}:
+                self.assertEqual(ops, {"get", "list"}, account)
 
     def test_state_bucket_access(self):
         self.assertEqual(bucket_access("state", "S", STATE_REQUESTS), {
@@ -939,7 +941,7 @@ class JobSettingsTest(unittest.TestCase):
         for grant in ("google_secret_manager_secret_iam_member.db_password_accessor",
                       "google_secret_manager_secret_iam_member.backup_encryption_identity_accessor",
                       "google_secret_manager_secret_iam_member.sentry_dsn_accessor",
-                      "google_storage_bucket_iam_member.backups_lister",
+                      "google_storage_bucket_iam_member.backups_metadata_reader",
                       "google_storage_bucket_iam_member.backups_full_reader",
                       "google_storage_bucket_iam_member.db_backup_reader",
                       "google_storage_bucket_iam_member.storage_backup_reader",

@@ -40,7 +40,7 @@ async fn open(url: &str) -> Result<DynStore, Error> {
         let gcs = store::gcs::GcsStore::connect(location.clone(), Some(host), 8 << 20).await?;
         gcs.create_bucket("lifeboat-local").await?;
     }
-    Ok(store::open(&location, &env, 8 << 20).await?)
+    Ok(store::open(&location, &env, 8 << 20, &Default::default()).await?)
 }
 
 /// Deterministic pseudo-random numbers (xorshift).

@@ -34,7 +34,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let gcs = store::gcs::GcsStore::connect(location.clone(), Some(host), chunk_mib << 20).await?;
         gcs.create_bucket("lifeboat-local").await?;
     }
-    let store = store::open(&location, &env, chunk_mib << 20).await?;
+    let store = store::open(&location, &env, chunk_mib << 20, &Default::default()).await?;
     let key = format!("stream-{}", uuid::Uuid::new_v4().simple());
     let start = Instant::now();
     let mut writer = store.create(&key, PutOptions::default()).await?;

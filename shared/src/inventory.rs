@@ -3,39 +3,84 @@
 //!
 //! The model and the judgement are pure and live in the core ([`crate::core::series`],
 //! [`crate::core::freshness`]); this module only takes the listing and hands it over.
-
-use std::time::Duration;
+//!
+//! Drill records sit inside the backup folders the listing already covers, so finding which
+//! backups are verified costs no request per backup: a record's outcome is in its metadata.
+//! A record without it (written by hand, or by an older drill) is read, but only where it
+//! matters: newest backup first, until a verified one is found (one read per series at most in
+//! the usual case, whatever the number of backups).
 
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt as _;
 
-use crate::core::freshness::{Freshness, evaluate};
+use crate::core::freshness::{Freshness, Limits, evaluate};
 use crate::core::object::ObjectMeta;
-use crate::core::series::{Kind, Series, series_from_listing};
+use crate::core::series::{DrillOutcome, Kind, Series, series_from_listing};
 use crate::store::{ObjectStore, ObjectStoreExt as _, StoreError};
 
-/// Lists the database backups of `source` and every bucket snapshot in the store.
+/// Lists the database backups of `source` and every bucket snapshot in the store, with the drill
+/// records inside them (see [`resolve_drills`]).
 pub async fn load(store: &dyn ObjectStore, source: &str) -> Result<Vec<Series>, StoreError> {
     let db_prefix = format!("db/{}/", crate::core::naming::encode_segment(source));
     let mut objects: Vec<ObjectMeta> = store.list_all(&db_prefix).try_collect().await?;
     let storage = store.list_all("storage/").try_filter(|o| futures::future::ready(o.key.contains("/snapshots/")));
     objects.extend(storage.try_collect::<Vec<_>>().await?);
-    Ok(series_from_listing(objects))
+    let mut series = series_from_listing(objects);
+    for s in &mut series {
+        resolve_drills(store, s).await?;
+    }
+    Ok(series)
 }
 
-/// Lists the store and evaluates freshness at `now` (shared by `health`, `monitor` and `console`).
-/// `encryption_required`: this deployment has `BACKUP_ENCRYPTION_RECIPIENTS` set (see
-/// [`evaluate`]).
+/// Largest drill record read.
+const MAX_DRILL_BYTES: u64 = 1024 * 1024;
+
+/// The outcome a drill record states for the backup `backup_id` (a record that names another
+/// backup, or is not a record, states nothing).
+pub fn drill_outcome(record: &[u8], backup_id: &str) -> Option<DrillOutcome> {
+    let v: serde_json::Value = serde_json::from_slice(record).ok()?;
+    if v.get("backup_id").and_then(|b| b.as_str()).is_some_and(|b| b != backup_id) {
+        return None;
+    }
+    DrillOutcome::parse(v.get("outcome")?.as_str()?)
+}
+
+/// Fills in the outcome of drill records the listing left unknown (no metadata), newest complete
+/// backup first, until the newest verified backup is known. Records that cannot be read or
+/// parsed stay unknown (they verify nothing); a store failure other than "not found" is an error.
+pub async fn resolve_drills(store: &dyn ObjectStore, series: &mut Series) -> Result<(), StoreError> {
+    for b in series.backups.iter_mut().rev().filter(|b| b.complete) {
+        if b.verified() {
+            return Ok(());
+        }
+        let id = b.run.to_string();
+        for d in b.drills.iter_mut().rev().filter(|d| d.outcome.is_none()) {
+            match store.read_all(&d.key, MAX_DRILL_BYTES).await {
+                Ok(bytes) => d.outcome = drill_outcome(&bytes, &id),
+                Err(e) if e.is_not_found() || matches!(e, StoreError::Integrity { .. }) => {
+                    tracing::warn!(key = d.key, error = %e, "drill record unreadable: it verifies nothing");
+                }
+                Err(e) => return Err(e),
+            }
+            if d.outcome == Some(DrillOutcome::Passed) {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Lists the store and evaluates freshness at `now` against `limits` (shared by `health`,
+/// `monitor` and `console`; see [`evaluate`]).
 pub async fn assess(
     store: &dyn ObjectStore,
     source: &str,
     expected: &[(Kind, String, String)],
     now: DateTime<Utc>,
-    max_age: Duration,
-    encryption_required: bool,
+    limits: &Limits,
 ) -> Result<Vec<Freshness>, StoreError> {
     let series = load(store, source).await?;
-    Ok(evaluate(&series, expected, now, max_age, encryption_required))
+    Ok(evaluate(&series, expected, now, limits))
 }
 
 /// One backup or snapshot as the console lists it: what the listing says, what its manifest
@@ -64,6 +109,8 @@ pub struct BackupDetail {
     pub crc32c: Option<String>,
     /// Whether the dump is encrypted, when the manifest says.
     pub encrypted: Option<bool>,
+    /// Complete, and a drill passed on it.
+    pub verified: bool,
     /// Drill records beside it, oldest first.
     pub drills: Vec<DrillSummary>,
 }
@@ -73,12 +120,24 @@ pub struct BackupDetail {
 pub struct DrillSummary {
     /// The record's key.
     pub key: String,
-    /// `success` or `failure`, when readable.
+    /// `passed` or `failed`, when readable.
     pub outcome: Option<String>,
+    /// When the drill started.
+    pub started_at: Option<String>,
     /// When the drill finished.
     pub finished_at: Option<String>,
-    /// The measured recovery time.
+    /// The measured recovery time (databases: restore start to a usable, verified database).
     pub rto_seconds: Option<f64>,
+    /// Bytes read and verified.
+    pub bytes: Option<u64>,
+    /// Tables restored (databases).
+    pub tables: Option<u64>,
+    /// Rows counted (databases).
+    pub rows: Option<u64>,
+    /// Blobs whose size and hash were checked (buckets).
+    pub objects_checked: Option<u64>,
+    /// Objects restored and compared byte for byte (buckets).
+    pub objects_sampled: Option<u64>,
     /// Why it failed.
     pub error: Option<String>,
 }
@@ -96,8 +155,10 @@ async fn read_json(store: &dyn ObjectStore, key: &str) -> Option<serde_json::Val
 pub async fn details(store: &dyn ObjectStore, series: &Series, limit: usize) -> Vec<BackupDetail> {
     let mut out = Vec::new();
     for b in series.backups.iter().rev().take(limit) {
-        let completion =
-            b.keys.iter().find(|k| crate::core::series::is_completion_key(series.kind, k) && !k.contains("/drills/"));
+        let completion = b
+            .keys
+            .iter()
+            .find(|k| crate::core::series::is_completion_key(series.kind, k) && !b.drills.iter().any(|d| &d.key == *k));
         let manifest = match completion {
             Some(key) if b.complete => read_json(store, key).await,
             _ => None,
@@ -115,19 +176,27 @@ pub async fn details(store: &dyn ObjectStore, series: &Series, limit: usize) -> 
             _ => None,
         };
         let mut drills = Vec::new();
-        for key in b.keys.iter().filter(|k| k.contains("/drills/") && k.ends_with(".json")) {
-            let record = read_json(store, key).await;
-            let r = record.as_ref();
+        let id = b.run.to_string();
+        for d in &b.drills {
+            let record = read_json(store, &d.key).await;
+            let r = record.as_ref().filter(|r| r.get("backup_id").and_then(|v| v.as_str()).is_none_or(|v| v == id));
             let text = |name: &str| r.and_then(|r| r.get(name)).and_then(|v| v.as_str()).map(str::to_owned);
+            let number = |name: &str| r.and_then(|r| r.get(name)).and_then(serde_json::Value::as_u64);
             drills.push(DrillSummary {
-                key: key.clone(),
-                outcome: text("outcome"),
+                key: d.key.clone(),
+                outcome: d.outcome.map(|o| o.name().to_owned()).or_else(|| text("outcome")),
+                started_at: text("started_at"),
                 finished_at: text("finished_at"),
                 rto_seconds: r.and_then(|r| r.get("rto_seconds")).and_then(serde_json::Value::as_f64),
+                bytes: number("bytes"),
+                tables: number("tables"),
+                rows: number("rows"),
+                objects_checked: number("objects_checked"),
+                objects_sampled: number("objects_sampled"),
                 error: text("error"),
             });
         }
-        drills.sort_by(|a, b| a.key.cmp(&b.key));
+        let verified = b.complete && drills.iter().any(|d| d.outcome.as_deref() == Some("passed"));
         out.push(BackupDetail {
             id: b.run.to_string(),
             started_at: b.run.started,
@@ -140,6 +209,7 @@ pub async fn details(store: &dyn ObjectStore, series: &Series, limit: usize) -> 
             sha256: str_at("/dump/sha256"),
             crc32c: str_at("/dump/crc32c"),
             encrypted,
+            verified,
             drills,
         });
     }

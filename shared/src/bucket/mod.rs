@@ -15,6 +15,7 @@
 //!   as they download, merged in name order).
 //! - [`backup`]: taking a snapshot (one task's part; the header once every part exists).
 //! - [`restore`]: restoring a snapshot into a target bucket/prefix.
+//! - [`drill`]: checking the newest snapshot (every blob by metadata, a sample byte for byte).
 //! - [`source`]: what `SOURCE_BUCKETS` names.
 //!
 //! Why the previous snapshot is the index of known content: both it and the source listing are
@@ -26,6 +27,7 @@
 
 pub mod backup;
 pub mod blob;
+pub mod drill;
 pub mod join;
 pub mod read;
 pub mod restore;

@@ -427,6 +427,7 @@ mod tests {
             bytes: 0,
             last_write: DateTime::<Utc>::default(),
             keys: Vec::new(),
+            drills: Vec::new(),
         }
     }
 

@@ -352,6 +352,28 @@ pub fn state_destination(env: &Env, destination: &Location) -> Result<Location, 
     }
 }
 
+/// Reads `BACKUP_MAX_UNVERIFIED_AGE`, bounded by [`MAX_MAX_AGE`] as `BACKUP_MAX_AGE` is.
+pub fn max_unverified_age(r: &mut Reader<'_>) -> Option<Duration> {
+    r.duration_at_most(
+        &vars::MAX_UNVERIFIED_AGE,
+        MAX_MAX_AGE,
+        "a monthly drill (31 days) plus a day; a longer limit would silence the unverified alarm",
+    )
+}
+
+/// Reads the limits `health`, `monitor` and `console` judge sources by: `BACKUP_MAX_AGE`,
+/// `BACKUP_MAX_UNVERIFIED_AGE`, and whether `BACKUP_ENCRYPTION_RECIPIENTS` is set.
+pub fn limits(r: &mut Reader<'_>) -> Option<crate::core::freshness::Limits> {
+    let max_age = max_age(r);
+    let max_unverified_age = max_unverified_age(r);
+    let recipients = crate::db::encryption::read_recipients(r);
+    Some(crate::core::freshness::Limits {
+        max_age: max_age?,
+        max_unverified_age: max_unverified_age?,
+        encryption_required: recipients?.is_some(),
+    })
+}
+
 /// Settings every program shares.
 #[derive(Debug, Clone)]
 pub struct Common {
@@ -374,6 +396,8 @@ pub struct Common {
     pub auth: AuthConfig,
     /// Chunk size of resumable uploads, in bytes.
     pub upload_chunk_bytes: usize,
+    /// Connect and stall timeouts and attempts of every network request.
+    pub net: crate::core::net::NetLimits,
     /// Notification e-mails (documented for Terraform; shown in alerts).
     pub alert_emails: Vec<String>,
     /// Where failed runs and errors are reported besides the result event (optional).
@@ -417,6 +441,14 @@ impl Common {
         }
         r.cron(&SCHEDULE);
         let chunk_mib = r.number_in(&UPLOAD_CHUNK_MIB, 1, 1024);
+        let connect =
+            r.duration_at_most(&CONNECT_TIMEOUT, Duration::from_secs(300), "a connection that takes longer is lost");
+        let stall = r.duration_at_most(
+            &STALL_TIMEOUT,
+            Duration::from_secs(3600),
+            "a request that long without progress is lost",
+        );
+        let attempts = r.number_in(&REQUEST_ATTEMPTS, 1, 20);
         let progress_interval = r.duration(&PROGRESS_INTERVAL);
         let auth = AuthConfig::read(r);
         let sentry_dsn = r.secret(&SENTRY_DSN);
@@ -444,6 +476,11 @@ impl Common {
             retention_days: u32::try_from(retention_days?).ok()?,
             auth: auth?,
             upload_chunk_bytes: usize::try_from(chunk_mib?).ok()? * 1024 * 1024,
+            net: crate::core::net::NetLimits {
+                connect: connect?,
+                stall: stall?,
+                attempts: u32::try_from(attempts?).ok()?,
+            },
             alert_emails,
             sentry_dsn,
             progress_interval: progress_interval?,
@@ -611,6 +648,29 @@ mod tests {
         assert_eq!(c.source, "main");
         assert_eq!(c.destination.to_string(), "file:///home/u/.local/share/lifeboat/backups");
         assert_eq!(c.upload_chunk_bytes, 8 * 1024 * 1024);
+    }
+
+    #[test]
+    fn network_limits_are_read_and_bounded() {
+        let env = Env::from_pairs([("HOME", "/home/u")]);
+        assert_eq!(read_common(&env).expect("defaults").net, crate::core::net::NetLimits::default());
+        let env = Env::from_pairs([
+            ("HOME", "/home/u"),
+            ("LIFEBOAT_CONNECT_TIMEOUT", "500ms"),
+            ("LIFEBOAT_STALL_TIMEOUT", "2s"),
+            ("LIFEBOAT_REQUEST_ATTEMPTS", "1"),
+        ]);
+        let net = read_common(&env).expect("valid").net;
+        assert_eq!((net.connect, net.stall, net.attempts), (Duration::from_millis(500), Duration::from_secs(2), 1));
+        let env = Env::from_pairs([
+            ("HOME", "/home/u"),
+            ("LIFEBOAT_CONNECT_TIMEOUT", "0s"),
+            ("LIFEBOAT_STALL_TIMEOUT", "2d"),
+            ("LIFEBOAT_REQUEST_ATTEMPTS", "0"),
+        ]);
+        let err = read_common(&env).expect_err("invalid");
+        let names: Vec<_> = err.problems.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["LIFEBOAT_CONNECT_TIMEOUT", "LIFEBOAT_STALL_TIMEOUT", "LIFEBOAT_REQUEST_ATTEMPTS"]);
     }
 
     #[test]

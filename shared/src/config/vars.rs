@@ -81,6 +81,24 @@ var!(
     "Chunk size of resumable uploads in MiB; a failed chunk is re-sent alone. Memory use is about twice this."
 );
 var!(
+    CONNECT_TIMEOUT,
+    "LIFEBOAT_CONNECT_TIMEOUT",
+    Some("10s"),
+    "Longest time to open a connection (TCP and TLS) to GCS, Pub/Sub, Slack, webhooks, Sentry or the Cloud Run Admin API; at most 5m."
+);
+var!(
+    STALL_TIMEOUT,
+    "LIFEBOAT_STALL_TIMEOUT",
+    Some("60s"),
+    "Longest a network request may go without progress: waiting for the answer's headers (an upload chunk included), or between two pieces of its body. A stalled request is retried, then the run fails. At most 1h."
+);
+var!(
+    REQUEST_ATTEMPTS,
+    "LIFEBOAT_REQUEST_ATTEMPTS",
+    Some("6"),
+    "Attempts in all for a network request that failed for a passing reason (timeout, connection, 408, 429, 5xx), with exponential backoff in between: 1 to 20."
+);
+var!(
     ALLOWED_INVOKERS,
     "LIFEBOAT_ALLOWED_INVOKERS",
     None,
@@ -145,6 +163,9 @@ pub const COMMON: &[&Var] = &[
     &SCHEDULE,
     &ALERT_EMAILS,
     &UPLOAD_CHUNK_MIB,
+    &CONNECT_TIMEOUT,
+    &STALL_TIMEOUT,
+    &REQUEST_ATTEMPTS,
     &PROGRESS_INTERVAL,
     &ALLOWED_INVOKERS,
     &PUSH_INVOKERS,
@@ -159,7 +180,7 @@ pub const COMMON: &[&Var] = &[
     &RUST_LOG,
 ];
 
-// --- PostgreSQL (db-backup, restore) -------------------------------------------------------------
+// --- PostgreSQL (db-backup, restore, drill) -------------------------------------------------------------
 var!(
     DATABASE_URL,
     "DATABASE_URL",
@@ -243,6 +264,53 @@ pub const DB_BACKUP: &[&Var] = &[
 /// Variables of a database restore (`restore`, `drill`) besides [`COMMON`] and [`POSTGRES`].
 pub const DB_RESTORE: &[&Var] = &[&ENCRYPTION_IDENTITY];
 
+// --- drill --------------------------------------------------------------------------------------
+var!(
+    DRILL_PGHOST,
+    "DRILL_PGHOST",
+    None,
+    "Drill server: host or unix socket directory the scratch databases are restored on. Unset = the PG* server (the backed-up one); set = another server, reached with the DRILL_PG* variables only (the PG* password is never sent to it)."
+);
+var!(DRILL_PGPORT, "DRILL_PGPORT", None, "Drill server port (default: PGPORT's without DRILL_PGHOST, else 5432).");
+var!(
+    DRILL_PGUSER,
+    "DRILL_PGUSER",
+    None,
+    "Drill server user (needs CREATEDB; default: the PG* user). Another user than PGUSER brings its own DRILL_PGPASSWORD."
+);
+var!(DRILL_PGPASSWORD, "DRILL_PGPASSWORD", secret, "Drill server password (from Secret Manager).");
+var!(
+    DRILL_PGDATABASE,
+    "DRILL_PGDATABASE",
+    None,
+    "Database on the drill server for catalog queries (creating and dropping scratch databases); default: PGDATABASE's without DRILL_PGHOST, else postgres."
+);
+var!(
+    DRILL_SAMPLE_OBJECTS,
+    "DRILL_SAMPLE_OBJECTS",
+    Some("20"),
+    "Objects of each bucket snapshot read back in full and compared byte for byte (MD5, CRC32C): a number (20) or a percentage of the snapshot (1%). Every other object is checked by its blob's metadata only."
+);
+var!(
+    DRILL_CONCURRENCY,
+    "DRILL_CONCURRENCY",
+    Some("16"),
+    "Blob metadata lookups and sample reads of a bucket drill in flight at once."
+);
+
+/// Variables `drill` reads besides [`COMMON`], [`POSTGRES`] and [`DB_RESTORE`].
+pub const DRILL: &[&Var] = &[
+    &DATABASES,
+    &SOURCE_BUCKETS,
+    &DRILL_PGHOST,
+    &DRILL_PGPORT,
+    &DRILL_PGUSER,
+    &DRILL_PGPASSWORD,
+    &DRILL_PGDATABASE,
+    &DRILL_SAMPLE_OBJECTS,
+    &DRILL_CONCURRENCY,
+];
+
 // --- storage-backup ----------------------------------------------------------------------------
 var!(
     SOURCE_BUCKETS,
@@ -323,6 +391,12 @@ var!(
     Some("25h"),
     "A source whose newest good backup is older than this is stale (at most 32 days: a longer limit would silence the alarm)."
 );
+var!(
+    MAX_UNVERIFIED_AGE,
+    "BACKUP_MAX_UNVERIFIED_AGE",
+    Some("8d"),
+    "A source whose newest drill-verified backup (one a `drill` restored and checked; aged by its backup time) is older than this is unverified; with no verified backup at all, once its oldest backup is older than this (so a new deployment is not unverified on its first day). Stale, failed, suspicious, unencrypted and missing win over unverified. At most 32 days."
+);
 var!(SLACK_WEBHOOK_URL, "SLACK_WEBHOOK_URL", secret, "Slack incoming-webhook URL for alerts (from Secret Manager).");
 var!(ALERT_WEBHOOK_URL, "ALERT_WEBHOOK_URL", secret, "Optional generic webhook that receives the same alerts as JSON.");
 var!(
@@ -372,21 +446,38 @@ var!(
 );
 
 /// Variables `console` reads besides [`COMMON`].
-pub const CONSOLE: &[&Var] =
-    &[&ADMINS, &VIEWERS, &REGION, &RUN_API_URL, &METADATA_HOST, &MAX_AGE, &DATABASES, &SOURCE_BUCKETS];
+pub const CONSOLE: &[&Var] = &[
+    &ADMINS,
+    &VIEWERS,
+    &REGION,
+    &RUN_API_URL,
+    &METADATA_HOST,
+    &MAX_AGE,
+    &MAX_UNVERIFIED_AGE,
+    &DATABASES,
+    &SOURCE_BUCKETS,
+];
 
 /// Variables `health` reads besides [`COMMON`].
-pub const HEALTH: &[&Var] = &[&MAX_AGE, &ENCRYPTION_RECIPIENTS];
+pub const HEALTH: &[&Var] = &[&MAX_AGE, &MAX_UNVERIFIED_AGE, &ENCRYPTION_RECIPIENTS];
 /// Variables `monitor` reads besides [`COMMON`].
-pub const MONITOR: &[&Var] =
-    &[&MAX_AGE, &SLACK_WEBHOOK_URL, &ALERT_WEBHOOK_URL, &REMINDER_INTERVAL, &REGION, &ENCRYPTION_RECIPIENTS];
+pub const MONITOR: &[&Var] = &[
+    &MAX_AGE,
+    &MAX_UNVERIFIED_AGE,
+    &SLACK_WEBHOOK_URL,
+    &ALERT_WEBHOOK_URL,
+    &REMINDER_INTERVAL,
+    &REGION,
+    &ENCRYPTION_RECIPIENTS,
+];
 
 /// Every group, titled, in the order of the README's configuration reference.
 pub const GROUPS: &[(&str, &[&Var])] = &[
     ("Every program", COMMON),
-    ("PostgreSQL connection (db-backup, restore)", POSTGRES),
+    ("PostgreSQL connection (db-backup, restore, drill)", POSTGRES),
     ("db-backup", DB_BACKUP),
     ("restore and drill", DB_RESTORE),
+    ("drill", DRILL),
     ("storage-backup", STORAGE_BACKUP),
     ("prune", PRUNE),
     ("health and monitor", MONITOR),

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::core::events::{Event, Outcome};
-use crate::core::freshness::{Freshness, Status};
+use crate::core::freshness::{Freshness, Limits, Status};
 use crate::core::series::Kind;
 use crate::core::units;
 
@@ -66,7 +66,7 @@ impl Rerun {
 
     /// The command for a program's job, when it is a scheduled job that can simply be rerun.
     pub fn for_program(&self, program: &str) -> Option<String> {
-        matches!(program, "db-backup" | "storage-backup" | "prune").then(|| self.command(program))
+        matches!(program, "db-backup" | "storage-backup" | "prune" | "drill").then(|| self.command(program))
     }
 }
 
@@ -172,14 +172,28 @@ fn job_for(kind: Kind) -> &'static str {
 }
 
 /// Why a row is not ok, in words.
-pub fn explain(row: &Freshness, max_age: std::time::Duration) -> String {
+pub fn explain(row: &Freshness, limits: &Limits) -> String {
     let newest = match (&row.newest_backup, row.age_seconds) {
         (Some(id), Some(age)) => format!("newest complete backup {id} is {} old", units::age(age)),
         _ => "no complete backup".to_owned(),
     };
+    let verified = match (&row.newest_verified_backup, row.verified_age_seconds) {
+        (Some(id), Some(age)) => format!("newest verified backup {id} is {} old", units::age(age)),
+        _ => "no backup was ever verified by a drill".to_owned(),
+    };
     match row.status {
+        Status::Ok if row.newest_verified_backup.is_some() => format!("{newest}; {verified}"),
         Status::Ok => newest,
-        Status::Stale => format!("{newest}, older than the limit of {}", units::duration(max_age)),
+        Status::Stale => format!("{newest}, older than the limit of {}", units::duration(limits.max_age)),
+        Status::Unverified => {
+            let limit = units::duration(limits.max_unverified_age);
+            let why = if row.newest_verified_backup.is_some() {
+                format!("{verified}, older than the limit of {limit}")
+            } else {
+                format!("{verified}, and backups have been held for longer than the limit of {limit}")
+            };
+            format!("{why} ({newest}): no drill proved that a recent backup restores; check the drill job's last runs")
+        }
         Status::Failed => format!("the newest run left no manifest: it failed ({newest})"),
         Status::Suspicious => format!("the newest backup is flagged suspicious ({newest})"),
         Status::Unencrypted => format!(
@@ -196,7 +210,7 @@ pub fn from_change(
     row: &Freshness,
     opened_at: DateTime<Utc>,
     now: DateTime<Utc>,
-    max_age: std::time::Duration,
+    limits: &Limits,
     rerun: &Rerun,
 ) -> Alert {
     let label = row.label();
@@ -206,17 +220,17 @@ pub fn from_change(
         Change::Opened => (
             if row.status == Status::Suspicious { Severity::Warning } else { Severity::Failure },
             format!("{label} backups are {status}"),
-            explain(row, max_age),
+            explain(row, limits),
         ),
         Change::Reminder => (
             if row.status == Status::Suspicious { Severity::Warning } else { Severity::Failure },
             format!("still {status}: {label} backups"),
-            format!("{} (open for {open_for})", explain(row, max_age)),
+            format!("{} (open for {open_for})", explain(row, limits)),
         ),
         Change::Recovered => (
             Severity::Recovered,
             format!("{label} backups recovered"),
-            format!("{}; the incident lasted {open_for}", explain(row, max_age)),
+            format!("{}; the incident lasted {open_for}", explain(row, limits)),
         ),
     };
     let mut facts = vec![("Status".to_owned(), status.to_owned())];
@@ -224,6 +238,10 @@ pub fn from_change(
         facts.push(("Size".to_owned(), units::bytes(b)));
     }
     facts.push(("Backups held".to_owned(), row.complete_backups.to_string()));
+    if let Some(age) = row.verified_age_seconds {
+        facts.push(("Verified age".to_owned(), units::age(age)));
+    }
+    let job = if row.status == Status::Unverified { "drill" } else { job_for(row.kind) };
     Alert {
         id: format!("check:{label}:{change:?}:{}", now.timestamp()).to_lowercase(),
         severity,
@@ -231,7 +249,7 @@ pub fn from_change(
         source: label,
         reason,
         at: now,
-        rerun: (change != Change::Recovered).then(|| rerun.command(job_for(row.kind))),
+        rerun: (change != Change::Recovered).then(|| rerun.command(job)),
         facts,
         origin: "freshness check".to_owned(),
     }
@@ -404,8 +422,12 @@ mod tests {
             complete_backups: 4,
             total_bytes: 9000,
             recent_sizes: vec![],
+            newest_verified_backup: None,
+            verified_age_seconds: None,
+            last_drill_outcome: None,
+            last_drill_backup: None,
         };
-        let max = std::time::Duration::from_secs(25 * 3600);
+        let max = &Limits::new(std::time::Duration::from_secs(25 * 3600));
         let a = from_change(Change::Opened, &row, now, now, max, &Rerun::default());
         assert_eq!(a.title, "gs://media backups are stale");
         assert!(a.reason.contains("is 1d01h old, older than the limit of 25h"), "{}", a.reason);
@@ -443,5 +465,53 @@ mod tests {
         assert!(!raw.contains("<!channel") && !raw.contains("<!here") && !raw.contains("<https"), "{raw}");
         let reason = p["blocks"][2]["text"]["text"].as_str().expect("reason");
         assert_eq!(reason.matches("```").count(), 2, "the code block is not closed early: {reason}");
+    }
+
+    #[test]
+    fn an_unverified_source_reads_well_and_points_at_the_drill() {
+        let now = DateTime::parse_from_rfc3339("2026-12-02T08:00:00Z").expect("t").to_utc();
+        let row = Freshness {
+            kind: Kind::Database,
+            source: "main".into(),
+            name: "app".into(),
+            status: Status::Unverified,
+            newest_backup: Some("20261202T020000Z-00000009".into()),
+            age_seconds: Some(6 * 3600),
+            bytes: Some(2048),
+            encrypted: None,
+            bytes_change: None,
+            complete_backups: 10,
+            total_bytes: 9000,
+            recent_sizes: vec![],
+            newest_verified_backup: Some("20261122T020000Z-00000001".into()),
+            verified_age_seconds: Some(10 * 86_400 + 6 * 3600),
+            last_drill_outcome: None,
+            last_drill_backup: None,
+        };
+        let limits = Limits::new(std::time::Duration::from_secs(25 * 3600));
+        let a = from_change(Change::Opened, &row, now, now, &limits, &Rerun::default());
+        assert_eq!(a.title, "main/app backups are unverified");
+        assert!(
+            a.reason.starts_with(
+                "newest verified backup 20261122T020000Z-00000001 is 10d06h old, older than the limit of 8d"
+            ),
+            "{}",
+            a.reason
+        );
+        assert_eq!(a.rerun.as_deref(), Some("gcloud run jobs execute drill --region REGION"));
+        assert!(a.facts.contains(&("Verified age".to_owned(), "10d06h".to_owned())));
+        let never = Freshness { newest_verified_backup: None, verified_age_seconds: None, ..row.clone() };
+        assert!(
+            from_change(Change::Opened, &never, now, now, &limits, &Rerun::default())
+                .reason
+                .starts_with("no backup was ever verified by a drill")
+        );
+        let ok = Freshness { status: Status::Ok, verified_age_seconds: Some(3600), ..row };
+        let r = from_change(Change::Recovered, &ok, now - chrono::Duration::days(2), now, &limits, &Rerun::default());
+        assert!(r.reason.contains("newest verified backup 20261122T020000Z-00000001 is 1h00m old"), "{}", r.reason);
+        assert_eq!(
+            Rerun::default().for_program("drill").as_deref(),
+            Some("gcloud run jobs execute drill --region REGION")
+        );
     }
 }

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::alerts::{Alert, Change, FailedRuns, Rerun, from_change};
 use crate::core::events::Outcome;
-use crate::core::freshness::{Freshness, Status};
+use crate::core::freshness::{Freshness, Limits, Status};
 use crate::core::series::Kind;
 
 /// Key of the incident book.
@@ -167,6 +167,11 @@ pub fn source_key(row: &Freshness) -> String {
 /// incidents and what to tell people. A source that turns bad opens an incident (one alert);
 /// while it stays bad, one reminder per `reminder` interval; when ok again, one recovery.
 /// Incidents of sources no longer evaluated are closed silently.
+///
+/// Changes between bad statuses are tracked without alerting, with one exception: an incident
+/// that is only `unverified` (the mildest status, and one that may stay open for days while
+/// drills are broken) and turns into another bad status (stale, failed…) becomes a new incident
+/// with its own alert, so an open unverified incident never hides a backup that stops.
 pub fn step(
     incidents: &BTreeMap<String, Incident>,
     rows: &[Freshness],
@@ -197,6 +202,21 @@ pub fn step(
             }
             (Some(open), Status::Ok) => {
                 transitions.push(Transition { change: Change::Recovered, row: row.clone(), opened_at: open.opened_at });
+            }
+            (Some(open), status) if open.status == Status::Unverified && status != Status::Unverified => {
+                next.insert(
+                    key,
+                    Incident {
+                        kind: row.kind,
+                        source: row.source.clone(),
+                        name: row.name.clone(),
+                        status,
+                        opened_at: now,
+                        last_alert_at: now,
+                        reminders: 0,
+                    },
+                );
+                transitions.push(Transition { change: Change::Opened, row: row.clone(), opened_at: now });
             }
             (Some(open), status) => {
                 let mut open = open.clone();
@@ -248,14 +268,14 @@ impl IncidentBook {
         rows: &[Freshness],
         now: DateTime<Utc>,
         reminder: Duration,
-        max_age: Duration,
+        limits: &Limits,
         rerun: &Rerun,
     ) -> (Self, Vec<Transition>) {
         let (incidents, transitions) = step(&self.incidents, rows, now, reminder);
         let mut next = Self { version: BOOK_VERSION, incidents, ..self.clone() };
         for t in &transitions {
             next.outbox.push(OutboxEntry {
-                alert: from_change(t.change, &t.row, t.opened_at, now, max_age, rerun),
+                alert: from_change(t.change, &t.row, t.opened_at, now, limits, rerun),
                 settled: BTreeSet::new(),
                 claimed_by: None,
                 claimed_at: None,
@@ -483,6 +503,10 @@ mod tests {
             complete_backups: 1,
             total_bytes: 10,
             recent_sizes: vec![10],
+            newest_verified_backup: None,
+            verified_age_seconds: None,
+            last_drill_outcome: None,
+            last_drill_backup: None,
         }
     }
 
@@ -526,9 +550,30 @@ mod tests {
     }
 
     #[test]
+    fn unverified_alerts_once_recovers_once_and_never_hides_a_stale_source() {
+        let t0 = at("2026-11-26T08:00:00Z");
+        let h = |n: i64| t0 + chrono::Duration::hours(n);
+        let (open, t) = step(&BTreeMap::new(), &[row(Status::Unverified)], t0, DAY);
+        assert_eq!(changes(&t), [Change::Opened]);
+        let (open, t) = step(&open, &[row(Status::Unverified)], h(1), DAY);
+        assert!(t.is_empty(), "once per incident");
+        // It stops backing up too: a new alert at once, not at the next reminder.
+        let (stale, t) = step(&open, &[row(Status::Stale)], h(2), DAY);
+        assert_eq!(changes(&t), [Change::Opened]);
+        assert_eq!((stale["database:main/app"].status, stale["database:main/app"].opened_at), (Status::Stale, h(2)));
+        // Backups resume, drills still missing: the incident stays open, quietly.
+        let (back, t) = step(&stale, &[row(Status::Unverified)], h(3), DAY);
+        assert!(t.is_empty());
+        assert_eq!(back["database:main/app"].status, Status::Unverified);
+        let (closed, t) = step(&back, &[row(Status::Ok)], h(4), DAY);
+        assert_eq!(changes(&t), [Change::Recovered]);
+        assert!(closed.is_empty());
+    }
+
+    #[test]
     fn missing_failed_and_suspicious_open_incidents_too() {
         let t0 = at("2026-11-26T08:00:00Z");
-        for s in [Status::Missing, Status::Failed, Status::Suspicious] {
+        for s in [Status::Missing, Status::Failed, Status::Suspicious, Status::Unencrypted, Status::Unverified] {
             let (open, t) = step(&BTreeMap::new(), &[row(s)], t0, DAY);
             assert_eq!((changes(&t), open.len()), (vec![Change::Opened], 1), "{s:?}");
         }
@@ -539,13 +584,13 @@ mod tests {
         let t0 = at("2026-11-26T08:00:00Z");
         let stored = IncidentBook::default();
         // Both instances read the same book and compute the same next state.
-        let (mut a, _) = stored.advance(&[row(Status::Stale)], t0, DAY, DAY, &Rerun::default());
-        let (mut b, _) = stored.advance(&[row(Status::Stale)], t0, DAY, DAY, &Rerun::default());
+        let (mut a, _) = stored.advance(&[row(Status::Stale)], t0, DAY, &Limits::new(DAY), &Rerun::default());
+        let (mut b, _) = stored.advance(&[row(Status::Stale)], t0, DAY, &Limits::new(DAY), &Rerun::default());
         assert_eq!(a.claim("a", t0, CLAIM_LEASE).len(), 1);
         assert_eq!(b.claim("b", t0, CLAIM_LEASE).len(), 1);
         // Only one conditional write wins (say a's). b re-reads a's book and recomputes:
         let stored = IncidentBook::from_json(&a.to_json()).expect("round trip");
-        let (mut b, t) = stored.advance(&[row(Status::Stale)], t0, DAY, DAY, &Rerun::default());
+        let (mut b, t) = stored.advance(&[row(Status::Stale)], t0, DAY, &Limits::new(DAY), &Rerun::default());
         assert!(t.is_empty(), "the incident is already open");
         assert!(b.claim("b", t0, CLAIM_LEASE).is_empty(), "a holds the only alert");
         // a delivers to slack only (the webhook failed): the alert stays, released.
@@ -572,7 +617,8 @@ mod tests {
     #[test]
     fn abandoned_claims_are_taken_over_after_the_lease() {
         let t0 = at("2026-11-26T08:00:00Z");
-        let (mut book, _) = IncidentBook::default().advance(&[row(Status::Missing)], t0, DAY, DAY, &Rerun::default());
+        let (mut book, _) =
+            IncidentBook::default().advance(&[row(Status::Missing)], t0, DAY, &Limits::new(DAY), &Rerun::default());
         assert_eq!(book.claim("dead", t0, CLAIM_LEASE).len(), 1);
         assert!(book.claim("x", t0 + chrono::Duration::seconds(119), CLAIM_LEASE).is_empty());
         assert_eq!(book.claim("x", t0 + chrono::Duration::seconds(120), CLAIM_LEASE).len(), 1);
@@ -612,7 +658,7 @@ mod tests {
         assert!(!again.open_run("db-backup", "main", t0 + hour * 2 + hour / 2, "late"));
         assert!(again.runs.is_empty());
         // The freshness check keeps the run incidents.
-        let (next, _) = again.advance(&[row(Status::Ok)], t0, DAY, DAY, &Rerun::default());
+        let (next, _) = again.advance(&[row(Status::Ok)], t0, DAY, &Limits::new(DAY), &Rerun::default());
         assert_eq!(next.last_success, again.last_success);
     }
 

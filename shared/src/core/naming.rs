@@ -3,7 +3,8 @@
 //! ```text
 //! db/<source>/<database>/<ts>-<id>/dump.pgc.<zst|gz>[.age]   .age: encrypted (age) after compression
 //! db/<source>/<database>/<ts>-<id>/manifest.json      written last: its existence = complete
-//! storage/<source-bucket>/snapshots/<ts>-<id>/…
+//! db/<source>/<database>/<ts>-<id>/drills/<ts>.json   a drill's outcome (create-only)
+//! storage/<source-bucket>/snapshots/<ts>-<id>/…      (drills/<ts>.json too)
 //! storage/<source-bucket>/blobs/…
 //! state/…
 //! ```
@@ -160,6 +161,14 @@ pub struct SnapshotPath {
 
 /// Custom metadata key set to `true` on the completion object of a suspicious backup.
 pub const SUSPICIOUS_METADATA: &str = "lifeboat-suspicious";
+
+/// Custom metadata key on a drill record (`<backup>/drills/<ts>.json`): `passed` or `failed`, the
+/// record's `outcome`, so a listing alone tells a verified backup apart (readers fall back to
+/// reading the record when it is absent).
+pub const DRILL_OUTCOME_METADATA: &str = "lifeboat-drill-outcome";
+
+/// The folder of drill records inside a backup or snapshot folder.
+pub const DRILLS_DIR: &str = "drills/";
 
 impl SnapshotPath {
     /// `storage/<bucket>/` — everything stored for one source bucket.

@@ -9,6 +9,9 @@
 //!
 //! Safety rules no policy overrides:
 //! - the newest complete, non-suspicious backup of a series is always kept;
+//! - the newest verified backup of a series (complete, with a `passed` drill record) is always
+//!   kept, so the series never loses its last proof of a restore (its drill records stay with it:
+//!   records live in the backup's folder and go only with a deleted backup);
 //! - nothing is deleted in a series whose newest run failed (no manifest past
 //!   [`RUN_GRACE`]) or whose newest complete backup is suspicious;
 //! - one run deletes at most `max_delete_fraction` of a series' complete backups unless forced
@@ -75,6 +78,8 @@ impl Policy {
 pub enum KeepReason {
     /// The newest complete, non-suspicious backup (safety rule).
     NewestGood,
+    /// The newest backup a drill restored (safety rule).
+    NewestVerified,
     /// The series is held (see [`Hold`]).
     Held,
     /// No completion object yet, but it wrote recently: it may still be running.
@@ -116,6 +121,7 @@ impl fmt::Display for KeepReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::NewestGood => f.write_str("newest good"),
+            Self::NewestVerified => f.write_str("newest verified"),
             Self::Held => f.write_str("held"),
             Self::InProgress => f.write_str("in progress"),
             Self::Retention { days } => write!(f, "younger than {days}d"),
@@ -163,6 +169,8 @@ pub struct Decision {
     pub complete: bool,
     /// Flagged suspicious.
     pub suspicious: bool,
+    /// Complete, and a drill passed on it.
+    pub verified: bool,
     /// Bytes of its objects.
     pub bytes: u64,
     /// When it last wrote.
@@ -327,10 +335,11 @@ impl Plan {
         for s in &self.series {
             let label = s.label();
             for d in &s.decisions {
-                let state = match (d.complete, d.suspicious) {
-                    (true, false) => "complete",
-                    (true, true) => "suspicious",
-                    (false, _) => "incomplete",
+                let state = match (d.complete, d.suspicious, d.verified) {
+                    (true, false, false) => "complete",
+                    (true, false, true) => "verified",
+                    (true, true, _) => "suspicious",
+                    (false, ..) => "incomplete",
                 };
                 let (action, why) = match &d.action {
                     Action::Keep(reasons) => {
@@ -410,6 +419,9 @@ fn plan_series(s: &Series, policy: &Policy, now: DateTime<Utc>, tz: Tz) -> Serie
     if let Some(&i) = order.iter().rev().find(|&&i| b[i].complete && !b[i].suspicious) {
         reasons[i].push(KeepReason::NewestGood);
     }
+    if let Some(&i) = order.iter().rev().find(|&&i| b[i].verified()) {
+        reasons[i].push(KeepReason::NewestVerified);
+    }
     let floor = chrono::Duration::days(i64::from(policy.retention_days));
     for &(i, _) in &newest_first {
         if now - b[i].run.started < floor {
@@ -461,6 +473,7 @@ fn plan_series(s: &Series, policy: &Policy, now: DateTime<Utc>, tz: Tz) -> Serie
                 run: backup.run.clone(),
                 complete: backup.complete,
                 suspicious: backup.suspicious,
+                verified: backup.verified(),
                 bytes: backup.bytes,
                 last_write: backup.last_write,
                 keys: backup.keys.clone(),
@@ -517,7 +530,7 @@ pub fn unreferenced_blobs<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::series::Backup;
+    use crate::core::series::{Backup, DrillOutcome};
     use proptest::prelude::*;
 
     fn at(t: &str) -> DateTime<Utc> {
@@ -533,6 +546,7 @@ mod tests {
             bytes: 100,
             last_write: started + chrono::Duration::minutes(5),
             keys: vec![format!("db/main/app/{}/dump.pgc.zst", started.timestamp())],
+            drills: Vec::new(),
         }
     }
 
@@ -685,6 +699,44 @@ mod tests {
         assert_eq!(plan.decisions[4].action, Action::Delete(DeleteReason::Expired));
     }
 
+    fn with_drill(b: Backup, outcome: Option<DrillOutcome>) -> Backup {
+        let key = format!("db/main/app/{}/drills/{}.json", b.run, b.run.started.format(crate::core::naming::TS_FORMAT));
+        let drill = crate::core::series::DrillRef { key: key.clone(), drilled_at: Some(b.run.started), outcome };
+        let mut keys = b.keys.clone();
+        keys.push(key);
+        Backup { drills: vec![drill], keys, ..b }
+    }
+
+    #[test]
+    fn the_newest_verified_backup_and_its_records_survive_any_policy() {
+        let now = at("2026-11-26T12:00:00Z");
+        let days = |d: i64| now - chrono::Duration::days(d);
+        // Ten daily backups; the one of 6 days ago is the newest a drill passed on, the newer ones
+        // were drilled and failed or never drilled.
+        let mut b: Vec<Backup> = (0..10).rev().map(|d| backup(days(d), true)).collect();
+        b[3] = with_drill(b[3].clone(), Some(DrillOutcome::Passed));
+        b[1] = with_drill(b[1].clone(), Some(DrillOutcome::Passed));
+        b[6] = with_drill(b[6].clone(), Some(DrillOutcome::Failed));
+        let p = Policy { keep_last: Some(2), ..policy() };
+        let plan = plan_one(b.clone(), &p, now, chrono_tz::UTC);
+        assert_eq!(plan.decisions[3].action, Action::Keep(vec![KeepReason::NewestVerified]));
+        assert!(plan.decisions[1].is_delete(), "an older verified backup has no protection");
+        assert_eq!(plan.decisions[1].keys.len(), 2, "deleted with its drill record");
+        assert!(plan.decisions[6].is_delete(), "a failed drill protects nothing");
+        let deleted: Vec<&str> = plan.deletions().flat_map(|d| plan.deletion_order(d)).collect();
+        assert!(!deleted.iter().any(|k| b[3].keys.iter().any(|kk| kk == k)), "its records stay");
+        assert_eq!(plan.deletion_order(&plan.decisions[1])[0], b[1].keys[0], "the dump goes with the record");
+        // An unknown outcome verifies nothing.
+        let mut b: Vec<Backup> = (0..10).rev().map(|d| backup(days(d), true)).collect();
+        b[3] = with_drill(b[3].clone(), None);
+        let unknown = plan_one(b, &p, now, chrono_tz::UTC);
+        assert!(unknown.decisions[3].is_delete());
+        let mut b: Vec<Backup> = (0..3).rev().map(|d| backup(days(d), true)).collect();
+        b[0] = with_drill(b[0].clone(), Some(DrillOutcome::Passed));
+        let t = super::plan(&[series(b)], &p, now, chrono_tz::UTC).table(chrono_tz::UTC);
+        assert!(t.contains(" verified ") && t.contains("keep   newest verified"), "{t}");
+    }
+
     #[test]
     fn newest_good_survives_any_policy() {
         let now = at(LATER);
@@ -823,18 +875,29 @@ mod tests {
 
     fn arb_backups() -> impl Strategy<Value = Vec<Backup>> {
         // Up to 40 runs over ~120 days; minutes resolution; mostly complete.
-        prop::collection::vec((0i64..120 * 24 * 60, 0u8..100, 0u8..100, 0i64..600), 0..40).prop_map(|raw| {
+        prop::collection::vec((0i64..120 * 24 * 60, 0u8..100, 0u8..100, 0i64..600, 0u8..6), 0..40).prop_map(|raw| {
             let base = at("2026-01-01T00:00:00Z");
             let mut seen = HashSet::new();
             raw.into_iter()
                 .filter(|(m, ..)| seen.insert(*m))
-                .map(|(minutes, c, s, write)| {
+                .map(|(minutes, c, s, write, d)| {
                     let started = base + chrono::Duration::minutes(minutes);
-                    Backup {
+                    // Drill records: none (most), passed, failed, or of unknown outcome.
+                    let outcome = match d {
+                        3 => Some(Some(DrillOutcome::Passed)),
+                        4 => Some(Some(DrillOutcome::Failed)),
+                        5 => Some(None),
+                        _ => None,
+                    };
+                    let b = Backup {
                         complete: c < 85,
                         suspicious: c < 85 && s < 5,
                         last_write: started + chrono::Duration::minutes(write),
                         ..backup(started, true)
+                    };
+                    match outcome {
+                        Some(o) => with_drill(b, o),
+                        None => b,
                     }
                 })
                 .collect::<Vec<_>>()
@@ -899,6 +962,16 @@ mod tests {
             if let Some(good) = s.backups.iter().filter(|b| b.complete && !b.suspicious).max_by(|x, y| x.run.cmp(&y.run)) {
                 let d = sp.decisions.iter().find(|d| d.run == good.run).expect("decided");
                 prop_assert!(!d.is_delete(), "newest good deleted: {:?}", d);
+            }
+            // Nor is the newest verified one, and no kept backup loses an object (drill records
+            // included): every key deleted belongs to a deleted backup.
+            if let Some(v) = s.backups.iter().filter(|b| b.verified()).max_by(|x, y| x.run.cmp(&y.run)) {
+                let d = sp.decisions.iter().find(|d| d.run == v.run).expect("decided");
+                prop_assert!(!d.is_delete(), "newest verified deleted: {:?}", d);
+            }
+            let deleted: HashSet<&str> = sp.deletions().flat_map(|d| sp.deletion_order(d)).collect();
+            for kept in s.backups.iter().filter(|b| sp.kept().any(|d| d.run == b.run)) {
+                prop_assert!(kept.keys.iter().all(|k| !deleted.contains(k.as_str())), "a kept backup's object is deleted");
             }
             // The newest run of any kind is never deleted either.
             if let Some(newest) = s.backups.iter().max_by(|x, y| x.run.cmp(&y.run)) {

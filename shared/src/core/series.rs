@@ -1,14 +1,21 @@
 //! What the backup store holds: database backups and bucket snapshots grouped into series,
-//! complete or not, suspicious or not. Built from a listing alone (no object is read), so it is
-//! cheap, and pure to test. `health`, `monitor` and `prune` all stand on it; the listing itself
-//! is taken by [`crate::inventory::load`].
+//! complete or not, suspicious or not, verified by a drill or not. Built from a listing alone (no
+//! object is read), so it is cheap, and pure to test. `health`, `monitor` and `prune` all stand on
+//! it; the listing itself is taken by [`crate::inventory::load`].
+//!
+//! Drill records live inside the backup's folder (`<backup>/drills/<ts>.json`), so the listing
+//! that finds the backups finds their drills too: no request per backup. A record's outcome comes
+//! from its custom metadata [`DRILL_OUTCOME_METADATA`]; a record without it is
+//! [`DrillRef::outcome`] `None` here, and [`crate::inventory::load`] reads the few it needs.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::core::naming::{DbBackupPath, RunId, SUSPICIOUS_METADATA, SnapshotPath};
+use crate::core::naming::{
+    DRILL_OUTCOME_METADATA, DRILLS_DIR, DbBackupPath, RunId, SUSPICIOUS_METADATA, SnapshotPath, TS_FORMAT,
+};
 use crate::core::object::ObjectMeta;
 
 /// What a series backs up.
@@ -33,12 +40,75 @@ pub struct Backup {
     /// A database backup whose dump is encrypted (its name ends in `.age`; the manifest records
     /// the recipients). Always false for snapshots.
     pub encrypted: bool,
-    /// Bytes of its own objects (shared blobs not included).
+    /// Bytes of its own objects (shared blobs and drill records not included).
     pub bytes: u64,
     /// Newest object update (when the run last wrote).
     pub last_write: DateTime<Utc>,
-    /// Its object keys.
+    /// Its object keys (drill records included: deleting a backup deletes its records).
     pub keys: Vec<String>,
+    /// Drill records in its `drills/` folder, oldest first.
+    pub drills: Vec<DrillRef>,
+}
+
+/// How a drill of a backup ended (the record's `outcome`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DrillOutcome {
+    /// Restored and verified: the backup is verified.
+    Passed,
+    /// The drill failed.
+    Failed,
+}
+
+impl DrillOutcome {
+    /// `passed` / `failed`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Passed => "passed",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// Parses `passed` / `failed` (anything else: `None`).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "passed" => Some(Self::Passed),
+            "failed" => Some(Self::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// One drill record beside a backup, as the listing shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DrillRef {
+    /// The record's key.
+    pub key: String,
+    /// When the drill ran (from the record's name), if the name is a timestamp.
+    pub drilled_at: Option<DateTime<Utc>>,
+    /// Its outcome, when the listing says (metadata) or the record was read; `None`: unknown.
+    pub outcome: Option<DrillOutcome>,
+}
+
+impl Backup {
+    /// Complete, and a drill record of it says `passed`.
+    pub fn verified(&self) -> bool {
+        self.complete && self.drills.iter().any(|d| d.outcome == Some(DrillOutcome::Passed))
+    }
+
+    /// The newest drill record whose outcome is known.
+    pub fn last_drill(&self) -> Option<&DrillRef> {
+        self.drills.iter().rev().find(|d| d.outcome.is_some())
+    }
+}
+
+/// The drill record a file name within a backup folder names (`drills/<ts>.json`), if it is one.
+pub fn drill_of_file(file: &str) -> Option<Option<DateTime<Utc>>> {
+    let name = file.strip_prefix(DRILLS_DIR)?.strip_suffix(".json")?;
+    if name.is_empty() || name.contains('/') {
+        return None;
+    }
+    Some(chrono::NaiveDateTime::parse_from_str(name, TS_FORMAT).ok().map(|t| t.and_utc()))
 }
 
 /// The runs of one database or bucket, oldest first.
@@ -58,6 +128,11 @@ impl Series {
     /// The newest complete backup.
     pub fn newest_complete(&self) -> Option<&Backup> {
         self.backups.iter().rev().find(|b| b.complete)
+    }
+
+    /// The newest complete backup a drill passed on (its run's start is the verified age).
+    pub fn newest_verified(&self) -> Option<&Backup> {
+        self.backups.iter().rev().find(|b| b.verified())
     }
 
     /// `source/name` for databases, `gs://bucket` for snapshots.
@@ -103,7 +178,15 @@ pub fn series_from_listing(objects: impl IntoIterator<Item = ObjectMeta>) -> Vec
             bytes: 0,
             last_write: o.updated,
             keys: Vec::new(),
+            drills: Vec::new(),
         });
+        if let Some(drilled_at) = drill_of_file(file) {
+            let outcome = o.metadata.get(DRILL_OUTCOME_METADATA).and_then(|v| DrillOutcome::parse(v));
+            entry.drills.push(DrillRef { key: o.key.clone(), drilled_at, outcome });
+            entry.last_write = entry.last_write.max(o.updated);
+            entry.keys.push(o.key);
+            continue;
+        }
         entry.encrypted |= kind == Kind::Database && is_encrypted_dump(file);
         if marker {
             entry.complete = true;
@@ -121,7 +204,11 @@ pub fn series_from_listing(objects: impl IntoIterator<Item = ObjectMeta>) -> Vec
             .backups
             .push(backup);
     }
-    series.into_values().collect()
+    let mut series: Vec<Series> = series.into_values().collect();
+    for b in series.iter_mut().flat_map(|s| s.backups.iter_mut()) {
+        b.drills.sort_by(|x, y| x.key.cmp(&y.key));
+    }
+    series
 }
 
 #[cfg(test)]
@@ -148,6 +235,7 @@ mod tests {
             suspicious,
             obj("state/incidents.json", 1),
         ]);
+        assert!(series.iter().all(|s| s.backups.iter().all(|b| b.drills.is_empty())));
         assert_eq!(series.len(), 3);
         let app = &series[0];
         assert_eq!((app.kind, app.label().as_str()), (Kind::Database, "main/app"));
@@ -162,5 +250,45 @@ mod tests {
         assert_eq!((snap.kind, snap.label().as_str()), (Kind::Bucket, "gs://media"));
         assert!(snap.backups[0].complete && snap.backups[0].suspicious);
         assert_eq!(snap.backups[0].bytes, 12);
+    }
+
+    fn drill(key: &str, outcome: Option<&str>) -> ObjectMeta {
+        let mut o = obj(key, 500);
+        if let Some(v) = outcome {
+            o.metadata.insert(DRILL_OUTCOME_METADATA.into(), v.into());
+        }
+        o
+    }
+
+    #[test]
+    fn drill_records_in_the_listing_make_a_backup_verified() {
+        let run1 = "db/main/app/20261125T020000Z-00000001";
+        let run2 = "db/main/app/20261126T020000Z-00000002";
+        let series = series_from_listing([
+            drill(&format!("{run1}/drills/20261125T050000Z.json"), Some("passed")),
+            obj(&format!("{run1}/dump.pgc.zst"), 100),
+            obj(&format!("{run1}/manifest.json"), 2),
+            drill(&format!("{run2}/drills/20261126T050000Z.json"), Some("failed")),
+            drill(&format!("{run2}/drills/20261126T060000Z.json"), None),
+            drill(&format!("{run2}/drills/notes.txt"), Some("passed")),
+            obj(&format!("{run2}/dump.pgc.zst"), 100),
+            obj(&format!("{run2}/manifest.json"), 2),
+            drill("storage/media/snapshots/20261126T030000Z-00000009/drills/20261126T070000Z.json", Some("passed")),
+            obj("storage/media/snapshots/20261126T030000Z-00000009/header.json", 5),
+        ]);
+        let app = &series[0];
+        let (b1, b2) = (&app.backups[0], &app.backups[1]);
+        assert!(b1.verified() && !b2.verified(), "a failed or unknown record verifies nothing");
+        assert_eq!(b1.bytes, 102, "drill records are not backup bytes");
+        assert_eq!(b1.keys.len(), 3, "but they are its objects: deleting the backup deletes them");
+        assert_eq!(b2.drills.len(), 2, "notes.txt is no record");
+        assert_eq!(b2.drills[1].outcome, None);
+        assert_eq!(b2.drills[0].drilled_at.map(|t| t.to_rfc3339()), Some("2026-11-26T05:00:00+00:00".to_owned()));
+        assert_eq!(b2.last_drill().map(|d| d.outcome), Some(Some(DrillOutcome::Failed)));
+        assert_eq!(app.newest_verified().map(|b| b.run.suffix.as_str()), Some("00000001"));
+        assert!(series[1].backups[0].verified(), "snapshots too");
+        // A record of a backup without manifest does not verify it.
+        let lone = series_from_listing([drill(&format!("{run1}/drills/20261125T050000Z.json"), Some("passed"))]);
+        assert!(!lone[0].backups[0].complete && !lone[0].backups[0].verified());
     }
 }

@@ -7,12 +7,14 @@
 //! - [`backup`]: `pg_dump` stdout → compression → SHA-256/CRC32C → create-only upload, then the
 //!   manifest, written last.
 //! - [`restore`]: choosing a backup, download → verification → decompression → `pg_restore`.
+//! - [`drill`]: the newest backup restored into a scratch database, verified, timed, dropped.
 //!
 //! Memory stays bounded: the dump flows through fixed-size buffers and a bounded channel; no
 //! step holds a whole dump.
 
 pub mod backup;
 pub mod codec;
+pub mod drill;
 pub mod encryption;
 pub mod restore;
 

@@ -31,8 +31,9 @@ use super::backup::{META_COLLATE, META_CTYPE, META_ENCODING};
 use super::codec::{CHUNK, DecodeSpec, Feed, FeedReader, StreamHash, open_dump};
 use super::encryption::{self, Identities};
 use crate::core::db_manifest::{DbManifest, DumpObject, MAX_MANIFEST_BYTES};
-use crate::core::naming::{DbBackupPath, RunId};
+use crate::core::naming::{DRILL_OUTCOME_METADATA, DbBackupPath, RunId};
 use crate::core::progress::Unit;
+use crate::core::series::DrillOutcome;
 use crate::core::units;
 use crate::postgres::Connection;
 use crate::postgres::process::{self, ToolProcess};
@@ -53,6 +54,8 @@ pub struct BackupEntry {
     pub complete: bool,
     /// Size of the stored dump object(s).
     pub stored_bytes: u64,
+    /// The newest drill outcome its records' metadata states (`passed` = verified), if any.
+    pub drill: Option<DrillOutcome>,
 }
 
 /// Every backup (complete or not) of `database` from `source`, oldest first.
@@ -66,9 +69,20 @@ pub async fn list_backups(store: &dyn ObjectStore, source: &str, database: &str)
         if path.source != source || path.database != database {
             continue;
         }
-        let entry =
-            by_run.entry(path.run.clone()).or_insert_with(|| BackupEntry { path, complete: false, stored_bytes: 0 });
-        if file == "manifest.json" {
+        let entry = by_run.entry(path.run.clone()).or_insert_with(|| BackupEntry {
+            path,
+            complete: false,
+            stored_bytes: 0,
+            drill: None,
+        });
+        if crate::core::series::drill_of_file(file).is_some() {
+            // Records are listed in name (time) order: the last one with an outcome wins, but a
+            // passed drill is never hidden by a later failed one (the backup was restored once).
+            let outcome = object.metadata.get(DRILL_OUTCOME_METADATA).and_then(|v| DrillOutcome::parse(v));
+            if entry.drill != Some(DrillOutcome::Passed) && outcome.is_some() {
+                entry.drill = outcome;
+            }
+        } else if file == "manifest.json" {
             entry.complete = true;
         } else if file.starts_with("dump.") {
             entry.stored_bytes += object.size;
@@ -146,7 +160,12 @@ pub fn format_list(entries: &[BackupEntry], now: DateTime<Utc>) -> String {
             e.path.run.started.format("%Y-%m-%d %H:%M:%S").to_string(),
             units::bytes(e.stored_bytes),
             units::age((now - e.path.run.started).num_seconds()),
-            if e.complete { "complete" } else { "incomplete" }
+            match (e.complete, e.drill) {
+                (true, Some(DrillOutcome::Passed)) => "complete, verified by a drill",
+                (true, Some(DrillOutcome::Failed)) => "complete, drill FAILED",
+                (true, None) => "complete",
+                (false, _) => "incomplete",
+            }
         ));
     }
     out
@@ -620,11 +639,14 @@ mod tests {
             path: DbBackupPath { source: "main".into(), database: "app".into(), run },
             complete: true,
             stored_bytes: 3 * 1024 * 1024,
+            drill: None,
         }];
         let now = DateTime::parse_from_rfc3339("2026-11-26T07:30:00Z").expect("t").to_utc();
         let text = format_list(&entries, now);
         let line = text.lines().nth(1).expect("a line");
         assert!(line.starts_with("20261126T020000Z-1a2b3c4d  2026-11-26 02:00:00"), "{text}");
         assert!(line.contains("3.0 MiB") && line.contains("5h30m") && line.ends_with("complete"), "{text}");
+        let verified = BackupEntry { drill: Some(DrillOutcome::Passed), ..entries[0].clone() };
+        assert!(format_list(&[verified], now).trim_end().ends_with("complete, verified by a drill"));
     }
 }

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use gcloud_gax::grpc::Code;
 
 use crate::core::events::Event;
+use crate::core::net::NetLimits;
 use crate::error::{Classify, ErrorKind};
 
 /// Why publishing failed.
@@ -95,20 +96,36 @@ impl fmt::Debug for PubSubPublisher {
     }
 }
 
-/// A Pub/Sub client for the project (emulator-aware).
+/// A Pub/Sub client for the project (emulator-aware), with the default [`NetLimits`].
 pub async fn pubsub_client(
     project: Option<&str>,
     emulator: Option<&str>,
 ) -> Result<gcloud_pubsub::client::Client, PublishError> {
-    use gcloud_gax::conn::Environment;
+    pubsub_client_with(project, emulator, &NetLimits::default()).await
+}
+
+/// A Pub/Sub client whose gRPC calls obey `net`: the connect timeout, and the stall timeout as
+/// the limit of each call (a publish is one small request).
+pub async fn pubsub_client_with(
+    project: Option<&str>,
+    emulator: Option<&str>,
+    net: &NetLimits,
+) -> Result<gcloud_pubsub::client::Client, PublishError> {
+    use gcloud_gax::conn::{ConnectionOptions, Environment};
     use gcloud_pubsub::client::{Client, ClientConfig};
+    let connection_option = ConnectionOptions {
+        timeout: Some(net.stall),
+        connect_timeout: Some(net.connect),
+        ..ConnectionOptions::default()
+    };
     let config = match emulator {
         Some(host) => ClientConfig {
             project_id: Some(project.unwrap_or("lifeboat-local").to_owned()),
             environment: Environment::Emulator(host.to_owned()),
+            connection_option,
             ..ClientConfig::default()
         },
-        None => ClientConfig { project_id: project.map(str::to_owned), ..ClientConfig::default() }
+        None => ClientConfig { project_id: project.map(str::to_owned), connection_option, ..ClientConfig::default() }
             .with_auth()
             .await
             .map_err(|e| PublishError::Credentials(e.to_string()))?,
@@ -117,13 +134,23 @@ pub async fn pubsub_client(
 }
 
 impl PubSubPublisher {
-    /// Connects to `topic` (an id, or `projects/P/topics/T`).
+    /// Connects to `topic` (an id, or `projects/P/topics/T`), with the default [`NetLimits`].
     pub async fn connect(topic: &str, project: Option<&str>, emulator: Option<&str>) -> Result<Self, PublishError> {
+        Self::connect_with(topic, project, emulator, &NetLimits::default()).await
+    }
+
+    /// Connects to `topic`; every call obeys `net`.
+    pub async fn connect_with(
+        topic: &str,
+        project: Option<&str>,
+        emulator: Option<&str>,
+        net: &NetLimits,
+    ) -> Result<Self, PublishError> {
         let (project, id) = match topic.strip_prefix("projects/").and_then(|r| r.split_once("/topics/")) {
             Some((p, t)) => (Some(p), t),
             None => (project, topic),
         };
-        let client = pubsub_client(project, emulator).await?;
+        let client = pubsub_client_with(project, emulator, net).await?;
         let publisher = client.topic(id).new_publisher(None);
         Ok(Self { publisher, topic: client.fully_qualified_topic_name(id) })
     }

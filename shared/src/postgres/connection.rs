@@ -62,6 +62,21 @@ pub struct Connection {
     url: Option<Secret>,
 }
 
+/// The parts of a connection [`Connection::overridden`] replaces.
+#[derive(Debug, Clone, Default)]
+pub struct ServerOverride {
+    /// Another server.
+    pub host: Option<String>,
+    /// Its port.
+    pub port: Option<u16>,
+    /// Another login.
+    pub user: Option<String>,
+    /// Its password.
+    pub password: Option<Secret>,
+    /// The database for catalog queries (creating and dropping databases).
+    pub maintenance_db: Option<String>,
+}
+
 /// The parts of a `postgresql://` URI.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct UriParts {
@@ -255,6 +270,37 @@ impl Connection {
             out = password.redact_in(&out);
         }
         out
+    }
+
+    /// Another server (or another login on this one), for a drill: `host` set = another server,
+    /// reached with only what is given (port 5432, this user, no password, `postgres`, unless
+    /// given: this server's password and TLS settings are never sent elsewhere); `host` unset =
+    /// this server with the given parts replaced (another `user` brings its own password or
+    /// none). Redaction keeps knowing this connection's secrets.
+    #[must_use]
+    pub fn overridden(&self, o: ServerOverride) -> Self {
+        let mut c = self.clone();
+        if let Some(host) = o.host {
+            c.host = host;
+            c.hostaddr = None;
+            c.port = o.port.unwrap_or(5432);
+            c.password = None;
+            c.maintenance_db = "postgres".to_owned();
+            c.extra_env = BTreeMap::new();
+        } else if let Some(port) = o.port {
+            c.port = port;
+        }
+        if let Some(user) = o.user {
+            c.user = user;
+            c.password = None;
+        }
+        if let Some(password) = o.password {
+            c.password = Some(password);
+        }
+        if let Some(db) = o.maintenance_db {
+            c.maintenance_db = db;
+        }
+        c
     }
 
     /// Where we connect, for messages: `user@host:port` (redacted too: a user named like its

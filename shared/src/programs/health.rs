@@ -2,14 +2,15 @@
 //! `BACKUP_SOURCE` and each snapshotted bucket), the age of the newest complete backup, its size,
 //! the change against the previous one, whether it is encrypted, and a status; stale after
 //! `BACKUP_MAX_AGE` (25 h); `unencrypted` when `BACKUP_ENCRYPTION_RECIPIENTS` is set (the same
-//! value db-backup gets) and a database's newest backup is not encrypted.
+//! value db-backup gets) and a database's newest backup is not encrypted; beside it the age of
+//! the newest backup a `drill` restored (verified age), `unverified` past
+//! `BACKUP_MAX_UNVERIFIED_AGE` (8 days; precedence in [`crate::core::freshness`]).
 //!
 //! Job mode prints a table, publishes the evaluation and exits 1 unless everything is ok.
 //! Service mode: `GET /status` answers JSON (200 all ok, 503 otherwise), or the HTML page when
 //! the client accepts `text/html`; `GET /` is the HTML page.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -18,7 +19,7 @@ use http::{Method, StatusCode};
 
 use crate::config::{Reader, vars};
 use crate::core::events::{ItemResult, Outcome, RunResult};
-use crate::core::freshness::{Freshness, Status};
+use crate::core::freshness::{Freshness, Limits, Status};
 use crate::core::series::Kind;
 use crate::core::source::SourceSpec;
 use crate::runtime::http::{HttpRequest, HttpResponse};
@@ -30,7 +31,9 @@ pub static SPEC: ProgramSpec =
     ProgramSpec { name: "health", vars: &[vars::HEALTH, &[&vars::DATABASES, &vars::SOURCE_BUCKETS]] };
 
 /// Reads the backup store and reports, per source (database or bucket), the age of the newest
-/// complete backup, its size and status; stale after BACKUP_MAX_AGE. Job mode exits 1 unless all
+/// complete backup, its size and status; stale after BACKUP_MAX_AGE; the age of the newest
+/// drill-verified backup, unverified after BACKUP_MAX_UNVERIFIED_AGE (worse statuses win:
+/// missing, failed, suspicious, unencrypted, stale, then unverified). Job mode exits 1 unless all
 /// are ok; service mode serves GET /status (JSON, or HTML for browsers) and GET / (HTML).
 #[derive(Debug, Clone, Default, Parser)]
 pub struct Cli {
@@ -42,23 +45,20 @@ pub struct Cli {
 /// Settings of `health`.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Stale after this.
-    pub max_age: Duration,
+    /// Stale and unverified limits, and whether database backups must be encrypted.
+    pub limits: Limits,
     /// Databases that must have backups (others found in the store are reported too).
     pub expected: Vec<String>,
     /// Buckets that must have snapshots (`SOURCE_BUCKETS`, read as `storage-backup` reads it).
     pub expected_buckets: Vec<SourceSpec>,
-    /// Database backups must be encrypted (`BACKUP_ENCRYPTION_RECIPIENTS` is set).
-    pub encryption_required: bool,
 }
 
 /// Reads the settings.
 pub fn read(r: &mut Reader<'_>, _cli: Option<Cli>) -> Option<Config> {
-    let max_age = crate::config::max_age(r);
+    let limits = crate::config::limits(r);
     let expected = r.names(&vars::DATABASES);
     let expected_buckets = r.sources();
-    let recipients = crate::db::encryption::read_recipients(r);
-    Some(Config { max_age: max_age?, expected, expected_buckets, encryption_required: recipients?.is_some() })
+    Some(Config { limits: limits?, expected, expected_buckets })
 }
 
 /// The program.
@@ -79,8 +79,7 @@ impl App {
         let source = &self.services.common.source;
         let expected =
             crate::core::freshness::expected_series(source, &self.config.expected, &self.config.expected_buckets);
-        let required = self.config.encryption_required;
-        crate::inventory::assess(&*self.services.store, source, &expected, now, self.config.max_age, required).await
+        crate::inventory::assess(&*self.services.store, source, &expected, now, &self.config.limits).await
     }
 
     fn page(&self, rows: &[Freshness], now: DateTime<Utc>) -> String {
@@ -89,8 +88,7 @@ impl App {
             now,
             self.services.common.timezone,
             &self.services.common.destination.to_string(),
-            self.config.max_age,
-            self.config.encryption_required,
+            &self.config.limits,
         )
     }
 }
@@ -98,15 +96,16 @@ impl App {
 /// A plain-text table of the evaluation, for terminals.
 pub fn table(rows: &[Freshness]) -> String {
     let mut out = format!(
-        "{:<32} {:<11} {:>8} {:>10} {:>11} {:>9} {:>7} {:>10}  {}\n",
-        "SOURCE", "STATUS", "AGE", "SIZE", "CHANGE", "ENCRYPTED", "COUNT", "STORED", "NEWEST BACKUP"
+        "{:<32} {:<11} {:>8} {:>9} {:>10} {:>11} {:>9} {:>7} {:>10}  {}\n",
+        "SOURCE", "STATUS", "AGE", "VERIFIED", "SIZE", "CHANGE", "ENCRYPTED", "COUNT", "STORED", "NEWEST BACKUP"
     );
     for r in rows {
         out.push_str(&format!(
-            "{:<32} {:<11} {:>8} {:>10} {:>11} {:>9} {:>7} {:>10}  {}\n",
+            "{:<32} {:<11} {:>8} {:>9} {:>10} {:>11} {:>9} {:>7} {:>10}  {}\n",
             r.label(),
             r.status.name(),
             r.age_seconds.map_or_else(|| "-".to_owned(), crate::core::units::age),
+            r.verified_age_seconds.map_or_else(|| "-".to_owned(), crate::core::units::age),
             r.bytes.map_or_else(|| "-".to_owned(), crate::core::units::bytes),
             r.bytes_change.map_or_else(|| "-".to_owned(), crate::core::units::bytes_change),
             encrypted_word(r.encrypted),

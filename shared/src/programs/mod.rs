@@ -5,6 +5,7 @@
 
 pub mod console;
 pub mod db_backup;
+pub mod drill;
 pub mod health;
 pub mod monitor;
 pub mod prune;
@@ -60,6 +61,7 @@ mod tests {
             (&super::health::SPEC, answers(&super::health::SPEC, super::health::read, &[])),
             (&super::monitor::SPEC, answers(&super::monitor::SPEC, super::monitor::read, &[])),
             (&super::console::SPEC, answers(&super::console::SPEC, super::console::read, &[])),
+            (&super::drill::SPEC, answers(&super::drill::SPEC, super::drill::read, &[])),
             (
                 &super::restore::SPEC,
                 answers(&super::restore::SPEC, super::restore::read, &["list", "--database", "app"]),

@@ -15,8 +15,10 @@
 //!   Events of `health` and `monitor` are evaluations, alerted on by `/check`: acknowledged.
 //! - `POST /check` (Cloud Scheduler), and job mode: the freshness evaluation of `health`, fed to
 //!   the alert state machine in `state/monitor/incidents.json` (see [`crate::core::incidents`]):
-//!   one alert when a source turns bad, at most one reminder per `ALERT_REMINDER_INTERVAL`, one
-//!   "recovered" message. Updates are compare-and-swap on the object's generation, so two
+//!   one alert when a source turns bad (stale, failed, missing, suspicious, unencrypted, or
+//!   unverified: no recent backup restored by a drill), at most one reminder per
+//!   `ALERT_REMINDER_INTERVAL`, one "recovered" message. A failed `drill` run is a failure event:
+//!   it alerts at once, like a failed backup. Updates are compare-and-swap on the object's generation, so two
 //!   instances never send the same alert.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -33,7 +35,7 @@ use http::{Method, StatusCode};
 use crate::config::{Reader, Var, vars};
 use crate::core::alerts::{Alert, Change, Rerun};
 use crate::core::events::{Event, KNOWN_PROGRAMS, Outcome, RunResult};
-use crate::core::freshness::{Freshness, Status};
+use crate::core::freshness::{Freshness, Limits, Status};
 use crate::core::incidents::{
     CLAIM_LEASE, INCIDENTS_KEY, IncidentBook, MESSAGE_RETENTION, MESSAGES_PREFIX, MessageRecord, MessageState,
     Settlement, StateError, Verdict,
@@ -69,8 +71,8 @@ const CAS_ATTEMPTS: usize = 10;
 /// Settings of `monitor`.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Stale after this.
-    pub max_age: Duration,
+    /// Stale and unverified limits, and whether database backups must be encrypted.
+    pub limits: Limits,
     /// Slack incoming webhook.
     pub slack: Option<Secret>,
     /// Generic JSON webhook.
@@ -83,8 +85,6 @@ pub struct Config {
     pub expected_buckets: Vec<SourceSpec>,
     /// Region of the jobs (rerun commands).
     pub region: Option<String>,
-    /// Database backups must be encrypted (`BACKUP_ENCRYPTION_RECIPIENTS` is set).
-    pub encryption_required: bool,
 }
 
 fn webhook_url(r: &mut Reader<'_>, var: &Var) -> Option<Secret> {
@@ -98,24 +98,14 @@ fn webhook_url(r: &mut Reader<'_>, var: &Var) -> Option<Secret> {
 
 /// Reads the settings.
 pub fn read(r: &mut Reader<'_>, _cli: Option<Cli>) -> Option<Config> {
-    let max_age = crate::config::max_age(r);
+    let limits = crate::config::limits(r);
     let slack = webhook_url(r, &vars::SLACK_WEBHOOK_URL);
     let webhook = webhook_url(r, &vars::ALERT_WEBHOOK_URL);
     let reminder = r.duration(&vars::REMINDER_INTERVAL);
     let expected = r.names(&vars::DATABASES);
     let expected_buckets = r.sources();
     let region = r.text(&vars::REGION);
-    let recipients = crate::db::encryption::read_recipients(r);
-    Some(Config {
-        max_age: max_age?,
-        slack,
-        webhook,
-        reminder: reminder?,
-        expected,
-        expected_buckets,
-        region,
-        encryption_required: recipients?.is_some(),
-    })
+    Some(Config { limits: limits?, slack, webhook, reminder: reminder?, expected, expected_buckets, region })
 }
 
 /// Why a check failed.
@@ -294,16 +284,21 @@ impl App {
         if d.destination != destination {
             return Some(format!("destination {:?} is not this deployment's ({destination})", d.destination));
         }
-        let expected: Vec<&str> = match d.program.as_str() {
-            "db-backup" => self.config.expected.iter().map(String::as_str).collect(),
-            "storage-backup" => self.config.expected_buckets.iter().map(|b| b.bucket.as_str()).collect(),
-            _ => Vec::new(),
+        let databases: Vec<&str> = self.config.expected.iter().map(String::as_str).collect();
+        let buckets: Vec<&str> = self.config.expected_buckets.iter().map(|b| b.bucket.as_str()).collect();
+        // `drill` reports on both kinds, under the same names as the backups it drilled.
+        let checks: &[(&str, &[&str])] = match d.program.as_str() {
+            "db-backup" => &[("database", &databases)],
+            "storage-backup" => &[("bucket", &buckets)],
+            "drill" => &[("database", &databases), ("bucket", &buckets)],
+            _ => &[],
         };
-        let kind = if d.program == "db-backup" { "database" } else { "bucket" };
-        if !expected.is_empty()
-            && let Some(item) = d.items.iter().find(|i| i.kind == kind && !expected.contains(&i.name.as_str()))
-        {
-            return Some(format!("{kind} {:?} is not one this deployment backs up", item.name));
+        for (kind, expected) in checks {
+            if !expected.is_empty()
+                && let Some(item) = d.items.iter().find(|i| i.kind == *kind && !expected.contains(&i.name.as_str()))
+            {
+                return Some(format!("{kind} {:?} is not one this deployment backs up", item.name));
+            }
         }
         None
     }
@@ -539,9 +534,8 @@ impl App {
             &self.config.expected,
             &self.config.expected_buckets,
         );
-        let (max_age, required) = (self.config.max_age, self.config.encryption_required);
-        let rows =
-            crate::inventory::assess(&*self.services.store, &common.source, &expected, now, max_age, required).await?;
+        let rows = crate::inventory::assess(&*self.services.store, &common.source, &expected, now, &self.config.limits)
+            .await?;
         let token = uuid::Uuid::new_v4().to_string();
 
         // 1. Move the state and claim the alerts to send, in one conditional write.
@@ -549,7 +543,7 @@ impl App {
         for _ in 0..CAS_ATTEMPTS {
             let (book, generation) = self.read_book().await?;
             let (mut next, transitions) =
-                book.advance(&rows, now, self.config.reminder, self.config.max_age, &self.rerun);
+                book.advance(&rows, now, self.config.reminder, &self.config.limits, &self.rerun);
             let claimed = next.claim(&token, now, CLAIM_LEASE);
             if next == book {
                 outcome = Some((claimed, transitions));

@@ -28,7 +28,7 @@ use crate::core::series::Kind;
 use crate::core::snapshot_manifest::{SnapshotFormatError, SnapshotHeader, decode_part, part_key};
 use crate::core::units;
 use crate::runtime::{self, Program, ProgramSpec, RunContext, Services, StartError, Trigger};
-use crate::store::{ObjectMeta, ObjectStore, ObjectStoreExt as _, StoreError};
+use crate::store::{Abandoned, ObjectMeta, ObjectStore, ObjectStoreExt as _, StoreError};
 
 /// The program's specification.
 pub static SPEC: ProgramSpec = ProgramSpec { name: "prune", vars: &[vars::PRUNE] };
@@ -199,7 +199,15 @@ impl App {
         let store = &*self.services.store;
         let plan = match self.plan(now).await {
             Ok(p) => p,
-            Err(e) => return PruneReport { plan: None, outcomes: Vec::new(), error: Some(e.to_string()), dry_run },
+            Err(e) => {
+                return PruneReport {
+                    plan: None,
+                    outcomes: Vec::new(),
+                    error: Some(e.to_string()),
+                    dry_run,
+                    abandoned: Ok(Abandoned::default()),
+                };
+            }
         };
         let mut outcomes = Vec::with_capacity(plan.series.len());
         for sp in &plan.series {
@@ -210,7 +218,13 @@ impl App {
             }
             outcomes.push(out);
         }
-        PruneReport { plan: Some(plan), outcomes, error: None, dry_run }
+        // Temp files of killed runs (a `file://` store), untouched for as long as an orphan run.
+        let cutoff = now - crate::core::units::to_chrono(self.config.policy.orphan_age());
+        let abandoned = store.collect_abandoned(cutoff, dry_run).await.map_err(|e| {
+            tracing::error!(error = %e, "cannot collect abandoned temp files");
+            e.to_string()
+        });
+        PruneReport { plan: Some(plan), outcomes, error: None, dry_run, abandoned }
     }
 }
 
@@ -225,6 +239,8 @@ pub struct PruneReport {
     pub error: Option<String>,
     /// Nothing was deleted on purpose.
     pub dry_run: bool,
+    /// Temp files of killed runs collected (or that would be), or why they could not be.
+    pub abandoned: Result<Abandoned, String>,
 }
 
 async fn apply_series(
@@ -418,7 +434,10 @@ impl PruneReport {
             ("bytes_freed".into(), serde_json::json!(freed)),
             ("retained".into(), serde_json::json!(total.retained)),
         ]);
-        result.outcome = if failed > 0 || (held > 0 && !self.dry_run) {
+        let abandoned = self.abandoned.as_ref().copied().unwrap_or_default();
+        result.figures.insert("temp_files_deleted".into(), serde_json::json!(abandoned.files));
+        result.figures.insert("temp_bytes_freed".into(), serde_json::json!(abandoned.bytes));
+        result.outcome = if failed > 0 || self.abandoned.is_err() || (held > 0 && !self.dry_run) {
             Outcome::Failure
         } else if held > 0 {
             Outcome::Warning
@@ -448,6 +467,16 @@ impl PruneReport {
                 total.retained,
                 total.retained_note.as_deref().unwrap_or_default()
             ));
+        }
+        if abandoned.files > 0 {
+            summary.push_str(&format!(
+                "; {verb} {} temp files of killed runs ({})",
+                abandoned.files,
+                units::bytes(abandoned.bytes)
+            ));
+        }
+        if let Err(e) = &self.abandoned {
+            summary.push_str(&format!("; cannot collect temp files of killed runs: {e}"));
         }
         if failed > 0 {
             summary.push_str(&format!("; {failed} series failed"));
@@ -550,7 +579,13 @@ mod tests {
         };
         let mut out = SeriesOutcome::default();
         out.note_retained("main/app", &e);
-        let report = PruneReport { plan: Some(plan), outcomes: vec![out], error: None, dry_run: false };
+        let report = PruneReport {
+            plan: Some(plan),
+            outcomes: vec![out],
+            error: None,
+            dry_run: false,
+            abandoned: Ok(Abandoned::default()),
+        };
         let started = now - chrono::Duration::seconds(3);
         let result = report.into_result(RunResult::new("prune", "main", "gs://b".to_owned(), started));
         assert_eq!(result.outcome, Outcome::Success, "{}", result.summary);

@@ -133,7 +133,9 @@ pub async fn start(services: Services, mut config: Config) -> Result<App, StartE
     config.settings.progress_interval = services.common.progress_interval;
     let mut sources = Vec::new();
     for spec in &config.sources {
-        let store = crate::store::open(&spec.location, &services.env, services.common.upload_chunk_bytes).await?;
+        let store =
+            crate::store::open(&spec.location, &services.env, services.common.upload_chunk_bytes, &services.common.net)
+                .await?;
         sources.push(Source { spec: spec.clone(), store });
     }
     Ok(App { services, config, sources })

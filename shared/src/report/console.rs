@@ -14,8 +14,8 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use maud::{Markup, PreEscaped, html};
 
-use super::layout::{badge, card, colour, pill, shell, sparkline};
-use crate::core::freshness::{Freshness, Status};
+use super::layout::{badge, card, colour, pill, shell, sparkline, verified_cell};
+use crate::core::freshness::{Freshness, Limits, Status};
 use crate::core::series::Kind;
 use crate::core::units;
 use crate::inventory::BackupDetail;
@@ -103,10 +103,9 @@ fn action_button(action: &str, label: &str, class: &str, confirm: Option<&str>) 
     }
 }
 
-/// The age of the newest drill-verified backup, when `drill` reports one for the row (W10's
-/// freshness field; read from the row's JSON so the page works before and after it exists).
+/// The age of the newest drill-verified backup of a row.
 pub fn verified_age(row: &Freshness) -> Option<i64> {
-    serde_json::to_value(row).ok()?.get("verified_age_seconds")?.as_i64()
+    row.verified_age_seconds
 }
 
 fn source_url(r: &Freshness) -> String {
@@ -136,7 +135,7 @@ pub fn overview(
     now: DateTime<Utc>,
     tz: Tz,
     destination: &str,
-    max_age: Duration,
+    limits: &Limits,
 ) -> String {
     let bad = rows.iter().filter(|r| r.status != Status::Ok).count();
     let (badge_colour, headline) = match (rows.is_empty(), bad) {
@@ -144,16 +143,17 @@ pub fn overview(
         (false, 0) => (colour(Status::Ok), "all ok".to_owned()),
         (false, n) => (colour(Status::Failed), format!("{n} of {} need attention", rows.len())),
     };
-    let any_verified = rows.iter().any(|r| verified_age(r).is_some());
     let body = html! {
         h1 { "lifeboat console" (badge(badge_colour, &headline)) }
         div.sub {
             "checked " (now.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S")) " (" (tz.name()) ")"
-            " · stale after " (units::duration(max_age)) " · " (destination)
+            " · stale after " (units::duration(limits.max_age))
+            " · unverified after " (units::duration(limits.max_unverified_age)) " · " (destination)
         }
         div.cards {
             (card("sources", rows.len()))
             (card("newest backup", rows.iter().filter_map(|r| r.age_seconds).min().map_or_else(|| NONE.to_owned(), |s| format!("{} ago", units::age(s)))))
+            (card("newest verified backup", rows.iter().filter_map(verified_age).min().map_or_else(|| NONE.to_owned(), |s| format!("{} ago", units::age(s)))))
             (card("backups held", rows.iter().map(|r| r.complete_backups).sum::<usize>()))
             (card("bytes stored", units::bytes(rows.iter().map(|r| r.total_bytes).sum())))
         }
@@ -165,7 +165,7 @@ pub fn overview(
         div.scroll { table {
             thead { tr {
                 th { "status" } th { "source" } th { "action" } th { "newest backup" } th.num { "age" }
-                @if any_verified { th.num { "verified age" } }
+                th.num { "verified age" }
                 th.num { "size" } th.num { "backups" } th.num { "stored" } th { "sizes" }
             } }
             tbody {
@@ -179,14 +179,14 @@ pub fn overview(
                         } }
                         td.id { (r.newest_backup.as_deref().unwrap_or(NONE)) }
                         td.num { (age(r.age_seconds)) }
-                        @if any_verified { td.num { (age(verified_age(r))) } }
+                        td.num.verified { (verified_cell(r)) }
                         td.num { (r.bytes.map_or_else(|| NONE.to_owned(), units::bytes)) }
                         td.num.count { (r.complete_backups) }
                         td.num { (units::bytes(r.total_bytes)) }
                         td { (sparkline(&r.recent_sizes, r.status)) }
                     }
                 }
-                @if rows.is_empty() { tr { td colspan="10" { "No sources: set BACKUP_DATABASES / SOURCE_BUCKETS, or back something up." } } }
+                @if rows.is_empty() { tr { td colspan="11" { "No sources: set BACKUP_DATABASES / SOURCE_BUCKETS, or back something up." } } }
             }
         } }
         h2 { "Recent executions" }
@@ -261,6 +261,35 @@ pub fn execution(e: &Execution, follows: &str) -> String {
     page(&format!("{} {} — {}", e.job, e.id, e.state.name()), refresh, body)
 }
 
+fn drill_colour(outcome: Option<&str>) -> &'static str {
+    match outcome {
+        Some("passed") => colour(Status::Ok),
+        Some("failed") => colour(Status::Failed),
+        _ => colour(Status::Missing),
+    }
+}
+
+/// A drill's figures (and its error) as a tooltip.
+fn drill_title(d: &crate::inventory::DrillSummary) -> String {
+    let mut parts = Vec::new();
+    if let Some(t) = &d.finished_at {
+        parts.push(format!("finished {t}"));
+    }
+    if let Some(b) = d.bytes {
+        parts.push(format!("{} verified", units::bytes(b)));
+    }
+    if let (Some(t), Some(r)) = (d.tables, d.rows) {
+        parts.push(format!("{t} tables, {r} rows"));
+    }
+    if let Some(n) = d.objects_sampled {
+        parts.push(format!("{n} objects compared"));
+    }
+    if let Some(e) = &d.error {
+        parts.push(format!("error: {e}"));
+    }
+    parts.join("; ")
+}
+
 /// The page of one database or bucket: its backups with sizes, checksums and drills, and the
 /// restore form.
 pub fn source(
@@ -281,7 +310,7 @@ pub fn source(
         div.cards {
             @if let Some(r) = row {
                 (card("newest backup", age(r.age_seconds)))
-                @if let Some(v) = verified_age(r) { (card("newest verified", units::age(v))) }
+                (card("newest verified backup", verified_cell(r)))
                 (card("backups held", r.complete_backups))
                 (card("bytes stored", units::bytes(r.total_bytes)))
             }
@@ -298,7 +327,7 @@ pub fn source(
                     Kind::Database => { th.num { "dump" } th { "sha-256" } th { "crc32c" } @if any_encryption { th { "encrypted" } } }
                     Kind::Bucket => { th.num { "objects" } }
                 }
-                th { "drills" }
+                th { "verified" } th { "drills" }
             } }
             tbody {
                 @for b in backups {
@@ -315,11 +344,13 @@ pub fn source(
                             }
                             Kind::Bucket => { td.num { (b.objects.map_or_else(|| NONE.to_owned(), |n| n.to_string())) } }
                         }
-                        td {
+                        td.verified { @if b.verified { "yes" } @else { (NONE) } }
+                        td.drills {
                             @for d in &b.drills {
-                                span.pill style={ "--c:" (if d.outcome.as_deref() == Some("success") { colour(Status::Ok) } else { colour(Status::Failed) }) } title=[d.error.as_deref()] {
+                                span.pill.drill style={ "--c:" (drill_colour(d.outcome.as_deref())) } title=(drill_title(d)) {
                                     (d.outcome.as_deref().unwrap_or("?"))
                                     @if let Some(rto) = d.rto_seconds { " · RTO " (units::duration(Duration::from_secs(rto.max(0.0).round() as u64))) }
+                                    @if let Some(n) = d.objects_checked { " · " (n) " checked" }
                                 }
                                 " "
                             }
@@ -327,7 +358,7 @@ pub fn source(
                         }
                     }
                 }
-                @if backups.is_empty() { tr { td colspan="7" { "No backups yet." } } }
+                @if backups.is_empty() { tr { td colspan="8" { "No backups yet." } } }
             }
         } }
         @match kind {
@@ -380,6 +411,10 @@ mod tests {
             complete_backups: 1,
             total_bytes: 10,
             recent_sizes: vec![10],
+            newest_verified_backup: None,
+            verified_age_seconds: Some(2 * 86_400),
+            last_drill_outcome: None,
+            last_drill_backup: None,
             encrypted: None,
         }
     }
@@ -410,13 +445,19 @@ mod tests {
             Utc::now(),
             chrono_tz::UTC,
             "file:///b",
-            Duration::from_secs(3600),
+            &Limits::new(Duration::from_secs(3600)),
         );
         assert!(html.contains(r#"data-action="/api/databases/app/backup""#), "{html}");
         assert!(html.contains("/api/databases/%3Cimg%20src%3Dx%3E/backup"), "{html}");
         assert!(!html.contains("<img src=x>"));
         assert_eq!(html.matches("Back up now").count(), 2);
-        assert!(!html.contains("verified age"), "no drills, no column");
+        assert!(html.contains("<th class=\"num\">verified age</th>"), "{html}");
+        assert!(html.contains("unverified after 8d"), "{html}");
+        assert_eq!(html.matches(r#"<td class="num verified"><span>2d00h</span></td>"#).count(), 2, "{html}");
+        let never = Freshness { verified_age_seconds: None, ..row("app") };
+        let html =
+            overview(&[never], &[], Utc::now(), chrono_tz::UTC, "file:///b", &Limits::new(Duration::from_secs(1)));
+        assert!(html.contains(r#"<td class="num verified">never</td>"#), "{html}");
     }
 
     #[test]
@@ -434,28 +475,43 @@ mod tests {
             sha256: Some("e894dc48ad18cb82486db0c56d895baacf9b831b4cea5a129a22df00860d67eb".into()),
             crc32c: Some("KNZfYg==".into()),
             encrypted,
+            verified: drills.iter().any(|d| d.outcome.as_deref() == Some("passed")),
             drills,
         };
         let drill = |outcome: &str| DrillSummary {
             key: format!("db/main/app/x/drills/{outcome}.json"),
             outcome: Some(outcome.into()),
+            started_at: None,
             finished_at: None,
             rto_seconds: Some(95.0),
-            error: None,
+            bytes: Some(2048),
+            tables: Some(3),
+            rows: Some(1000),
+            objects_checked: None,
+            objects_sampled: None,
+            error: (outcome == "failed").then(|| "<b>row counts differ</b>".to_owned()),
         };
         let html = source(
             Kind::Database,
             "app",
             Some(&row("app")),
             &[
-                backup("20261126T020000Z-1a2b3c4d", vec![drill("success")], None),
-                backup("20261125T020000Z-00000001", vec![], None),
+                backup("20261126T020000Z-1a2b3c4d", vec![drill("failed")], None),
+                backup("20261125T020000Z-00000001", vec![drill("passed")], None),
+                backup("20261124T020000Z-00000001", vec![], None),
             ],
             None,
         );
-        assert_eq!(html.matches(r#"<tr class="backup">"#).count(), 2);
+        assert_eq!(html.matches(r#"<tr class="backup">"#).count(), 3);
         assert!(html.contains("e894dc48ad18cb82") && html.contains("KNZfYg=="), "{html}");
-        assert!(html.contains("success · RTO 95s"), "{html}");
+        assert!(html.contains("passed · RTO 1m35s") || html.contains("passed · RTO 95s"), "{html}");
+        assert!(html.contains("failed · RTO"), "{html}");
+        assert!(html.contains("3 tables, 1000 rows; error: &lt;b&gt;row counts differ&lt;/b&gt;"), "{html}");
+        assert_eq!(html.matches(r#"<td class="verified">yes</td>"#).count(), 1, "{html}");
+        assert!(
+            html.contains(r#"<div class="k">newest verified backup</div><div class="v"><span>2d00h</span></div>"#),
+            "{html}"
+        );
         assert!(
             html.contains(r#"name="confirm_target""#) && html.contains(r#"data-action="/api/databases/app/restore""#)
         );

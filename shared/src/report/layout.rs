@@ -57,6 +57,7 @@ pub fn colour(status: Status) -> &'static str {
         Status::Failed => "#cf222e",
         Status::Suspicious => "#8250df",
         Status::Unencrypted => "#bf3989",
+        Status::Unverified => "#9a6700",
         Status::Missing => "#6e7781",
     }
 }
@@ -64,6 +65,22 @@ pub fn colour(status: Status) -> &'static str {
 /// A status word on the status colour of the enclosing `--c` (set by a `tr.row` or any parent).
 pub fn pill(status: Status) -> Markup {
     html! { span.pill { (status.name()) } }
+}
+
+/// A source's verified age for people: `3d02h`, `never` where it has backups but no verified
+/// one, `—` where it has no backup; a failed newest drill says so.
+pub fn verified_cell(r: &crate::core::freshness::Freshness) -> Markup {
+    use crate::core::series::DrillOutcome;
+    html! {
+        @match (r.verified_age_seconds, r.complete_backups) {
+            (Some(s), _) => span title=[r.newest_verified_backup.as_deref()] { (units::age(s)) },
+            (None, 0) => "—",
+            (None, _) => "never",
+        }
+        @if r.last_drill_outcome == Some(DrillOutcome::Failed) {
+            " " span.pill style={ "--c:" (colour(Status::Failed)) } title=[r.last_drill_backup.as_deref()] { "last drill failed" }
+        }
+    }
 }
 
 /// A headline badge: white `text` on `colour`.

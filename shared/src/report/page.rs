@@ -2,30 +2,21 @@
 //! SVG, no script, no external resource), built from the pieces in [`super::layout`]. Pure: rows
 //! and time in, HTML out; every name in it is escaped by the template.
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use maud::{Markup, html};
 
-use super::layout::{badge, card, colour, pill, shell, sparkline};
-use crate::core::freshness::{Freshness, HISTORY, Status};
+use super::layout::{badge, card, colour, pill, shell, sparkline, verified_cell};
+use crate::core::freshness::{Freshness, HISTORY, Limits, Status};
 use crate::core::series::Kind;
 use crate::core::units;
 
 /// What a missing value shows.
 const NONE: &str = "—";
 
-/// Renders the page. `now` and `tz` set the "checked at" line; `max_age` is the staleness limit;
-/// `encryption_required` says so in the subtitle (database backups must be encrypted).
-pub fn render(
-    rows: &[Freshness],
-    now: DateTime<Utc>,
-    tz: Tz,
-    destination: &str,
-    max_age: Duration,
-    encryption_required: bool,
-) -> String {
+/// Renders the page. `now` and `tz` set the "checked at" line; `limits` gives the staleness and
+/// unverified limits and whether database backups must be encrypted (said in the subtitle).
+pub fn render(rows: &[Freshness], now: DateTime<Utc>, tz: Tz, destination: &str, limits: &Limits) -> String {
     let bad = rows.iter().filter(|r| r.status != Status::Ok).count();
     let (badge_colour, headline) = if rows.is_empty() {
         (colour(Status::Missing), "no backups found".to_owned())
@@ -37,17 +28,20 @@ pub fn render(
     let backups: usize = rows.iter().map(|r| r.complete_backups).sum();
     let stored: u64 = rows.iter().map(|r| r.total_bytes).sum();
     let newest = rows.iter().filter_map(|r| r.age_seconds).min();
+    let newest_verified = rows.iter().filter_map(|r| r.verified_age_seconds).min();
     let body = html! {
         h1 { "lifeboat backup status" (badge(badge_colour, &headline)) }
         div.sub {
             "checked " (now.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S")) " (" (tz.name()) ")"
-            " · stale after " (units::duration(max_age))
-            @if encryption_required { " · database backups must be encrypted" }
+            " · stale after " (units::duration(limits.max_age))
+            " · unverified after " (units::duration(limits.max_unverified_age))
+            @if limits.encryption_required { " · database backups must be encrypted" }
             " · " (destination)
         }
         div.cards {
             (card("sources", rows.len()))
             (card("newest backup", newest.map_or_else(|| NONE.to_owned(), |s| format!("{} ago", units::age(s)))))
+            (card("newest verified backup", newest_verified.map_or_else(|| NONE.to_owned(), |s| format!("{} ago", units::age(s)))))
             (card("backups held", backups))
             (card("bytes stored", units::bytes(stored)))
         }
@@ -55,7 +49,7 @@ pub fn render(
             thead {
                 tr {
                     th { "status" } th { "source" } th { "kind" } th { "newest backup" }
-                    th.num { "age" } th.num { "size" } th.num { "change" } th { "encrypted" }
+                    th.num { "age" } th.num { "verified age" } th.num { "size" } th.num { "change" } th { "encrypted" }
                     th.num { "backups" } th.num { "stored" }
                     th { "last " (HISTORY) " sizes" }
                 }
@@ -63,7 +57,7 @@ pub fn render(
             tbody {
                 @for r in rows { (row(r)) }
                 @if rows.is_empty() {
-                    tr { td colspan="11" { "No backups found in the backup store." } }
+                    tr { td colspan="12" { "No backups found in the backup store." } }
                 }
             }
         }
@@ -85,6 +79,7 @@ fn row(r: &Freshness) -> Markup {
             td { (kind) }
             td.id { (r.newest_backup.as_deref().unwrap_or(NONE)) }
             td.num { (r.age_seconds.map_or_else(|| NONE.to_owned(), units::age)) }
+            td.num { (verified_cell(r)) }
             td.num { (r.bytes.map_or_else(|| NONE.to_owned(), units::bytes)) }
             td.num {
                 @match r.bytes_change {
@@ -115,6 +110,10 @@ fn encrypted_cell(encrypted: Option<bool>) -> Markup {
 mod tests {
     use super::*;
 
+    fn limits(max_age_seconds: u64, encryption_required: bool) -> Limits {
+        Limits { encryption_required, ..Limits::new(std::time::Duration::from_secs(max_age_seconds)) }
+    }
+
     fn row(name: &str, status: Status, sizes: Vec<u64>) -> Freshness {
         Freshness {
             kind: Kind::Database,
@@ -129,6 +128,10 @@ mod tests {
             complete_backups: sizes.len(),
             total_bytes: sizes.iter().sum(),
             recent_sizes: sizes,
+            newest_verified_backup: Some("20261125T020000Z-00000001".into()),
+            verified_age_seconds: Some(27 * 3600),
+            last_drill_outcome: Some(crate::core::series::DrillOutcome::Passed),
+            last_drill_backup: Some("20261125T020000Z-00000001".into()),
         }
     }
 
@@ -140,7 +143,7 @@ mod tests {
             row("<script>", Status::Stale, (1..=40).collect()),
             Freshness { newest_backup: None, age_seconds: None, bytes: None, ..row("gone", Status::Missing, vec![]) },
         ];
-        let html = render(&rows, now, chrono_tz::Europe::Paris, "gs://b", Duration::from_secs(25 * 3600), false);
+        let html = render(&rows, now, chrono_tz::Europe::Paris, "gs://b", &limits(25 * 3600, false));
         assert_eq!(html.matches(r#"<tr class="row""#).count(), 3);
         assert!(html.contains("checked 2026-11-26 09:00:00 (Europe/Paris)"), "{html}");
         assert!(html.contains("stale after 25h"), "{html}");
@@ -163,7 +166,7 @@ mod tests {
             Freshness { encrypted: Some(false), ..row("plain", Status::Unencrypted, vec![1]) },
             Freshness { kind: Kind::Bucket, encrypted: None, ..row("media", Status::Ok, vec![1]) },
         ];
-        let html = render(&rows, now, chrono_tz::UTC, "gs://b", Duration::from_secs(3600), true);
+        let html = render(&rows, now, chrono_tz::UTC, "gs://b", &limits(3600, true));
         assert!(html.contains("database backups must be encrypted"), "{html}");
         assert!(html.contains("<th>encrypted</th>"), "{html}");
         assert!(html.contains(r#"<span class="enc" title="age-encrypted dump">yes</span>"#), "{html}");
@@ -182,7 +185,7 @@ mod tests {
             newest_backup: Some("<b>id</b>".into()),
             ..row(hostile, Status::Failed, vec![1])
         }];
-        let html = render(&rows, now, chrono_tz::UTC, "gs://b/<i>&\"x\"", Duration::from_secs(3600), false);
+        let html = render(&rows, now, chrono_tz::UTC, "gs://b/<i>&\"x\"", &limits(3600, false));
         assert!(!html.contains("<script") && !html.contains("<img") && !html.contains("<b>") && !html.contains("<i>"));
         assert!(html.contains("&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; 'q'"), "{html}");
         assert!(html.contains("s&quot;&gt;&lt;img src=x onerror=alert(1)&gt;"), "{html}");
@@ -193,9 +196,34 @@ mod tests {
     #[test]
     fn no_rows_says_so() {
         let now = DateTime::parse_from_rfc3339("2026-11-26T08:00:00Z").expect("t").to_utc();
-        let html = render(&[], now, chrono_tz::UTC, "file:///b", Duration::from_secs(3600), false);
+        let html = render(&[], now, chrono_tz::UTC, "file:///b", &limits(3600, false));
         assert!(html.contains("no backups found") && html.contains("No backups found in the backup store."));
         assert!(html.contains(r#"<div class="k">newest backup</div><div class="v">—</div>"#), "{html}");
         assert_eq!(html.matches(r#"<tr class="row""#).count(), 0);
+    }
+
+    #[test]
+    fn the_verified_age_shows_beside_the_age() {
+        use crate::core::series::DrillOutcome;
+        let now = DateTime::parse_from_rfc3339("2026-11-26T08:00:00Z").expect("t").to_utc();
+        let rows = [
+            row("app", Status::Ok, vec![1]),
+            Freshness {
+                verified_age_seconds: None,
+                newest_verified_backup: None,
+                last_drill_outcome: Some(DrillOutcome::Failed),
+                ..row("never", Status::Unverified, vec![1])
+            },
+        ];
+        let html = render(&rows, now, chrono_tz::UTC, "gs://b", &limits(3600, false));
+        assert!(html.contains("unverified after 8d"), "{html}");
+        assert!(html.contains("<th class=\"num\">verified age</th>"), "{html}");
+        assert!(html.contains(r#"<span title="20261125T020000Z-00000001">1d03h</span>"#), "{html}");
+        assert!(html.contains(">never") && html.contains("last drill failed"), "{html}");
+        assert!(html.contains(r#"<span class="pill">unverified</span>"#), "{html}");
+        assert!(
+            html.contains(r#"<div class="k">newest verified backup</div><div class="v">1d03h ago</div>"#),
+            "{html}"
+        );
     }
 }

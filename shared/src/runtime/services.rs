@@ -97,9 +97,15 @@ impl Classify for StartError {
 /// The publisher of result events: the topic's, or the log when no topic is set.
 pub(super) async fn connect_publisher(common: &Common, env: &Env) -> Result<Arc<dyn Publisher>, PublishError> {
     Ok(match &common.results_topic {
-        Some(topic) => {
-            Arc::new(PubSubPublisher::connect(topic, common.project.as_deref(), env.get("PUBSUB_EMULATOR_HOST")).await?)
-        }
+        Some(topic) => Arc::new(
+            PubSubPublisher::connect_with(
+                topic,
+                common.project.as_deref(),
+                env.get("PUBSUB_EMULATOR_HOST"),
+                &common.net,
+            )
+            .await?,
+        ),
         None => Arc::new(LogPublisher),
     })
 }

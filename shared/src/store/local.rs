@@ -17,8 +17,8 @@ use futures::StreamExt;
 use md5::Digest as _;
 
 use super::{
-    ByteStream, CopyOptions, ListPage, Location, ObjectMeta, ObjectRef, ObjectStore, ObjectWriter, Precondition,
-    PutOptions, StoreError, check_key, crc32c_base64, md5_base64,
+    Abandoned, ByteStream, CopyOptions, ListPage, Location, ObjectMeta, ObjectRef, ObjectStore, ObjectWriter,
+    Precondition, PutOptions, StoreError, check_key, crc32c_base64, md5_base64,
 };
 
 const META_DIR: &str = ".lifeboat-meta";
@@ -119,6 +119,52 @@ impl LocalStore {
             cache_control: side.as_ref().and_then(|s| s.cache_control.clone()),
             metadata: side.map(|s| s.metadata).unwrap_or_default(),
         })
+    }
+
+    /// Temp files of writes that never finished (the process was killed: a finished or failed
+    /// write removes its own), not modified since `cutoff`: the data files of streamed writes in
+    /// `.lifeboat-tmp/` and the half-written metadata files (`*.tmp-<id>`) in `.lifeboat-meta/`.
+    fn collect_abandoned_blocking(&self, cutoff: DateTime<Utc>, dry_run: bool) -> Result<Abandoned, StoreError> {
+        let mut found = Abandoned::default();
+        let mut dirs = vec![self.root.join(TMP_DIR), self.root.join(META_DIR)];
+        while let Some(dir) = dirs.pop() {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_error(&self.location, "list temp files", &dir.display().to_string(), &e)),
+            };
+            for entry in entries {
+                let entry =
+                    entry.map_err(|e| io_error(&self.location, "list temp files", &dir.display().to_string(), &e))?;
+                let path = entry.path();
+                let Ok(md) = std::fs::symlink_metadata(&path) else { continue }; // removed meanwhile
+                if md.is_dir() {
+                    dirs.push(path);
+                    continue;
+                }
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !md.is_file() || !is_temp_name(&name) {
+                    continue;
+                }
+                let modified = md.modified().map(DateTime::<Utc>::from).unwrap_or(cutoff);
+                if modified >= cutoff {
+                    continue; // young: a write may still be going on
+                }
+                if !dry_run {
+                    match std::fs::remove_file(&path) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                        Err(e) => {
+                            return Err(io_error(&self.location, "delete temp file", &path.display().to_string(), &e));
+                        }
+                    }
+                }
+                tracing::info!(file = %path.display(), modified = %modified, dry_run, "abandoned temp file collected");
+                found.files += 1;
+                found.bytes += md.len();
+            }
+        }
+        Ok(found)
     }
 
     fn not_found(&self, key: &str) -> StoreError {
@@ -241,6 +287,13 @@ impl LocalStore {
         keys.sort_unstable();
         Ok(keys)
     }
+}
+
+/// A temp file's name: `<32 hex>.tmp` (streamed writes, [`LocalStore::new_temp`]) or
+/// `….tmp-<32 hex>` (metadata files, [`write_atomically`]).
+fn is_temp_name(name: &str) -> bool {
+    let hex32 = |s: &str| s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    name.strip_suffix(".tmp").is_some_and(hex32) || name.rsplit_once(".tmp-").is_some_and(|(_, id)| hex32(id))
 }
 
 fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
@@ -481,6 +534,18 @@ impl ObjectStore for LocalStore {
             message: e.to_string(),
         })?
     }
+
+    async fn collect_abandoned(&self, cutoff: DateTime<Utc>, dry_run: bool) -> Result<Abandoned, StoreError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.collect_abandoned_blocking(cutoff, dry_run)).await.map_err(|e| {
+            StoreError::Other {
+                location: self.location.to_string(),
+                operation: "collect temp files",
+                key: String::new(),
+                message: e.to_string(),
+            }
+        })?
+    }
 }
 
 /// Copies `from` to `to` in bounded memory, returning size, MD5 and CRC32C of the bytes.
@@ -520,6 +585,38 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let loc = Location::Local { root: dir.path().to_path_buf() };
         (dir, LocalStore::open(loc).expect("open"))
+    }
+
+    #[tokio::test]
+    async fn abandoned_temp_files_are_collected_once_old() {
+        let (d, s) = store();
+        let aged = |path: &Path, hours: u64| {
+            let f = std::fs::OpenOptions::new().write(true).open(path).expect("open");
+            f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(hours * 3600)).expect("mtime");
+        };
+        let (_f, old) = s.new_temp().expect("temp");
+        std::fs::write(&old, b"half a dump").expect("write");
+        aged(&old, 72);
+        let (_f, young) = s.new_temp().expect("temp");
+        let meta_dir = d.path().join(META_DIR).join("db/x");
+        std::fs::create_dir_all(&meta_dir).expect("mkdir");
+        let old_meta = meta_dir.join(format!("m.lifeboat-meta.tmp-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::write(&old_meta, b"{").expect("write");
+        aged(&old_meta, 72);
+        // Not ours: stays, however old.
+        let foreign = d.path().join(TMP_DIR).join("notes.txt");
+        std::fs::write(&foreign, b"x").expect("write");
+        aged(&foreign, 72);
+        let cutoff = Utc::now() - chrono::Duration::hours(48);
+
+        let dry = s.collect_abandoned(cutoff, true).await.expect("dry run");
+        assert_eq!(dry, Abandoned { files: 2, bytes: 12 });
+        assert!(old.exists() && old_meta.exists(), "a dry run deletes nothing");
+        let done = s.collect_abandoned(cutoff, false).await.expect("collect");
+        assert_eq!(done, Abandoned { files: 2, bytes: 12 });
+        assert!(!old.exists() && !old_meta.exists());
+        assert!(young.exists() && foreign.exists(), "young and foreign files stay");
+        assert_eq!(s.collect_abandoned(cutoff, false).await.expect("again"), Abandoned::default());
     }
 
     #[test]

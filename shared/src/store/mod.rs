@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 
@@ -261,6 +262,24 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
 
     /// Server-side copy of `source` (in this backend) to `key` of this store, create-only.
     async fn copy_from(&self, source: &ObjectRef, key: &str, options: CopyOptions) -> Result<ObjectMeta, StoreError>;
+
+    /// Removes what writes of killed runs left behind outside the object namespace and nothing
+    /// has touched since `cutoff` (temp files of a local store), or only counts it when
+    /// `dry_run`. A store whose unfinished writes leave nothing behind (GCS: an unfinished
+    /// resumable upload is no object, and expires by itself) has nothing to collect.
+    async fn collect_abandoned(&self, cutoff: DateTime<Utc>, dry_run: bool) -> Result<Abandoned, StoreError> {
+        let _ = (cutoff, dry_run);
+        Ok(Abandoned::default())
+    }
+}
+
+/// What [`ObjectStore::collect_abandoned`] found (and removed unless it was a dry run).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Abandoned {
+    /// Files.
+    pub files: usize,
+    /// Their bytes.
+    pub bytes: u64,
 }
 
 /// A shared store handle.
@@ -302,13 +321,19 @@ pub trait ObjectStoreExt: ObjectStore {
 
 impl<T: ObjectStore + ?Sized> ObjectStoreExt for T {}
 
-/// Opens a store on `location`, reading emulator settings from `env`.
-pub async fn open(location: &Location, env: &crate::config::Env, chunk_bytes: usize) -> Result<DynStore, StoreError> {
+/// Opens a store on `location`, reading emulator settings from `env`; every request of a GCS
+/// store obeys `net` (timeouts, attempts).
+pub async fn open(
+    location: &Location,
+    env: &crate::config::Env,
+    chunk_bytes: usize,
+    net: &crate::core::net::NetLimits,
+) -> Result<DynStore, StoreError> {
     match location {
         Location::Local { .. } => Ok(Arc::new(local::LocalStore::open(location.clone())?)),
-        Location::Gcs { .. } => {
-            Ok(Arc::new(gcs::GcsStore::connect(location.clone(), env.get("STORAGE_EMULATOR_HOST"), chunk_bytes).await?))
-        }
+        Location::Gcs { .. } => Ok(Arc::new(
+            gcs::GcsStore::connect_with(location.clone(), env.get("STORAGE_EMULATOR_HOST"), chunk_bytes, net).await?,
+        )),
     }
 }
 

@@ -11,7 +11,7 @@ use lifeboat_core::store::DynStore;
 use serde_json::Value;
 
 use crate::support::binaries::job;
-use crate::support::fake_backups::{db_backup, encrypted_db_backup, run_at, snapshot};
+use crate::support::fake_backups::{Drill, db_backup, db_drill, encrypted_db_backup, run_at, snapshot, snapshot_drill};
 use crate::support::gcs::gcs_store_with;
 use crate::support::stack::{Served, config, services};
 
@@ -157,19 +157,113 @@ async fn an_error_serving_a_request_is_reported_to_sentry() {
     assert!(!text.contains(&sentry.key), "{text}");
 }
 
-/// `BACKUP_MAX_AGE` is bounded: a huge value would silence the staleness alarm for good.
+/// `BACKUP_MAX_AGE` and `BACKUP_MAX_UNVERIFIED_AGE` are bounded: a huge value would silence the
+/// alarm for good; zero or a non-duration is refused too. Both named in one message.
 #[test]
 fn an_unbounded_max_age_is_a_configuration_problem() {
     let home = tempfile::tempdir().expect("home");
-    for program in ["health", "monitor"] {
+    for program in ["health", "monitor", "console"] {
         for value in ["100000h", "33days", "1y"] {
-            let out =
-                job(program, home.path(), "gs://placeholder-1").env("BACKUP_MAX_AGE", value).output().expect("run");
+            let out = job(program, home.path(), "gs://placeholder-1")
+                .env("BACKUP_MAX_AGE", value)
+                .env("BACKUP_MAX_UNVERIFIED_AGE", value)
+                .output()
+                .expect("run");
             let err = String::from_utf8_lossy(&out.stderr);
             assert_eq!(out.status.code(), Some(2), "{program} {value}: {err}");
             assert!(err.contains("BACKUP_MAX_AGE: ") && err.contains("is longer than 32d"), "{program}: {err}");
+            assert!(err.contains("BACKUP_MAX_UNVERIFIED_AGE: "), "{program}: {err}");
         }
+        for value in ["0s", "soon", "-1d"] {
+            let out = job(program, home.path(), "gs://placeholder-1")
+                .env("BACKUP_MAX_UNVERIFIED_AGE", value)
+                .output()
+                .expect("run");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{program} {value}: {err}");
+            assert!(err.contains("BACKUP_MAX_UNVERIFIED_AGE: "), "{program} {value}: {err}");
+        }
+        let help = job(program, home.path(), "gs://placeholder-1").arg("--help").output().expect("help");
+        let help = String::from_utf8_lossy(&help.stdout);
+        assert!(help.contains("BACKUP_MAX_UNVERIFIED_AGE (default: 8d)"), "{program}: {help}");
     }
+}
+
+/// Drill records beside the backups: the verified age per source (from the backup's time, not
+/// the drill's), `unverified` past the limit, a record without metadata read from the store, a
+/// failed drill verifying nothing, a new deployment not unverified on day 1.
+#[tokio::test]
+async fn health_reports_the_verified_age_and_unverified_sources() {
+    let store = store().await;
+    let t0 = DateTime::from_timestamp(Utc::now().timestamp(), 0).expect("now");
+    let clock = Clock::manual(t0);
+    let day = |d: i64| t0 - Duration::days(d) + Duration::hours(2);
+    let mut app = Vec::new();
+    let mut ledger = Vec::new();
+    for d in (1..=10).rev() {
+        app.push(db_backup(&*store, "main", "app", &run_at(day(d)), 100, true).await);
+        ledger.push(db_backup(&*store, "main", "ledger", &run_at(day(d)), 100, true).await);
+    }
+    for d in (1..=3).rev() {
+        db_backup(&*store, "main", "billing", &run_at(day(d)), 100, true).await;
+    }
+    // app: the newest passed drill is of a backup 9 days old (drilled yesterday); newer drills failed.
+    db_drill(&*store, &app[1], t0 - Duration::days(1), Drill::Passed).await;
+    db_drill(&*store, &app[9], t0 - Duration::hours(2), Drill::Failed).await;
+    // ledger: a passed record without metadata on the backup of 2 days ago.
+    db_drill(&*store, &ledger[8], t0 - Duration::hours(30), Drill::PassedNoMetadata).await;
+    let snap = snapshot(&*store, "media", &run_at(day(12)), &[("a.png", "blob-a")], true, false).await;
+    let newest_snap = snapshot(&*store, "media", &run_at(day(1)), &[("a.png", "blob-a")], true, false).await;
+    snapshot_drill(&*store, &snap, day(11), Drill::Passed).await;
+
+    let (services, env) = services(store.clone(), &[("BACKUP_DATABASES", "app,billing,ledger")]);
+    let services = services.with_clock(clock.clone());
+    let program = health::start(services.clone(), config(&env, &[], health::read)).await.expect("start");
+    let app_program = App::new(&health::SPEC, Arc::new(program), services);
+    let served = Served::start(app_program).await;
+    let (base, http) = (served.base.clone(), served.http.clone());
+
+    let status = || async {
+        let r = http.get(format!("{base}/status")).send().await.expect("status");
+        let code = r.status().as_u16();
+        (code, r.json::<Value>().await.expect("json"))
+    };
+    let (code, body) = status().await;
+    assert_eq!(code, 503);
+    let rows = body["sources"].as_array().expect("sources");
+    let row = |name: &str| rows.iter().find(|r| r["name"] == name).expect(name).clone();
+    let (app_row, ledger_row, billing, media) = (row("app"), row("ledger"), row("billing"), row("snapshots"));
+    assert_eq!(app_row["status"], "unverified", "{app_row}");
+    assert_eq!(app_row["newest_verified_backup"], app[1].run.to_string());
+    assert_eq!(app_row["verified_age_seconds"], (9 * 24 - 2) * 3600, "aged by the backup, not the drill");
+    assert_eq!(app_row["last_drill_outcome"], "failed");
+    assert_eq!(app_row["last_drill_backup"], app[9].run.to_string());
+    assert_eq!(app_row["bytes_change"].as_i64().map(i64::abs).map(|c| c < 5), Some(true), "records are not bytes");
+    assert_eq!(ledger_row["status"], "ok", "{ledger_row}");
+    assert_eq!(ledger_row["verified_age_seconds"], (2 * 24 - 2) * 3600, "read from the record itself");
+    assert_eq!((billing["status"].clone(), billing["verified_age_seconds"].clone()), ("ok".into(), Value::Null));
+    assert_eq!(media["status"], "unverified", "{media}");
+    assert_eq!(media["newest_verified_backup"], snap.run.to_string());
+
+    let page = http.get(format!("{base}/")).send().await.expect("page").text().await.expect("html");
+    assert!(page.contains("verified age") && page.contains("unverified after 8d"), "{page}");
+    assert!(page.contains(r#"<span class="pill">unverified</span>"#) && page.contains("last drill failed"), "{page}");
+    assert!(page.contains("8d22h"), "app's verified age is shown: {page}");
+
+    // Drills pass on the newest backups: everything ok.
+    db_drill(&*store, &app[9], t0 - Duration::hours(1), Drill::Passed).await;
+    snapshot_drill(&*store, &newest_snap, t0 - Duration::hours(1), Drill::Passed).await;
+    let (code, body) = status().await;
+    assert_eq!(code, 200, "{body}");
+    let app_row = body["sources"].as_array().expect("rows").iter().find(|r| r["name"] == "app").cloned().expect("app");
+    assert_eq!(app_row["verified_age_seconds"], 22 * 3600);
+    // Eight days later without a drill, billing's backups (no drill ever) are unverified too.
+    clock.advance(Duration::days(8));
+    let (_, body) = status().await;
+    let billing = body["sources"].as_array().expect("rows").iter().find(|r| r["name"] == "billing").cloned();
+    assert_eq!(billing.expect("billing")["status"], "stale", "stale wins over unverified");
+
+    served.stop().await;
 }
 
 /// With BACKUP_ENCRYPTION_RECIPIENTS set (the value db-backup gets), a database whose newest

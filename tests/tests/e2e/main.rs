@@ -13,6 +13,7 @@ mod storage_backup;
 
 // What they share: the runtime (CLI, job and service mode, logs), result events, the stores.
 mod events;
+mod limits;
 mod runtime;
 mod store_conformance;
 

@@ -17,7 +17,7 @@ use lifeboat_core::store::{DynStore, ObjectStoreExt as _};
 use serde_json::{Value, json};
 
 use crate::support::binaries::{Service, command, job};
-use crate::support::fake_backups::{db_backup, encrypted_db_backup, keys, run_at};
+use crate::support::fake_backups::{Drill, db_backup, db_drill, encrypted_db_backup, keys, run_at};
 use crate::support::gcs::gcs_store_with;
 use crate::support::pubsub::pubsub_fixture;
 use crate::support::slack::Hook;
@@ -411,6 +411,92 @@ async fn an_unencrypted_backup_where_encryption_is_configured_alerts_and_recover
     let texts = slack.texts().await;
     assert_eq!(texts.len(), 2, "{texts:?}");
     assert!(texts[1].starts_with(":white_check_mark:") && texts[1].contains("recovered"), "{texts:?}");
+}
+
+/// Backups for ten days and no drill: one "unverified" alert (pointing at the drill job), no second
+/// one while it lasts, one recovery once a drill passes on a recent backup.
+#[tokio::test]
+async fn an_unverified_source_alerts_once_and_recovers_once() {
+    let store = store().await;
+    let slack = Hook::new().await;
+    let t0 = DateTime::from_timestamp(Utc::now().timestamp(), 0).expect("now");
+    let clock = Clock::manual(t0);
+    let mut backups = Vec::new();
+    for d in (0..10).rev() {
+        backups.push(
+            db_backup(&*store, "main", "app", &run_at(t0 - Duration::days(d) - Duration::hours(1)), 100, true).await,
+        );
+    }
+    // A drill that failed on the newest backup verifies nothing.
+    db_drill(&*store, &backups[9], t0 - Duration::minutes(30), Drill::Failed).await;
+    let url = slack.url();
+    let monitor = serve_monitor(&store, &[("SLACK_WEBHOOK_URL", &url), ("BACKUP_DATABASES", "app")], &clock).await;
+
+    let (status, body) = monitor.check().await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["sources"][0]["status"], "unverified", "{body}");
+    let texts = slack.texts().await;
+    assert_eq!(texts.len(), 1, "{texts:?}");
+    assert!(texts[0].starts_with(":red_circle: main/app backups are unverified"), "{texts:?}");
+    assert!(
+        texts[0].contains(
+            "no backup was ever verified by a drill, and backups have been held for longer than the limit of 8d"
+        ),
+        "{texts:?}"
+    );
+    let blocks = slack.requests().await[0]["json"]["blocks"].to_string();
+    assert!(blocks.contains("gcloud run jobs execute drill --region europe-west1"), "{blocks}");
+
+    clock.advance(Duration::hours(1));
+    monitor.check().await;
+    assert_eq!(slack.texts().await.len(), 1, "once per incident");
+
+    db_drill(&*store, &backups[9], t0 + Duration::minutes(30), Drill::Passed).await;
+    clock.advance(Duration::minutes(30));
+    let (_, body) = monitor.check().await;
+    assert_eq!(body["sources"][0]["status"], "ok", "{body}");
+    let texts = slack.texts().await;
+    assert_eq!(texts.len(), 2, "{texts:?}");
+    assert!(texts[1].starts_with(":white_check_mark: main/app backups recovered"), "{texts:?}");
+    assert!(texts[1].contains(&format!("newest verified backup {}", backups[9].run)), "{texts:?}");
+    clock.advance(Duration::hours(1));
+    monitor.check().await;
+    assert_eq!(slack.texts().await.len(), 2, "one recovery message only");
+}
+
+/// A failed `drill` run (its result event through the real Pub/Sub emulator) alerts at once, with
+/// the drill job's rerun command; a drill event about a database this deployment does not back
+/// up is refused.
+#[tokio::test]
+async fn a_failed_drill_alerts_at_once() {
+    let store = store().await;
+    let slack = Hook::new().await;
+    let clock = Clock::manual(Utc::now());
+    let url = slack.url();
+    let monitor = serve_monitor(&store, &[("SLACK_WEBHOOK_URL", &url), ("BACKUP_DATABASES", "app")], &clock).await;
+    let mut failed = result(&store, "drill", Outcome::Failure, Some("restored row counts differ from the manifest"));
+    failed.summary = "1 of 1 drills failed".into();
+    failed.items[0].backup_id = Some("20261201T020000Z-1a2b3c4d".into());
+    let (envelope, _) = through_pubsub(failed.clone()).await;
+    let (status, _, body) = monitor.post("/pubsub", &envelope).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("alerted")), "{body}");
+    let requests = slack.requests().await;
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0]["json"]["text"], ":red_circle: drill failed (main: app): 1 of 1 drills failed");
+    let blocks = requests[0]["json"]["blocks"].to_string();
+    for expected in [
+        "restored row counts differ from the manifest",
+        "20261201T020000Z-1a2b3c4d",
+        "gcloud run jobs execute drill --region europe-west1",
+    ] {
+        assert!(blocks.contains(expected), "{expected} missing from {blocks}");
+    }
+    let mut foreign = failed;
+    foreign.items[0].name = "payroll".into();
+    let (envelope, _) = through_pubsub(foreign).await;
+    let (status, _, body) = monitor.post("/pubsub", &envelope).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(slack.requests().await.len(), 1);
 }
 
 #[tokio::test]

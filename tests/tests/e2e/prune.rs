@@ -268,3 +268,79 @@ async fn dry_run_binary_prints_the_plan_and_changes_nothing() {
     assert!(stdout.contains("delete 3 backups and 0 orphans (6 objects"), "{stdout}");
     assert_eq!(keys(&*store).await, before, "a dry run changes nothing");
 }
+
+/// A `pg_dump` that writes part of a dump and then hangs (until it is killed).
+const HANGING_PG_DUMP: &str = "case \"$1\" in --version) exec \"$REAL\" --version;; esac\nprintf PGDMP\nhead -c 300000 /dev/urandom\nexec sleep 120";
+
+/// The temp files of a `file://` store (`.lifeboat-tmp/`).
+fn temp_files(root: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(root.join(".lifeboat-tmp"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn prune_collects_the_temp_files_of_a_killed_backup_after_the_grace() {
+    use std::os::unix::process::CommandExt as _;
+
+    use crate::support::db::{db_job, file_url};
+    use crate::support::postgres::{TestDb, fake_bin_dir};
+
+    let db = TestDb::create("lb-prune-killed");
+    db.sql("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 100);");
+    let home = tempfile::tempdir().expect("home");
+    let backups = tempfile::tempdir().expect("backups");
+    let tools = fake_bin_dir(HANGING_PG_DUMP);
+    // The backup runs in its own process group, so the kill takes its pg_dump along.
+    let mut c = db_job("db-backup", home.path(), &db.server, &file_url(&backups));
+    c.env("LIFEBOAT_PG_BIN_DIR", tools.path())
+        .env("BACKUP_DATABASES", &db.name)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0);
+    let mut child = c.spawn().expect("spawn db-backup");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while temp_files(backups.path()).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "db-backup never started writing");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let group = format!("-{}", child.id());
+    let killed = std::process::Command::new("kill").args(["-9", "--", &group]).status().expect("kill");
+    assert!(killed.success());
+    let _ = child.wait();
+
+    let left = temp_files(backups.path());
+    assert_eq!(left.len(), 1, "the killed run left its temp file: {left:?}");
+    let old = left[0].clone();
+    // Three days old (past the 48 h grace); a second one written just now (a write that may
+    // still be going on) must stay.
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .and_then(|f| f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(72 * 3600)))
+        .expect("age the temp file");
+    let young = old.with_file_name(format!("{}.tmp", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&young, b"a write in progress").expect("young temp file");
+    let old_size = std::fs::metadata(&old).expect("stat").len();
+
+    let dry = job("prune", home.path(), &file_url(&backups)).arg("--dry-run").output().expect("prune --dry-run");
+    let dry_log = String::from_utf8_lossy(&dry.stderr);
+    assert_eq!(dry.status.code(), Some(0), "{dry_log}");
+    assert!(old.exists(), "a dry run deletes nothing");
+    assert!(dry_log.contains("would delete 1 temp files of killed runs"), "{dry_log}");
+
+    let out = job("prune", home.path(), &file_url(&backups)).output().expect("prune");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(!old.exists(), "the killed run's temp file is collected: {log}");
+    assert!(young.exists(), "a young temp file stays");
+    assert!(log.contains("deleted 1 temp files of killed runs"), "{log}");
+    assert!(log.contains(&format!("\"temp_bytes_freed\":{old_size}")), "{log}");
+}

@@ -27,7 +27,6 @@
 pub mod api;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
@@ -36,7 +35,7 @@ use http::{Method, StatusCode};
 
 use crate::config::{Reader, vars};
 use crate::core::events::{Outcome, RunResult};
-use crate::core::freshness::{Freshness, Status};
+use crate::core::freshness::{Freshness, Limits, Status};
 use crate::core::series::{Kind, Series};
 use crate::core::source::SourceSpec;
 use crate::jobs::cloud_run::{CloudRun, Settings};
@@ -72,24 +71,21 @@ pub enum Runner {
 /// Settings of `console`.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Stale after this.
-    pub max_age: Duration,
+    /// Stale and unverified limits, and whether database backups must be encrypted.
+    pub limits: Limits,
     /// Databases that must have backups.
     pub expected: Vec<String>,
     /// `SOURCE_BUCKETS`, read as `storage-backup` reads it.
     pub expected_buckets: Vec<SourceSpec>,
-    /// Database backups must be encrypted (`BACKUP_ENCRYPTION_RECIPIENTS` is set).
-    pub encryption_required: bool,
     /// Where executions run.
     pub runner: Runner,
 }
 
 /// Reads the settings. On Cloud Run (`K_SERVICE`) the jobs' project and region are required.
 pub fn read(r: &mut Reader<'_>, _cli: Option<Cli>) -> Option<Config> {
-    let max_age = crate::config::max_age(r);
+    let limits = crate::config::limits(r);
     let expected = r.names(&vars::DATABASES);
     let expected_buckets = r.sources();
-    let recipients = crate::db::encryption::read_recipients(r);
     let runner = if r.env().get(vars::K_SERVICE.name).is_some() {
         let region = r.text(&vars::REGION);
         let project = r.text(&vars::PROJECT);
@@ -108,7 +104,7 @@ pub fn read(r: &mut Reader<'_>, _cli: Option<Cli>) -> Option<Config> {
     } else {
         Runner::Local
     };
-    Some(Config { max_age: max_age?, expected, expected_buckets, encryption_required: recipients?.is_some(), runner })
+    Some(Config { limits: limits?, expected, expected_buckets, runner })
 }
 
 /// The program.
@@ -152,8 +148,7 @@ impl App {
             &self.services.common.source,
             &self.expected(),
             now,
-            self.config.max_age,
-            self.config.encryption_required,
+            &self.config.limits,
         )
         .await
     }
@@ -302,7 +297,7 @@ impl App {
                 self.services.clock.now(),
                 common.timezone,
                 &common.destination.to_string(),
-                self.config.max_age,
+                &self.config.limits,
             ),
         )
     }

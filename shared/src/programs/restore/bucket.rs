@@ -97,7 +97,9 @@ pub async fn run(services: &Services, args: &BucketArgs, ctx: &RunContext, mut r
     let outcome = async {
         let location = args.target_location().map_err(SnapshotError::Invalid)?;
         item.figures.insert("target".into(), location.to_string().into());
-        let target = crate::store::open(&location, &services.env, services.common.upload_chunk_bytes).await?;
+        let target =
+            crate::store::open(&location, &services.env, services.common.upload_chunk_bytes, &services.common.net)
+                .await?;
         let dry_run = args.dry_run;
         // Objects planned so far (each is copied, found present, or reported right after).
         let what = format!("restore of bucket {} into {location}", args.source_bucket);

@@ -4,15 +4,29 @@
 
 use gcloud_storage::client::{Client, ClientConfig};
 
+use crate::core::net::NetLimits;
 use crate::store::{Location, StoreError};
 
-/// A client for `location`, talking to `emulator` when it is set.
-pub(super) async fn build(location: &Location, emulator: Option<&str>) -> Result<Client, StoreError> {
+/// A client for `location`, talking to `emulator` when it is set. Every request it sends obeys
+/// `net`: a connect timeout, and a stall timeout on the wait for the answer's headers and on
+/// each read of its body (reqwest's read timeout, reset by every piece that arrives), so a
+/// frozen endpoint fails the request (transient: retried per the store's settings) instead of
+/// hanging the run.
+pub(super) async fn build(location: &Location, emulator: Option<&str>, net: &NetLimits) -> Result<Client, StoreError> {
     // gcloud-storage's HTTP client is built without a TLS crypto provider (so no C crypto
     // library is compiled in); ring is installed process-wide here. A second install (another
     // store, the Pub/Sub client) finds it there and changes nothing.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let config = match emulator {
+    let http =
+        reqwest_gcs::Client::builder().connect_timeout(net.connect).read_timeout(net.stall).build().map_err(|e| {
+            StoreError::Other {
+                location: location.to_string(),
+                operation: "open",
+                key: String::new(),
+                message: format!("cannot build the HTTP client: {e}"),
+            }
+        })?;
+    let mut config = match emulator {
         Some(host) => ClientConfig { storage_endpoint: emulator_endpoint(host), ..ClientConfig::default() }.anonymous(),
         None => ClientConfig::default().with_auth().await.map_err(|e| StoreError::PermissionDenied {
             location: location.to_string(),
@@ -22,6 +36,7 @@ pub(super) async fn build(location: &Location, emulator: Option<&str>) -> Result
             ),
         })?,
     };
+    config.http = Some(reqwest_middleware::ClientBuilder::new(http).build());
     Ok(Client::new(config))
 }
 

@@ -28,13 +28,36 @@ pub(super) fn map_error(
         GcsError::Response(r) => by_status(r.code, r.message, location, operation, key, create_only),
         GcsError::HttpClient(e) | GcsError::RawResponse(e, _) => match e.status() {
             Some(s) => by_status(s.as_u16(), e.to_string(), location, operation, key, create_only),
-            None if e.is_connect() || e.is_timeout() || e.is_request() || e.is_body() => {
-                StoreError::Transient { location, key, message: e.to_string() }
+            None if e.is_timeout() => StoreError::Transient {
+                location,
+                key,
+                message: format!(
+                    "{}: timed out (no connection within LIFEBOAT_CONNECT_TIMEOUT, or no progress within LIFEBOAT_STALL_TIMEOUT)",
+                    e
+                ),
+            },
+            None if e.is_connect() || e.is_request() || e.is_body() => {
+                StoreError::Transient { location, key, message: with_causes(&e) }
             }
             None => StoreError::Other { location, operation, key, message: e.to_string() },
         },
         other => StoreError::Other { location, operation, key, message: other.to_string() },
     }
+}
+
+/// `e` and its causes, `: `-separated (reqwest's own text leaves out why a request failed).
+fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let part = c.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 fn by_status(

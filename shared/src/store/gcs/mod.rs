@@ -36,6 +36,7 @@ use super::{
     ByteStream, CopyOptions, ListPage, Location, ObjectMeta, ObjectRef, ObjectStore, ObjectWriter, Precondition,
     PutOptions, StoreError, check_key,
 };
+use crate::core::net::NetLimits;
 
 /// Resumable upload chunks must be multiples of this.
 const CHUNK_QUANTUM: usize = 256 * 1024;
@@ -64,6 +65,17 @@ impl GcsStore {
     /// or to an emulator at `emulator` with anonymous credentials. `chunk_bytes` is rounded to
     /// the 256 KiB quantum of resumable uploads (at least one quantum).
     pub async fn connect(location: Location, emulator: Option<&str>, chunk_bytes: usize) -> Result<Self, StoreError> {
+        Self::connect_with(location, emulator, chunk_bytes, &NetLimits::default()).await
+    }
+
+    /// [`GcsStore::connect`] with the connect and stall timeouts and the attempts of `net` on
+    /// every request (instead of [`NetLimits::default`]).
+    pub async fn connect_with(
+        location: Location,
+        emulator: Option<&str>,
+        chunk_bytes: usize,
+        net: &NetLimits,
+    ) -> Result<Self, StoreError> {
         let Location::Gcs { bucket, prefix } = &location else {
             return Err(StoreError::Other {
                 location: location.to_string(),
@@ -74,14 +86,14 @@ impl GcsStore {
         };
         let chunk_bytes = chunk_bytes.max(CHUNK_QUANTUM) / CHUNK_QUANTUM * CHUNK_QUANTUM;
         Ok(Self {
-            client: client::build(&location, emulator).await?,
+            client: client::build(&location, emulator, net).await?,
             bucket: bucket.clone(),
             prefix: prefix.clone(),
             location,
             chunk_bytes,
             rewrite_bytes_per_call: None,
             emulator: emulator.is_some(),
-            retry: RetrySettings::default(),
+            retry: RetrySettings { max_attempts: net.attempts, ..RetrySettings::default() },
         })
     }
 
@@ -207,11 +219,17 @@ impl ObjectStore for GcsStore {
 
     async fn read(&self, key: &str) -> Result<ByteStream, StoreError> {
         let req = GetObjectRequest { bucket: self.bucket.clone(), object: self.full_name(key), ..Default::default() };
+        // Opening the download is retried; its body is a stream whose every read obeys the stall
+        // timeout (a stalled body fails the read, and the run, instead of hanging).
         let stream = self
-            .client
-            .download_streamed_object(&req, &Range::default())
-            .await
-            .map_err(|e| self.error(e, "read", key, false))?;
+            .retry
+            .retry("read", || async {
+                self.client
+                    .download_streamed_object(&req, &Range::default())
+                    .await
+                    .map_err(|e| self.error(e, "read", key, false))
+            })
+            .await?;
         let location = self.location.clone();
         let key = key.to_owned();
         Ok(stream.map_err(move |e| map_error(&location, e, "read", &key, false)).boxed())

@@ -9,7 +9,9 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt as _;
 use lifeboat_core::core::db_manifest::{Compression, DB_FORMAT, DbManifest, DumpObject, Encryption, EncryptionFormat};
-use lifeboat_core::core::naming::{DbBackupPath, RunId, SUSPICIOUS_METADATA, SnapshotPath};
+use lifeboat_core::core::naming::{
+    DRILL_OUTCOME_METADATA, DbBackupPath, RunId, SUSPICIOUS_METADATA, SnapshotPath, TS_FORMAT,
+};
 use lifeboat_core::core::snapshot_manifest::{
     PartEncoder, SNAPSHOT_FORMAT, SNAPSHOT_FORMAT_VERSION, SnapshotEntry, SnapshotHeader, SnapshotTotals, part_key,
 };
@@ -154,6 +156,89 @@ pub async fn snapshot(
         store.put(&path.header_key(), Bytes::from(json), options).await.expect("put header");
     }
     path
+}
+
+/// How a test drill record is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drill {
+    /// `outcome: passed`, with the outcome metadata (as `drill` writes it).
+    Passed,
+    /// `outcome: failed`, with the outcome metadata.
+    Failed,
+    /// `outcome: passed`, without metadata (readers must read the record).
+    PassedNoMetadata,
+}
+
+/// The backup a test drill record is about.
+#[derive(Debug, Clone, Copy)]
+pub struct Drilled<'a> {
+    /// The backup folder (`DbBackupPath::prefix()` or `SnapshotPath::prefix()`).
+    pub prefix: &'a str,
+    /// `db` or `bucket`.
+    pub kind: &'a str,
+    /// `BACKUP_SOURCE` (db) or the source bucket.
+    pub source: &'a str,
+    /// Database or bucket name.
+    pub name: &'a str,
+    /// `<ts>-<id>` of the backup.
+    pub backup_id: &'a str,
+}
+
+/// Writes a drill record (the contract's JSON, create-only) into the folder of `backup`, drilled
+/// at `drilled_at`. Returns its key.
+pub async fn drill_record(
+    store: &dyn ObjectStore,
+    backup: Drilled<'_>,
+    drilled_at: DateTime<Utc>,
+    drill: Drill,
+) -> String {
+    let Drilled { prefix, kind, source, name, backup_id } = backup;
+    let key = format!("{prefix}drills/{}.json", drilled_at.format(TS_FORMAT));
+    let outcome = if drill == Drill::Failed { "failed" } else { "passed" };
+    let record = serde_json::json!({
+        "version": 1,
+        "kind": kind,
+        "source": source,
+        "name": name,
+        "backup_id": backup_id,
+        "started_at": drilled_at,
+        "finished_at": drilled_at + chrono::Duration::seconds(95),
+        "outcome": outcome,
+        "error": (drill == Drill::Failed).then_some("row counts differ from the manifest"),
+        "rto_seconds": if kind == "db" { Some(95.0) } else { None },
+        "bytes": 4096,
+        "tables": if kind == "db" { Some(3) } else { None },
+        "rows": if kind == "db" { Some(1000) } else { None },
+        "objects_checked": if kind == "db" { None } else { Some(5) },
+        "objects_sampled": if kind == "db" { None } else { Some(1) },
+    });
+    let mut options = PutOptions { content_type: Some("application/json".into()), ..PutOptions::default() };
+    if drill != Drill::PassedNoMetadata {
+        options.metadata.insert(DRILL_OUTCOME_METADATA.into(), outcome.into());
+    }
+    store.put(&key, Bytes::from(serde_json::to_vec(&record).expect("json")), options).await.expect("put drill record");
+    key
+}
+
+/// [`drill_record`] for a database backup at `path`.
+pub async fn db_drill(store: &dyn ObjectStore, path: &DbBackupPath, drilled_at: DateTime<Utc>, drill: Drill) -> String {
+    let id = path.run.to_string();
+    let prefix = path.prefix();
+    let backup = Drilled { prefix: &prefix, kind: "db", source: &path.source, name: &path.database, backup_id: &id };
+    drill_record(store, backup, drilled_at, drill).await
+}
+
+/// [`drill_record`] for a snapshot at `path`.
+pub async fn snapshot_drill(
+    store: &dyn ObjectStore,
+    path: &SnapshotPath,
+    drilled_at: DateTime<Utc>,
+    drill: Drill,
+) -> String {
+    let id = path.run.to_string();
+    let prefix = path.prefix();
+    let backup = Drilled { prefix: &prefix, kind: "bucket", source: &path.bucket, name: &path.bucket, backup_id: &id };
+    drill_record(store, backup, drilled_at, drill).await
 }
 
 /// Every key in the store, sorted.

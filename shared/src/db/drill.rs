@@ -1,0 +1,203 @@
+//! Database drills: the newest complete backup of a database is restored into a scratch
+//! database (`lifeboat_drill_<db>_<ts>`, see [`crate::core::drill`]) on the drill server, with
+//! every check of a restore (size, CRC32C, SHA-256, decryption, decompression, `pg_restore`
+//! exit 0, row counts), timed, and the scratch database dropped on every path.
+//!
+//! A drill never touches a database whose name does not start with `lifeboat_drill_`: the name
+//! is checked before each `CREATE` and `DROP`, and a scratch name that already exists is
+//! refused (another drill owns it), never dropped.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+
+use super::DbError;
+use super::restore::{self, RestoreSettings, RestoreTarget, Selector};
+use crate::core::drill::{
+    DrillKind, DrillOutcome, DrillRecord, RECORD_VERSION, SCRATCH_PREFIX, check_scratch_name, db_record_key,
+    scratch_database_name, scratch_started,
+};
+use crate::core::naming::DbBackupPath;
+use crate::postgres::sql;
+use crate::postgres::{Connection, PgError};
+use crate::store::ObjectStore;
+
+/// A scratch database older than this is taken for the leftover of a killed drill and dropped
+/// by the next drill (no drill runs this long: the Cloud Run job's timeout is shorter).
+pub const STALE_SCRATCH: Duration = Duration::from_secs(24 * 3600);
+
+/// What a database drill needs.
+#[derive(Debug, Clone)]
+pub struct DbDrillSettings {
+    /// The backups' `BACKUP_SOURCE`.
+    pub source: String,
+    /// How to restore: the drill server's connection, `pg_restore`, identities.
+    pub restore: RestoreSettings,
+}
+
+/// One drilled backup: where its record goes, and the record.
+#[derive(Debug, Clone)]
+pub struct Drilled {
+    /// The record's key (`…/drills/<ts>.json` inside the backup's folder).
+    pub key: String,
+    /// The record.
+    pub record: DrillRecord,
+}
+
+/// Drills the newest complete backup of `database`. `Err` only when there is no backup to drill
+/// (none complete, or the listing failed): then no record can be written beside one. Every
+/// failure after a backup was chosen is a failed record.
+pub async fn drill_database(
+    settings: &DbDrillSettings,
+    store: &dyn ObjectStore,
+    database: &str,
+    now: DateTime<Utc>,
+    cancel: &CancellationToken,
+) -> Result<Drilled, DbError> {
+    let path = newest_complete(store, &settings.source, database).await?;
+    let key = db_record_key(&path, now);
+    let mut record = DrillRecord {
+        version: RECORD_VERSION,
+        kind: DrillKind::Db,
+        source: settings.source.clone(),
+        name: database.to_owned(),
+        backup_id: path.run.clone(),
+        started_at: now,
+        finished_at: now,
+        outcome: DrillOutcome::Failed,
+        error: None,
+        rto_seconds: None,
+        bytes: 0,
+        tables: None,
+        rows: None,
+        objects_checked: None,
+        objects_sampled: None,
+    };
+    let scratch = scratch_database_name(database, now);
+    tracing::info!(database, backup_id = %path.run, scratch, "drill: restoring into a scratch database");
+    let restored = restore_scratch(settings, store, &path, database, &scratch, cancel).await;
+    // Whatever happened, the scratch database goes (restore_database drops what it created on a
+    // failure; this also covers a success and a drop that failed there).
+    let dropped = drop_scratch(&settings.restore.conn, &scratch).await;
+    match (restored, dropped) {
+        (Ok(done), Ok(())) => {
+            record.outcome = DrillOutcome::Passed;
+            record.rto_seconds = Some(round_ms(done.rto));
+            record.bytes = done.bytes;
+            record.tables = Some(done.tables);
+            record.rows = done.rows;
+            tracing::info!(database, scratch, rto_s = done.rto.as_secs_f64(), "drill passed; scratch database dropped");
+        }
+        (Ok(done), Err(e)) => {
+            record.bytes = done.bytes;
+            record.error = Some(format!(
+                "the backup restored and verified, but the scratch database {scratch:?} could NOT be dropped: {e}"
+            ));
+        }
+        (Err(e), dropped) => {
+            let mut text = e.to_string();
+            if let Err(d) = dropped {
+                text.push_str(&format!("; the scratch database {scratch:?} could NOT be dropped: {d}"));
+            }
+            tracing::error!(database, error = text, "drill failed");
+            record.error = Some(text);
+        }
+    }
+    record.finished_at = Utc::now();
+    Ok(Drilled { key, record })
+}
+
+/// What a passed restore measured.
+struct Restored {
+    rto: Duration,
+    bytes: u64,
+    tables: u64,
+    rows: Option<u64>,
+}
+
+/// The newest complete backup of `database` (the manifest is read again by the restore).
+async fn newest_complete(store: &dyn ObjectStore, source: &str, database: &str) -> Result<DbBackupPath, DbError> {
+    let entries = restore::list_backups(store, source, database).await?;
+    entries.into_iter().rev().find(|e| e.complete).map(|e| e.path).ok_or_else(|| {
+        DbError::NotFound(format!(
+            "no complete backup of database {database:?} (source {source:?}) in {} to drill",
+            store.location()
+        ))
+    })
+}
+
+async fn restore_scratch(
+    settings: &DbDrillSettings,
+    store: &dyn ObjectStore,
+    path: &DbBackupPath,
+    database: &str,
+    scratch: &str,
+    cancel: &CancellationToken,
+) -> Result<Restored, DbError> {
+    check_scratch_name(scratch).map_err(|e| DbError::Refused(e.to_string()))?;
+    let (chosen, manifest) =
+        restore::choose(store, &settings.source, database, &Selector::Id(path.run.clone())).await?;
+    let conn = &settings.restore.conn;
+    let admin = conn.connect(&conn.maintenance_db).await?;
+    if sql::database_info(&admin, conn, &conn.maintenance_db, scratch).await?.is_some() {
+        return Err(DbError::Refused(format!(
+            "the scratch database {scratch:?} already exists (another drill is using it); left alone"
+        )));
+    }
+    drop(admin);
+    let target = RestoreTarget { name: scratch.to_owned(), clean: false };
+    let done = restore::restore_database(&settings.restore, store, &chosen, &manifest, &target, cancel).await?;
+    let rows = manifest.row_counts.as_ref().map(|c| c.values().map(|&n| u64::try_from(n).unwrap_or(0)).sum());
+    Ok(Restored {
+        rto: done.elapsed,
+        bytes: manifest.dump.stored_bytes,
+        tables: u64::try_from(done.tables_verified).unwrap_or(u64::MAX),
+        rows,
+    })
+}
+
+/// Drops the scratch database `name` (refusing any other name); no error when it is gone.
+pub async fn drop_scratch(conn: &Connection, name: &str) -> Result<(), DbError> {
+    check_scratch_name(name).map_err(|e| DbError::Refused(e.to_string()))?;
+    let maintenance = &conn.maintenance_db;
+    let admin = conn.connect(maintenance).await?;
+    let server = sql::server_version(&admin, conn, maintenance).await?;
+    sql::drop_database(&admin, conn, maintenance, name, server.num).await?;
+    Ok(())
+}
+
+/// Drops the scratch databases that killed drills left on the drill server (started more than
+/// [`STALE_SCRATCH`] before `now`); returns their names. Younger ones may be in use and are
+/// left alone.
+pub async fn drop_stale_scratch(conn: &Connection, now: DateTime<Utc>) -> Result<Vec<String>, PgError> {
+    let maintenance = &conn.maintenance_db;
+    let admin = conn.connect(maintenance).await?;
+    let pattern = format!("{}%", SCRATCH_PREFIX.replace('_', "\\_"));
+    let rows = admin
+        .query("SELECT datname FROM pg_database WHERE datname LIKE $1 ORDER BY 1", &[&pattern])
+        .await
+        .map_err(|e| conn.query_error(maintenance, &e))?;
+    let stale: Vec<String> = rows
+        .into_iter()
+        .map(|r| r.get::<_, String>(0))
+        .filter(|name| {
+            scratch_started(name)
+                .is_some_and(|t| now - t > chrono::Duration::from_std(STALE_SCRATCH).unwrap_or_default())
+        })
+        .collect();
+    if stale.is_empty() {
+        return Ok(stale);
+    }
+    let server = sql::server_version(&admin, conn, maintenance).await?;
+    for name in &stale {
+        tracing::warn!(database = name, "dropping a scratch database a killed drill left behind");
+        sql::drop_database(&admin, conn, maintenance, name, server.num).await?;
+    }
+    Ok(stale)
+}
+
+/// Seconds, to the millisecond.
+fn round_ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0).round() / 1000.0
+}
