@@ -95,10 +95,11 @@ pub async fn list_backups(store: &dyn ObjectStore, source: &str, database: &str)
             stored_bytes: 0,
             drill: None,
         });
-        if crate::core::series::drill_of_file(file).is_some() {
+        if crate::core::drill::is_drill_file(file) {
             // Records are listed in name (time) order: the last one with an outcome wins, but a
             // passed drill is never hidden by a later failed one (the backup was restored once).
-            let outcome = object.metadata.get(DRILL_OUTCOME_METADATA).and_then(|v| DrillOutcome::parse(v));
+            let outcome =
+                object.metadata.get(DRILL_OUTCOME_METADATA).and_then(|v| crate::core::series::parse_outcome(v));
             if entry.drill != Some(DrillOutcome::Passed) && outcome.is_some() {
                 entry.drill = outcome;
             }
