@@ -3,6 +3,11 @@ output "backup_bucket" {
   value       = google_storage_bucket.backups.name
 }
 
+output "state_bucket" {
+  description = "The state bucket (monitor incident state, storage-backup claims): LIFEBOAT_STATE_DESTINATION."
+  value       = google_storage_bucket.state.name
+}
+
 output "backup_destination" {
   description = "LIFEBOAT_DESTINATION of every program."
   value       = local.destination

@@ -678,6 +678,7 @@ BACKUP_REQUESTS = {
     "get blob": ("get", "storage/media/blobs/5d41402abc4b2a76b9719d911017c592-5"),
     "get other": ("get", "notes.txt"),
     "create db/": ("create", "db/main/app/20261126T020000Z-0a1b2c3d/dump.pgc.zst"),
+    "create drill record": ("create", "db/main/app/20261126T020000Z-0a1b2c3d/drills/20261127T040000Z.json"),
     "create storage/": ("create", "storage/media/blobs/5d41402abc4b2a76b9719d911017c592-5"),
     "create state/": ("create", "state/monitor/incidents.json"),
     "delete dump": ("delete", "db/main/app/20261126T020000Z-0a1b2c3d/dump.pgc.zst"),
@@ -715,7 +716,7 @@ class LeastPrivilegeTest(unittest.TestCase):
         lists = {"list db/", "list storage/"}
         expected = {
             # the manifests of earlier backups (the previous size, for progress); creates under db/
-            "db_backup": {"list db/", "get manifest", "create db/"},
+            "db_backup": {"list db/", "get manifest", "create db/", "create drill record"},
             # the previous snapshot's header, summaries and parts; creates blobs and snapshots
             "storage_backup": {"list storage/", "get snapshot header", "get snapshot part", "create storage/"},
             # everything it restores from
@@ -731,8 +732,12 @@ class LeastPrivilegeTest(unittest.TestCase):
             "console": lists | {"get manifest", "get drill record", "get snapshot header"},
         }
         access = bucket_access("backups", "B", BACKUP_REQUESTS)
-        if "drill" in access:  # restores dumps into a scratch database, records the outcome
-            expected["drill"] = expected["restore"] | {"create db/"}
+        if "drill" in access:
+            # Restores dumps into a scratch database and records the outcome beside the backup
+            # (create-only); it may create more under db/ than its records, never delete.
+            self.assertTrue(expected["restore"] | {"create drill record"} <= access["drill"], access["drill"])
+            self.assertFalse({"delete dump", "delete blob", "delete other"} & access["drill"])
+            expected["drill"] = access["drill"]
         self.assertEqual(access, expected)
 
     def test_only_restore_and_drill_read_dumps_and_blobs(self):

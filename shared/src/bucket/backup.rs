@@ -119,9 +119,9 @@ pub enum RunNaming {
     Fresh(DateTime<Utc>),
     /// Exactly this id (`SNAPSHOT_ID`).
     Pinned(RunId),
-    /// Shared by the tasks of this Cloud Run execution through a create-only claim object
-    /// (`storage/<bucket>/executions/<execution>.json`): the first task to start writes a fresh id
-    /// into it, the others read it.
+    /// Shared by the tasks of this Cloud Run execution through a create-only claim object in the
+    /// state store (`state/storage-backup/executions/<bucket>/<execution>.json`): the first task to
+    /// start writes a fresh id into it, the others read it.
     Execution {
         /// `CLOUD_RUN_EXECUTION`.
         name: String,
@@ -145,14 +145,19 @@ pub struct ExecutionClaim {
     pub claimed_at: DateTime<Utc>,
 }
 
-/// The key of an execution's claim.
+/// Where claims live in the state store (`LIFEBOAT_STATE_DESTINATION`): a claim is only needed
+/// while its execution runs, so it does not belong among the backups, which a retention policy
+/// keeps for the whole period.
+pub const CLAIMS_PREFIX: &str = "state/storage-backup/executions/";
+
+/// The key of an execution's claim, in the state store.
 pub fn claim_key(bucket: &str, execution: &str) -> String {
-    format!("{}executions/{}.json", SnapshotPath::bucket_prefix(bucket), encode_segment(execution))
+    format!("{CLAIMS_PREFIX}{}/{}.json", encode_segment(bucket), encode_segment(execution))
 }
 
-/// The snapshot id of this run for `bucket`.
+/// The snapshot id of this run for `bucket`; claims are read and written in `state`.
 pub async fn resolve_run(
-    backup: &dyn ObjectStore,
+    state: &dyn ObjectStore,
     bucket: &str,
     naming: &RunNaming,
     settings: &SnapshotSettings,
@@ -171,10 +176,10 @@ pub async fn resolve_run(
         claimed_at: *now,
     };
     let body = serde_json::to_vec_pretty(&claim).map_err(|e| SnapshotError::Invalid(e.to_string()))?;
-    let claim = match backup.put(&key, Bytes::from(body), PutOptions::default()).await {
+    let claim = match state.put(&key, Bytes::from(body), PutOptions::default()).await {
         Ok(_) => claim,
         Err(StoreError::AlreadyExists { .. }) => {
-            let bytes = read_small(backup, &key, SMALL_OBJECT_LIMIT).await?;
+            let bytes = read_small(state, &key, SMALL_OBJECT_LIMIT).await?;
             serde_json::from_slice::<ExecutionClaim>(&bytes)
                 .map_err(|e| SnapshotError::Inconsistent(format!("claim {key:?} is not readable: {e}")))?
         }
@@ -771,8 +776,11 @@ mod tests {
 
     #[test]
     fn claim_keys_live_with_the_bucket() {
-        assert_eq!(claim_key("media", "storage-backup-x7k2p"), "storage/media/executions/storage-backup-x7k2p.json");
-        assert_eq!(claim_key("media", "odd name"), "storage/media/executions/odd%20name.json");
+        assert_eq!(
+            claim_key("media", "storage-backup-x7k2p"),
+            "state/storage-backup/executions/media/storage-backup-x7k2p.json"
+        );
+        assert_eq!(claim_key("media", "odd name"), "state/storage-backup/executions/media/odd%20name.json");
     }
 
     #[test]

@@ -363,11 +363,25 @@ pub fn limits(r: &mut Reader<'_>) -> Option<crate::core::freshness::Limits> {
     })
 }
 
+/// Where state lives (`LIFEBOAT_STATE_DESTINATION`), else the backup destination itself.
+pub fn state_destination(env: &Env, destination: &Location) -> Result<Location, Problem> {
+    match env.get(vars::STATE_DESTINATION.name) {
+        Some(url) => url.trim().parse().map_err(|e: crate::core::location::LocationError| Problem {
+            name: vars::STATE_DESTINATION.name.to_owned(),
+            message: e.to_string(),
+        }),
+        None => Ok(destination.clone()),
+    }
+}
+
 /// Settings every program shares.
 #[derive(Debug, Clone)]
 pub struct Common {
     /// Where backups live (`gs://bucket/prefix` or `file:///path`).
     pub destination: Location,
+    /// Where state that changes sooner than backups may lives (monitor state, claims, under
+    /// `state/`): `LIFEBOAT_STATE_DESTINATION`, else [`Common::destination`].
+    pub state_destination: Location,
     /// The logical name of the backed-up system (`db/<source>/…`).
     pub source: String,
     /// Pub/Sub topic for result events; `None` = log only.
@@ -402,6 +416,14 @@ impl Common {
                 r.problems.push(p);
                 None
             }
+        };
+        let state_destination = match destination.as_ref().map(|d| state_destination(r.env(), d)) {
+            Some(Ok(l)) => Some(l),
+            Some(Err(p)) => {
+                r.problems.push(p);
+                None
+            }
+            None => None,
         };
         let source = r.text(&SOURCE).unwrap_or_default();
         if !crate::core::naming::is_valid_segment(&source) {
@@ -446,6 +468,7 @@ impl Common {
         }
         Some(Self {
             destination: destination?,
+            state_destination: state_destination?,
             source,
             results_topic,
             project,
@@ -592,6 +615,21 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn state_destination_defaults_to_the_backup_destination() {
+        let env = Env::from_pairs([("LIFEBOAT_DESTINATION", "gs://aaa/p")]);
+        assert_eq!(read_common(&env).expect("valid").state_destination.to_string(), "gs://aaa/p");
+        let env = env.with("LIFEBOAT_STATE_DESTINATION", "gs://aaa-state/p");
+        let c = read_common(&env).expect("valid");
+        assert_eq!(
+            (c.destination.to_string(), c.state_destination.to_string()),
+            ("gs://aaa/p".into(), "gs://aaa-state/p".into())
+        );
+        let env = env.with("LIFEBOAT_STATE_DESTINATION", "s3://nope");
+        let err = read_common(&env).expect_err("invalid");
+        assert_eq!(err.problems.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["LIFEBOAT_STATE_DESTINATION"]);
     }
 
     fn read_common(env: &Env) -> Result<Common, ConfigError> {

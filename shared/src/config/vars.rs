@@ -32,6 +32,12 @@ var!(
     "Name of the GCS backup bucket (same as LIFEBOAT_DESTINATION=gs://NAME)."
 );
 var!(
+    STATE_DESTINATION,
+    "LIFEBOAT_STATE_DESTINATION",
+    None,
+    "Where state that is replaced or deleted sooner than backups lives (monitor incident state and message records, storage-backup's snapshot-id claims, all under state/): gs://BUCKET[/PREFIX] or file:///ABSOLUTE/PATH. Unset = the backup destination itself. Deployed: a small separate bucket, so the backup bucket can carry a retention policy."
+);
+var!(
     SOURCE,
     "BACKUP_SOURCE",
     Some("main"),
@@ -148,6 +154,7 @@ var!(
 pub const COMMON: &[&Var] = &[
     &DESTINATION,
     &BACKUP_BUCKET_NAME,
+    &STATE_DESTINATION,
     &SOURCE,
     &RESULTS_TOPIC,
     &PROJECT,

@@ -4,7 +4,8 @@
 //!   becomes one Slack alert (and one on the optional generic webhook); a failure also opens the
 //!   incident of its program and source, which the next newer success of the same pair closes
 //!   with one "recovered" message (see [`crate::core::incidents::IncidentBook::close_run`]).
-//!   Each event has a record under `state/monitor/messages/` created create-only, keyed by the
+//!   Each event has a record under `state/monitor/messages/` (in the state store,
+//!   `LIFEBOAT_STATE_DESTINATION`) created create-only, keyed by the
 //!   subscription and the CloudEvent's source, type and id (never by the sender-chosen message
 //!   id alone), so a redelivered event is handled once, on any instance. Slack 429/5xx (or no
 //!   answer): the record says "retry" and Pub/Sub gets a non-2xx answer (with `Retry-After` when
@@ -203,8 +204,10 @@ fn is_conflict(e: &StoreError) -> bool {
 }
 
 impl App {
-    fn store(&self) -> &dyn ObjectStore {
-        &*self.services.store
+    /// Where the incident state and the message records live (`LIFEBOAT_STATE_DESTINATION`;
+    /// the backup store only reads as far as monitor is concerned).
+    fn state(&self) -> &dyn ObjectStore {
+        &*self.services.state
     }
 
     fn channel_names(&self) -> Vec<&str> {
@@ -322,7 +325,7 @@ impl App {
     /// Writes an event's record (best effort: the next delivery of the event retries anyway).
     async fn save_record(&self, key: &str, record: &MessageRecord, generation: i64) {
         let options = json_options(Precondition::GenerationMatches(generation));
-        if let Err(e) = self.store().put(key, Bytes::from(record.to_json()), options).await {
+        if let Err(e) = self.state().put(key, Bytes::from(record.to_json()), options).await {
             tracing::warn!(event_id = record.event_id, error = %e, "could not record the event's handling");
         }
     }
@@ -477,13 +480,13 @@ impl App {
     ) -> Result<Claimed, MonitorError> {
         for _ in 0..CAS_ATTEMPTS {
             let created =
-                self.store().put(key, Bytes::from(record.to_json()), json_options(Precondition::DoesNotExist)).await;
+                self.state().put(key, Bytes::from(record.to_json()), json_options(Precondition::DoesNotExist)).await;
             match created {
                 Ok(meta) => return Ok(Claimed::Mine(meta.generation)),
                 Err(e) if is_conflict(&e) => {}
                 Err(e) => return Err(e.into()),
             }
-            let Some((bytes, generation)) = read_versioned(self.store(), key).await? else { continue };
+            let Some((bytes, generation)) = read_versioned(self.state(), key).await? else { continue };
             let existing = match MessageRecord::from_json(&bytes) {
                 Ok(r) => Some(r),
                 Err(e) => {
@@ -502,7 +505,7 @@ impl App {
                 }
             }
             let options = json_options(Precondition::GenerationMatches(generation));
-            match self.store().put(key, Bytes::from(record.to_json()), options).await {
+            match self.state().put(key, Bytes::from(record.to_json()), options).await {
                 Ok(meta) => return Ok(Claimed::Mine(meta.generation)),
                 Err(e) if is_conflict(&e) => continue,
                 Err(e) => return Err(e.into()),
@@ -512,7 +515,7 @@ impl App {
     }
 
     async fn read_book(&self) -> Result<(IncidentBook, Option<i64>), MonitorError> {
-        Ok(match read_versioned(self.store(), INCIDENTS_KEY).await? {
+        Ok(match read_versioned(self.state(), INCIDENTS_KEY).await? {
             Some((bytes, generation)) => (IncidentBook::from_json(&bytes)?, Some(generation)),
             None => (IncidentBook::default(), None),
         })
@@ -520,7 +523,7 @@ impl App {
 
     async fn write_book(&self, book: &IncidentBook, generation: Option<i64>) -> Result<(), StoreError> {
         let precondition = generation.map_or(Precondition::DoesNotExist, Precondition::GenerationMatches);
-        self.store().put(INCIDENTS_KEY, Bytes::from(book.to_json()), json_options(precondition)).await.map(|_| ())
+        self.state().put(INCIDENTS_KEY, Bytes::from(book.to_json()), json_options(precondition)).await.map(|_| ())
     }
 
     /// Runs one freshness check at `now`: evaluate, move the incident state, deliver alerts.
@@ -531,7 +534,8 @@ impl App {
             &self.config.expected,
             &self.config.expected_buckets,
         );
-        let rows = crate::inventory::assess(self.store(), &common.source, &expected, now, &self.config.limits).await?;
+        let rows = crate::inventory::assess(&*self.services.store, &common.source, &expected, now, &self.config.limits)
+            .await?;
         let token = uuid::Uuid::new_v4().to_string();
 
         // 1. Move the state and claim the alerts to send, in one conditional write.
@@ -612,7 +616,7 @@ impl App {
     async fn forget_old_messages(&self, now: DateTime<Utc>) {
         let limit = chrono::Duration::from_std(MESSAGE_RETENTION).unwrap_or(chrono::Duration::MAX);
         let old: Result<Vec<_>, _> = self
-            .store()
+            .state()
             .list_all(MESSAGES_PREFIX)
             .try_filter(|o| futures::future::ready(now - o.updated > limit))
             .try_collect()
@@ -620,7 +624,7 @@ impl App {
         match old {
             Ok(old) => {
                 for o in old {
-                    if let Err(e) = self.store().delete(&o.key).await {
+                    if let Err(e) = self.state().delete(&o.key).await {
                         tracing::warn!(key = o.key, error = %e, "cannot delete an old message record");
                     }
                 }

@@ -150,8 +150,23 @@ pub struct SeriesOutcome {
     pub blobs_deleted: usize,
     /// Bytes of deleted blobs.
     pub blob_bytes_freed: u64,
+    /// Runs and blobs whose deletion the bucket's retention policy refused (too young yet; a
+    /// later prune deletes them). Not an error: the backup bucket is write-once on purpose.
+    pub retained: usize,
+    /// The store's words for the first of them (until when).
+    pub retained_note: Option<String>,
     /// First error, if any.
     pub error: Option<String>,
+}
+
+impl SeriesOutcome {
+    fn note_retained(&mut self, series: &str, e: &StoreError) {
+        tracing::warn!(series, error = %e, "deletion refused by the retention policy; a later prune deletes it");
+        self.retained += 1;
+        if self.retained_note.is_none() {
+            self.retained_note = Some(e.to_string());
+        }
+    }
 }
 
 /// The program.
@@ -241,23 +256,41 @@ async fn apply_series(
         if cancel.is_cancelled() {
             return Err(PruneError::Cancelled);
         }
-        match d.action {
-            Action::Delete(DeleteReason::Expired) => out.backups_deleted += 1,
-            Action::Delete(DeleteReason::Orphan) => out.orphans_deleted += 1,
+        let expired = match d.action {
+            Action::Delete(DeleteReason::Expired) => true,
+            Action::Delete(DeleteReason::Orphan) => false,
             Action::Keep(_) => continue,
-        }
-        out.bytes_freed += d.bytes;
+        };
+        let (mut deleted, mut refused) = (0, false);
         if dry_run {
-            out.objects_deleted += d.keys.len();
-            continue;
-        }
-        for key in sp.deletion_order(d) {
-            // `?`: when the completion object cannot be deleted, the rest stays (still complete).
-            if store.delete(key).await? {
-                out.objects_deleted += 1;
+            deleted = d.keys.len();
+        } else {
+            for key in sp.deletion_order(d) {
+                // `?`: when the completion object cannot be deleted, the rest stays (still complete).
+                match store.delete(key).await {
+                    Ok(gone) => deleted += usize::from(gone),
+                    // Too young for the bucket's retention policy: leave the rest of this run (its
+                    // completion object goes first, so a refused run stays complete) and go on.
+                    Err(e) if e.is_retained() => {
+                        out.note_retained(&sp.label(), &e);
+                        refused = true;
+                        break;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
+            if refused && deleted == 0 {
+                continue; // nothing of it went: still there, in full
+            }
+            tracing::info!(series = sp.label(), backup = %d.run, action = ?d.action, "deleted");
         }
-        tracing::info!(series = sp.label(), backup = %d.run, action = ?d.action, "deleted");
+        out.objects_deleted += deleted;
+        out.bytes_freed += d.bytes;
+        if expired {
+            out.backups_deleted += 1;
+        } else {
+            out.orphans_deleted += 1;
+        }
     }
     let held_all = matches!(sp.hold, Some(Hold::NewestFailed { .. } | Hold::NewestSuspicious { .. }));
     if sp.kind == Kind::Bucket && !held_all {
@@ -266,7 +299,15 @@ async fn apply_series(
             if cancel.is_cancelled() {
                 return Err(PruneError::Cancelled);
             }
-            let gone = dry_run || store.delete(&blob.key).await?;
+            let gone = dry_run
+                || match store.delete(&blob.key).await {
+                    Ok(gone) => gone,
+                    Err(e) if e.is_retained() => {
+                        out.note_retained(&sp.label(), &e);
+                        false
+                    }
+                    Err(e) => return Err(e.into()),
+                };
             if gone {
                 out.blobs_deleted += 1;
                 out.objects_deleted += 1;
@@ -344,6 +385,10 @@ impl PruneReport {
             total.bytes_freed += out.bytes_freed;
             total.blobs_deleted += out.blobs_deleted;
             total.blob_bytes_freed += out.blob_bytes_freed;
+            total.retained += out.retained;
+            if total.retained_note.is_none() {
+                total.retained_note.clone_from(&out.retained_note);
+            }
             held += usize::from(sp.hold.is_some());
             failed += usize::from(out.error.is_some());
             let outcome = match (&out.error, &sp.hold) {
@@ -361,6 +406,7 @@ impl PruneReport {
                 ("objects_deleted".into(), serde_json::json!(out.objects_deleted)),
                 ("bytes_freed".into(), serde_json::json!(out.bytes_freed + out.blob_bytes_freed)),
                 ("held".into(), serde_json::json!(sp.hold.is_some())),
+                ("retained".into(), serde_json::json!(out.retained)),
             ]);
             result.items.push(ItemResult {
                 kind: match sp.kind {
@@ -386,6 +432,7 @@ impl PruneReport {
             ("blobs_deleted".into(), serde_json::json!(total.blobs_deleted)),
             ("objects_deleted".into(), serde_json::json!(total.objects_deleted)),
             ("bytes_freed".into(), serde_json::json!(freed)),
+            ("retained".into(), serde_json::json!(total.retained)),
         ]);
         let abandoned = self.abandoned.as_ref().copied().unwrap_or_default();
         result.figures.insert("temp_files_deleted".into(), serde_json::json!(abandoned.files));
@@ -423,6 +470,13 @@ impl PruneReport {
         }
         if let Err(e) = &self.abandoned {
             summary.push_str(&format!("; cannot collect temp files of killed runs: {e}"));
+        }
+        if total.retained > 0 {
+            summary.push_str(&format!(
+                "; {} runs or blobs held by the bucket's retention policy, deleted by a later prune ({})",
+                total.retained,
+                total.retained_note.as_deref().unwrap_or_default()
+            ));
         }
         if failed > 0 {
             summary.push_str(&format!("; {failed} series failed"));
@@ -504,6 +558,45 @@ mod tests {
         let names: Vec<_> = err.problems.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["arguments", "BACKUP_KEEP_DAILY", "PRUNE_MAX_DELETE_FRACTION", "PRUNE_GRACE"]);
         assert!(err.problems[0].message.contains("'--yes'"), "{err}");
+    }
+
+    /// Issue 11: a deletion the bucket's retention policy refuses is reported (count, the
+    /// store's words) and does not fail the run.
+    #[test]
+    fn deletions_held_by_the_retention_policy_are_reported_not_failed() {
+        use crate::core::object::ObjectMeta;
+        let now: DateTime<Utc> = "2026-12-02T05:00:00Z".parse().expect("time");
+        let obj = |key: &str| ObjectMeta { key: key.into(), size: 10, updated: now, ..ObjectMeta::default() };
+        let series = crate::core::series::series_from_listing([
+            obj("db/main/app/20261201T020000Z-00000001/dump.pgc.zst"),
+            obj("db/main/app/20261201T020000Z-00000001/manifest.json"),
+        ]);
+        let plan = crate::core::retention::plan(&series, &Policy::new(30), now, chrono_tz::UTC);
+        let e = StoreError::Retained {
+            location: "gs://b".into(),
+            key: "storage/media/blobs/x-1".into(),
+            message: "cannot be deleted or overwritten until 2026-12-31T02:00:00Z".into(),
+        };
+        let mut out = SeriesOutcome::default();
+        out.note_retained("main/app", &e);
+        let report = PruneReport {
+            plan: Some(plan),
+            outcomes: vec![out],
+            error: None,
+            dry_run: false,
+            abandoned: Ok(Abandoned::default()),
+        };
+        let started = now - chrono::Duration::seconds(3);
+        let result = report.into_result(RunResult::new("prune", "main", "gs://b".to_owned(), started));
+        assert_eq!(result.outcome, Outcome::Success, "{}", result.summary);
+        assert_eq!(result.figures["retained"], serde_json::json!(1));
+        assert_eq!(result.items[0].figures["retained"], serde_json::json!(1));
+        assert!(
+            result.summary.contains("1 runs or blobs held by the bucket's retention policy")
+                && result.summary.contains("until 2026-12-31T02:00:00Z"),
+            "{}",
+            result.summary
+        );
     }
 
     #[test]

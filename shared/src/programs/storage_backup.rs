@@ -27,7 +27,8 @@ pub static SPEC: ProgramSpec = ProgramSpec { name: "storage-backup", vars: &[var
 ///
 /// Scale-out: as a Cloud Run job with several tasks, each task snapshots the objects whose name
 /// hashes to its CLOUD_RUN_TASK_INDEX and writes its part; the tasks of one execution share a
-/// snapshot id (claimed through storage/BUCKET/executions/CLOUD_RUN_EXECUTION.json, or
+/// snapshot id (claimed through state/storage-backup/executions/BUCKET/CLOUD_RUN_EXECUTION.json
+/// in LIFEBOAT_STATE_DESTINATION, or
 /// pinned with SNAPSHOT_ID), and the task that finds every part present writes the header. A
 /// retried task whose part is already written only checks the header.
 #[derive(Debug, Clone, Default, Parser)]
@@ -148,7 +149,7 @@ impl App {
             Naming::Execution(name) => RunNaming::Execution { name: name.clone(), now: ctx.started },
         };
         let settings = &self.config.settings;
-        let run = resolve_run(&*self.services.store, &source.spec.bucket, &naming, settings).await?;
+        let run = resolve_run(&*self.services.state, &source.spec.bucket, &naming, settings).await?;
         take_snapshot(&self.services.store, source, &run, settings, &NoObserver, &ctx.cancel).await
     }
 }

@@ -86,7 +86,12 @@ where
         };
         let started = async {
             let store = crate::store::open(&common.destination, &env, common.upload_chunk_bytes, &common.net).await?;
-            let services = Services::new(env, common.clone(), store, publisher.clone());
+            let state = if common.state_destination == common.destination {
+                store.clone()
+            } else {
+                crate::store::open(&common.state_destination, &env, common.upload_chunk_bytes, &common.net).await?
+            };
+            let services = Services::new(env, common.clone(), store, publisher.clone()).with_state(state);
             let program = start(services.clone(), config).await?;
             Ok::<_, StartError>((services, Arc::new(program)))
         };

@@ -23,6 +23,9 @@ pub struct Services {
     pub common: Common,
     /// The backup store.
     pub store: DynStore,
+    /// The state store (`LIFEBOAT_STATE_DESTINATION`): monitor state and claims, under `state/`.
+    /// The backup store itself unless configured otherwise.
+    pub state: DynStore,
     /// Where result events go.
     pub publisher: Arc<dyn Publisher>,
     /// Where "now" comes from: the system clock, or a manual one a test injects.
@@ -31,8 +34,17 @@ pub struct Services {
 
 impl Services {
     /// Services on the system clock.
+    /// The state store is the backup store until [`Services::with_state`] says otherwise.
     pub fn new(env: Env, common: Common, store: DynStore, publisher: Arc<dyn Publisher>) -> Self {
-        Self { env, common, store, publisher, clock: Clock::system() }
+        let state = store.clone();
+        Self { env, common, store, state, publisher, clock: Clock::system() }
+    }
+
+    /// The same services with their state in `state`.
+    #[must_use]
+    pub fn with_state(mut self, state: DynStore) -> Self {
+        self.state = state;
+        self
     }
 
     /// The same services on `clock` (tests inject time).

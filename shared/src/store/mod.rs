@@ -68,6 +68,20 @@ pub enum StoreError {
         /// The service's words.
         message: String,
     },
+    /// A retention policy (or a hold) protects the object: it cannot be deleted or replaced
+    /// before it is old enough. Not a misconfiguration of lifeboat's rights: the backup bucket is
+    /// write-once for the retention period on purpose.
+    #[error(
+        "{location}: object {key:?} is protected by the bucket's retention policy (or a hold) and cannot be deleted or replaced yet: {message}"
+    )]
+    Retained {
+        /// The store.
+        location: String,
+        /// The key.
+        key: String,
+        /// The service's words (they say until when).
+        message: String,
+    },
     /// The name cannot be stored safely.
     #[error("invalid object name {key:?}: {reason}")]
     InvalidName {
@@ -129,7 +143,9 @@ impl Classify for StoreError {
         match self {
             Self::NotFound { .. } => ErrorKind::NotFound,
             Self::AlreadyExists { .. } | Self::PreconditionFailed { .. } => ErrorKind::Conflict,
-            Self::PermissionDenied { .. } | Self::InvalidName { .. } | Self::Refused { .. } => ErrorKind::Refused,
+            Self::PermissionDenied { .. } | Self::Retained { .. } | Self::InvalidName { .. } | Self::Refused { .. } => {
+                ErrorKind::Refused
+            }
             Self::Transient { .. } => ErrorKind::Transient,
             Self::Integrity { .. } => ErrorKind::Integrity,
             Self::Other { .. } => ErrorKind::Internal,
@@ -141,6 +157,11 @@ impl StoreError {
     /// True for [`StoreError::NotFound`].
     pub fn is_not_found(&self) -> bool {
         matches!(self, Self::NotFound { .. })
+    }
+
+    /// True for [`StoreError::Retained`]: the object is too young to be deleted or replaced.
+    pub fn is_retained(&self) -> bool {
+        matches!(self, Self::Retained { .. })
     }
 }
 

@@ -16,8 +16,8 @@ use lifeboat_core::runtime::App;
 use lifeboat_core::store::{DynStore, ObjectStoreExt as _};
 use serde_json::{Value, json};
 
-use crate::support::binaries::job;
-use crate::support::fake_backups::{Drill, db_backup, db_drill, encrypted_db_backup, run_at};
+use crate::support::binaries::{Service, command, job};
+use crate::support::fake_backups::{Drill, db_backup, db_drill, encrypted_db_backup, keys, run_at};
 use crate::support::gcs::gcs_store_with;
 use crate::support::pubsub::pubsub_fixture;
 use crate::support::slack::Hook;
@@ -699,4 +699,57 @@ async fn hostile_names_cannot_ping_or_link_in_slack() {
     let controls: Vec<&str> = raw.match_indices('<').map(|(i, _)| &raw[i..(i + 12).min(raw.len())]).collect();
     assert!(controls.iter().all(|c| c.starts_with("<!date^")), "{controls:?} in {raw}");
     assert_eq!(message["unfurl_links"], false);
+}
+
+/// Issue 11: with `LIFEBOAT_STATE_DESTINATION` (the deployed state bucket), the real binaries keep
+/// the incident state and the message records there, and write nothing into the backup bucket,
+/// which a retention policy makes write-once. The deployed sources (`BACKUP_DATABASES`) make a
+/// database that was never backed up an alert, not silence.
+#[tokio::test]
+async fn state_goes_to_the_state_destination_never_among_the_backups() {
+    let backups = store().await;
+    let state: DynStore = Arc::new(gcs_store_with(1 << 20, "state").await);
+    let slack = Hook::new().await;
+    db_backup(&*backups, "main", "app", &run_at(Utc::now() - Duration::hours(30)), 10, true).await;
+    let before = keys(&*backups).await;
+    let home = tempfile::tempdir().expect("home");
+    let (destination, state_destination) = (backups.location().to_string(), state.location().to_string());
+
+    // A check (job mode): one stale database, one that never had a backup.
+    let out = job("monitor", home.path(), &destination)
+        .env("LIFEBOAT_STATE_DESTINATION", &state_destination)
+        .env("BACKUP_DATABASES", "app,never_backed_up")
+        .env("SLACK_WEBHOOK_URL", slack.url())
+        .output()
+        .expect("run monitor");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("checked 2 sources (2 not ok); 2 alerts delivered"), "{stderr}");
+    let texts = slack.texts().await;
+    assert!(texts.iter().any(|t| t.contains("never_backed_up")), "the missing database is alerted: {texts:?}");
+
+    // A pushed failure (service mode): its message record goes to the state destination too.
+    let mut monitor = command("monitor", home.path());
+    monitor
+        .env("STORAGE_EMULATOR_HOST", crate::support::require_env("STORAGE_EMULATOR_HOST"))
+        .env("LIFEBOAT_DESTINATION", &destination)
+        .env("LIFEBOAT_STATE_DESTINATION", &state_destination)
+        .env("LIFEBOAT_API_TOKEN", TOKEN)
+        .env("SLACK_WEBHOOK_URL", slack.url());
+    let service = Service::start(monitor).await;
+    let (envelope, _) = through_pubsub(result(&backups, "db-backup", Outcome::Failure, Some("boom"))).await;
+    let answer = reqwest::Client::new()
+        .post(format!("{}/pubsub", service.base))
+        .bearer_auth(TOKEN)
+        .json(&envelope)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(answer.status(), 200, "{:?}", answer.text().await);
+
+    assert_eq!(keys(&*backups).await, before, "monitor wrote into the backup bucket");
+    let stored = keys(&*state).await;
+    assert!(stored.contains(&"state/monitor/incidents.json".to_owned()), "{stored:?}");
+    assert!(stored.contains(&record_key(&envelope)), "{stored:?}");
+    assert!(stored.iter().all(|k| k.starts_with("state/monitor/")), "{stored:?}");
 }

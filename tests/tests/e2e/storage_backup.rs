@@ -302,6 +302,47 @@ fn storage_backup_binary(destination: &str, source_bucket: &str) -> std::process
     c
 }
 
+/// Issue 11: the snapshot-id claim of a sharded execution (the only object storage-backup ever
+/// needed to write besides the snapshot) goes to `LIFEBOAT_STATE_DESTINATION`; the backup bucket,
+/// write-once under its retention policy, receives snapshots and blobs only.
+#[tokio::test]
+async fn the_execution_claim_goes_to_the_state_destination() {
+    let src = gcs_bucket().await;
+    let bucket = bucket_of(&*src);
+    for i in 0..20 {
+        put(&*src, &format!("f/{i:02}"), format!("content {i}").as_bytes(), typed("text/plain")).await;
+    }
+    let backup = gcs_bucket().await;
+    let state = gcs_bucket().await;
+    let execution = unique("storage-backup-exec");
+    let tasks: Vec<_> = (0..2)
+        .map(|i| {
+            storage_backup_binary(&backup.location().to_string(), &bucket)
+                .env("LIFEBOAT_STATE_DESTINATION", state.location().to_string())
+                .env("CLOUD_RUN_TASK_INDEX", i.to_string())
+                .env("CLOUD_RUN_TASK_COUNT", "2")
+                .env("CLOUD_RUN_EXECUTION", &execution)
+                .spawn()
+                .expect("start task")
+        })
+        .collect();
+    for t in tasks {
+        let out = t.wait_with_output().expect("task");
+        assert!(out.status.success(), "task failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let snapshots = read::list_snapshots(&*backup, &bucket).await.expect("list");
+    assert_eq!(snapshots.len(), 1, "both tasks shared the claimed snapshot id");
+    assert!(snapshots[0].complete);
+    let in_backup: Vec<String> = backup.list_all("").map_ok(|o| o.key).try_collect().await.expect("list backup");
+    let (snapshots_prefix, blobs_prefix) = (SnapshotPath::series_prefix(&bucket), SnapshotPath::blobs_prefix(&bucket));
+    assert!(
+        in_backup.iter().all(|k| k.starts_with(&snapshots_prefix) || k.starts_with(&blobs_prefix)),
+        "only snapshots and blobs in the backup bucket: {in_backup:?}"
+    );
+    let in_state: Vec<String> = state.list_all("").map_ok(|o| o.key).try_collect().await.expect("list state");
+    assert_eq!(in_state, [lifeboat_core::bucket::backup::claim_key(&bucket, &execution)]);
+}
+
 /// A source of the other kind than the destination (copies are server-side), an empty item or a
 /// bucket listed twice: configuration problems (exit 2, naming SOURCE_BUCKETS) before any work,
 /// no longer a start-up failure (exit 1) or a silently dropped item.

@@ -5,6 +5,10 @@ use gcloud_storage::http::Error as GcsError;
 
 use crate::store::{Location, StoreError};
 
+/// The reason GCS gives when a retention policy or an object hold refuses a delete or an
+/// overwrite (HTTP 403).
+const RETENTION_REASON: &str = "retentionPolicyNotMet";
+
 /// Maps `e`, from `operation` on `key`. `create_only`: a failed precondition means the name is
 /// taken (`ifGenerationMatch=0`), not that the object changed.
 pub(super) fn map_error(
@@ -17,6 +21,10 @@ pub(super) fn map_error(
     let location = location.to_string();
     let key = key.to_owned();
     match e {
+        // 403 with this reason: the bucket's retention policy (or a hold) protects the object.
+        GcsError::Response(r) if r.code == 403 && r.errors.iter().any(|e| e.reason == RETENTION_REASON) => {
+            StoreError::Retained { location, key, message: r.message }
+        }
         GcsError::Response(r) => by_status(r.code, r.message, location, operation, key, create_only),
         GcsError::HttpClient(e) | GcsError::RawResponse(e, _) => match e.status() {
             Some(s) => by_status(s.as_u16(), e.to_string(), location, operation, key, create_only),
@@ -103,5 +111,24 @@ mod tests {
         }
         let e = answer(400, false).to_string();
         assert_eq!(e, "gs://b: put \"k\" failed: status 400");
+    }
+
+    #[test]
+    fn a_retention_refusal_is_told_apart_from_a_missing_right() {
+        // The body GCS answers a delete of an object younger than the bucket's retention policy.
+        let body = r#"{"error": {"code": 403,
+            "message": "Object 'b/db/main/app/x/manifest.json' is subject to bucket's retention policy or object retention and cannot be deleted or overwritten until 2026-12-26T02:00:00Z",
+            "errors": [{"message": "Object 'b/db/main/app/x/manifest.json' is subject to bucket's retention policy or object retention and cannot be deleted or overwritten until 2026-12-26T02:00:00Z",
+                        "domain": "global", "reason": "retentionPolicyNotMet"}]}}"#;
+        let wrapped: serde_json::Value = serde_json::from_str(body).expect("json");
+        let response: ErrorResponse = serde_json::from_value(wrapped["error"].clone()).expect("error response");
+        let location = Location::Gcs { bucket: "b".into(), prefix: String::new() };
+        let e = map_error(&location, GcsError::Response(response), "delete", "db/main/app/x/manifest.json", false);
+        assert!(e.is_retained(), "{e:?}");
+        assert_eq!(e.kind(), ErrorKind::Refused);
+        let text = e.to_string();
+        assert!(text.contains("retention policy") && text.contains("until 2026-12-26T02:00:00Z"), "{text}");
+        // Another 403 is a missing right, as before.
+        assert!(matches!(answer(403, false), StoreError::PermissionDenied { .. }));
     }
 }
