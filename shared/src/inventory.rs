@@ -32,17 +32,11 @@ pub async fn load(store: &dyn ObjectStore, source: &str) -> Result<Vec<Series>, 
     Ok(series)
 }
 
-/// Largest drill record read.
-const MAX_DRILL_BYTES: u64 = 1024 * 1024;
-
 /// The outcome a drill record states for the backup `backup_id` (a record that names another
-/// backup, or is not a record, states nothing).
+/// backup, or is not a record of a known version, states nothing).
 pub fn drill_outcome(record: &[u8], backup_id: &str) -> Option<DrillOutcome> {
-    let v: serde_json::Value = serde_json::from_slice(record).ok()?;
-    if v.get("backup_id").and_then(|b| b.as_str()).is_some_and(|b| b != backup_id) {
-        return None;
-    }
-    DrillOutcome::parse(v.get("outcome")?.as_str()?)
+    let record = crate::core::drill::DrillRecord::from_json(record).ok()?;
+    (record.backup_id.to_string() == backup_id).then_some(record.outcome)
 }
 
 /// Fills in the outcome of drill records the listing left unknown (no metadata), newest complete
@@ -55,7 +49,7 @@ pub async fn resolve_drills(store: &dyn ObjectStore, series: &mut Series) -> Res
         }
         let id = b.run.to_string();
         for d in b.drills.iter_mut().rev().filter(|d| d.outcome.is_none()) {
-            match store.read_all(&d.key, MAX_DRILL_BYTES).await {
+            match store.read_all(&d.key, crate::core::drill::MAX_RECORD_BYTES).await {
                 Ok(bytes) => d.outcome = drill_outcome(&bytes, &id),
                 Err(e) if e.is_not_found() || matches!(e, StoreError::Integrity { .. }) => {
                     tracing::warn!(key = d.key, error = %e, "drill record unreadable: it verifies nothing");
@@ -184,7 +178,7 @@ pub async fn details(store: &dyn ObjectStore, series: &Series, limit: usize) -> 
             let number = |name: &str| r.and_then(|r| r.get(name)).and_then(serde_json::Value::as_u64);
             drills.push(DrillSummary {
                 key: d.key.clone(),
-                outcome: d.outcome.map(|o| o.name().to_owned()).or_else(|| text("outcome")),
+                outcome: d.outcome.map(|o| o.as_str().to_owned()).or_else(|| text("outcome")),
                 started_at: text("started_at"),
                 finished_at: text("finished_at"),
                 rto_seconds: r.and_then(|r| r.get("rto_seconds")).and_then(serde_json::Value::as_f64),

@@ -341,17 +341,6 @@ pub fn max_age(r: &mut Reader<'_>) -> Option<Duration> {
     )
 }
 
-/// Where state lives (`LIFEBOAT_STATE_DESTINATION`), else the backup destination itself.
-pub fn state_destination(env: &Env, destination: &Location) -> Result<Location, Problem> {
-    match env.get(vars::STATE_DESTINATION.name) {
-        Some(url) => url.trim().parse().map_err(|e: crate::core::location::LocationError| Problem {
-            name: vars::STATE_DESTINATION.name.to_owned(),
-            message: e.to_string(),
-        }),
-        None => Ok(destination.clone()),
-    }
-}
-
 /// Reads `BACKUP_MAX_UNVERIFIED_AGE`, bounded by [`MAX_MAX_AGE`] as `BACKUP_MAX_AGE` is.
 pub fn max_unverified_age(r: &mut Reader<'_>) -> Option<Duration> {
     r.duration_at_most(
@@ -372,6 +361,17 @@ pub fn limits(r: &mut Reader<'_>) -> Option<crate::core::freshness::Limits> {
         max_unverified_age: max_unverified_age?,
         encryption_required: recipients?.is_some(),
     })
+}
+
+/// Where state lives (`LIFEBOAT_STATE_DESTINATION`), else the backup destination itself.
+pub fn state_destination(env: &Env, destination: &Location) -> Result<Location, Problem> {
+    match env.get(vars::STATE_DESTINATION.name) {
+        Some(url) => url.trim().parse().map_err(|e: crate::core::location::LocationError| Problem {
+            name: vars::STATE_DESTINATION.name.to_owned(),
+            message: e.to_string(),
+        }),
+        None => Ok(destination.clone()),
+    }
 }
 
 /// Settings every program shares.

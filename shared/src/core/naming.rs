@@ -167,9 +167,6 @@ pub const SUSPICIOUS_METADATA: &str = "lifeboat-suspicious";
 /// reading the record when it is absent).
 pub const DRILL_OUTCOME_METADATA: &str = "lifeboat-drill-outcome";
 
-/// The folder of drill records inside a backup or snapshot folder.
-pub const DRILLS_DIR: &str = "drills/";
-
 impl SnapshotPath {
     /// `storage/<bucket>/` — everything stored for one source bucket.
     pub fn bucket_prefix(bucket: &str) -> String {

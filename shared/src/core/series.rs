@@ -13,9 +13,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::core::naming::{
-    DRILL_OUTCOME_METADATA, DRILLS_DIR, DbBackupPath, RunId, SUSPICIOUS_METADATA, SnapshotPath, TS_FORMAT,
-};
+use crate::core::drill::{is_drill_file, parse_record_file};
+use crate::core::naming::{DRILL_OUTCOME_METADATA, DbBackupPath, RunId, SUSPICIOUS_METADATA, SnapshotPath};
 use crate::core::object::ObjectMeta;
 
 /// What a series backs up.
@@ -50,32 +49,14 @@ pub struct Backup {
     pub drills: Vec<DrillRef>,
 }
 
-/// How a drill of a backup ended (the record's `outcome`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DrillOutcome {
-    /// Restored and verified: the backup is verified.
-    Passed,
-    /// The drill failed.
-    Failed,
-}
+pub use crate::core::drill::DrillOutcome;
 
-impl DrillOutcome {
-    /// `passed` / `failed`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Passed => "passed",
-            Self::Failed => "failed",
-        }
-    }
-
-    /// Parses `passed` / `failed` (anything else: `None`).
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "passed" => Some(Self::Passed),
-            "failed" => Some(Self::Failed),
-            _ => None,
-        }
+/// The outcome named `passed` / `failed` (anything else: `None`), as in a record or its metadata.
+pub fn parse_outcome(s: &str) -> Option<DrillOutcome> {
+    match s {
+        "passed" => Some(DrillOutcome::Passed),
+        "failed" => Some(DrillOutcome::Failed),
+        _ => None,
     }
 }
 
@@ -100,15 +81,6 @@ impl Backup {
     pub fn last_drill(&self) -> Option<&DrillRef> {
         self.drills.iter().rev().find(|d| d.outcome.is_some())
     }
-}
-
-/// The drill record a file name within a backup folder names (`drills/<ts>.json`), if it is one.
-pub fn drill_of_file(file: &str) -> Option<Option<DateTime<Utc>>> {
-    let name = file.strip_prefix(DRILLS_DIR)?.strip_suffix(".json")?;
-    if name.is_empty() || name.contains('/') {
-        return None;
-    }
-    Some(chrono::NaiveDateTime::parse_from_str(name, TS_FORMAT).ok().map(|t| t.and_utc()))
 }
 
 /// The runs of one database or bucket, oldest first.
@@ -180,9 +152,14 @@ pub fn series_from_listing(objects: impl IntoIterator<Item = ObjectMeta>) -> Vec
             keys: Vec::new(),
             drills: Vec::new(),
         });
-        if let Some(drilled_at) = drill_of_file(file) {
-            let outcome = o.metadata.get(DRILL_OUTCOME_METADATA).and_then(|v| DrillOutcome::parse(v));
-            entry.drills.push(DrillRef { key: o.key.clone(), drilled_at, outcome });
+        if is_drill_file(file) {
+            // The drills folder: records (`<ts>.json`), never backup bytes; its objects go with
+            // the backup when it is deleted.
+            if file.ends_with(".json") {
+                let outcome = o.metadata.get(DRILL_OUTCOME_METADATA).and_then(|v| parse_outcome(v));
+                let drilled_at = parse_record_file(file);
+                entry.drills.push(DrillRef { key: o.key.clone(), drilled_at, outcome });
+            }
             entry.last_write = entry.last_write.max(o.updated);
             entry.keys.push(o.key);
             continue;
@@ -282,6 +259,7 @@ mod tests {
         assert_eq!(b1.bytes, 102, "drill records are not backup bytes");
         assert_eq!(b1.keys.len(), 3, "but they are its objects: deleting the backup deletes them");
         assert_eq!(b2.drills.len(), 2, "notes.txt is no record");
+        assert_eq!(b2.keys.len(), 5, "but it goes with the backup");
         assert_eq!(b2.drills[1].outcome, None);
         assert_eq!(b2.drills[0].drilled_at.map(|t| t.to_rfc3339()), Some("2026-11-26T05:00:00+00:00".to_owned()));
         assert_eq!(b2.last_drill().map(|d| d.outcome), Some(Some(DrillOutcome::Failed)));

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use super::DbError;
-use super::restore::{self, RestoreSettings, RestoreTarget, Selector};
+use super::restore::{self, RestoreSettings, Selector};
 use crate::core::drill::{
     DrillKind, DrillOutcome, DrillRecord, RECORD_VERSION, SCRATCH_PREFIX, check_scratch_name, db_record_key,
     scratch_database_name, scratch_started,
@@ -146,8 +146,8 @@ async fn restore_scratch(
         )));
     }
     drop(admin);
-    let target = RestoreTarget { name: scratch.to_owned(), clean: false };
-    let done = restore::restore_database(&settings.restore, store, &chosen, &manifest, &target, cancel).await?;
+    let done =
+        restore::restore_into_new_database(&settings.restore, store, &chosen, &manifest, scratch, cancel).await?;
     let rows = manifest.row_counts.as_ref().map(|c| c.values().map(|&n| u64::try_from(n).unwrap_or(0)).sum());
     Ok(Restored {
         rto: done.elapsed,

@@ -461,13 +461,6 @@ impl PruneReport {
             let verb = if self.dry_run { "would be refused" } else { "refused" };
             summary.push_str(&format!("; {held} series held, prune {verb} ({})", reasons.join("; ")));
         }
-        if total.retained > 0 {
-            summary.push_str(&format!(
-                "; {} runs or blobs held by the bucket's retention policy, deleted by a later prune ({})",
-                total.retained,
-                total.retained_note.as_deref().unwrap_or_default()
-            ));
-        }
         if abandoned.files > 0 {
             summary.push_str(&format!(
                 "; {verb} {} temp files of killed runs ({})",
@@ -477,6 +470,13 @@ impl PruneReport {
         }
         if let Err(e) = &self.abandoned {
             summary.push_str(&format!("; cannot collect temp files of killed runs: {e}"));
+        }
+        if total.retained > 0 {
+            summary.push_str(&format!(
+                "; {} runs or blobs held by the bucket's retention policy, deleted by a later prune ({})",
+                total.retained,
+                total.retained_note.as_deref().unwrap_or_default()
+            ));
         }
         if failed > 0 {
             summary.push_str(&format!("; {failed} series failed"));

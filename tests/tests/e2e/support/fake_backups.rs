@@ -9,6 +9,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt as _;
 use lifeboat_core::core::db_manifest::{Compression, DB_FORMAT, DbManifest, DumpObject, Encryption, EncryptionFormat};
+use lifeboat_core::core::drill::{DrillKind, DrillOutcome, DrillRecord, RECORD_VERSION};
 use lifeboat_core::core::naming::{
     DRILL_OUTCOME_METADATA, DbBackupPath, RunId, SUSPICIOUS_METADATA, SnapshotPath, TS_FORMAT,
 };
@@ -194,29 +195,30 @@ pub async fn drill_record(
 ) -> String {
     let Drilled { prefix, kind, source, name, backup_id } = backup;
     let key = format!("{prefix}drills/{}.json", drilled_at.format(TS_FORMAT));
-    let outcome = if drill == Drill::Failed { "failed" } else { "passed" };
-    let record = serde_json::json!({
-        "version": 1,
-        "kind": kind,
-        "source": source,
-        "name": name,
-        "backup_id": backup_id,
-        "started_at": drilled_at,
-        "finished_at": drilled_at + chrono::Duration::seconds(95),
-        "outcome": outcome,
-        "error": (drill == Drill::Failed).then_some("row counts differ from the manifest"),
-        "rto_seconds": if kind == "db" { Some(95.0) } else { None },
-        "bytes": 4096,
-        "tables": if kind == "db" { Some(3) } else { None },
-        "rows": if kind == "db" { Some(1000) } else { None },
-        "objects_checked": if kind == "db" { None } else { Some(5) },
-        "objects_sampled": if kind == "db" { None } else { Some(1) },
-    });
+    let db = kind == "db";
+    let record = DrillRecord {
+        version: RECORD_VERSION,
+        kind: if db { DrillKind::Db } else { DrillKind::Bucket },
+        source: source.into(),
+        name: name.into(),
+        backup_id: backup_id.parse().expect("backup id"),
+        started_at: drilled_at,
+        finished_at: drilled_at + chrono::Duration::seconds(95),
+        outcome: if drill == Drill::Failed { DrillOutcome::Failed } else { DrillOutcome::Passed },
+        error: (drill == Drill::Failed).then(|| "row counts differ from the manifest".to_owned()),
+        rto_seconds: db.then_some(95.0),
+        bytes: 4096,
+        tables: db.then_some(3),
+        rows: db.then_some(1000),
+        objects_checked: (!db).then_some(5),
+        objects_sampled: (!db).then_some(1),
+    };
+    let outcome = record.outcome.as_str();
     let mut options = PutOptions { content_type: Some("application/json".into()), ..PutOptions::default() };
     if drill != Drill::PassedNoMetadata {
         options.metadata.insert(DRILL_OUTCOME_METADATA.into(), outcome.into());
     }
-    store.put(&key, Bytes::from(serde_json::to_vec(&record).expect("json")), options).await.expect("put drill record");
+    store.put(&key, Bytes::from(record.to_json()), options).await.expect("put drill record");
     key
 }
 
