@@ -63,10 +63,12 @@ locals {
     BACKUP_ENCRYPTION_RECIPIENTS = join(",", var.backup_encryption_recipients)
   }
 
-  # The programs that judge freshness and raise alerts (health, monitor).
+  # The programs that judge freshness and raise alerts (health, monitor, console): stale after
+  # max_backup_age, unverified (no recent backup restored by a drill) after max_unverified_age.
   freshness_env = merge(local.encryption_env, {
-    BACKUP_MAX_AGE          = var.max_backup_age
-    ALERT_REMINDER_INTERVAL = var.alert_reminder_interval
+    BACKUP_MAX_AGE            = var.max_backup_age
+    BACKUP_MAX_UNVERIFIED_AGE = var.max_unverified_age
+    ALERT_REMINDER_INTERVAL   = var.alert_reminder_interval
   })
 
   # Each caller of monitor on its own endpoint only: the push subscription's identity may call

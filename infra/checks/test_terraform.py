@@ -476,7 +476,8 @@ class SecretsTest(unittest.TestCase):
                          "RUST_LOG"} <= common, common)
         db = {"PGHOST", "PGPORT", "PGUSER", "BACKUP_DATABASES", "BACKUP_COMPRESSION"}
         # The recipients (public keys) go where dumps are written and where freshness is judged.
-        freshness = {"BACKUP_MAX_AGE", "ALERT_REMINDER_INTERVAL", "BACKUP_ENCRYPTION_RECIPIENTS"}
+        freshness = {"BACKUP_MAX_AGE", "BACKUP_MAX_UNVERIFIED_AGE", "ALERT_REMINDER_INTERVAL",
+                     "BACKUP_ENCRYPTION_RECIPIENTS"}
         own = {
             "db-backup": db | {"BACKUP_ENCRYPTION_RECIPIENTS"},
             "restore": db,
