@@ -317,3 +317,45 @@ async fn an_unencrypted_newest_backup_is_reported_where_encryption_is_configured
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("BACKUP_ENCRYPTION_RECIPIENTS: item 1 is not an age X25519 recipient"), "{stderr}");
 }
+
+/// Finding which backups are verified costs no request per backup: the listing that finds the
+/// backups finds their drill records, and the outcome is in the records' metadata. Records
+/// without it are read newest first, until a passed one, at most `MAX_RECORD_READS` per series.
+#[tokio::test]
+async fn verification_costs_no_request_per_backup() {
+    use lifeboat_core::inventory::{MAX_RECORD_READS, load};
+
+    use crate::support::counting::Counting;
+
+    let now = DateTime::from_timestamp(Utc::now().timestamp(), 0).expect("now");
+    let mut measured = Vec::new();
+    // Every backup drilled with `each`, the newest with `newest`.
+    for (n, each, newest) in [
+        (5, Drill::Passed, Drill::Passed),
+        (40, Drill::Passed, Drill::Passed),
+        (40, Drill::Failed, Drill::Failed),
+        (40, Drill::PassedNoMetadata, Drill::PassedNoMetadata),
+        (5, Drill::FailedNoMetadata, Drill::FailedNoMetadata),
+        (40, Drill::FailedNoMetadata, Drill::FailedNoMetadata),
+    ] {
+        let store = store().await;
+        for d in (0..n).rev() {
+            let path = db_backup(&*store, "main", "app", &run_at(now - Duration::hours(d * 6 + 1)), 10, true).await;
+            let drill = if d == 0 { newest } else { each };
+            db_drill(&*store, &path, now - Duration::hours(d * 6), drill).await;
+        }
+        let counting = Counting::new(store.clone());
+        let series = load(&counting, "main").await.expect("load");
+        let (lists, reads, writes) = counting.counts.get();
+        assert_eq!(writes, 0);
+        measured.push((n, format!("{each:?}"), lists, reads, series[0].newest_verified().is_some()));
+    }
+    eprintln!("one load: (backups, drill records, list pages, reads, verified): {measured:?}");
+    let figures: Vec<(usize, usize, bool)> = measured.iter().map(|m| (m.2, m.3, m.4)).collect();
+    let capped = 2 * MAX_RECORD_READS; // a stat and a read each
+    assert_eq!(
+        figures,
+        [(2, 0, true), (2, 0, true), (2, 0, false), (2, 2, true), (2, 10, false), (2, capped, false)],
+        "{measured:?}"
+    );
+}
