@@ -103,6 +103,7 @@ async fn job_mode_exits_non_zero_unless_everything_is_ok() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "the expected bucket has no snapshot:\n{stdout}");
     assert!(stdout.contains("main/app") && stdout.contains("gs://media") && stdout.contains("missing"), "{stdout}");
+    assert!(stdout.lines().next().is_some_and(|h| h.contains(" AGE ") && h.contains(" VERIFIED ")), "{stdout}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("1 of 2 sources ok: gs://media missing"));
     snapshot(&*store, "media", &run_at(now - Duration::hours(1)), &[("p.jpg", "b1")], true, false).await;
     let out = run();
