@@ -17,6 +17,8 @@
 #                                                                       updated with generation preconditions)
 #   console         yes   no                  no                        (+ starts the backup, prune and restore
 #                                                                       jobs, with overrides, on admins' behalf)
+#   drill           yes   drills/ records     no                        (drill.tf; + restores into lifeboat_drill_*
+#                         only                                          scratch databases on the drill server)
 
 resource "google_service_account" "db_backup" {
   project      = var.project_id

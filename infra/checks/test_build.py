@@ -15,7 +15,7 @@ import unittest
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "infra" / "Dockerfile"
-BINARIES = ("db-backup", "storage-backup", "restore", "prune", "health", "monitor", "console")
+BINARIES = ("db-backup", "storage-backup", "restore", "prune", "health", "monitor", "console", "drill")
 MIN_PG_MAJOR = 17
 
 
@@ -173,7 +173,7 @@ class CloudBuildTest(unittest.TestCase):
         self.assertRegex(self.text, r"gcloud run jobs update \"\$\$job\" --image=")
         self.assertRegex(self.text, r"gcloud run services update \"\$\$service\" --image=")
         jobs = re.search(r"_JOBS:\s*(.+)", self.text).group(1).split("#")[0].split()
-        self.assertEqual(set(jobs), {"db-backup", "storage-backup", "restore", "prune", "health"})
+        self.assertEqual(set(jobs), {"db-backup", "storage-backup", "restore", "prune", "health", "drill"})
         services = re.search(r"_SERVICES:\s*(.+)", self.text).group(1).split("#")[0].split()
         self.assertEqual(set(services), {"monitor", "console"})
         self.assertIn("CLOUD_LOGGING_ONLY", self.text)
@@ -184,7 +184,8 @@ class RunbookTest(unittest.TestCase):
         text = (REPO / "docs" / "runbook.md").read_text(encoding="utf-8").lower()
         for needle in ("terraform apply", "gcloud run jobs execute db-backup", "--args=list",
                        "--args=db,", "--args=bucket,", "backup failed", "backup stale", "suspicious",
-                       "prune refused", "recovered", "gcloud secrets versions add", "slack", "password"):
+                       "prune refused", "recovered", "gcloud secrets versions add", "slack", "password",
+                       "restore drills", "gcloud run jobs execute drill", "lifeboat_drill_"):
             self.assertIn(needle, text)
 
 

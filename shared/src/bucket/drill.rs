@@ -209,10 +209,15 @@ struct Checked {
     sampled_bytes: u64,
     problems: u64,
     first: Vec<String>,
+    /// Names found bad (an object is counted once, though the sample may find it again).
+    bad: std::collections::HashSet<String>,
 }
 
 impl Checked {
-    fn problem(&mut self, text: String) {
+    fn problem(&mut self, name: &str, text: String) {
+        if !self.bad.insert(name.to_owned()) {
+            return;
+        }
         self.problems += 1;
         if self.first.len() < PROBLEMS_KEPT {
             self.first.push(text);
@@ -255,21 +260,21 @@ async fn check(
             match found {
                 Ok(meta) => {
                     if let Err(detail) = matches_entry(&entry, &meta) {
-                        out.problem(format!("{:?}: blob {:?} has {detail}", entry.name, entry.blob));
+                        out.problem(&entry.name, format!("{:?}: blob {:?} has {detail}", entry.name, entry.blob));
                     }
                 }
                 Err(e) if e.is_not_found() => {
-                    out.problem(format!("{:?}: blob {:?} is missing", entry.name, entry.blob))
+                    out.problem(&entry.name, format!("{:?}: blob {:?} is missing", entry.name, entry.blob))
                 }
                 Err(e) => return Err(e.into()),
             }
         }
     }
     if out.checked != header.totals.objects {
-        out.problem(format!(
-            "the snapshot lists {} entries but its header counts {}",
-            out.checked, header.totals.objects
-        ));
+        out.problem(
+            "",
+            format!("the snapshot lists {} entries but its header counts {}", out.checked, header.totals.objects),
+        );
     }
     let sample = reservoir.into_items();
     tracing::info!(snapshot = %path.run, checked = out.checked, sampled = sample.len(), "metadata checked; reading the sample back");
@@ -299,10 +304,15 @@ async fn check(
                     ..ObjectMeta::default()
                 };
                 if let Err(detail) = verify_content(Expected::of_entry(&entry), &got) {
-                    out.problem(format!("{:?}: the bytes of blob {:?} have {detail}", entry.name, entry.blob));
+                    out.problem(
+                        &entry.name,
+                        format!("{:?}: the bytes of blob {:?} have {detail}", entry.name, entry.blob),
+                    );
                 }
             }
-            Err(e) if e.is_not_found() => out.problem(format!("{:?}: blob {:?} is missing", entry.name, entry.blob)),
+            Err(e) if e.is_not_found() => {
+                out.problem(&entry.name, format!("{:?}: blob {:?} is missing", entry.name, entry.blob))
+            }
             Err(e) => return Err(e.into()),
         }
     }

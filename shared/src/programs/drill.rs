@@ -14,7 +14,7 @@ use futures::TryStreamExt as _;
 
 use crate::bucket::drill::{BucketDrillSettings, Sample, drill_snapshot};
 use crate::config::{Reader, vars};
-use crate::core::drill::{DrillRecord, SCRATCH_PREFIX};
+use crate::core::drill::{DrillRecord, RecordKey, SCRATCH_PREFIX, db_record_key, snapshot_record_key};
 use crate::core::events::{ItemResult, Outcome, RunResult};
 use crate::core::naming::DbBackupPath;
 use crate::core::source::SourceSpec;
@@ -27,7 +27,7 @@ use crate::postgres::Connection;
 use crate::postgres::connection::ServerOverride;
 use crate::postgres::tools::PgTools;
 use crate::runtime::{self, Program, ProgramSpec, RunContext, Services, StartError};
-use crate::store::{ObjectStore, ObjectStoreExt as _, PutOptions};
+use crate::store::{ObjectStore, ObjectStoreExt as _, PutOptions, StoreError};
 
 /// The program's specification.
 pub static SPEC: ProgramSpec = ProgramSpec { name: "drill", vars: &[vars::POSTGRES, vars::DB_RESTORE, vars::DRILL] };
@@ -133,7 +133,7 @@ pub async fn start(services: Services, config: Config) -> Result<App, StartError
 }
 
 /// The databases with backups of `source` in the store, by name.
-async fn databases_in_store(store: &dyn ObjectStore, source: &str) -> Result<Vec<String>, crate::store::StoreError> {
+async fn databases_in_store(store: &dyn ObjectStore, source: &str) -> Result<Vec<String>, StoreError> {
     let prefix = format!("db/{}/", crate::core::naming::encode_segment(source));
     let mut names: Vec<String> = Vec::new();
     let mut listing = store.list_all(&prefix);
@@ -149,14 +149,29 @@ async fn databases_in_store(store: &dyn ObjectStore, source: &str) -> Result<Vec
     Ok(names)
 }
 
-/// Writes a drill record create-only (`ifGenerationMatch=0`).
-async fn write_record(
-    store: &dyn ObjectStore,
-    key: &str,
-    record: &DrillRecord,
-) -> Result<(), crate::store::StoreError> {
+/// Writes a drill record create-only (`ifGenerationMatch=0`) and returns its key: a record of
+/// another drill of the same backup in the same second takes the name, and this one goes to the
+/// next free second (a few tries).
+async fn write_record(store: &dyn ObjectStore, key: &str, record: &DrillRecord) -> Result<String, StoreError> {
     let options = PutOptions { content_type: Some("application/json".into()), ..PutOptions::default() };
-    store.put(key, Bytes::from(record.to_json()), options).await.map(|_| ())
+    let mut key = key.to_owned();
+    for _ in 0..3 {
+        match store.put(&key, Bytes::from(record.to_json()), options.clone()).await {
+            Ok(_) => return Ok(key),
+            Err(StoreError::AlreadyExists { .. }) => {
+                let second = chrono::Duration::seconds(1);
+                key = match RecordKey::parse(&key) {
+                    Some(RecordKey::Db { backup, drilled_at }) => db_record_key(&backup, drilled_at + second),
+                    Some(RecordKey::Bucket { snapshot, drilled_at }) => {
+                        snapshot_record_key(&snapshot, drilled_at + second)
+                    }
+                    None => break,
+                };
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    store.put(&key, Bytes::from(record.to_json()), options).await.map(|_| key)
 }
 
 /// The result item of a drill, with the record's figures.
@@ -210,16 +225,20 @@ impl App {
         extra: &[(&str, serde_json::Value)],
     ) -> ItemResult {
         let mut item = item_of(kind, record, key, extra);
-        if let Err(e) = write_record(&*self.services.store, key, record).await {
-            tracing::error!(key, error = %e, "the drill record could not be written");
-            item.outcome = Outcome::Failure;
-            let why = format!("the drill record {key} could not be written: {e}");
-            item.error = Some(match item.error.take() {
-                Some(first) => format!("{first}; {why}"),
-                None => why,
-            });
-        } else {
-            tracing::info!(key, outcome = record.outcome.as_str(), "drill record written");
+        match write_record(&*self.services.store, key, record).await {
+            Ok(written) => {
+                tracing::info!(key = written, outcome = record.outcome.as_str(), "drill record written");
+                item.figures.insert("record".into(), written.into());
+            }
+            Err(e) => {
+                tracing::error!(key, error = %e, "the drill record could not be written");
+                item.outcome = Outcome::Failure;
+                let why = format!("the drill record {key} could not be written: {e}");
+                item.error = Some(match item.error.take() {
+                    Some(first) => format!("{first}; {why}"),
+                    None => why,
+                });
+            }
         }
         item
     }

@@ -5,6 +5,7 @@
 // The programs.
 mod console;
 mod db_backup;
+mod drill;
 mod health;
 mod monitor;
 mod prune;
