@@ -360,3 +360,43 @@ async fn verification_costs_no_request_per_backup() {
         "{measured:?}"
     );
 }
+
+/// The whole chain with the real binaries: `db-backup`, then `health` (no verified age yet),
+/// `drill --once` (restores it into a scratch database and writes the record), `health` again:
+/// the verified age is the backup's age.
+#[tokio::test]
+async fn health_shows_the_verified_age_after_a_real_drill() {
+    use crate::support::db::{db_job, small_fixture};
+    use crate::support::postgres::TestDb;
+
+    let store = store().await;
+    let db = TestDb::create("lbverified");
+    db.sql(&small_fixture(200));
+    let home = tempfile::tempdir().expect("home");
+    let destination = store.location().to_string();
+    let run = |program: &str| {
+        db_job(program, home.path(), &db.server, &destination)
+            .env("BACKUP_DATABASES", &db.name)
+            .output()
+            .unwrap_or_else(|e| panic!("run {program}: {e}"))
+    };
+    let out = run("db-backup");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    // health's row of the database: (status, age, verified age).
+    let row = |out: &std::process::Output| {
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let line = stdout.lines().find(|l| l.starts_with(&format!("main/{}", db.name))).map(str::to_owned);
+        let line = line.unwrap_or_else(|| panic!("no row: {stdout}"));
+        let fields: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
+        (fields[1].clone(), fields[2].clone(), fields[3].clone())
+    };
+    let before = row(&run("health"));
+    assert_eq!((before.0.as_str(), before.2.as_str()), ("ok", "-"), "{before:?}");
+
+    let out = run("drill");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let after = row(&run("health"));
+    assert_eq!(after.0, "ok", "{after:?}");
+    assert_ne!(after.2, "-", "the drilled backup is verified: {after:?}");
+    assert!(after.2.ends_with('s') || after.2.ends_with('m'), "aged by the backup (seconds old): {after:?}");
+}
