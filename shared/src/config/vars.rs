@@ -220,6 +220,13 @@ var!(
     "Secret keys (age X25519, AGE-SECRET-KEY-1..., one per line or comma-separated; age-keygen output as it is) that restore and drill decrypt encrypted dumps with (from Secret Manager). Several = a rotation: each is tried."
 );
 
+var!(
+    SCRATCH_DIR,
+    "LIFEBOAT_SCRATCH_DIR",
+    None,
+    "Directory for the scratch archive of a parallel restore (restore db --jobs N): about the size of the uncompressed dump, removed afterwards whatever happens; default: the system temp directory (TMPDIR, else /tmp)."
+);
+
 /// Variables of the PostgreSQL connection.
 pub const POSTGRES: &[&Var] = &[&DATABASE_URL, &PGHOST, &PGPORT, &PGUSER, &PGPASSWORD, &PGDATABASE, &PG_BIN_DIR];
 /// Variables `db-backup` reads besides [`COMMON`] and [`POSTGRES`].
@@ -234,7 +241,7 @@ pub const DB_BACKUP: &[&Var] = &[
     &ENCRYPTION_RECIPIENTS,
 ];
 /// Variables of a database restore (`restore`, `drill`) besides [`COMMON`] and [`POSTGRES`].
-pub const DB_RESTORE: &[&Var] = &[&ENCRYPTION_IDENTITY];
+pub const DB_RESTORE: &[&Var] = &[&ENCRYPTION_IDENTITY, &SCRATCH_DIR];
 
 // --- drill --------------------------------------------------------------------------------------
 var!(

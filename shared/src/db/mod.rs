@@ -51,28 +51,22 @@ pub enum DbError {
     /// No backup matches the request.
     #[error("{0}")]
     NotFound(String),
-    /// The request cannot be carried out as asked without harming what exists (a non-empty target).
+    /// The request cannot be carried out as asked without harming what exists (an existing or
+    /// protected target).
     #[error("{0}")]
     Refused(String),
-    /// A restore failed and the database it created could not be dropped again.
-    #[error(
-        "{error}; the half-restored database {target:?} could NOT be dropped ({drop_error}): drop it by hand, do not use it"
-    )]
-    NotDropped {
+    /// A restore failed after creating its side database; the target was not touched, and the
+    /// side database was dropped (`drop_error: None`) or could not be.
+    #[error("{error}; {}", failure_fate(.target, .side, .drop_error.as_deref()))]
+    RestoreFailed {
         /// Why the restore failed.
         error: Box<DbError>,
-        /// The half-restored database.
+        /// The target, left exactly as it was (or still absent).
         target: String,
-        /// Why it could not be dropped.
-        drop_error: crate::postgres::PgError,
-    },
-    /// A restore into a database that existed before failed; it was left as it is.
-    #[error("{error}; the target database {target:?} existed before and was left half-restored: do not use it")]
-    LeftHalfRestored {
-        /// Why the restore failed.
-        error: Box<DbError>,
-        /// The half-restored database.
-        target: String,
+        /// The side database the restore went into.
+        side: String,
+        /// Why the side database could not be dropped, when it could not.
+        drop_error: Option<Box<crate::postgres::PgError>>,
     },
     /// An encrypted dump cannot be opened with the configured identities.
     #[error(transparent)]
@@ -93,9 +87,20 @@ impl Classify for DbError {
             Self::Io(_) => ErrorKind::Internal,
             Self::NotFound(_) => ErrorKind::NotFound,
             Self::Refused(_) => ErrorKind::Conflict,
-            Self::NotDropped { error, .. } | Self::LeftHalfRestored { error, .. } => error.kind(),
+            Self::RestoreFailed { error, .. } => error.kind(),
             Self::Cancelled => ErrorKind::Cancelled,
         }
+    }
+}
+
+/// What a failed restore did to its databases, in words.
+fn failure_fate(target: &str, side: &str, drop_error: Option<&crate::postgres::PgError>) -> String {
+    match drop_error {
+        None => format!("the side database {side:?} was dropped; {target:?} was not touched"),
+        Some(d) => format!(
+            "the side database {side:?} could NOT be dropped ({d}): drop it by hand, do not use it; \
+             {target:?} was not touched"
+        ),
     }
 }
 
@@ -104,24 +109,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_half_restored_database_keeps_the_cause_and_its_kind() {
+    fn a_failed_restore_says_what_became_of_its_databases_and_keeps_the_kind() {
         let cause = DbError::Verification("row counts differ".into());
-        let e = DbError::LeftHalfRestored { error: Box::new(cause), target: "app".into() };
+        let e = DbError::RestoreFailed {
+            error: Box::new(cause),
+            target: "app".into(),
+            side: "lifeboat_restore_20261126_020000_1a2b3c4d".into(),
+            drop_error: None,
+        };
         assert_eq!(
             e.to_string(),
-            "row counts differ; the target database \"app\" existed before and was left half-restored: do not use it"
+            "row counts differ; the side database \"lifeboat_restore_20261126_020000_1a2b3c4d\" was dropped; \
+             \"app\" was not touched"
         );
         assert_eq!(e.kind(), ErrorKind::Integrity);
-        let e = DbError::NotDropped {
+        let e = DbError::RestoreFailed {
             error: Box::new(DbError::Cancelled),
-            target: "app_restored".into(),
-            drop_error: crate::postgres::PgError::Query {
+            target: "app".into(),
+            side: "lifeboat_restore_x".into(),
+            drop_error: Some(Box::new(crate::postgres::PgError::Query {
                 database: "postgres".into(),
                 message: "gone".into(),
                 kind: ErrorKind::Transient,
-            },
+            })),
         };
         assert!(e.to_string().contains("could NOT be dropped (query on database \"postgres\" failed: gone)"), "{e}");
+        assert!(e.to_string().ends_with("\"app\" was not touched"), "{e}");
         assert_eq!(e.kind(), ErrorKind::Cancelled);
     }
 }

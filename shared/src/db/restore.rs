@@ -1,19 +1,38 @@
-//! Database restores: choose a backup, then download → verify → decompress → `pg_restore`.
+//! Database restores: choose a backup, then download → verify → decompress → `pg_restore`,
+//! always into a side database of lifeboat's own, swapped in only when verified.
 //!
 //! ```text
 //!  store ──read──▶ [async: size, SHA-256, CRC32C] ──bounded channel──▶
-//!        [blocking thread: zstd/gzip decoder] ──pipe──▶ pg_restore --dbname=TARGET
+//!        [blocking thread: age, zstd/gzip decoder] ──pipe──▶ pg_restore --dbname=SIDE
+//!  verified (checksums, decompression, pg_restore exit 0, row counts) ──▶ one transaction:
+//!        ALTER DATABASE TARGET RENAME TO TARGET_before_TS  (--clean, when it exists)
+//!        ALTER DATABASE SIDE RENAME TO TARGET
 //! ```
 //!
-//! The checksum is known only at the end of the download, so the restore goes into a database
-//! this restore creates, and succeeds only if the download verified (size, SHA-256, CRC32C), the
-//! decompression ended cleanly, `pg_restore` exited 0 and every table has the row count the
-//! manifest records; otherwise the database is dropped. The decompressing thread sees the end of
-//! its input only after the download verified, so a truncated or corrupted object never looks
-//! like a clean end of the archive to `pg_restore`.
+//! A restore never harms what exists:
 //!
-//! With `--jobs N` the verified archive is first written (decompressed) to a local temp file,
-//! then `pg_restore -j N` reads it: faster for big databases, for users with disk.
+//! - The bytes go into a fresh side database `lifeboat_restore_<UTC ts>_<id>` (created from
+//!   `template0`), never into the target. Only when the download verified (size, SHA-256,
+//!   CRC32C), the decompression ended cleanly at the recorded size, `pg_restore` exited 0 and
+//!   every table has the row count the manifest records is it renamed to the target. Any
+//!   failure (corruption, a `pg_restore` error, a row count, a termination signal) drops the side
+//!   database and leaves the target exactly as it was. So nothing half-restored is ever under
+//!   the target's name, and nothing restored is ever mixed with what a target held.
+//! - An existing target is refused unless `clean`; with it, the target is renamed aside to
+//!   `<target>_before_<ts>` in the same transaction as the swap, and dropped afterwards only when
+//!   `drop_replaced` says so. Sessions on it make the swap fail (nothing changes) unless
+//!   `terminate_sessions`.
+//! - `template0`, `template1`, the maintenance database, the database the backup was taken of
+//!   and the other `protected` names are refused as targets unless `replace_live_database`.
+//!
+//! The decompressing thread sees the end of its input only after the download verified, so a
+//! truncated or corrupted object never looks like a clean end of the archive to `pg_restore`.
+//! The pre-flight check (size and CRC32C from the store's metadata) means the same on both
+//! stores: GCS reports the CRC32C it computed of the stored bytes, the `file://` store computes
+//! it by reading the file.
+//!
+//! With `jobs`, the verified archive is first written (decompressed) to a temp file in the
+//! scratch directory, then `pg_restore -j N` reads it.
 
 use std::collections::BTreeMap;
 use std::io::{Read as _, Write};
@@ -40,6 +59,7 @@ use crate::postgres::process::{self, ToolProcess};
 use crate::postgres::sql::{self, DatabaseInfo};
 use crate::postgres::tools::ToolVersion;
 use crate::runtime::progress::{Counter, Progress};
+use crate::store::ObjectMeta;
 use crate::store::{ObjectStore, ObjectStoreExt as _};
 
 /// Longest database name PostgreSQL keeps (NAMEDATALEN - 1 bytes).
@@ -206,23 +226,97 @@ pub struct RestoreSettings {
     pub progress_interval: Duration,
 }
 
-/// Where to restore to.
-#[derive(Debug, Clone)]
+/// Where to restore to, and what the restore may do to what exists.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RestoreTarget {
     /// Database name.
     pub name: String,
-    /// Drop and recreate it when it exists.
+    /// An existing target is replaced (renamed aside to `<target>_before_<ts>` when the restore
+    /// verified); without it an existing target is refused.
     pub clean: bool,
+    /// Drop the replaced database once the swap committed (only with `clean`).
+    pub drop_replaced: bool,
+    /// End the sessions connected to the replaced target just before the swap (only with
+    /// `clean`); without it a connected target makes the restore fail, target untouched.
+    pub terminate_sessions: bool,
+    /// Allow the protected targets (templates, the maintenance database, the backed-up database,
+    /// `protected`): the operator means to replace a live database.
+    pub replace_live_database: bool,
+    /// Further names refused without `replace_live_database` (the databases being backed up,
+    /// `BACKUP_DATABASES`).
+    pub protected: Vec<String>,
 }
 
-/// A finished restore.
+impl RestoreTarget {
+    /// A new database `name`: an existing one is refused; nothing is replaced.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            clean: false,
+            drop_replaced: false,
+            terminate_sessions: false,
+            replace_live_database: false,
+            protected: Vec::new(),
+        }
+    }
+}
+
+/// What became of the database a restore replaced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replaced {
+    /// The target did not exist: nothing was replaced.
+    Nothing,
+    /// Renamed aside and kept under this name.
+    KeptAs(String),
+    /// Renamed aside, then dropped (`drop_replaced`).
+    Dropped(String),
+    /// Renamed aside; dropping it failed, so it is still there.
+    DropFailed {
+        /// Its name.
+        name: String,
+        /// Why it could not be dropped.
+        error: String,
+    },
+}
+
+impl Replaced {
+    /// One word for the result event: `none`, `kept`, `dropped`, `drop_failed`.
+    pub fn fate(&self) -> &'static str {
+        match self {
+            Self::Nothing => "none",
+            Self::KeptAs(_) => "kept",
+            Self::Dropped(_) => "dropped",
+            Self::DropFailed { .. } => "drop_failed",
+        }
+    }
+
+    /// The replaced database's name, if there was one.
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            Self::Nothing => None,
+            Self::KeptAs(n) | Self::Dropped(n) | Self::DropFailed { name: n, .. } => Some(n),
+        }
+    }
+}
+
+/// A finished, verified restore.
 #[derive(Debug, Clone)]
 pub struct RestoreDone {
-    /// The database restored into.
+    /// The database restored into (the name it has now).
     pub target: String,
+    /// The side database the restore went into before it was renamed to `target`.
+    pub side_database: String,
+    /// What became of the database that had the target's name.
+    pub replaced: Replaced,
+    /// Bytes downloaded and verified (the stored dump).
+    pub stored_bytes: u64,
+    /// Bytes of the decompressed archive `pg_restore` read.
+    pub uncompressed_bytes: u64,
     /// Tables whose row counts matched the manifest.
     pub tables_verified: usize,
-    /// Wall time.
+    /// Rows in those tables.
+    pub rows_verified: u64,
+    /// Wall time, until the restored database was usable under its name.
     pub elapsed: Duration,
     /// Of which the verification of row counts.
     pub verify_elapsed: Duration,
@@ -230,20 +324,82 @@ pub struct RestoreDone {
 
 impl RestoreDone {
     /// The figures of the result event.
-    pub fn figures(&self, dump: &DumpObject) -> BTreeMap<String, serde_json::Value> {
+    pub fn figures(&self) -> BTreeMap<String, serde_json::Value> {
         let secs = self.elapsed.as_secs_f64().max(1e-3);
         BTreeMap::from([
             ("target".to_owned(), self.target.clone().into()),
-            ("stored_bytes".to_owned(), dump.stored_bytes.into()),
-            ("uncompressed_bytes".to_owned(), dump.uncompressed_bytes.into()),
+            ("side_database".to_owned(), self.side_database.clone().into()),
+            ("replaced".to_owned(), self.replaced.name().map(str::to_owned).into()),
+            ("replaced_fate".to_owned(), self.replaced.fate().into()),
+            ("stored_bytes".to_owned(), self.stored_bytes.into()),
+            ("uncompressed_bytes".to_owned(), self.uncompressed_bytes.into()),
             ("duration_ms".to_owned(), u64::try_from(self.elapsed.as_millis()).unwrap_or(u64::MAX).into()),
             (
                 "throughput_mib_s".to_owned(),
-                ((dump.uncompressed_bytes as f64 / 1_048_576.0 / secs * 100.0).round() / 100.0).into(),
+                ((self.uncompressed_bytes as f64 / 1_048_576.0 / secs * 100.0).round() / 100.0).into(),
             ),
             ("tables_verified".to_owned(), self.tables_verified.into()),
+            ("rows_verified".to_owned(), self.rows_verified.into()),
             ("verify_ms".to_owned(), u64::try_from(self.verify_elapsed.as_millis()).unwrap_or(u64::MAX).into()),
         ])
+    }
+}
+
+/// The side database of a restore started at `now`: `lifeboat_restore_<YYYYMMDD_HHMMSS>_<8 hex>`
+/// (lower case, so it needs no quoting in psql).
+pub fn side_name(now: DateTime<Utc>) -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("{SIDE_PREFIX}{}_{}", now.format("%Y%m%d_%H%M%S"), &id[..8])
+}
+
+/// The prefix of every side database.
+pub const SIDE_PREFIX: &str = "lifeboat_restore_";
+
+/// The name a replaced target is renamed to: `<target>_before_<YYYYMMDD_HHMMSS>`, the target
+/// shortened to PostgreSQL's name limit.
+pub fn aside_name(target: &str, now: DateTime<Utc>) -> String {
+    let suffix = format!("_before_{}", now.format("%Y%m%d_%H%M%S"));
+    let mut base = target.to_owned();
+    while base.len() + suffix.len() > MAX_DB_NAME {
+        base.pop();
+    }
+    format!("{base}{suffix}")
+}
+
+/// Refuses a target that is a live database (templates, the maintenance database, the backed-up
+/// database, `target.protected`) unless `target.replace_live_database`. Changes nothing.
+pub fn check_target_allowed(target: &RestoreTarget, maintenance_db: &str, backed_up: &str) -> Result<(), DbError> {
+    let name = target.name.as_str();
+    let why = if name == "template0" || name == "template1" {
+        Some("a template database (every database created afterwards would be made from it)".to_owned())
+    } else if name == maintenance_db {
+        Some("the maintenance database lifeboat connects to (PGDATABASE, default postgres)".to_owned())
+    } else if name == backed_up {
+        Some("the database this backup was taken of".to_owned())
+    } else if target.protected.iter().any(|p| p == name) {
+        Some("a database being backed up (BACKUP_DATABASES)".to_owned())
+    } else if name.starts_with(SIDE_PREFIX) {
+        Some("named like a restore's side database".to_owned())
+    } else {
+        None
+    };
+    match why {
+        Some(why) if !target.replace_live_database => Err(DbError::Refused(format!(
+            "refusing to restore into {name:?}: it is {why}. Nothing was changed. Restore into another --target \
+             (by default a new NAME_restored_TIMESTAMP database), or, if you mean to replace this live database, \
+             pass --replace-live-database (with --clean when it exists)"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The database to connect to for creating, renaming and dropping: the maintenance database,
+/// unless that is the target (a database cannot be renamed by a session connected to it).
+fn admin_database(maintenance_db: &str, target: &str) -> String {
+    match (maintenance_db == target, target) {
+        (false, _) => maintenance_db.to_owned(),
+        (true, "template1") => "postgres".to_owned(),
+        (true, _) => "template1".to_owned(),
     }
 }
 
@@ -354,7 +510,7 @@ async fn restore_streaming(
     target: &str,
     cancel: &CancellationToken,
     progress: &Counter,
-) -> Result<(), DbError> {
+) -> Result<u64, DbError> {
     let mut cmd = pg_restore_command(settings, target, None);
     cmd.stdin(Stdio::piped());
     let mut process = ToolProcess::spawn("pg_restore", cmd)?;
@@ -375,15 +531,27 @@ async fn restore_streaming(
     let sunk = sink.await.map_err(|e| DbError::Io(format!("the decompressing thread failed: {e}")))?;
     let restored = finish_tool(process, &settings.conn, cancel).await;
     downloaded?;
-    match sunk {
+    let bytes = match sunk {
         Err(SinkFail::Decode(e)) => return Err(decode_error(key, &e)),
         Err(SinkFail::Write(e)) => {
             restored?;
             return Err(DbError::Io(format!("writing to pg_restore failed: {e}")));
         }
-        Ok(_) => {}
+        Ok(n) => n,
+    };
+    restored?;
+    check_uncompressed(key, bytes, dump)?;
+    Ok(bytes)
+}
+
+fn check_uncompressed(key: &str, bytes: u64, dump: &DumpObject) -> Result<(), DbError> {
+    if bytes == dump.uncompressed_bytes {
+        return Ok(());
     }
-    restored
+    Err(DbError::Verification(format!(
+        "{key} decompresses to {bytes} bytes, not the {} the manifest records",
+        dump.uncompressed_bytes
+    )))
 }
 
 /// Downloads and verifies into a temp file, then runs `pg_restore -j N` on it.
@@ -395,7 +563,7 @@ async fn restore_parallel(
     target: &str,
     cancel: &CancellationToken,
     progress: &Counter,
-) -> Result<(), DbError> {
+) -> Result<u64, DbError> {
     let path = settings.temp_dir.join(format!("lifeboat-restore-{}.pgc", uuid::Uuid::new_v4().simple()));
     let file = std::fs::OpenOptions::new()
         .write(true)
@@ -420,16 +588,12 @@ async fn restore_parallel(
         Err(SinkFail::Write(e)) => return Err(DbError::Io(format!("writing {} failed: {e}", path.display()))),
         Ok(n) => n,
     };
-    if bytes != dump.uncompressed_bytes {
-        return Err(DbError::Verification(format!(
-            "{key} decompresses to {bytes} bytes, not the {} the manifest records",
-            dump.uncompressed_bytes
-        )));
-    }
+    check_uncompressed(key, bytes, dump)?;
     tracing::info!(path = %path.display(), bytes, "archive verified on disk; running pg_restore in parallel");
     let mut cmd = pg_restore_command(settings, target, Some(&path));
     cmd.stdin(Stdio::null());
-    finish_tool(ToolProcess::spawn("pg_restore", cmd)?, &settings.conn, cancel).await
+    finish_tool(ToolProcess::spawn("pg_restore", cmd)?, &settings.conn, cancel).await?;
+    Ok(bytes)
 }
 
 struct RemoveOnDrop(PathBuf);
@@ -446,7 +610,7 @@ async fn verify_row_counts(
     conn: &Connection,
     target: &str,
     expected: &BTreeMap<String, i64>,
-) -> Result<usize, DbError> {
+) -> Result<(usize, u64), DbError> {
     let mut tables = Vec::with_capacity(expected.len());
     for (key, want) in expected {
         let (schema, table) = sql::parse_qualified(key).ok_or_else(|| {
@@ -483,7 +647,8 @@ async fn verify_row_counts(
         mismatches.extend(r?);
     }
     if mismatches.is_empty() {
-        return Ok(total);
+        let rows = expected.values().map(|n| u64::try_from(*n).unwrap_or(0)).sum();
+        return Ok((total, rows));
     }
     mismatches.sort();
     let n = mismatches.len();
@@ -495,8 +660,41 @@ async fn verify_row_counts(
     )))
 }
 
-/// Restores `manifest`'s dump (at `path`) into `target`. On `Err`, a target this call created
-/// has been dropped.
+/// Restores `manifest`'s dump (at `path`) into a NEW database `name` (an existing one is
+/// refused, so are the protected names), with every verification of [`restore_database`];
+/// returns the figures (bytes, tables, rows, time). For drills and other callers that want a
+/// scratch copy of a backup: drop the database when done.
+pub async fn restore_into_new_database(
+    settings: &RestoreSettings,
+    store: &dyn ObjectStore,
+    path: &DbBackupPath,
+    manifest: &DbManifest,
+    name: &str,
+    cancel: &CancellationToken,
+) -> Result<RestoreDone, DbError> {
+    restore_database(settings, store, path, manifest, &RestoreTarget::new(name), cancel).await
+}
+
+/// Size and CRC32C of the stored dump against the manifest, before any database is touched.
+async fn preflight(store: &dyn ObjectStore, key: &str, dump: &DumpObject) -> Result<ObjectMeta, DbError> {
+    let meta = store.stat(key).await?;
+    if meta.size != dump.stored_bytes || meta.crc32c.as_ref().is_some_and(|c| *c != dump.crc32c) {
+        return Err(DbError::Verification(format!(
+            "{key} is {} bytes with CRC32C {}, but the manifest records {} bytes with CRC32C {}: \
+             the stored object is corrupted; restore refused",
+            meta.size,
+            meta.crc32c.as_deref().unwrap_or("(not reported)"),
+            dump.stored_bytes,
+            dump.crc32c
+        )));
+    }
+    Ok(meta)
+}
+
+/// Restores `manifest`'s dump (at `path`) into a side database, verifies it, then swaps it in
+/// under `target.name` (see the module's documentation). On `Err` the target is exactly as it
+/// was, and the side database has been dropped ([`DbError::RestoreFailed`] says so, or that it
+/// could not be).
 pub async fn restore_database(
     settings: &RestoreSettings,
     store: &dyn ObjectStore,
@@ -510,15 +708,36 @@ pub async fn restore_database(
     if dump.name.is_empty() || dump.name.contains('/') {
         return Err(DbError::Verification(format!("the manifest names an odd dump object {:?}", dump.name)));
     }
+    let conn = &settings.conn;
+    check_target_allowed(target, &conn.maintenance_db, &manifest.database)?;
     crate::postgres::tools::check_restore_version(&settings.pg_restore_version, &manifest.pg_dump_version)?;
-    let key = format!("{}{}", path.prefix(), dump.name);
-    let meta = store.stat(&key).await?;
-    if meta.size != dump.stored_bytes || meta.crc32c.as_ref().is_some_and(|c| *c != dump.crc32c) {
-        return Err(DbError::Verification(format!(
-            "{key} is {} bytes with CRC32C {:?}, but the manifest records {} bytes with CRC32C {}: restore refused",
-            meta.size, meta.crc32c, dump.stored_bytes, dump.crc32c
-        )));
+
+    let admin_db = admin_database(&conn.maintenance_db, &target.name);
+    let mut admin = conn.connect(&admin_db).await?;
+    let server = sql::server_version(&admin, conn, &admin_db).await?;
+    if sql::database_info(&admin, conn, &admin_db, &target.name).await?.is_some() {
+        if !target.clean {
+            return Err(DbError::Refused(format!(
+                "database {:?} exists; nothing was changed. Restore into another --target, or pass --clean to \
+                 restore beside it and swap the verified restore in (the existing database is kept as {:?}; \
+                 --drop-replaced drops it)",
+                target.name,
+                aside_name(&target.name, Utc::now())
+            )));
+        }
+        let sessions = sql::session_count(&admin, conn, &admin_db, &target.name).await?;
+        if sessions > 0 && !target.terminate_sessions {
+            tracing::warn!(
+                target = target.name,
+                sessions,
+                "the target has open sessions: the swap at the end fails unless they are closed by then \
+                 (or --terminate-sessions ends them)"
+            );
+        }
     }
+
+    let key = format!("{}{}", path.prefix(), dump.name);
+    let meta = preflight(store, &key, dump).await?;
     // An encrypted dump: the identity must open it before any database is touched.
     encryption::check_key(store, &key, dump, settings.identities.as_ref()).await?;
     let like = match (meta.metadata.get(META_ENCODING), meta.metadata.get(META_COLLATE), meta.metadata.get(META_CTYPE))
@@ -532,87 +751,181 @@ pub async fn restore_database(
         _ => None,
     };
 
-    let conn = &settings.conn;
-    let maintenance =
-        if conn.maintenance_db == target.name { "template1".to_owned() } else { conn.maintenance_db.clone() };
-    let admin = conn.connect(&maintenance).await?;
-    let server = sql::server_version(&admin, conn, &maintenance).await?;
-    let existing = sql::database_info(&admin, conn, &maintenance, &target.name).await?;
-    let created = match existing {
-        Some(_) if target.clean => {
-            tracing::warn!(target = target.name, "--clean: dropping the existing target database");
-            sql::drop_database(&admin, conn, &maintenance, &target.name, server.num).await?;
-            sql::create_database(&admin, conn, &maintenance, &target.name, like.as_ref()).await?;
-            true
-        }
-        Some(_) => {
-            let client = conn.connect(&target.name).await?;
-            let objects = sql::user_object_count(&client, conn, &target.name).await?;
-            drop(client);
-            if objects > 0 {
-                return Err(DbError::Refused(format!(
-                    "database {:?} exists and is not empty ({objects} objects); restore into another --target, \
-                     or pass --clean to drop and recreate it",
-                    target.name
-                )));
-            }
-            false
-        }
-        None => {
-            sql::create_database(&admin, conn, &maintenance, &target.name, like.as_ref()).await?;
-            true
-        }
-    };
+    let side = side_name(Utc::now());
+    sql::create_database(&admin, conn, &admin_db, &side, like.as_ref()).await?;
     tracing::info!(
         database = manifest.database,
         backup_id = manifest.backup_id,
         target = target.name,
+        side_database = side,
         size = units::bytes(dump.stored_bytes),
         jobs = settings.jobs,
-        "restore started"
+        "restore started into a side database; the target is not touched until the restore is verified"
     );
-    let what = format!("restore of {} into {}", manifest.database, target.name);
-    let progress = Progress::with_bar(what, Unit::Bytes, Some(dump.stored_bytes), settings.progress_interval);
-    let restored = async {
+    let staged = async {
+        sql::comment_on_database(
+            &admin,
+            conn,
+            &admin_db,
+            &side,
+            Some(&format!(
+                "lifeboat restore in progress: backup {} of {} for {}; dropped if it fails, renamed when verified",
+                manifest.backup_id, manifest.database, target.name
+            )),
+        )
+        .await?;
+        let what = format!("restore of {} into {}", manifest.database, target.name);
+        let progress = Progress::with_bar(what, Unit::Bytes, Some(dump.stored_bytes), settings.progress_interval);
         let counter = progress.counter();
-        match settings.jobs {
-            Some(_) => restore_parallel(settings, store, &key, dump, &target.name, cancel, counter).await?,
-            None => restore_streaming(settings, store, &key, dump, &target.name, cancel, counter).await?,
-        }
+        let uncompressed = match settings.jobs {
+            Some(_) => restore_parallel(settings, store, &key, dump, &side, cancel, counter).await?,
+            None => restore_streaming(settings, store, &key, dump, &side, cancel, counter).await?,
+        };
         progress.finish();
         let verifying = Instant::now();
-        let tables = match &manifest.row_counts {
-            Some(expected) => verify_row_counts(conn, &target.name, expected).await?,
-            None => 0,
+        let (tables, rows) = match &manifest.row_counts {
+            Some(expected) => verify_row_counts(conn, &side, expected).await?,
+            None => (0, 0),
         };
-        Ok::<_, DbError>((tables, verifying.elapsed()))
+        let verify_elapsed = verifying.elapsed();
+        if cancel.is_cancelled() {
+            return Err(DbError::Cancelled);
+        }
+        let replaced = swap(&mut admin, conn, &admin_db, &side, target).await?;
+        Ok::<_, DbError>((uncompressed, tables, rows, verify_elapsed, replaced))
     }
     .await;
-    match restored {
-        Ok((tables_verified, verify_elapsed)) => {
-            let done =
-                RestoreDone { target: target.name.clone(), tables_verified, elapsed: clock.elapsed(), verify_elapsed };
-            tracing::info!(target = target.name, tables_verified, "restore complete and verified");
-            Ok(done)
-        }
-        Err(e) => {
-            if created {
-                match sql::drop_database(&admin, conn, &maintenance, &target.name, server.num).await {
-                    Ok(()) => {
-                        tracing::warn!(target = target.name, "restore failed: the half-restored database was dropped")
-                    }
-                    Err(d) => {
-                        return Err(DbError::NotDropped {
-                            error: Box::new(e),
-                            target: target.name.clone(),
-                            drop_error: d,
-                        });
-                    }
-                }
-                Err(e)
-            } else {
-                Err(DbError::LeftHalfRestored { error: Box::new(e), target: target.name.clone() })
+    let (uncompressed_bytes, tables_verified, rows_verified, verify_elapsed, aside) = match staged {
+        Ok(v) => v,
+        Err(error) => {
+            let dropped = match conn.connect(&admin_db).await {
+                Ok(fresh) => sql::drop_database(&fresh, conn, &admin_db, &side, server.num).await,
+                Err(e) => Err(e),
+            };
+            match &dropped {
+                Ok(()) => tracing::warn!(
+                    target = target.name,
+                    side_database = side,
+                    error = %error,
+                    "restore failed: the side database was dropped; the target was not touched"
+                ),
+                Err(d) => tracing::error!(
+                    target = target.name,
+                    side_database = side,
+                    error = %error,
+                    drop_error = %d,
+                    "restore failed and the side database could NOT be dropped: drop it by hand; the target was not touched"
+                ),
             }
+            return Err(DbError::RestoreFailed {
+                error: Box::new(error),
+                target: target.name.clone(),
+                side,
+                drop_error: dropped.err().map(Box::new),
+            });
+        }
+    };
+    let replaced = match aside {
+        None => Replaced::Nothing,
+        Some(aside) if target.drop_replaced => {
+            match sql::drop_database(&admin, conn, &admin_db, &aside, server.num).await {
+                Ok(()) => Replaced::Dropped(aside),
+                Err(e) => Replaced::DropFailed { name: aside, error: e.to_string() },
+            }
+        }
+        Some(aside) => Replaced::KeptAs(aside),
+    };
+    let done = RestoreDone {
+        target: target.name.clone(),
+        side_database: side,
+        replaced,
+        stored_bytes: dump.stored_bytes,
+        uncompressed_bytes,
+        tables_verified,
+        rows_verified,
+        elapsed: clock.elapsed(),
+        verify_elapsed,
+    };
+    match &done.replaced {
+        Replaced::Nothing => tracing::info!(
+            target = done.target,
+            side_database = done.side_database,
+            tables_verified,
+            "restore complete and verified; the side database was renamed to the target (a new database)"
+        ),
+        Replaced::KeptAs(aside) => tracing::info!(
+            target = done.target,
+            side_database = done.side_database,
+            replaced = aside,
+            tables_verified,
+            "restore complete and verified; the side database was renamed to the target, the database it replaced \
+             was renamed aside and kept"
+        ),
+        Replaced::Dropped(aside) => tracing::info!(
+            target = done.target,
+            side_database = done.side_database,
+            replaced = aside,
+            tables_verified,
+            "restore complete and verified; the side database was renamed to the target, the database it replaced \
+             was renamed aside, then dropped (--drop-replaced)"
+        ),
+        Replaced::DropFailed { name, error } => tracing::warn!(
+            target = done.target,
+            side_database = done.side_database,
+            replaced = name,
+            error,
+            "restore complete and verified; the side database was renamed to the target, but the database it \
+             replaced could not be dropped and is still there"
+        ),
+    }
+    Ok(done)
+}
+
+/// Swaps the verified side database in under the target's name (renaming an existing target
+/// aside when `clean`), in one transaction; returns the aside name when something was replaced.
+async fn swap(
+    admin: &mut tokio_postgres::Client,
+    conn: &Connection,
+    admin_db: &str,
+    side: &str,
+    target: &RestoreTarget,
+) -> Result<Option<String>, DbError> {
+    // Looked at again now: the target may have appeared or gone while the restore ran.
+    let exists = sql::database_info(admin, conn, admin_db, &target.name).await?.is_some();
+    let aside = aside_name(&target.name, Utc::now());
+    let replace = match (exists, target.clean) {
+        (false, _) => None,
+        (true, false) => {
+            return Err(DbError::Refused(format!(
+                "database {:?} appeared while the restore ran; it was not touched (pass --clean to replace it)",
+                target.name
+            )));
+        }
+        (true, true) => {
+            let sessions = sql::session_count(admin, conn, admin_db, &target.name).await?;
+            if sessions > 0 && !target.terminate_sessions {
+                return Err(DbError::Refused(format!(
+                    "database {:?} has {sessions} open session(s), so it cannot be renamed aside: close them and \
+                     restore again, or pass --terminate-sessions to end them at the swap",
+                    target.name
+                )));
+            }
+            Some(sql::Replace { aside: &aside, terminate_sessions: target.terminate_sessions })
+        }
+    };
+    match sql::swap_in(admin, conn, admin_db, side, &target.name, replace).await {
+        Ok(()) => Ok(replace.map(|r| r.aside.to_owned())),
+        Err(e) => {
+            // A connection lost during COMMIT leaves the outcome unknown: look at the catalog.
+            let fresh = conn.connect(admin_db).await;
+            if let Ok(c) = &fresh
+                && matches!(sql::database_info(c, conn, admin_db, side).await, Ok(None))
+                && matches!(sql::database_info(c, conn, admin_db, &target.name).await, Ok(Some(_)))
+            {
+                tracing::warn!(error = %e, "the swap's commit reported an error, but it took effect");
+                return Ok(replace.map(|r| r.aside.to_owned()));
+            }
+            Err(e.into())
         }
     }
 }
@@ -631,6 +944,44 @@ mod tests {
         assert!(t.ends_with("_restored_20261126T020000Z"));
         let uni = default_target(&"ü".repeat(40), now);
         assert!(uni.len() <= 63 && uni.ends_with("Z"));
+    }
+
+    #[test]
+    fn side_and_aside_names_fit_postgres_names() {
+        let now = DateTime::parse_from_rfc3339("2026-11-26T02:00:00Z").expect("t").to_utc();
+        let side = side_name(now);
+        assert!(side.starts_with("lifeboat_restore_20261126_020000_") && side.len() == 41, "{side}");
+        assert_eq!(side, side.to_lowercase());
+        assert_ne!(side_name(now), side, "two restores in one second get two side databases");
+        assert_eq!(aside_name("app", now), "app_before_20261126_020000");
+        let long = aside_name(&"ü".repeat(40), now);
+        assert!(long.len() <= 63 && long.ends_with("_before_20261126_020000"), "{long}");
+    }
+
+    #[test]
+    fn live_databases_need_the_explicit_flag() {
+        let mut t = RestoreTarget::new("x");
+        t.protected = vec!["orders".into()];
+        for name in ["template0", "template1", "postgres", "app", "orders", "lifeboat_restore_20261126_020000_1a2b3c4d"]
+        {
+            t.name = name.into();
+            let e = check_target_allowed(&t, "postgres", "app").expect_err(name).to_string();
+            assert!(e.contains("--replace-live-database") && e.contains("Nothing was changed"), "{e}");
+            let mut allowed = t.clone();
+            allowed.replace_live_database = true;
+            assert!(check_target_allowed(&allowed, "postgres", "app").is_ok(), "{name}");
+        }
+        t.name = "app_restored_20261126T020000Z".into();
+        assert!(check_target_allowed(&t, "postgres", "app").is_ok());
+        assert!(check_target_allowed(&RestoreTarget::new("postgres"), "maint", "app").is_ok());
+        assert!(check_target_allowed(&RestoreTarget::new("maint"), "maint", "app").is_err());
+    }
+
+    #[test]
+    fn the_admin_connection_is_never_on_the_target() {
+        assert_eq!(admin_database("postgres", "app"), "postgres");
+        assert_eq!(admin_database("postgres", "postgres"), "template1");
+        assert_eq!(admin_database("template1", "template1"), "postgres");
     }
 
     #[test]

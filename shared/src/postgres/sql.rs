@@ -182,23 +182,76 @@ pub async fn count_rows(
     Ok(counts)
 }
 
-/// How many user objects a database holds (0 = safe to restore into).
-pub async fn user_object_count(client: &Client, conn: &Connection, database: &str) -> Result<i64, PgError> {
+/// How many sessions (other than this one) are connected to database `name`.
+pub async fn session_count(client: &Client, conn: &Connection, database: &str, name: &str) -> Result<i64, PgError> {
     let row = client
-        .query_one(
-            "SELECT (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-                     WHERE n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%') \
-                  + (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
-                     WHERE n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%') \
-                  + (SELECT count(*) FROM pg_namespace \
-                     WHERE nspname NOT IN ('public', 'information_schema') AND nspname NOT LIKE 'pg\\_%') \
-                  + (SELECT count(*) FROM pg_extension WHERE extname <> 'plpgsql') \
-                  + (SELECT count(*) FROM pg_largeobject_metadata)",
-            &[],
-        )
+        .query_one("SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", &[&name])
         .await
         .map_err(|e| conn.query_error(database, &e))?;
     Ok(row.get(0))
+}
+
+/// `COMMENT ON DATABASE name IS text` (`None`: removes the comment).
+pub async fn comment_on_database(
+    client: &Client,
+    conn: &Connection,
+    database: &str,
+    name: &str,
+    text: Option<&str>,
+) -> Result<(), PgError> {
+    let sql = format!(
+        "COMMENT ON DATABASE {} IS {}",
+        quote_ident(name),
+        text.map_or_else(|| "NULL".to_owned(), quote_literal)
+    );
+    client.batch_execute(&sql).await.map_err(|e| conn.query_error(database, &e))
+}
+
+/// How [`swap_in`] treats the database it replaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replace<'a> {
+    /// The new name of the database being replaced.
+    pub aside: &'a str,
+    /// End the sessions connected to it first (otherwise a connected database makes the swap fail).
+    pub terminate_sessions: bool,
+}
+
+/// In ONE transaction: renames `target` to `replace.aside` (when `replace` is given; the
+/// target must then exist) and `side` to `target`, and removes `side`'s comment. Renames are
+/// transactional: either both happen or neither does, so there is no moment without a database
+/// under the target's name, and no moment with a half-restored one.
+pub async fn swap_in(
+    client: &mut Client,
+    conn: &Connection,
+    database: &str,
+    side: &str,
+    target: &str,
+    replace: Option<Replace<'_>>,
+) -> Result<(), PgError> {
+    let err = |e: tokio_postgres::Error| conn.query_error(database, &e);
+    let tx = client.transaction().await.map_err(err)?;
+    if let Some(r) = replace {
+        if r.terminate_sessions {
+            // Renaming waits (up to 5 s) for the terminated sessions to end.
+            tx.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+                &[&target],
+            )
+            .await
+            .map_err(err)?;
+        }
+        tx.batch_execute(&format!("ALTER DATABASE {} RENAME TO {}", quote_ident(target), quote_ident(r.aside)))
+            .await
+            .map_err(err)?;
+    }
+    tx.batch_execute(&format!(
+        "ALTER DATABASE {side_q} RENAME TO {target_q}; COMMENT ON DATABASE {target_q} IS NULL",
+        side_q = quote_ident(side),
+        target_q = quote_ident(target)
+    ))
+    .await
+    .map_err(err)?;
+    tx.commit().await.map_err(err)
 }
 
 /// `CREATE DATABASE` from `template0`, with the encoding and locale of `like` when known.

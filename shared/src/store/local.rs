@@ -5,6 +5,14 @@
 //! `<root>/.lifeboat-tmp/`. A write goes to a temp file, is fsynced, then published with a hard
 //! link, which fails atomically when the name is taken: create-only with no window in which a
 //! half-written file is visible. Keys are checked so nothing escapes the root.
+//!
+//! Checksums: the sidecar records the MD5 and CRC32C computed while lifeboat wrote the file. A
+//! listing reports those recorded values (as written; listing a store never reads every file),
+//! but [`ObjectStore::stat`] never reports a checksum it has not verified: it reads the file and
+//! computes its CRC32C (hardware-accelerated; one sequential read of the object), reports that,
+//! and reports the recorded MD5 only when the recorded CRC32C matches the computed one. So a
+//! stat's CRC32C is that of the bytes present now, as GCS's is, and a file changed behind
+//! lifeboat's back shows a CRC32C other than the one recorded.
 
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Write as _};
@@ -96,6 +104,19 @@ impl LocalStore {
     fn read_sidecar(&self, key: &str) -> Option<Sidecar> {
         let bytes = std::fs::read(self.sidecar_path(key)).ok()?;
         serde_json::from_slice(&bytes).ok()
+    }
+
+    /// [`Self::meta_of`] with the checksums verified: the CRC32C computed from the file's bytes,
+    /// the recorded MD5 only when the recorded CRC32C is the computed one.
+    fn verified_meta_of(&self, key: &str, path: &Path) -> Result<ObjectMeta, StoreError> {
+        let mut meta = self.meta_of(key, path)?;
+        let computed = crc32c_of_file(path).map_err(|e| io_error(&self.location, "stat", key, &e))?;
+        let computed = crc32c_base64(computed);
+        if meta.crc32c.as_deref() != Some(computed.as_str()) {
+            meta.md5 = None;
+        }
+        meta.crc32c = Some(computed);
+        Ok(meta)
     }
 
     fn meta_of(&self, key: &str, path: &Path) -> Result<ObjectMeta, StoreError> {
@@ -386,11 +407,13 @@ impl ObjectStore for LocalStore {
         let path = self.path_of(key)?;
         let this = self.clone();
         let key = key.to_owned();
-        tokio::task::spawn_blocking(move || this.meta_of(&key, &path)).await.map_err(|e| StoreError::Other {
-            location: self.location.to_string(),
-            operation: "stat",
-            key: String::new(),
-            message: e.to_string(),
+        tokio::task::spawn_blocking(move || this.verified_meta_of(&key, &path)).await.map_err(|e| {
+            StoreError::Other {
+                location: self.location.to_string(),
+                operation: "stat",
+                key: String::new(),
+                message: e.to_string(),
+            }
         })?
     }
 
@@ -483,6 +506,22 @@ impl ObjectStore for LocalStore {
     }
 }
 
+/// The CRC32C of a file's bytes, read in bounded memory.
+fn crc32c_of_file(path: &Path) -> std::io::Result<u32> {
+    use std::io::Read as _;
+    let mut input = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 1024 * 1024];
+    let mut crc = 0u32;
+    loop {
+        match input.read(&mut buf) {
+            Ok(0) => return Ok(crc),
+            Ok(n) => crc = crc32c::crc32c_append(crc, &buf[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Copies `from` to `to` in bounded memory, returning size, MD5 and CRC32C of the bytes.
 fn copy_hashing(from: &Path, to: &Path) -> std::io::Result<(u64, String, String)> {
     use std::io::Read as _;
@@ -541,6 +580,26 @@ mod tests {
         }
         assert!(s.path_of("db/main/x/manifest.json").is_ok());
         assert!(s.path_of("name with spaces #?%/ünïcode").is_ok());
+    }
+
+    #[tokio::test]
+    async fn stat_reports_only_checksums_it_verified() {
+        let (d, s) = store();
+        let written = s.put("k", Bytes::from_static(b"original bytes"), PutOptions::default()).await.expect("put");
+        let stat = s.stat("k").await.expect("stat");
+        assert_eq!((stat.crc32c.as_ref(), stat.md5.as_ref()), (written.crc32c.as_ref(), written.md5.as_ref()));
+        // Changed behind the store's back, same size: the sidecar still records the old checksums.
+        std::fs::write(d.path().join("k"), b"ORIGINAL bytes").expect("rot");
+        let listed = s.list_page("", None, 10).await.expect("list").objects.remove(0);
+        assert_eq!(listed.crc32c, written.crc32c, "a listing reports what was recorded");
+        let stat = s.stat("k").await.expect("stat");
+        assert_eq!(stat.crc32c, Some(crc32c_base64(crc32c::crc32c(b"ORIGINAL bytes"))), "the bytes present");
+        assert_ne!(stat.crc32c, written.crc32c);
+        assert_eq!(stat.md5, None, "the recorded MD5 is no longer known to describe the bytes");
+        // A file lifeboat did not write: no sidecar, still a verified CRC32C.
+        std::fs::write(d.path().join("foreign"), b"x").expect("foreign");
+        let stat = s.stat("foreign").await.expect("stat");
+        assert_eq!((stat.crc32c, stat.md5), (Some(crc32c_base64(crc32c::crc32c(b"x"))), None));
     }
 
     #[tokio::test]

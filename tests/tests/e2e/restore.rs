@@ -1,7 +1,8 @@
 //! `restore`: databases (`restore db`, `restore list`) against the real PostgreSQL server and
 //! buckets (`restore bucket`) against fake-gcs-server, in-process and as the binary. What it
-//! refuses (corruption, row counts that differ, a non-empty target), what it chooses (latest,
-//! by id, before a time) and how it restores (dry run, prefixes, conflicts, extras).
+//! refuses (corruption, row counts that differ, an existing or live target), that it never harms
+//! what exists (side database, swap, kills mid-way), what it chooses (latest, by id, before a
+//! time) and how it restores (dry run, prefixes, conflicts, extras).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,15 +28,64 @@ use crate::support::postgres::*;
 use crate::support::stack::local_store;
 use crate::support::unique;
 
-/// Asserts a failed restore into `target`, with every `needle` in its error, whose database was
-/// dropped (nothing half-restored is left for someone to mistake for the real one).
+/// Asserts a failed restore into `target`, with every `needle` in its error, that left no
+/// database under the target's name and no side database (nothing half-restored is left for
+/// someone to mistake for the real one).
 fn assert_refused(db: &TestDb, result: &RunResult, target: &str, needles: &[&str]) {
     assert_eq!(result.outcome, Outcome::Failure, "{result:?}");
     let e = result.items[0].error.clone().expect("error");
     for needle in needles {
         assert!(e.contains(needle), "{needle:?} not in {e}");
     }
-    assert!(!db.server.exists(target), "the half-restored database {target} was not dropped");
+    assert!(!db.server.exists(target), "a database {target} was left behind");
+    assert_no_side(&db.server, target);
+    assert_eq!(result.items[0].figures.get("target_touched"), Some(&serde_json::Value::Bool(false)), "{result:?}");
+}
+
+/// The side databases (`lifeboat_restore_…`) of restores into `target`, found by their comment.
+fn sides_for(server: &Server, target: &str) -> Vec<String> {
+    let like = format!("%for {target}; dropped if it fails%").replace('_', "\\_");
+    let out = server.psql(
+        "postgres",
+        &format!(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'lifeboat\\_restore\\_%' \
+             AND shobj_description(oid, 'pg_database') LIKE {} ORDER BY 1",
+            literal(&like)
+        ),
+    );
+    out.lines().filter(|l| !l.is_empty()).map(str::to_owned).collect()
+}
+
+fn assert_no_side(server: &Server, target: &str) {
+    let left = sides_for(server, target);
+    assert!(left.is_empty(), "side databases of {target} left behind: {left:?}");
+}
+
+/// The `<target>_before_<ts>` databases of `target`.
+fn asides_of(server: &Server, target: &str) -> Vec<String> {
+    let like = format!("{target}_before_%").replace('_', "\\_");
+    let out =
+        server.psql("postgres", &format!("SELECT datname FROM pg_database WHERE datname LIKE {}", literal(&like)));
+    out.lines().filter(|l| !l.is_empty()).map(str::to_owned).collect()
+}
+
+/// Makes the stored dump of backup `id` of `db` hold `bytes`, and its manifest agree (size,
+/// SHA-256, CRC32C): a backup that was bad from the start, which only decompression,
+/// `pg_restore` or the row counts can catch.
+fn tamper_consistently(dir: &std::path::Path, db: &str, id: &str, bytes: &[u8]) {
+    let prefix = dir.join(DbBackupPath::series_prefix("main", db)).join(id);
+    std::fs::write(prefix.join("dump.pgc.zst"), bytes).expect("write dump");
+    let mut hash = lifeboat_core::db::codec::StreamHash::default();
+    hash.update(bytes);
+    let (len, sha256, crc32c) = hash.finish();
+    let path = prefix.join("manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("manifest")).expect("json");
+    manifest["dump"]["stored_bytes"] = len.into();
+    manifest["dump"]["sha256"] = sha256.into();
+    manifest["dump"]["crc32c"] = crc32c.into();
+    std::fs::write(&path, serde_json::to_vec_pretty(&manifest).expect("json")).expect("write manifest");
+    // The sidecar records what lifeboat wrote; the store now reports the bytes present.
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,6 +110,75 @@ async fn a_corrupted_object_is_refused_and_the_half_restored_database_dropped() 
         let result = run_restore(&env, store.clone(), &args).await;
         assert_refused(&db, &result, &target, &["corrupted", "restore refused"]);
     }
+    // Into an existing target with --clean: refused before anything is created; the target's
+    // rows are intact.
+    let occupied = TestDb::create("lb-corrupt-occupied");
+    occupied.sql("CREATE TABLE precious (x int); INSERT INTO precious VALUES (42);");
+    for jobs in [None, Some("2")] {
+        let mut args = vec!["db", "--database", db.name.as_str(), "--target", occupied.name.as_str(), "--clean"];
+        if let Some(j) = jobs {
+            args.extend(["--jobs", j]);
+        }
+        let result = run_restore(&env, store.clone(), &args).await;
+        assert_eq!(result.outcome, Outcome::Failure, "{result:?}");
+        assert!(result.items[0].error.as_deref().is_some_and(|e| e.contains("corrupted")), "{result:?}");
+        assert_eq!(occupied.sql("SELECT x FROM precious"), "42", "the target was touched");
+        assert_no_side(&db.server, &occupied.name);
+        assert!(asides_of(&db.server, &occupied.name).is_empty());
+    }
+}
+
+/// A backup whose bytes were bad from the start (checksums computed over the bad bytes, so the
+/// download verifies): decompression or pg_restore fails mid-way, inside the side database. With
+/// --clean the target keeps its rows, and no side database is left; nor with a row count that
+/// differs (the failure after pg_restore), streaming or --jobs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_archive_or_row_count_with_clean_leaves_the_target_as_it_was() {
+    let db = TestDb::create("lb-bad-clean");
+    db.sql(&small_fixture(5_000));
+    let (dir, store) = local_store();
+    let id = backup(&db, &store, &dir).await;
+    let env = run_env(&db.server, &file_url(&dir));
+    let occupied = TestDb::create("lb-bad-clean-target");
+    occupied.sql("CREATE TABLE precious (x int); INSERT INTO precious VALUES (42);");
+    let dump = dir.path().join(DbBackupPath::series_prefix("main", &db.name)).join(&id).join("dump.pgc.zst");
+    let original = std::fs::read(&dump).expect("dump");
+    let manifest_path = dump.with_file_name("manifest.json");
+    let original_manifest = std::fs::read(&manifest_path).expect("manifest");
+    let decompressed = zstd::decode_all(original.as_slice()).expect("zstd");
+    // An archive cut short (a valid zstd frame of the first 60 %): pg_restore fails mid-way.
+    let cut = zstd::encode_all(&decompressed[..decompressed.len() * 6 / 10], 1).expect("zstd");
+    // A flipped bit inside the compressed payload: decompression fails.
+    let mut flipped = original.clone();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0x10;
+    for (what, bytes) in [("cut archive", cut), ("flipped bit", flipped)] {
+        tamper_consistently(dir.path(), &db.name, &id, &bytes);
+        for jobs in [None, Some("2")] {
+            let mut args = vec!["db", "--database", db.name.as_str(), "--target", occupied.name.as_str(), "--clean"];
+            if let Some(j) = jobs {
+                args.extend(["--jobs", j]);
+            }
+            let result = run_restore(&env, store.clone(), &args).await;
+            assert_eq!(result.outcome, Outcome::Failure, "{what} {jobs:?}: {result:?}");
+            let e = result.items[0].error.clone().unwrap_or_default();
+            assert!(e.contains("was dropped") && e.contains("was not touched"), "{what} {jobs:?}: {e}");
+            assert_eq!(result.items[0].figures.get("side_database_dropped"), Some(&true.into()), "{result:?}");
+            assert_eq!(occupied.sql("SELECT x FROM precious"), "42", "{what} {jobs:?}: the target was touched");
+            assert_no_side(&db.server, &occupied.name);
+            assert!(asides_of(&db.server, &occupied.name).is_empty(), "{what}: renamed aside");
+        }
+    }
+    // The right bytes, a manifest whose row count differs.
+    std::fs::write(&dump, &original).expect("restore the dump");
+    let text = String::from_utf8(original_manifest).expect("utf-8");
+    std::fs::write(&manifest_path, text.replace("\"public.t\": 5000", "\"public.t\": 5001")).expect("write");
+    let result =
+        run_restore(&env, store.clone(), &["db", "--database", &db.name, "--target", &occupied.name, "--clean"]).await;
+    let e = result.items[0].error.clone().unwrap_or_default();
+    assert!(e.contains("row counts differ") && e.contains("was not touched"), "{e}");
+    assert_eq!(occupied.sql("SELECT x FROM precious"), "42");
+    assert_no_side(&db.server, &occupied.name);
 }
 
 /// An encrypted backup of a small database in `store` (recipient: the returned identity), and
@@ -135,8 +254,9 @@ async fn encrypted_refusals(db: &TestDb, store: DynStore, env: Env, local_dir: O
         refused(&result, &needles, &secrets);
     }
 
-    // Damaged ciphertext, the right identity: truncated, a flipped bit in the header, and (where
-    // the store reports a CRC32C of what it holds now) a flipped bit in the payload.
+    // Damaged ciphertext, the right identity: truncated, a flipped bit in the header, a flipped
+    // bit in the payload. Both stores report the CRC32C of what they hold now (the file store
+    // computes it), so each is refused before any database is touched.
     let right = identity_text(&key);
     let original = store.read_all(&dump, 1 << 30).await.expect("dump").to_vec();
     // A bit of the header's MAC (a flipped bit in a recipient stanza reads as "not your key").
@@ -147,10 +267,11 @@ async fn encrypted_refusals(db: &TestDb, store: DynStore, env: Env, local_dir: O
     let middle = payload_flip.len() / 2;
     payload_flip[middle] ^= 0x01;
     let truncated = original[..original.len() - 100].to_vec();
-    let mut cases = vec![("truncated", truncated, "restore refused"), ("header", header_flip, "restore refused")];
-    if local_dir.is_none() {
-        cases.push(("payload", payload_flip.clone(), "restore refused"));
-    }
+    let cases = [
+        ("truncated", truncated, "restore refused"),
+        ("header", header_flip, "restore refused"),
+        ("payload", payload_flip, "restore refused"),
+    ];
     for (what, bytes, needle) in cases {
         replace_object(&*store, local_dir, &dump, &bytes).await;
         for target in [occupied.name.clone(), fresh.clone()] {
@@ -158,15 +279,6 @@ async fn encrypted_refusals(db: &TestDb, store: DynStore, env: Env, local_dir: O
             assert!(result.items[0].error.as_deref().is_some_and(|e| e.contains(needle)), "{what}: {result:?}");
             refused(&result, &[], &[]);
         }
-    }
-    if local_dir.is_some() {
-        // The file store keeps the CRC32C recorded at write time: a flipped payload bit is found
-        // while streaming (age's chunk tag), after the restore began; its database is dropped.
-        replace_object(&*store, local_dir, &dump, &payload_flip).await;
-        let target = unique("lb-age-payload");
-        db.drop_later(&target);
-        let result = attempt(Some(right.clone()), target.clone()).await;
-        assert_refused(db, &result, &target, &["corrupted", "restore refused"]);
     }
 
     // Intact again: the right identity restores (no --clean needed for a new database).
@@ -276,31 +388,244 @@ async fn row_counts_that_differ_from_the_manifest_fail_the_restore() {
     assert_refused(&db, &result, &target, &["row counts differ", "public.t: 1000 rows, backup had 1001"]);
 }
 
+/// An existing target, even an empty one or one holding only types and domains, is refused
+/// without --clean; with it the restore is swapped in and the old database renamed aside (kept,
+/// or dropped with --drop-replaced), never mixed with the restored objects.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_non_empty_target_is_refused_unless_clean() {
+async fn an_existing_target_is_refused_unless_clean_then_kept_apart() {
     let db = TestDb::create("lb-target");
     db.sql(&small_fixture(300));
     let (dir, store) = local_store();
     backup(&db, &store, &dir).await;
-    let target = TestDb::create("lb-occupied");
-    target.sql("CREATE TABLE precious (x int); INSERT INTO precious VALUES (42);");
     let env = run_env(&db.server, &file_url(&dir));
-    let result = run_restore(&env, store.clone(), &["db", "--database", &db.name, "--target", &target.name]).await;
-    assert_eq!(result.outcome, Outcome::Failure);
-    let e = result.items[0].error.clone().expect("error");
-    assert!(e.contains("exists and is not empty") && e.contains("--clean"), "{e}");
-    assert_eq!(target.sql("SELECT x FROM precious"), "42", "a refused restore does not touch the target");
+    let restore = |target: String, extra: &'static [&'static str]| {
+        let (env, store, database) = (env.clone(), store.clone(), db.name.clone());
+        async move {
+            let mut args = vec!["db", "--database", database.as_str(), "--target", target.as_str()];
+            args.extend(extra);
+            run_restore(&env, store, &args).await
+        }
+    };
 
-    let result =
-        run_restore(&env, store.clone(), &["db", "--database", &db.name, "--target", &target.name, "--clean"]).await;
-    assert_eq!(result.outcome, Outcome::Success, "{result:?}");
-    db.server.assert_identical(&db.name, &target.name);
-
-    // An existing but empty database is a fine target without --clean.
+    // Only types and domains (no table, function or schema): still an existing database.
+    let typed = TestDb::create("lb-types-only");
+    typed.sql(
+        "CREATE TYPE mood AS ENUM ('sad', 'happy'); CREATE DOMAIN positive AS int CHECK (VALUE > 0); \
+         CREATE TYPE pair AS (a int, b text);",
+    );
     let empty = TestDb::create("lb-empty-target");
-    let result = run_restore(&env, store.clone(), &["db", "--database", &db.name, "--target", &empty.name]).await;
+    for target in [&typed.name, &empty.name] {
+        let result = restore(target.clone(), &[]).await;
+        assert_eq!(result.outcome, Outcome::Failure, "{result:?}");
+        let e = result.items[0].error.clone().expect("error");
+        assert!(e.contains("exists; nothing was changed") && e.contains("--clean"), "{e}");
+        assert_no_side(&db.server, target);
+    }
+    assert_eq!(typed.sql("SELECT count(*) FROM pg_type WHERE typname IN ('mood', 'positive', 'pair')"), "3");
+
+    // --clean: the restore is swapped in, the types-only database renamed aside and kept.
+    let result = restore(typed.name.clone(), &["--clean"]).await;
     assert_eq!(result.outcome, Outcome::Success, "{result:?}");
+    let figures = &result.items[0].figures;
+    let aside = figures["replaced"].as_str().expect("replaced").to_owned();
+    typed.drop_later(&aside);
+    assert_eq!(figures["replaced_fate"], "kept");
+    assert_eq!(figures["target"], typed.name.as_str());
+    assert!(figures["side_database"].as_str().is_some_and(|s| s.starts_with("lifeboat_restore_")), "{figures:?}");
+    assert!(aside.starts_with(&format!("{}_before_", typed.name)), "{aside}");
+    assert!(result.summary.contains(&format!("kept as {aside:?}")), "{}", result.summary);
+    db.server.assert_identical(&db.name, &typed.name);
+    assert_eq!(typed.sql("SELECT count(*) FROM pg_type WHERE typname IN ('mood', 'positive', 'pair')"), "0");
+    assert_eq!(
+        db.server.psql(&aside, "SELECT count(*) FROM pg_type WHERE typname IN ('mood', 'positive', 'pair')"),
+        "3",
+        "the replaced database is kept as it was"
+    );
+    assert_eq!(db.server.psql(&aside, "SELECT count(*) FROM pg_class WHERE relname = 't'"), "0");
+    assert_eq!(
+        db.server.psql(
+            "postgres",
+            &format!(
+                "SELECT coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database WHERE datname = {}",
+                literal(&typed.name)
+            )
+        ),
+        "",
+        "the side database's comment goes with the swap"
+    );
+    assert_no_side(&db.server, &typed.name);
+
+    // --clean --drop-replaced (with --jobs): the replaced database is gone afterwards.
+    let result = restore(empty.name.clone(), &["--clean", "--drop-replaced", "--jobs", "2"]).await;
+    assert_eq!(result.outcome, Outcome::Success, "{result:?}");
+    let figures = &result.items[0].figures;
+    assert_eq!(figures["replaced_fate"], "dropped");
+    let dropped = figures["replaced"].as_str().expect("replaced");
+    assert!(!db.server.exists(dropped), "{dropped}");
+    assert!(asides_of(&db.server, &empty.name).is_empty());
     db.server.assert_identical(&db.name, &empty.name);
+}
+
+/// template0, template1, the maintenance database, the backed-up database and a database in
+/// BACKUP_DATABASES are refused (exit 1, nothing changed) unless --replace-live-database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_databases_are_refused_as_targets_without_the_explicit_flag() {
+    let db = TestDb::create("lb-live");
+    db.sql(&small_fixture(200));
+    let (dir, store) = local_store();
+    backup(&db, &store, &dir).await;
+    let scratch = TestDb::create("lb-live-scratch");
+    scratch.sql("CREATE TABLE mine (x int); INSERT INTO mine VALUES (7);");
+    let env = run_env(&db.server, &file_url(&dir)).with("BACKUP_DATABASES", &format!("other,{}", scratch.name));
+    let template1_objects = || db.server.psql("template1", "SELECT count(*) FROM pg_class");
+    let before = template1_objects();
+    let databases = || db.server.psql("postgres", "SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database");
+    let all_before = databases();
+    for target in ["template1", "template0", "postgres", db.name.as_str(), scratch.name.as_str()] {
+        for clean in [false, true] {
+            let mut args = vec!["db", "--database", db.name.as_str(), "--target", target];
+            if clean {
+                args.push("--clean");
+            }
+            let result = run_restore(&env, store.clone(), &args).await;
+            assert_eq!(result.outcome, Outcome::Failure, "{target}: {result:?}");
+            let e = result.items[0].error.clone().expect("error");
+            assert!(e.contains("refusing to restore into") && e.contains("--replace-live-database"), "{e}");
+            assert!(e.contains("Nothing was changed"), "{e}");
+        }
+    }
+    assert_eq!(template1_objects(), before, "template1 changed");
+    assert_eq!(databases(), all_before, "a database was created, renamed or dropped");
+    assert_eq!(scratch.sql("SELECT x FROM mine"), "7");
+
+    // The binary: exit 1, the reason on stderr.
+    let home = tempfile::tempdir().expect("home");
+    let out = db_job("restore", home.path(), &db.server, &file_url(&dir))
+        .args(["db", "--database", &db.name, "--target", "template1", "--clean"])
+        .output()
+        .expect("run restore");
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("a template database"));
+    assert_eq!(template1_objects(), before);
+
+    // With the flag, the database in BACKUP_DATABASES (a scratch one here) is replaced.
+    let args = ["db", "--database", &db.name, "--target", &scratch.name, "--clean", "--replace-live-database"];
+    let result = run_restore(&env, store.clone(), &args).await;
+    assert_eq!(result.outcome, Outcome::Success, "{result:?}");
+    let aside = result.items[0].figures["replaced"].as_str().expect("replaced").to_owned();
+    scratch.drop_later(&aside);
+    db.server.assert_identical(&db.name, &scratch.name);
+    assert_eq!(db.server.psql(&aside, "SELECT x FROM mine"), "7");
+}
+
+/// A connected target: without --terminate-sessions the swap is refused (the side database
+/// dropped, the target and its session untouched); with it the sessions end and the swap happens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_on_the_target_fail_the_swap_unless_terminated() {
+    let db = TestDb::create("lb-sessions");
+    db.sql(&small_fixture(200));
+    let (dir, store) = local_store();
+    backup(&db, &store, &dir).await;
+    let env = run_env(&db.server, &file_url(&dir));
+    let target = TestDb::create("lb-sessions-target");
+    target.sql("CREATE TABLE precious (x int); INSERT INTO precious VALUES (42);");
+    let session = || {
+        let mut c = std::process::Command::new(pg_tool("psql"));
+        c.args(["-X", "-q", "-h", &db.server.host, "-p", &db.server.port, "-U", &db.server.user, "-d", &target.name])
+            .args(["-c", "SELECT pg_sleep(120)"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let child = c.spawn().expect("psql");
+        let count = format!("SELECT count(*) FROM pg_stat_activity WHERE datname = {}", literal(&target.name));
+        for _ in 0..100 {
+            if db.server.psql("postgres", &count) != "0" {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child
+    };
+    let mut first = session();
+    let args = ["db", "--database", &db.name, "--target", &target.name, "--clean"];
+    let result = run_restore(&env, store.clone(), &args).await;
+    assert_eq!(result.outcome, Outcome::Failure, "{result:?}");
+    let e = result.items[0].error.clone().expect("error");
+    assert!(e.contains("open session") && e.contains("--terminate-sessions") && e.contains("was dropped"), "{e}");
+    assert_no_side(&db.server, &target.name);
+    assert!(first.try_wait().expect("wait").is_none(), "the session was ended");
+    assert_eq!(target.sql("SELECT x FROM precious"), "42");
+
+    let args = ["db", "--database", &db.name, "--target", &target.name, "--clean", "--terminate-sessions"];
+    let result = run_restore(&env, store.clone(), &args).await;
+    assert_eq!(result.outcome, Outcome::Success, "{result:?}");
+    let aside = result.items[0].figures["replaced"].as_str().expect("replaced").to_owned();
+    target.drop_later(&aside);
+    let status = first.wait().expect("psql ends");
+    assert!(!status.success(), "the session was terminated");
+    db.server.assert_identical(&db.name, &target.name);
+    assert_eq!(db.server.psql(&aside, "SELECT x FROM precious"), "42");
+}
+
+/// Killed mid-way (its pg_restore's session ended, or the restore itself terminated by SIGTERM):
+/// never anything half-restored under the target's name, the target as it was, no side database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_half_restored_is_left_when_a_restore_is_killed_mid_way() {
+    let db = TestDb::create("lb-kill");
+    db.sql(
+        "CREATE TABLE big AS SELECT g AS id, md5(g::text) || md5((g + 1)::text) AS s FROM generate_series(1, 600000) g; \
+         CREATE INDEX ON big (s);",
+    );
+    let (dir, store) = local_store();
+    backup(&db, &store, &dir).await;
+    let target = TestDb::create("lb-kill-target");
+    target.sql("CREATE TABLE precious (x int); INSERT INTO precious VALUES (42);");
+    let home = tempfile::tempdir().expect("home");
+    // The side database of this restore once pg_restore is connected to it.
+    let wait_for_pg_restore = |child: &mut std::process::Child| -> String {
+        for _ in 0..600 {
+            if let Some(side) = sides_for(&db.server, &target.name).first() {
+                let q = format!("SELECT count(*) FROM pg_stat_activity WHERE datname = {}", literal(side));
+                if db.server.psql("postgres", &q) != "0" {
+                    return side.clone();
+                }
+            }
+            assert!(child.try_wait().expect("wait").is_none(), "the restore ended before pg_restore was seen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("pg_restore never connected to a side database");
+    };
+    for (how, jobs) in [("pg_restore's session ended", None), ("SIGTERM", None), ("SIGTERM", Some("2"))] {
+        let mut cmd = db_job("restore", home.path(), &db.server, &file_url(&dir));
+        cmd.args(["db", "--database", &db.name, "--target", &target.name, "--clean"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        if let Some(j) = jobs {
+            cmd.args(["--jobs", j]);
+        }
+        let mut child = cmd.spawn().expect("run restore");
+        let side = wait_for_pg_restore(&mut child);
+        if how == "SIGTERM" {
+            let pid = child.id().to_string();
+            assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+        } else {
+            db.server.psql(
+                "postgres",
+                &format!(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = {} \
+                    ",
+                    literal(&side)
+                ),
+            );
+        }
+        let out = child.wait_with_output().expect("restore ends");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{how} {jobs:?}: {stderr}");
+        assert!(stderr.contains("the side database") && stderr.contains("was dropped"), "{how}: {stderr}");
+        assert!(!db.server.exists(&side), "{how}: the side database {side} is left");
+        assert_no_side(&db.server, &target.name);
+        assert_eq!(target.sql("SELECT x FROM precious"), "42", "{how}: the target was touched");
+        assert!(asides_of(&db.server, &target.name).is_empty(), "{how}: the target was renamed aside");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,8 +4,10 @@
 //! The work is chosen by a subcommand of [`Cli`] (beside the runtime's `--once`):
 //!
 //! - `restore list --database NAME`: the backups of a database (id, start time, size, age).
-//! - `restore db --database NAME [--backup-id ID | --before RFC3339] [--target NEWNAME] [--clean]
-//!   [--jobs N] [--no-owner] [--no-privileges]`: restores a database backup.
+//! - `restore db --database NAME [--backup-id ID | --before RFC3339] [--target NAME] [--clean
+//!   [--drop-replaced] [--terminate-sessions]] [--replace-live-database] [--jobs N] [--no-owner]
+//!   [--no-privileges]`: restores a database backup into a side database, swapped in under the
+//!   target's name only when verified ([`crate::db::restore`]).
 //! - `restore bucket --source-bucket B … --target-bucket T …`: restores a bucket snapshot with
 //!   server-side copies, implemented in [`crate::bucket::restore`] (wiring in `bucket.rs`).
 //! - `restore keygen --output FILE`: a new age key pair for encrypted backups: the identity
@@ -34,7 +36,8 @@ mod bucket;
 use bucket::BucketArgs;
 
 /// The program's specification.
-pub static SPEC: ProgramSpec = ProgramSpec { name: "restore", vars: &[vars::POSTGRES, vars::DB_RESTORE] };
+pub static SPEC: ProgramSpec =
+    ProgramSpec { name: "restore", vars: &[vars::POSTGRES, vars::DB_RESTORE, &[&vars::DATABASES]] };
 
 /// Restores a database backup (streaming into pg_restore) or a bucket snapshot (server-side
 /// copies), verifying checksums.
@@ -60,10 +63,17 @@ pub enum Command {
     /// Restore a database backup: by default the newest complete one, into a new database.
     ///
     /// By default the newest complete backup is restored into a new database
-    /// NAME_restored_TIMESTAMP. Download, size/SHA-256/CRC32C check, decompression and
-    /// pg_restore are one stream; the restore succeeds only if the checksums match, pg_restore
-    /// exits 0 and every table has the row count the backup recorded. Otherwise the database it
-    /// created is dropped.
+    /// NAME_restored_TIMESTAMP. A restore never harms what exists: it always goes into a fresh
+    /// side database lifeboat_restore_TIMESTAMP_ID, and only when everything verified (size,
+    /// CRC32C, SHA-256, decompression, pg_restore exit 0, every table's row count) is that
+    /// renamed to the target. Any failure (or a termination signal) drops the side database and
+    /// leaves the target exactly as it was. An existing target is refused unless --clean; with
+    /// it the existing database is renamed aside to TARGET_before_TIMESTAMP in the same
+    /// transaction as the swap (and dropped only with --drop-replaced). template0, template1,
+    /// the maintenance database, the backed-up database and the databases in BACKUP_DATABASES
+    /// are refused as targets unless --replace-live-database. Download, checks, decompression
+    /// and pg_restore are one stream; with --jobs N the verified archive goes to a scratch file
+    /// first.
     Db(DbArgs),
     /// Restore a bucket snapshot with server-side copies, checked against its checksums.
     ///
@@ -112,14 +122,30 @@ pub struct DbArgs {
     /// The newest backup started at or before TIME (RFC 3339, e.g. 2026-11-26T03:00:00Z).
     #[arg(long, value_name = "TIME", value_parser = units::parse_time)]
     pub before: Option<DateTime<Utc>>,
-    /// Restore into this database; an existing one must be empty unless --clean
-    /// (default: NAME_restored_TIMESTAMP).
-    #[arg(long, value_name = "NEWNAME")]
+    /// Restore into this database (default: NAME_restored_TIMESTAMP); an existing one is
+    /// refused unless --clean.
+    #[arg(long, value_name = "NAME")]
     pub target: Option<String>,
-    /// Drop and recreate an existing target first.
+    /// Replace an existing target: when the restore verified, the target is renamed aside to
+    /// TARGET_before_TIMESTAMP and the restore renamed to TARGET, in one transaction. The old
+    /// database is kept unless --drop-replaced.
     #[arg(long)]
     pub clean: bool,
-    /// Download to a temporary file ($TMPDIR), verify, then pg_restore -j N.
+    /// With --clean: drop the replaced database once the swap committed.
+    #[arg(long, requires = "clean")]
+    pub drop_replaced: bool,
+    /// With --clean: end the sessions connected to the target just before the swap (otherwise
+    /// open sessions make the restore fail, target untouched).
+    #[arg(long, requires = "clean")]
+    pub terminate_sessions: bool,
+    /// Allow a live database as the target: template0, template1, the maintenance database
+    /// (PGDATABASE), the database the backup was taken of, or one in BACKUP_DATABASES. Refused
+    /// without it, nothing changed.
+    #[arg(long)]
+    pub replace_live_database: bool,
+    /// Decompress the verified archive into a scratch file (LIFEBOAT_SCRATCH_DIR, default the
+    /// system temp directory; removed afterwards, whatever happens), then pg_restore -j N into
+    /// the side database.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
     pub jobs: Option<u32>,
     /// Objects belong to the restoring user (default: the original owners, which must exist as
@@ -140,6 +166,11 @@ pub struct Config {
     pub tools: PgTools,
     /// Secret keys for encrypted dumps (`BACKUP_ENCRYPTION_IDENTITY`).
     pub identities: Option<Identities>,
+    /// The databases being backed up (`BACKUP_DATABASES`): refused as targets unless
+    /// `--replace-live-database`.
+    pub protected: Vec<String>,
+    /// Where `--jobs` puts its scratch file (`LIFEBOAT_SCRATCH_DIR`).
+    pub scratch_dir: std::path::PathBuf,
     /// What to do.
     pub command: Command,
 }
@@ -149,6 +180,8 @@ pub fn read(r: &mut Reader<'_>, cli: Option<Cli>) -> Option<Config> {
     let pg = Connection::read(r);
     let tools = PgTools::read(r);
     let identities = encryption::read_identities(r);
+    let protected = r.names(&vars::DATABASES);
+    let scratch_dir = r.text(&vars::SCRATCH_DIR).map_or_else(std::env::temp_dir, std::path::PathBuf::from);
     let command = cli.map(|c| c.command);
     if let Some(Command::Db(a)) = &command
         && (a.database.is_empty() || a.target.as_deref().is_some_and(|t| t.is_empty() || t.len() > 63))
@@ -169,7 +202,7 @@ pub fn read(r: &mut Reader<'_>, cli: Option<Cli>) -> Option<Config> {
              and its logs); run `restore --once keygen --output FILE` locally",
         );
     }
-    Some(Config { pg: pg?, tools: tools?, identities: identities?, command: command? })
+    Some(Config { pg: pg?, tools: tools?, identities: identities?, protected, scratch_dir, command: command? })
 }
 
 /// The program.
@@ -223,8 +256,18 @@ impl App {
         };
         match self.restore_db_inner(args, ctx, &mut item).await {
             Ok(done) => {
+                let replaced = match &done.replaced {
+                    db_restore::Replaced::Nothing => String::new(),
+                    db_restore::Replaced::KeptAs(n) => format!("; the database it replaced is kept as {n:?}"),
+                    db_restore::Replaced::Dropped(n) => {
+                        format!("; the database it replaced was renamed {n:?}, then dropped")
+                    }
+                    db_restore::Replaced::DropFailed { name, error } => {
+                        format!("; the database it replaced is kept as {name:?} (dropping it failed: {error})")
+                    }
+                };
                 result.summary = format!(
-                    "restored {:?} backup {} into database {:?} ({} tables verified, {:.1} s)",
+                    "restored {:?} backup {} into database {:?} ({} tables verified, {:.1} s){replaced}",
                     args.database,
                     item.backup_id.as_deref().unwrap_or("?"),
                     done.target,
@@ -265,6 +308,10 @@ impl App {
         let target = RestoreTarget {
             name: args.target.clone().unwrap_or_else(|| db_restore::default_target(&args.database, Utc::now())),
             clean: args.clean,
+            drop_replaced: args.drop_replaced,
+            terminate_sessions: args.terminate_sessions,
+            replace_live_database: args.replace_live_database,
+            protected: self.config.protected.clone(),
         };
         item.figures.insert("target".into(), target.name.clone().into());
         let settings = RestoreSettings {
@@ -274,7 +321,7 @@ impl App {
             jobs: args.jobs,
             no_owner: args.no_owner,
             no_privileges: args.no_privileges,
-            temp_dir: std::env::temp_dir(),
+            temp_dir: self.config.scratch_dir.clone(),
             identities: self.config.identities.clone(),
             progress_interval: self.services.common.progress_interval,
         };
@@ -285,9 +332,19 @@ impl App {
             encrypted_to = manifest.dump.encryption.as_ref().map(|e| e.recipients.join(",")),
             "restoring"
         );
-        let done = db_restore::restore_database(&settings, store, &path, &manifest, &target, &ctx.cancel).await?;
-        item.figures = done.figures(&manifest.dump);
-        Ok(done)
+        let done = db_restore::restore_database(&settings, store, &path, &manifest, &target, &ctx.cancel).await;
+        match &done {
+            Ok(done) => item.figures = done.figures(),
+            Err(DbError::RestoreFailed { side, drop_error, .. }) => {
+                item.figures.insert("side_database".into(), side.clone().into());
+                item.figures.insert("side_database_dropped".into(), drop_error.is_none().into());
+                item.figures.insert("target_touched".into(), false.into());
+            }
+            Err(_) => {
+                item.figures.insert("target_touched".into(), false.into());
+            }
+        }
+        done
     }
 }
 
