@@ -366,6 +366,9 @@ async fn verification_costs_no_request_per_backup() {
 /// the verified age is the backup's age.
 #[tokio::test]
 async fn health_shows_the_verified_age_after_a_real_drill() {
+    use futures::TryStreamExt as _;
+    use lifeboat_core::store::ObjectStoreExt as _;
+
     use crate::support::db::{db_job, small_fixture};
     use crate::support::postgres::TestDb;
 
@@ -395,6 +398,14 @@ async fn health_shows_the_verified_age_after_a_real_drill() {
 
     let out = run("drill");
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    // The record carries its outcome in its metadata: readers need no read to know it.
+    let prefix = format!("db/main/{}/", db.name);
+    let records: Vec<_> = store.list_all(&prefix).try_collect().await.expect("list");
+    let record = records.iter().find(|o| o.key.contains("/drills/")).expect("a drill record");
+    assert_eq!(
+        record.metadata.get(lifeboat_core::core::naming::DRILL_OUTCOME_METADATA).map(String::as_str),
+        Some("passed")
+    );
     let after = row(&run("health"));
     assert_eq!(after.0, "ok", "{after:?}");
     assert_ne!(after.2, "-", "the drilled backup is verified: {after:?}");
