@@ -91,10 +91,12 @@ locals {
     SOURCE_BUCKETS   = join(",", var.source_buckets)
   }
 
-  # The programs that judge freshness and raise alerts (health, monitor, console).
+  # The programs that judge freshness and raise alerts (health, monitor, console): stale after
+  # max_backup_age, unverified (no recent backup restored by a drill) after max_unverified_age.
   freshness_env = merge(local.encryption_env, local.expected_sources_env, {
-    BACKUP_MAX_AGE          = var.max_backup_age
-    ALERT_REMINDER_INTERVAL = var.alert_reminder_interval
+    BACKUP_MAX_AGE            = var.max_backup_age
+    BACKUP_MAX_UNVERIFIED_AGE = var.max_unverified_age
+    ALERT_REMINDER_INTERVAL   = var.alert_reminder_interval
   })
 
   # Each caller of monitor on its own endpoint only: the push subscription's identity may call

@@ -74,6 +74,20 @@ locals {
       schedule = var.prune_schedule
     }
 
+    # Restore drills (drill.tf): scratch restores of the newest backups, records next to them.
+    drill = {
+      service_account = google_service_account.drill.email
+      env             = local.drill_env
+      secret_env = (local.drill_own_server
+        ? (local.restore_identity ? local.drill_own_identity_secret_env : local.drill_own_secret_env)
+      : (local.restore_identity ? local.db_restore_secret_env : local.db_secret_env))
+      uses_database = true
+      resources     = var.db_backup_resources
+      timeout       = var.drill_timeout
+      max_retries   = 0 # a failed drill is a finding: alerted once, not repeated
+      schedule      = var.drill_schedule
+    }
+
     health = {
       service_account       = google_service_account.health.email
       env                   = merge(local.common_env, local.freshness_env)
@@ -236,6 +250,11 @@ resource "google_cloud_run_v2_job" "job" {
     google_storage_bucket_iam_member.storage_backup_creator,
     google_storage_bucket_iam_member.storage_backup_state,
     google_storage_bucket_iam_member.prune_deleter,
+    google_storage_bucket_iam_member.drill_backups_reader,
+    google_storage_bucket_iam_member.drill_records_creator,
+    google_secret_manager_secret_iam_member.drill_db_password_accessor,
+    google_secret_manager_secret_iam_member.drill_identity_accessor,
+    google_secret_manager_secret_iam_member.drill_db_password_reader,
   ]
 }
 

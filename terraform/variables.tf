@@ -394,6 +394,17 @@ variable "max_backup_age" {
   }
 }
 
+variable "max_unverified_age" {
+  description = "A source is unverified when its newest backup a drill restored is older than this (BACKUP_MAX_UNVERIFIED_AGE, at most 32d), e.g. 8d."
+  type        = string
+  default     = "8d"
+
+  validation {
+    condition     = can(regex("^[0-9]+(s|m|h|d)$", var.max_unverified_age))
+    error_message = "max_unverified_age must be a number followed by s, m, h or d, e.g. 8d."
+  }
+}
+
 variable "alert_reminder_interval" {
   description = "How often monitor repeats an alert while an incident stays open (ALERT_REMINDER_INTERVAL)."
   type        = string

@@ -426,8 +426,8 @@ class Terraform:
 
     def _literal_local(self, value: Any) -> Any:
         """local.NAME of a literal map -> that map. `COND ? local.A : local.B` of two literal maps
-        -> their union: everything that may reach the instance (a check of who gets which secret
-        must see both branches)."""
+        (or nested conditionals whose every branch is one) -> their union: everything that may
+        reach the instance (a check of who gets which secret must see every branch)."""
         if isinstance(value, str):
             m = re.fullmatch(r"\$\{local\.(\w+)\}", value)
             if m and isinstance(self.locals.get(m.group(1)), dict):
@@ -435,6 +435,15 @@ class Terraform:
             m = re.fullmatch(r"\$\{[^?]+ \? local\.(\w+) : local\.(\w+)\}", value)
             if m and all(isinstance(self.locals.get(n), dict) for n in m.groups()):
                 return {**self.locals[m.group(2)], **self.locals[m.group(1)]}
+            # Nested conditionals whose every branch is local.NAME of a literal map: the union.
+            inner = expression(value)
+            if inner is not None and "?" in inner and re.fullmatch(r"[\s()?:]*(local\.\w+[\s()?:]*)+", inner):
+                leaves = [n for n, cond in re.findall(r"local\.(\w+)\s*(\?)?", inner) if not cond]
+                if len(leaves) == inner.count("?") + 1 and all(isinstance(self.locals.get(n), dict) for n in leaves):
+                    union: dict = {}
+                    for n in reversed(leaves):
+                        union.update(self.locals[n])
+                    return union
         return value
 
     def resolve_local_lookups(self, text: str) -> str:

@@ -15,7 +15,7 @@ import unittest
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "infra" / "Dockerfile"
-BINARIES = ("db-backup", "storage-backup", "restore", "prune", "health", "monitor", "console")
+BINARIES = ("db-backup", "storage-backup", "restore", "prune", "health", "monitor", "console", "drill")
 MIN_PG_MAJOR = 17
 
 
@@ -175,11 +175,11 @@ class CloudBuildTest(unittest.TestCase):
         def listed(name):
             return re.search(rf"^\s*{name}:\s*(.+)$", self.text, re.M).group(1).split("#")[0].split()
 
-        # The deployer rolls out what it may act as; prune, restore and the console (which
+        # The deployer rolls out what it may act as; prune, restore, drill (reads dumps with the identity) and the console (which
         # starts them with overrides) are printed for an operator (terraform/artifact.tf).
         self.assertEqual(set(listed("_JOBS")), {"db-backup", "storage-backup", "health"})
         self.assertEqual(set(listed("_SERVICES")), {"monitor"})
-        self.assertEqual(set(listed("_OPERATOR_JOBS")), {"prune", "restore"})
+        self.assertEqual(set(listed("_OPERATOR_JOBS")), {"prune", "restore", "drill"})
         self.assertEqual(set(listed("_OPERATOR_SERVICES")), {"console"})
         self.assertRegex(self.text, r"for job in \$\{_OPERATOR_JOBS\}; do\n\s+echo \"  gcloud run jobs update \$\$job --image=")
         self.assertIn("CLOUD_LOGGING_ONLY", self.text)
@@ -190,7 +190,8 @@ class RunbookTest(unittest.TestCase):
         text = (REPO / "docs" / "runbook.md").read_text(encoding="utf-8").lower()
         for needle in ("terraform apply", "gcloud run jobs execute db-backup", "--args=list",
                        "--args=db,", "--args=bucket,", "backup failed", "backup stale", "suspicious",
-                       "prune refused", "recovered", "gcloud secrets versions add", "slack", "password"):
+                       "prune refused", "recovered", "gcloud secrets versions add", "slack", "password",
+                       "restore drills", "gcloud run jobs execute drill", "lifeboat_drill_"):
             self.assertIn(needle, text)
 
 

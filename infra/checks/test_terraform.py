@@ -23,10 +23,11 @@ PROGRAM_JOBS = {
     "restore": "restore",
     "prune": "prune",
     "health": "health",
+    "drill": "drill",
 }
-SCHEDULED_JOBS = {"db-backup", "storage-backup", "prune", "health"}
-DATABASE_JOBS = {"db-backup", "restore"}
-SECRET_ENV_NAMES = {"PGPASSWORD", "SLACK_WEBHOOK_URL", "BACKUP_ENCRYPTION_IDENTITY", "SENTRY_DSN"}
+SCHEDULED_JOBS = {"db-backup", "storage-backup", "prune", "health", "drill"}
+DATABASE_JOBS = {"db-backup", "restore", "drill"}
+SECRET_ENV_NAMES = {"PGPASSWORD", "SLACK_WEBHOOK_URL", "BACKUP_ENCRYPTION_IDENTITY", "SENTRY_DSN", "DRILL_PGPASSWORD"}
 
 # Addresses of deployments made before issue 9 -> where their state lives now (terraform/moved.tf).
 OLD_ADDRESSES = {
@@ -305,12 +306,17 @@ class BucketTest(unittest.TestCase):
                 self.assertNotEqual(b.role, "roles/storage.admin")
 
     def test_cloudsql_client_is_limited_to_the_instance(self):
+        clients = set()
         for b in TF.bindings():
             if b.role == "roles/cloudsql.client":
-                self.assertEqual(b.member_accounts, {"db_backup", "restore"})
+                clients |= b.member_accounts
                 cond = block(b.body, "condition")
                 self.assertIn("sqladmin.googleapis.com/Instance", cond["expression"])
                 self.assertIn("instances/", cond["expression"])
+        # drill only while it restores on the backed-up server (no drill_database_host).
+        self.assertEqual(clients, {"db_backup", "restore", "drill"})
+        self.assertIn("!local.drill_own_server",
+                      TF.resource("google_project_iam_member", "drill_cloudsql_client")["for_each"])
 
 
 class ServiceAccountTest(unittest.TestCase):
@@ -328,7 +334,7 @@ class ServiceAccountTest(unittest.TestCase):
                 # A map entry copied from another must not keep the other's identity.
                 self.assertEqual(sa_name, PROGRAM_JOBS.get(name, name), f"{name} runs as {sa_name}")
                 seen[sa_name] = name
-        self.assertEqual(len(seen), 7)
+        self.assertEqual(len(seen), 8)
 
     def test_job_names_and_binaries(self):
         instances = jobs()
@@ -369,13 +375,25 @@ class ServiceAccountTest(unittest.TestCase):
                     expected = {"db_backup": "db/", "storage_backup": "storage/"}[next(iter(b.member_accounts))]
                     self.assertIn(expected, expr)
 
+    def test_drill_creates_records_only_and_deletes_nothing(self):
+        # Records in a drills/ folder of a backup or snapshot: never a manifest, a dump or a blob.
+        grants = [b for b in TF.bindings() if "drill" in b.member_accounts
+                  and "google_storage_bucket.backups." in " ".join(b.targets)]
+        self.assertEqual(sorted(b.role for b in grants), ["roles/storage.objectCreator", "roles/storage.objectViewer"])
+        creator = next(b for b in grants if b.role == "roles/storage.objectCreator")
+        expr = block(creator.body, "condition")["expression"]
+        self.assertIn('resource.name.extract("/drills/{record}").endsWith(".json")', expr)
+        self.assertIn("db/", expr)
+        self.assertIn("storage/", expr)
+
     def test_results_topic_publishers(self):
         publishers = set()
         for b in TF.bindings():
             if b.role == "roles/pubsub.publisher" and any("google_pubsub_topic.results." in t for t in b.targets):
                 self.assertEqual(b.rtype, "google_pubsub_topic_iam_member")
                 publishers |= b.member_accounts
-        self.assertEqual(publishers, {"db_backup", "storage_backup", "restore", "prune", "health", "monitor", "console"})
+        self.assertEqual(publishers, {"db_backup", "storage_backup", "restore", "prune", "health", "monitor", "console",
+                                      "drill"})
 
     def test_storage_backup_reads_each_source_bucket(self):
         b = TF.resource("google_storage_bucket_iam_member", "source_reader")
@@ -439,11 +457,14 @@ class SchedulerTest(unittest.TestCase):
             "storage-backup": "Start the storage-backup Cloud Run job",
             "prune": "Start the prune Cloud Run job",
             "health": "Start the health Cloud Run job (daily freshness report)",
+            "drill": "Start the drill Cloud Run job",
         })
         self.assertEqual(TF.variables["db_backup_schedule"]["default"], "0 2 * * *")
         self.assertEqual(TF.variables["storage_backup_schedule"]["default"], "30 3 * * *")
         self.assertEqual(TF.variables["prune_schedule"]["default"], "0 5 * * *")
         self.assertEqual(TF.variables["health_schedule"]["default"], "0 7 * * *")
+        # Drills after the backups and before the health report.
+        self.assertEqual(TF.variables["drill_schedule"]["default"], "0 6 * * *")
 
     def test_scheduler_may_run_exactly_the_scheduled_jobs(self):
         b = TF.resource("google_cloud_run_v2_job_iam_member", "scheduler_runs_job")
@@ -527,6 +548,8 @@ class SecretsTest(unittest.TestCase):
         expect = {
             "db-backup": {"PGPASSWORD"},
             "restore": {"PGPASSWORD", "BACKUP_ENCRYPTION_IDENTITY"},
+            # (every branch: PGPASSWORD on the backed-up server, DRILL_PGPASSWORD on a drill server)
+            "drill": {"PGPASSWORD", "BACKUP_ENCRYPTION_IDENTITY", "DRILL_PGPASSWORD"},
             "monitor": {"SLACK_WEBHOOK_URL"},
         }
         for name, (kind, body) in all_workloads().items():
@@ -578,10 +601,12 @@ class SecretsTest(unittest.TestCase):
                          "RUST_LOG"} <= common, common)
         db = {"PGHOST", "PGPORT", "PGUSER", "BACKUP_DATABASES", "BACKUP_COMPRESSION"}
         # The recipients (public keys) go where dumps are written and where freshness is judged.
-        freshness = {"BACKUP_MAX_AGE", "ALERT_REMINDER_INTERVAL", "BACKUP_ENCRYPTION_RECIPIENTS"}
+        freshness = {"BACKUP_MAX_AGE", "BACKUP_MAX_UNVERIFIED_AGE", "ALERT_REMINDER_INTERVAL",
+                     "BACKUP_ENCRYPTION_RECIPIENTS"}
         own = {
             "db-backup": db | {"BACKUP_ENCRYPTION_RECIPIENTS"},
             "restore": db,
+            "drill": db | {"SOURCE_BUCKETS", "DRILL_PGHOST", "DRILL_PGPORT", "DRILL_PGUSER", "DRILL_SAMPLE_OBJECTS"},
             "storage-backup": {"SOURCE_BUCKETS"},
             "prune": {"BACKUP_KEEP_LAST", "BACKUP_KEEP_DAILY", "BACKUP_KEEP_WEEKLY", "BACKUP_KEEP_MONTHLY"},
             "health": freshness | set(EXPECTED_SOURCE_VARS),
@@ -914,6 +939,7 @@ class JobSettingsTest(unittest.TestCase):
         "restore": ("${var.restore_timeout}", 0, "${var.db_backup_resources.cpu}", "${var.db_backup_resources.memory}"),
         "prune": ("3600s", "${var.job_max_retries}", "1", "512Mi"),
         "health": ("900s", "${var.job_max_retries}", "1", "512Mi"),
+        "drill": ("${var.drill_timeout}", 0, "${var.db_backup_resources.cpu}", "${var.db_backup_resources.memory}"),
     }
 
     def test_runtime_settings(self):

@@ -39,16 +39,33 @@ pub fn drill_outcome(record: &[u8], backup_id: &str) -> Option<DrillOutcome> {
     (record.backup_id.to_string() == backup_id).then_some(record.outcome)
 }
 
+/// At most this many drill records are read per series and listing (records without the outcome
+/// metadata only): the request count stays flat however many backups and drills a series holds.
+/// A series whose newest verified backup lies behind more unreadable or failed records than
+/// this has had that many drills fail in a row: it is reported unverified, which it then is.
+pub const MAX_RECORD_READS: usize = 16;
+
 /// Fills in the outcome of drill records the listing left unknown (no metadata), newest complete
-/// backup first, until the newest verified backup is known. Records that cannot be read or
-/// parsed stay unknown (they verify nothing); a store failure other than "not found" is an error.
+/// backup first, until the newest verified backup is known (at most [`MAX_RECORD_READS`] reads).
+/// Records that cannot be read or parsed stay unknown (they verify nothing); a store failure
+/// other than "not found" is an error.
 pub async fn resolve_drills(store: &dyn ObjectStore, series: &mut Series) -> Result<(), StoreError> {
+    let mut reads = 0;
+    let series_label = series.label();
     for b in series.backups.iter_mut().rev().filter(|b| b.complete) {
         if b.verified() {
             return Ok(());
         }
         let id = b.run.to_string();
         for d in b.drills.iter_mut().rev().filter(|d| d.outcome.is_none()) {
+            if reads == MAX_RECORD_READS {
+                tracing::warn!(
+                    series = series_label,
+                    "drill records without outcome metadata: only the newest are read"
+                );
+                return Ok(());
+            }
+            reads += 1;
             match store.read_all(&d.key, crate::core::drill::MAX_RECORD_BYTES).await {
                 Ok(bytes) => d.outcome = drill_outcome(&bytes, &id),
                 Err(e) if e.is_not_found() || matches!(e, StoreError::Integrity { .. }) => {

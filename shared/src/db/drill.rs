@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use super::DbError;
-use super::restore::{self, RestoreSettings, Selector};
+use super::restore::{self, RestoreDone, RestoreSettings, Selector};
 use crate::core::drill::{
     DrillKind, DrillOutcome, DrillRecord, RECORD_VERSION, SCRATCH_PREFIX, check_scratch_name, db_record_key,
     scratch_database_name, scratch_started,
@@ -76,44 +76,50 @@ pub async fn drill_database(
     };
     let scratch = scratch_database_name(database, now);
     tracing::info!(database, backup_id = %path.run, scratch, "drill: restoring into a scratch database");
-    let restored = restore_scratch(settings, store, &path, database, &scratch, cancel).await;
-    // Whatever happened, the scratch database goes (restore_database drops what it created on a
-    // failure; this also covers a success and a drop that failed there).
-    let dropped = drop_scratch(&settings.restore.conn, &scratch).await;
-    match (restored, dropped) {
-        (Ok(done), Ok(())) => {
-            record.outcome = DrillOutcome::Passed;
-            record.rto_seconds = Some(round_ms(done.rto));
-            record.bytes = done.bytes;
-            record.tables = Some(done.tables);
-            record.rows = done.rows;
-            tracing::info!(database, scratch, rto_s = done.rto.as_secs_f64(), "drill passed; scratch database dropped");
+    match scratch_is_free(&settings.restore.conn, &scratch).await {
+        Err(e) => {
+            // Nothing was created: nothing to drop (an existing one belongs to another drill).
+            tracing::error!(database, error = %e, "drill failed");
+            record.error = Some(e.to_string());
         }
-        (Ok(done), Err(e)) => {
-            record.bytes = done.bytes;
-            record.error = Some(format!(
-                "the backup restored and verified, but the scratch database {scratch:?} could NOT be dropped: {e}"
-            ));
-        }
-        (Err(e), dropped) => {
-            let mut text = e.to_string();
-            if let Err(d) = dropped {
-                text.push_str(&format!("; the scratch database {scratch:?} could NOT be dropped: {d}"));
+        Ok(()) => {
+            let restored = restore_scratch(settings, store, &path, database, &scratch, cancel).await;
+            // Whatever happened, the scratch database goes (the restore drops its side database
+            // on a failure; this drops the verified copy, and retries a drop that failed there).
+            let dropped = drop_scratch(&settings.restore.conn, &scratch).await;
+            match (restored, dropped) {
+                (Ok(done), Ok(())) => {
+                    record.outcome = DrillOutcome::Passed;
+                    record.rto_seconds = Some(round_ms(done.elapsed));
+                    record.bytes = done.stored_bytes;
+                    record.tables = Some(u64::try_from(done.tables_verified).unwrap_or(u64::MAX));
+                    record.rows = Some(done.rows_verified);
+                    tracing::info!(
+                        database,
+                        scratch,
+                        rto_s = done.elapsed.as_secs_f64(),
+                        "drill passed; scratch database dropped"
+                    );
+                }
+                (Ok(done), Err(e)) => {
+                    record.bytes = done.stored_bytes;
+                    record.error = Some(format!(
+                        "the backup restored and verified, but the scratch database {scratch:?} could NOT be dropped: {e}"
+                    ));
+                }
+                (Err(e), dropped) => {
+                    let mut text = e.to_string();
+                    if let Err(d) = dropped {
+                        text.push_str(&format!("; the scratch database {scratch:?} could NOT be dropped: {d}"));
+                    }
+                    tracing::error!(database, error = text, "drill failed");
+                    record.error = Some(text);
+                }
             }
-            tracing::error!(database, error = text, "drill failed");
-            record.error = Some(text);
         }
     }
     record.finished_at = Utc::now();
     Ok(Drilled { key, record })
-}
-
-/// What a passed restore measured.
-struct Restored {
-    rto: Duration,
-    bytes: u64,
-    tables: u64,
-    rows: Option<u64>,
 }
 
 /// The newest complete backup of `database` (the manifest is read again by the restore).
@@ -127,6 +133,18 @@ async fn newest_complete(store: &dyn ObjectStore, source: &str, database: &str) 
     })
 }
 
+/// Refuses a scratch name that is not a drill's, or that exists already (another drill's).
+async fn scratch_is_free(conn: &Connection, scratch: &str) -> Result<(), DbError> {
+    check_scratch_name(scratch).map_err(|e| DbError::Refused(e.to_string()))?;
+    let admin = conn.connect(&conn.maintenance_db).await?;
+    if sql::database_info(&admin, conn, &conn.maintenance_db, scratch).await?.is_some() {
+        return Err(DbError::Refused(format!(
+            "the scratch database {scratch:?} already exists (another drill is using it); left alone"
+        )));
+    }
+    Ok(())
+}
+
 async fn restore_scratch(
     settings: &DbDrillSettings,
     store: &dyn ObjectStore,
@@ -134,27 +152,10 @@ async fn restore_scratch(
     database: &str,
     scratch: &str,
     cancel: &CancellationToken,
-) -> Result<Restored, DbError> {
-    check_scratch_name(scratch).map_err(|e| DbError::Refused(e.to_string()))?;
+) -> Result<RestoreDone, DbError> {
     let (chosen, manifest) =
         restore::choose(store, &settings.source, database, &Selector::Id(path.run.clone())).await?;
-    let conn = &settings.restore.conn;
-    let admin = conn.connect(&conn.maintenance_db).await?;
-    if sql::database_info(&admin, conn, &conn.maintenance_db, scratch).await?.is_some() {
-        return Err(DbError::Refused(format!(
-            "the scratch database {scratch:?} already exists (another drill is using it); left alone"
-        )));
-    }
-    drop(admin);
-    let done =
-        restore::restore_into_new_database(&settings.restore, store, &chosen, &manifest, scratch, cancel).await?;
-    let rows = manifest.row_counts.as_ref().map(|c| c.values().map(|&n| u64::try_from(n).unwrap_or(0)).sum());
-    Ok(Restored {
-        rto: done.elapsed,
-        bytes: manifest.dump.stored_bytes,
-        tables: u64::try_from(done.tables_verified).unwrap_or(u64::MAX),
-        rows,
-    })
+    restore::restore_into_new_database(&settings.restore, store, &chosen, &manifest, scratch, cancel).await
 }
 
 /// Drops the scratch database `name` (refusing any other name); no error when it is gone.

@@ -149,11 +149,14 @@ async fn databases_in_store(store: &dyn ObjectStore, source: &str) -> Result<Vec
     Ok(names)
 }
 
-/// Writes a drill record create-only (`ifGenerationMatch=0`) and returns its key: a record of
+/// Writes a drill record create-only (`ifGenerationMatch=0`), its outcome also in the custom
+/// metadata [`crate::core::naming::DRILL_OUTCOME_METADATA`], and returns its key: a record of
 /// another drill of the same backup in the same second takes the name, and this one goes to the
 /// next free second (a few tries).
 async fn write_record(store: &dyn ObjectStore, key: &str, record: &DrillRecord) -> Result<String, StoreError> {
-    let options = PutOptions { content_type: Some("application/json".into()), ..PutOptions::default() };
+    let mut options = PutOptions { content_type: Some("application/json".into()), ..PutOptions::default() };
+    // The outcome in the metadata too: readers learn it from the listing, no read per record.
+    options.metadata.insert(crate::core::naming::DRILL_OUTCOME_METADATA.into(), record.outcome.as_str().into());
     let mut key = key.to_owned();
     for _ in 0..3 {
         match store.put(&key, Bytes::from(record.to_json()), options.clone()).await {

@@ -419,3 +419,69 @@ async fn a_browser_backs_up_a_database_from_the_overview_and_sees_the_new_backup
     assert_eq!(page.matches(r#"<tr class="backup">"#).count(), 1, "{page}");
     browser.client.clone().close().await.expect("close the session");
 }
+
+/// Drill records beside the backups (written into the console's own `file://` store): the
+/// overview shows the newest verified backup and each source's verified age, the source page each
+/// backup's drills (outcome, RTO, figures), and the API says the same in JSON.
+#[tokio::test]
+async fn the_console_shows_verified_ages_and_drill_results() {
+    use chrono::{DateTime, Duration, Utc};
+
+    use crate::support::fake_backups::{Drill, db_backup, db_drill, run_at, snapshot, snapshot_drill};
+
+    let home = tempfile::tempdir().expect("home");
+    let location: lifeboat_core::core::location::Location =
+        format!("file://{}/backups", home.path().display()).parse().expect("location");
+    let store = lifeboat_core::store::local::LocalStore::open(location).expect("store");
+    let now = DateTime::from_timestamp(Utc::now().timestamp(), 0).expect("now");
+    let mut app = Vec::new();
+    for d in (1..=3).rev() {
+        app.push(db_backup(&store, "main", "app", &run_at(now - Duration::days(d)), 100, true).await);
+    }
+    db_drill(&store, &app[1], now - Duration::hours(30), Drill::Passed).await;
+    db_drill(&store, &app[2], now - Duration::hours(3), Drill::Failed).await;
+    let snap = snapshot(&store, "media", &run_at(now - Duration::hours(5)), &[("a.png", "blob-a")], true, false).await;
+    snapshot_drill(&store, &snap, now - Duration::hours(4), Drill::PassedNoMetadata).await;
+
+    let media_dir = format!("file://{}/src/media", home.path().display());
+    let console = local_console(
+        home.path(),
+        &[("BACKUP_SOURCE", "main"), ("BACKUP_DATABASES", "app"), ("SOURCE_BUCKETS", &media_dir)],
+    )
+    .await;
+    let c = Client::new(&console.base);
+
+    let (status, body) = c.get("/api/status", &[]).await;
+    assert_eq!(status, 200, "{body}");
+    let rows = body["sources"].as_array().expect("sources");
+    let app_row = rows.iter().find(|r| r["name"] == "app").expect("app");
+    assert_eq!(app_row["newest_verified_backup"], app[1].run.to_string(), "{app_row}");
+    let verified_age = app_row["verified_age_seconds"].as_i64().expect("verified age");
+    assert!((2 * 86_400..2 * 86_400 + 600).contains(&verified_age), "{verified_age}");
+    assert_eq!(app_row["last_drill_outcome"], "failed");
+    let media = rows.iter().find(|r| r["kind"] == "bucket").expect("media");
+    assert_eq!(media["newest_verified_backup"], snap.run.to_string(), "a record without metadata is read: {media}");
+
+    let overview = reqwest::get(format!("{}/", c.base)).await.expect("overview").text().await.expect("html");
+    assert!(overview.contains(r#"<div class="k">newest verified backup</div>"#), "{overview}");
+    assert!(overview.contains("verified age") && overview.contains("unverified after 8d"), "{overview}");
+    assert!(overview.contains(&format!(r#"<span title="{}">2d00h</span>"#, app[1].run)), "{overview}");
+    assert!(overview.contains("last drill failed"), "{overview}");
+
+    let page = reqwest::get(format!("{}/sources/db/app", c.base)).await.expect("page").text().await.expect("html");
+    assert!(page.contains("passed · RTO 95s") && page.contains("failed · RTO 95s"), "{page}");
+    assert!(page.contains("3 tables, 1000 rows; error: row counts differ from the manifest"), "{page}");
+    assert_eq!(page.matches(r#"<td class="verified">yes</td>"#).count(), 1, "{page}");
+
+    let (status, backups) = c.get("/api/databases/app/backups", &[]).await;
+    assert_eq!(status, 200, "{backups}");
+    let list = backups["backups"].as_array().expect("backups");
+    let verified: Vec<_> = list.iter().filter(|b| b["verified"] == true).map(|b| b["id"].clone()).collect();
+    assert_eq!(verified, [json!(app[1].run.to_string())], "{backups}");
+    let drill = &list.iter().find(|b| b["id"] == json!(app[1].run.to_string())).expect("drilled")["drills"][0];
+    assert_eq!((drill["outcome"].as_str(), drill["rto_seconds"].as_f64()), (Some("passed"), Some(95.0)), "{drill}");
+    assert_eq!((drill["tables"].as_u64(), drill["rows"].as_u64()), (Some(3), Some(1000)), "{drill}");
+    let (_, snapshots) = c.get("/api/buckets/media/snapshots", &[]).await;
+    let s = &snapshots["snapshots"][0];
+    assert_eq!((s["verified"].as_bool(), s["drills"][0]["objects_checked"].as_u64()), (Some(true), Some(5)), "{s}");
+}

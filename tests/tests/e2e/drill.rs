@@ -280,3 +280,29 @@ async fn an_encrypted_backup_is_drilled_with_the_identity_and_fails_without_it()
     assert_eq!((passed.1.tables, passed.1.rows), (Some(2), Some(300)));
     assert_eq!(scratch_databases(&db.server, &db.name), "");
 }
+
+/// A scratch name that exists already belongs to another drill: the drill fails and leaves it
+/// (and what it holds) alone; it never drops a database it did not create.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_existing_scratch_database_is_refused_and_left_alone() {
+    let backup = gcs_backup_store().await;
+    let (db, db_path) = backed_up_database(&backup, 50, &[]).await;
+    // The names the drill will pick in the next seconds, taken by "another drill".
+    let now = Utc::now();
+    let taken: Vec<String> =
+        (0..8).map(|s| scratch_database_name(&db.name, now + chrono::Duration::seconds(s))).collect();
+    for name in &taken {
+        db.server.psql("postgres", &format!("CREATE DATABASE {name}"));
+        db.server.psql(name, "CREATE TABLE mine (x int); INSERT INTO mine VALUES (7);");
+        db.drop_later(name);
+    }
+    let out = drill(&db.server, &backup, &[("BACKUP_DATABASES", &db.name)]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let found = records(&*backup, &db_path.prefix()).await;
+    assert_eq!(found.len(), 1, "{found:?}");
+    let e = found[0].1.error.as_deref().expect("why");
+    assert!(e.contains("already exists") && e.contains("left alone"), "{e}");
+    for name in &taken {
+        assert_eq!(db.server.psql(name, "SELECT x FROM mine"), "7", "{name} was touched");
+    }
+}

@@ -103,6 +103,7 @@ async fn job_mode_exits_non_zero_unless_everything_is_ok() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "the expected bucket has no snapshot:\n{stdout}");
     assert!(stdout.contains("main/app") && stdout.contains("gs://media") && stdout.contains("missing"), "{stdout}");
+    assert!(stdout.lines().next().is_some_and(|h| h.contains(" AGE ") && h.contains(" VERIFIED ")), "{stdout}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("1 of 2 sources ok: gs://media missing"));
     snapshot(&*store, "media", &run_at(now - Duration::hours(1)), &[("p.jpg", "b1")], true, false).await;
     let out = run();
@@ -316,4 +317,97 @@ async fn an_unencrypted_newest_backup_is_reported_where_encryption_is_configured
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("BACKUP_ENCRYPTION_RECIPIENTS: item 1 is not an age X25519 recipient"), "{stderr}");
+}
+
+/// Finding which backups are verified costs no request per backup: the listing that finds the
+/// backups finds their drill records, and the outcome is in the records' metadata. Records
+/// without it are read newest first, until a passed one, at most `MAX_RECORD_READS` per series.
+#[tokio::test]
+async fn verification_costs_no_request_per_backup() {
+    use lifeboat_core::inventory::{MAX_RECORD_READS, load};
+
+    use crate::support::counting::Counting;
+
+    let now = DateTime::from_timestamp(Utc::now().timestamp(), 0).expect("now");
+    let mut measured = Vec::new();
+    // Every backup drilled with `each`, the newest with `newest`.
+    for (n, each, newest) in [
+        (5, Drill::Passed, Drill::Passed),
+        (40, Drill::Passed, Drill::Passed),
+        (40, Drill::Failed, Drill::Failed),
+        (40, Drill::PassedNoMetadata, Drill::PassedNoMetadata),
+        (5, Drill::FailedNoMetadata, Drill::FailedNoMetadata),
+        (40, Drill::FailedNoMetadata, Drill::FailedNoMetadata),
+    ] {
+        let store = store().await;
+        for d in (0..n).rev() {
+            let path = db_backup(&*store, "main", "app", &run_at(now - Duration::hours(d * 6 + 1)), 10, true).await;
+            let drill = if d == 0 { newest } else { each };
+            db_drill(&*store, &path, now - Duration::hours(d * 6), drill).await;
+        }
+        let counting = Counting::new(store.clone());
+        let series = load(&counting, "main").await.expect("load");
+        let (lists, reads, writes) = counting.counts.get();
+        assert_eq!(writes, 0);
+        measured.push((n, format!("{each:?}"), lists, reads, series[0].newest_verified().is_some()));
+    }
+    eprintln!("one load: (backups, drill records, list pages, reads, verified): {measured:?}");
+    let figures: Vec<(usize, usize, bool)> = measured.iter().map(|m| (m.2, m.3, m.4)).collect();
+    let capped = 2 * MAX_RECORD_READS; // a stat and a read each
+    assert_eq!(
+        figures,
+        [(2, 0, true), (2, 0, true), (2, 0, false), (2, 2, true), (2, 10, false), (2, capped, false)],
+        "{measured:?}"
+    );
+}
+
+/// The whole chain with the real binaries: `db-backup`, then `health` (no verified age yet),
+/// `drill --once` (restores it into a scratch database and writes the record), `health` again:
+/// the verified age is the backup's age.
+#[tokio::test]
+async fn health_shows_the_verified_age_after_a_real_drill() {
+    use futures::TryStreamExt as _;
+    use lifeboat_core::store::ObjectStoreExt as _;
+
+    use crate::support::db::{db_job, small_fixture};
+    use crate::support::postgres::TestDb;
+
+    let store = store().await;
+    let db = TestDb::create("lbverified");
+    db.sql(&small_fixture(200));
+    let home = tempfile::tempdir().expect("home");
+    let destination = store.location().to_string();
+    let run = |program: &str| {
+        db_job(program, home.path(), &db.server, &destination)
+            .env("BACKUP_DATABASES", &db.name)
+            .output()
+            .unwrap_or_else(|e| panic!("run {program}: {e}"))
+    };
+    let out = run("db-backup");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    // health's row of the database: (status, age, verified age).
+    let row = |out: &std::process::Output| {
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let line = stdout.lines().find(|l| l.starts_with(&format!("main/{}", db.name))).map(str::to_owned);
+        let line = line.unwrap_or_else(|| panic!("no row: {stdout}"));
+        let fields: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
+        (fields[1].clone(), fields[2].clone(), fields[3].clone())
+    };
+    let before = row(&run("health"));
+    assert_eq!((before.0.as_str(), before.2.as_str()), ("ok", "-"), "{before:?}");
+
+    let out = run("drill");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    // The record carries its outcome in its metadata: readers need no read to know it.
+    let prefix = format!("db/main/{}/", db.name);
+    let records: Vec<_> = store.list_all(&prefix).try_collect().await.expect("list");
+    let record = records.iter().find(|o| o.key.contains("/drills/")).expect("a drill record");
+    assert_eq!(
+        record.metadata.get(lifeboat_core::core::naming::DRILL_OUTCOME_METADATA).map(String::as_str),
+        Some("passed")
+    );
+    let after = row(&run("health"));
+    assert_eq!(after.0, "ok", "{after:?}");
+    assert_ne!(after.2, "-", "the drilled backup is verified: {after:?}");
+    assert!(after.2.ends_with('s') || after.2.ends_with('m'), "aged by the backup (seconds old): {after:?}");
 }

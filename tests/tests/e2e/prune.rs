@@ -12,7 +12,7 @@ use lifeboat_core::runtime::{Program, RunContext, Trigger};
 use lifeboat_core::store::{DynStore, ObjectStore};
 
 use crate::support::binaries::job;
-use crate::support::fake_backups::{blob_key, db_backup, keys, run_at, snapshot};
+use crate::support::fake_backups::{Drill, blob_key, db_backup, db_drill, keys, run_at, snapshot, snapshot_drill};
 use crate::support::gcs::gcs_store_with;
 use crate::support::stack::{config, services};
 
@@ -89,6 +89,58 @@ async fn prune_applies_the_plan_and_collects_orphans_after_the_grace() {
     let left = keys(&*store).await;
     assert!(!left.contains(&orphan.dump_key("zst")));
     assert_eq!(left.len(), 3 * 2 + 2, "three backups of main/app and the other source's");
+}
+
+/// The newest verified backup (a passed drill record beside it) is kept whatever the policy, with
+/// its records; other backups go with their records; a snapshot verified by a record without
+/// metadata (read from the store) is kept with the blobs it references.
+#[tokio::test]
+async fn prune_keeps_the_newest_verified_backup_and_its_drill_records() {
+    let store = store().await;
+    let now = Utc::now();
+    let mut backups = Vec::new();
+    for k in 1..=8 {
+        backups.push(db_backup(&*store, "main", "app", &run_at(now - Duration::days(k)), 100, true).await);
+    }
+    // backups[0] is the newest (1 day old), backups[7] the oldest.
+    let failed = db_drill(&*store, &backups[0], now - Duration::hours(12), Drill::Failed).await;
+    let verified = db_drill(&*store, &backups[5], now - Duration::days(5), Drill::Passed).await;
+    let older = db_drill(&*store, &backups[7], now - Duration::days(7), Drill::Passed).await;
+    let mut snapshots = Vec::new();
+    for (k, blob) in [(9, "blob-old"), (6, "blob-verified"), (3, "blob-mid"), (1, "blob-new")] {
+        let run = run_at(now - Duration::days(k));
+        snapshots.push(snapshot(&*store, "media", &run, &[("a.png", blob)], true, false).await);
+    }
+    let snap_record = snapshot_drill(&*store, &snapshots[1], now - Duration::days(5), Drill::PassedNoMetadata).await;
+
+    let vars = [
+        ("BACKUP_RETENTION_DAYS", "1"),
+        ("BACKUP_KEEP_DAILY", "2"),
+        ("PRUNE_MAX_DELETE_FRACTION", "1"),
+        ("PRUNE_GRACE", "24h"),
+    ];
+    // 50 h later: past the grace for unreferenced blobs (server time is now).
+    let clock = Clock::manual(now + Duration::hours(50));
+    let app = app(&store, &vars, &clock).await;
+    let plan = app.plan(clock.now()).await.expect("plan");
+    let table = plan.table(chrono_tz::UTC);
+    assert!(table.contains(&format!("{}", backups[5].run)) && table.contains("keep   newest verified"), "{table}");
+    let result = app.run(RunContext::new(Trigger::Http)).await;
+    assert_eq!(result.outcome, Outcome::Success, "{}", result.summary);
+
+    let left = keys(&*store).await;
+    for b in [&backups[0], &backups[1], &backups[5]] {
+        assert!(left.contains(&b.manifest_key()), "{} kept", b.run);
+    }
+    assert!(left.contains(&verified) && left.contains(&failed), "a kept backup's records are never touched");
+    for b in [&backups[2], &backups[3], &backups[4], &backups[6], &backups[7]] {
+        assert!(!left.iter().any(|k| k.starts_with(&b.prefix())), "{} deleted", b.run);
+    }
+    assert!(!left.contains(&older), "a deleted backup's records go with it");
+    assert!(left.contains(&snapshots[1].header_key()) && left.contains(&snap_record), "verified snapshot kept");
+    assert!(left.contains(&blob_key("media", "blob-verified")), "with the blobs it references");
+    assert!(!left.contains(&snapshots[0].header_key()) && !left.contains(&blob_key("media", "blob-old")));
+    assert_eq!(figure(&result, "backups_deleted"), 5 + 1);
 }
 
 #[tokio::test]

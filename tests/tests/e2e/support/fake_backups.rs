@@ -168,6 +168,8 @@ pub enum Drill {
     Failed,
     /// `outcome: passed`, without metadata (readers must read the record).
     PassedNoMetadata,
+    /// `outcome: failed`, without metadata.
+    FailedNoMetadata,
 }
 
 /// The backup a test drill record is about.
@@ -196,6 +198,7 @@ pub async fn drill_record(
     let Drilled { prefix, kind, source, name, backup_id } = backup;
     let key = format!("{prefix}drills/{}.json", drilled_at.format(TS_FORMAT));
     let db = kind == "db";
+    let failed = matches!(drill, Drill::Failed | Drill::FailedNoMetadata);
     let record = DrillRecord {
         version: RECORD_VERSION,
         kind: if db { DrillKind::Db } else { DrillKind::Bucket },
@@ -204,8 +207,8 @@ pub async fn drill_record(
         backup_id: backup_id.parse().expect("backup id"),
         started_at: drilled_at,
         finished_at: drilled_at + chrono::Duration::seconds(95),
-        outcome: if drill == Drill::Failed { DrillOutcome::Failed } else { DrillOutcome::Passed },
-        error: (drill == Drill::Failed).then(|| "row counts differ from the manifest".to_owned()),
+        outcome: if failed { DrillOutcome::Failed } else { DrillOutcome::Passed },
+        error: failed.then(|| "row counts differ from the manifest".to_owned()),
         rto_seconds: db.then_some(95.0),
         bytes: 4096,
         tables: db.then_some(3),
@@ -215,7 +218,7 @@ pub async fn drill_record(
     };
     let outcome = record.outcome.as_str();
     let mut options = PutOptions { content_type: Some("application/json".into()), ..PutOptions::default() };
-    if drill != Drill::PassedNoMetadata {
+    if matches!(drill, Drill::Passed | Drill::Failed) {
         options.metadata.insert(DRILL_OUTCOME_METADATA.into(), outcome.into());
     }
     store.put(&key, Bytes::from(record.to_json()), options).await.expect("put drill record");

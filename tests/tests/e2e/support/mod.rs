@@ -14,6 +14,7 @@
 //! - [`binaries`]: the programs' real binaries, run with a clean environment.
 //! - [`browser`]: headless Chromium through chromedriver (WebDriver).
 //! - [`console`]: the `console` binary, and a stand-in of the Cloud Run Admin API.
+//! - [`counting`]: a real store whose requests are counted (request budgets of readers).
 //!
 //! Every server a test starts binds port 0 (or a Unix socket) and the port is read back, so tests
 //! running at the same time never race for a port.
@@ -22,6 +23,7 @@ pub mod binaries;
 pub mod browser;
 pub mod buckets;
 pub mod console;
+pub mod counting;
 pub mod db;
 pub mod fake_backups;
 pub mod gcs;

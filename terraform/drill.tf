@@ -1,0 +1,185 @@
+# Restore drills (issue 10): the `drill` job restores the newest backup of each database into a
+# scratch database lifeboat_drill_* on a drill server, checks the newest snapshot of each source
+# bucket, and writes a record next to each (…/drills/<ts>.json). Its entry in local.jobs (run.tf)
+# holds the job; this file holds its identity, its grants, its secret and its variables.
+#
+# The drill server: by default the backed-up server itself (PG*, the db-backup user, which may
+# CREATE DATABASE), so a drill costs the production server one restore's I/O per night. Set
+# drill_database_host to restore on a separate (small) instance instead, e.g. a Cloud SQL instance
+# on a private IP reached through the VPC (vpc_network / vpc_subnetwork); its password then comes
+# from its own secret, and the drill never receives the production database password.
+# PostgreSQL cannot limit CREATEDB to a name prefix: the program refuses to create or drop any
+# database whose name does not start with lifeboat_drill_, and a separate instance holding
+# nothing else is the way to make that a hard boundary.
+
+variable "drill_schedule" {
+  description = "Cron schedule of the drill job (restore drills). After the backups (db_backup_schedule, storage_backup_schedule) and before the health report, so the report shows last night's verified backups."
+  type        = string
+  default     = "0 6 * * *"
+}
+
+variable "drill_timeout" {
+  description = "Maximum run time of one drill (every database restored once, every snapshot checked)."
+  type        = string
+  default     = "14400s"
+}
+
+variable "drill_database_host" {
+  description = "Host of a separate drill server (a private IP or host name; a Cloud SQL instance on a private IP through the VPC). Empty: drills restore on the backed-up server itself (PGHOST), with its user and password."
+  type        = string
+  default     = ""
+}
+
+variable "drill_database_port" {
+  description = "Port of the separate drill server (drill_database_host)."
+  type        = number
+  default     = 5432
+}
+
+variable "drill_database_user" {
+  description = "User on the drill server; needs CREATEDB. Empty: database_user."
+  type        = string
+  default     = ""
+}
+
+variable "drill_sample_objects" {
+  description = "Objects of each bucket snapshot a drill reads back in full and compares byte for byte: a number (20) or a percentage (1%). The others are checked by their blob's metadata only."
+  type        = string
+  default     = "20"
+
+  validation {
+    condition     = can(regex("^([0-9]+|[0-9]+(\\.[0-9]+)?%)$", var.drill_sample_objects))
+    error_message = "drill_sample_objects must be a number of objects (20) or a percentage (1%)."
+  }
+}
+
+locals {
+  # A separate drill server: its own password (DRILL_PGPASSWORD), never the production one.
+  drill_own_server = var.drill_database_host != ""
+
+  drill_env = merge(local.common_env, local.db_env, {
+    SOURCE_BUCKETS       = join(",", var.source_buckets)
+    DRILL_PGHOST         = var.drill_database_host
+    DRILL_PGPORT         = local.drill_own_server ? tostring(var.drill_database_port) : ""
+    DRILL_PGUSER         = var.drill_database_user
+    DRILL_SAMPLE_OBJECTS = var.drill_sample_objects
+  })
+
+  # Which secrets reach the drill: the password of the server it restores on, and the identity
+  # while encryption is on (local.restore_identity, as for restore). The job's entry picks one of
+  # these four maps.
+  drill_own_secret_env = {
+    DRILL_PGPASSWORD = google_secret_manager_secret.drill_db_password.secret_id
+  }
+  drill_own_identity_secret_env = {
+    DRILL_PGPASSWORD           = google_secret_manager_secret.drill_db_password.secret_id
+    BACKUP_ENCRYPTION_IDENTITY = google_secret_manager_secret.backup_encryption_identity.secret_id
+  }
+}
+
+resource "google_service_account" "drill" {
+  project      = var.project_id
+  account_id   = "${var.name_prefix}-drill"
+  display_name = "lifeboat drill"
+  description  = "Runs the drill job: reads the backup bucket, creates drill records (…/drills/) only, restores into lifeboat_drill_* scratch databases."
+}
+
+# Reads every backup (dumps, manifests, snapshot parts, blobs).
+resource "google_storage_bucket_iam_member" "drill_backups_reader" {
+  bucket = google_storage_bucket.backups.name
+  role   = "roles/storage.objectViewer"
+  member = google_service_account.drill.member
+}
+
+# Creates drill records only: objects in a drills/ folder of a backup or snapshot. objectCreator
+# cannot delete, hence cannot overwrite: records are create-only.
+resource "google_storage_bucket_iam_member" "drill_records_creator" {
+  bucket = google_storage_bucket.backups.name
+  role   = "roles/storage.objectCreator"
+  member = google_service_account.drill.member
+
+  condition {
+    title       = "drill-records-only"
+    description = "drill creates records in the drills/ folder of a backup or snapshot only"
+    expression  = "(resource.name.startsWith(\"${local.objects_resource_prefix}db/\") || resource.name.startsWith(\"${local.objects_resource_prefix}storage/\")) && resource.name.extract(\"/drills/{record}\").endsWith(\".json\")"
+  }
+}
+
+resource "google_pubsub_topic_iam_member" "drill_results_publisher" {
+  project = var.project_id
+  topic   = google_pubsub_topic.results.name
+  role    = "roles/pubsub.publisher"
+  member  = google_service_account.drill.member
+}
+
+# The backed-up Cloud SQL instance, when drills restore there (no separate drill server).
+resource "google_project_iam_member" "drill_cloudsql_client" {
+  for_each = local.use_cloudsql && !local.drill_own_server ? {
+    drill = google_service_account.drill.member
+  } : {}
+
+  project = local.cloudsql_project
+  role    = "roles/cloudsql.client"
+  member  = each.value
+
+  condition {
+    title       = "lifeboat-source-instance"
+    description = "Only the backed-up Cloud SQL instance"
+    expression  = "resource.type == \"sqladmin.googleapis.com/Instance\" && resource.name == \"projects/${local.cloudsql_project}/instances/${local.cloudsql_instance}\""
+  }
+}
+
+# The production database password, only when drills restore on the production server.
+resource "google_secret_manager_secret_iam_member" "drill_db_password_accessor" {
+  for_each = local.drill_own_server ? {} : {
+    drill = google_service_account.drill.member
+  }
+
+  project   = var.project_id
+  secret_id = google_secret_manager_secret.db_password.secret_id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = each.value
+}
+
+# The identity that decrypts dumps: a drill restores them like restore does.
+resource "google_secret_manager_secret_iam_member" "drill_identity_accessor" {
+  project   = var.project_id
+  secret_id = google_secret_manager_secret.backup_encryption_identity.secret_id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = google_service_account.drill.member
+}
+
+# The password of a separate drill server (drill_database_host). Always created (no cost, no
+# value); wired into the job only with a separate server: add its value with
+# `gcloud secrets versions add` before the first drill (docs/runbook.md, "Restore drills").
+resource "google_secret_manager_secret" "drill_db_password" {
+  project   = var.project_id
+  secret_id = "${var.name_prefix}-drill-db-password"
+
+  replication {
+    auto {}
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_secret_manager_secret_iam_member" "drill_db_password_reader" {
+  project   = var.project_id
+  secret_id = google_secret_manager_secret.drill_db_password.secret_id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = google_service_account.drill.member
+}
+
+# cloudbuild.yaml rolls the image out to the drill job as the deployer: actAs on its account.
+resource "google_service_account_iam_member" "deployer_acts_as_drill" {
+  for_each = var.create_build_service_account ? { drill = google_service_account.drill.name } : {}
+
+  service_account_id = each.value
+  role               = "roles/iam.serviceAccountUser"
+  member             = google_service_account.deployer[0].member
+}
+
+output "drill_command" {
+  description = "Run the restore drills now (waits for the result); the records are in drills/ of each drilled backup."
+  value       = local.execute_job["drill"]
+}
