@@ -6,12 +6,15 @@
 //!   backups, secret identities only in restore and drill).
 //! - [`backup`]: `pg_dump` stdout → compression → SHA-256/CRC32C → create-only upload, then the
 //!   manifest, written last.
+//! - [`archive`]: the data offsets a custom-format archive written to a pipe lacks, for
+//!   `pg_restore -j`.
 //! - [`restore`]: choosing a backup, download → verification → decompression → `pg_restore`.
 //! - [`drill`]: the newest backup restored into a scratch database, verified, timed, dropped.
 //!
 //! Memory stays bounded: the dump flows through fixed-size buffers and a bounded channel; no
 //! step holds a whole dump.
 
+pub mod archive;
 pub mod backup;
 pub mod codec;
 pub mod drill;

@@ -46,6 +46,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::DbError;
+use super::archive::OffsetIndex;
 use super::backup::{META_COLLATE, META_CTYPE, META_ENCODING};
 use super::codec::{CHUNK, DecodeSpec, Feed, FeedReader, StreamHash, open_dump};
 use super::encryption::{self, Identities};
@@ -554,7 +555,27 @@ fn check_uncompressed(key: &str, bytes: u64, dump: &DumpObject) -> Result<(), Db
     )))
 }
 
-/// Downloads and verifies into a temp file, then runs `pg_restore -j N` on it.
+/// Passes bytes to a writer while an [`OffsetIndex`] notes where the archive's data blocks start.
+struct Indexing<W> {
+    inner: W,
+    index: OffsetIndex,
+}
+
+impl<W: Write> Write for Indexing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.index.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Downloads, verifies and decompresses into a scratch file, records the data offsets the
+/// archive lacks (see [`super::archive`]), then runs `pg_restore -j N` on it. `pg_restore` starts
+/// only after the download verified and the decompression ended at the recorded size.
 async fn restore_parallel(
     settings: &RestoreSettings,
     store: &dyn ObjectStore,
@@ -566,30 +587,45 @@ async fn restore_parallel(
 ) -> Result<u64, DbError> {
     let path = settings.temp_dir.join(format!("lifeboat-restore-{}.pgc", uuid::Uuid::new_v4().simple()));
     let file = std::fs::OpenOptions::new()
+        .read(true)
         .write(true)
         .create_new(true)
         .open(&path)
-        .map_err(|e| DbError::Io(format!("cannot create the temp file {}: {e}", path.display())))?;
+        .map_err(|e| DbError::Io(format!("cannot create the scratch file {}: {e}", path.display())))?;
     let _guard = RemoveOnDrop(path.clone());
     let (tx, rx) = mpsc::channel::<Feed>(4);
     let decode = DecodeSpec::new(dump, settings.identities.as_ref());
+    // No fsync: the file is read back at once, and a crash fails the restore anyway.
     let sink = tokio::task::spawn_blocking(move || {
-        decompress_into(decode, rx, std::io::BufWriter::with_capacity(CHUNK, file)).and_then(|(n, w)| {
-            let file = w.into_inner().map_err(|e| SinkFail::Write(e.into_error()))?;
-            file.sync_all().map_err(SinkFail::Write)?;
-            Ok(n)
+        let out = Indexing { inner: std::io::BufWriter::with_capacity(CHUNK, file), index: OffsetIndex::default() };
+        decompress_into(decode, rx, out).and_then(|(n, w)| {
+            let file = w.inner.into_inner().map_err(|e| SinkFail::Write(e.into_error()))?;
+            Ok((n, file, w.index))
         })
     });
     let downloaded = download_verified(store, key, dump, tx, cancel, progress).await;
     let sunk = sink.await.map_err(|e| DbError::Io(format!("the decompressing thread failed: {e}")))?;
     downloaded?;
-    let bytes = match sunk {
+    let (bytes, file, index) = match sunk {
         Err(SinkFail::Decode(e)) => return Err(decode_error(key, &e)),
         Err(SinkFail::Write(e)) => return Err(DbError::Io(format!("writing {} failed: {e}", path.display()))),
-        Ok(n) => n,
+        Ok(v) => v,
     };
     check_uncompressed(key, bytes, dump)?;
-    tracing::info!(path = %path.display(), bytes, "archive verified on disk; running pg_restore in parallel");
+    let patches = index.patches();
+    {
+        use std::os::unix::fs::FileExt as _;
+        for (at, data) in &patches {
+            file.write_all_at(data, *at).map_err(|e| DbError::Io(format!("writing {} failed: {e}", path.display())))?;
+        }
+    }
+    drop(file);
+    tracing::info!(
+        path = %path.display(),
+        bytes,
+        data_offsets = patches.len(),
+        "archive verified on disk; running pg_restore in parallel"
+    );
     let mut cmd = pg_restore_command(settings, target, Some(&path));
     cmd.stdin(Stdio::null());
     finish_tool(ToolProcess::spawn("pg_restore", cmd)?, &settings.conn, cancel).await?;
