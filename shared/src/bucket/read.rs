@@ -336,6 +336,8 @@ mod tests {
             content_type: None,
             content_encoding: None,
             cache_control: None,
+            content_disposition: None,
+            content_language: None,
             metadata: BTreeMap::new(),
             blob: format!("storage/b/blobs/{name}"),
         }
