@@ -11,7 +11,8 @@ use lifeboat_core::runtime::configure;
 fuzz_target!(|bytes: &[u8]| {
     let text = String::from_utf8_lossy(bytes);
     let mut lines = text.split('\n');
-    let args: Vec<String> = lines.next().unwrap_or_default().split(' ').filter(|a| !a.is_empty()).map(str::to_owned).collect();
+    let args: Vec<String> =
+        lines.next().unwrap_or_default().split(' ').filter(|a| !a.is_empty()).map(str::to_owned).collect();
     let env = Env::from_pairs(lines.filter_map(|l| l.split_once('=')));
     let problems = |r: Result<_, lifeboat_core::config::ConfigError>| {
         if let Err(e) = r {
