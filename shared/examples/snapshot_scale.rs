@@ -61,6 +61,7 @@ impl Synthetic {
             content_encoding: None,
             cache_control: None,
             metadata: BTreeMap::new(),
+            ..ObjectMeta::default()
         }
     }
 

@@ -67,6 +67,8 @@ pub fn entry_of(object: ObjectMeta, blob: String) -> SnapshotEntry {
         content_type: object.content_type,
         content_encoding: object.content_encoding,
         cache_control: object.cache_control,
+        content_disposition: object.content_disposition,
+        content_language: object.content_language,
         metadata: object.metadata,
         blob,
     }
@@ -122,10 +124,36 @@ pub fn verify_content(expected: Expected<'_>, actual: &ObjectMeta) -> Result<(),
 
 /// True when `object` carries exactly the metadata `entry` recorded.
 pub fn same_metadata(entry: &SnapshotEntry, object: &ObjectMeta) -> bool {
-    entry.content_type == object.content_type
-        && entry.content_encoding == object.content_encoding
-        && entry.cache_control == object.cache_control
-        && entry.metadata == object.metadata
+    metadata_differences(entry, object).is_empty()
+}
+
+/// The metadata fields in which `object` differs from what `entry` recorded, one text per field
+/// naming both values (`content type "text/plain" in the snapshot, "image/png" stored`; an
+/// absent value is `none`), for error messages.
+pub fn metadata_differences(entry: &SnapshotEntry, object: &ObjectMeta) -> Vec<String> {
+    fn shown(v: Option<&String>) -> String {
+        v.map_or_else(|| "none".to_owned(), |v| format!("{v:?}"))
+    }
+    let mut out = Vec::new();
+    for (field, want, got) in [
+        ("content type", &entry.content_type, &object.content_type),
+        ("content encoding", &entry.content_encoding, &object.content_encoding),
+        ("cache control", &entry.cache_control, &object.cache_control),
+        ("content disposition", &entry.content_disposition, &object.content_disposition),
+        ("content language", &entry.content_language, &object.content_language),
+    ] {
+        if want != got {
+            out.push(format!("{field} {} in the snapshot, {} stored", shown(want.as_ref()), shown(got.as_ref())));
+        }
+    }
+    let keys: std::collections::BTreeSet<&String> = entry.metadata.keys().chain(object.metadata.keys()).collect();
+    for k in keys {
+        let (want, got) = (entry.metadata.get(k), object.metadata.get(k));
+        if want != got {
+            out.push(format!("metadata {k:?} {} in the snapshot, {} stored", shown(want), shown(got)));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -206,8 +234,33 @@ mod tests {
         let mut o2 = o.clone();
         o2.cache_control = Some("no-store".into());
         assert!(!same_metadata(&e, &o2));
-        let mut o3 = o;
+        let mut o3 = o.clone();
         o3.metadata.insert("k2".into(), "v".into());
         assert!(!same_metadata(&e, &o3));
+        let mut o4 = o;
+        o4.content_language = Some("fr".into());
+        assert!(!same_metadata(&e, &o4), "language counts");
+    }
+
+    #[test]
+    fn metadata_differences_are_shown_as_values() {
+        let mut o = meta("a", 1, None, None, 1);
+        o.content_type = Some("text/plain".into());
+        o.metadata = BTreeMap::from([("owner".into(), "alice".into())]);
+        let e = entry_of(o.clone(), "b".into());
+        assert!(metadata_differences(&e, &o).is_empty());
+        let mut stored = o;
+        stored.content_type = Some("image/png".into());
+        stored.content_disposition = Some("inline".into());
+        stored.metadata = BTreeMap::from([("extra".into(), "x".into())]);
+        let text = metadata_differences(&e, &stored).join("; ");
+        assert_eq!(
+            text,
+            "content type \"text/plain\" in the snapshot, \"image/png\" stored; \
+             content disposition none in the snapshot, \"inline\" stored; \
+             metadata \"extra\" none in the snapshot, \"x\" stored; \
+             metadata \"owner\" \"alice\" in the snapshot, none stored"
+        );
+        assert!(!text.contains("Some("), "{text}");
     }
 }

@@ -197,6 +197,18 @@ impl PartDecoder {
     }
 }
 
+/// Decodes a whole part handed over in `chunks` (as a download delivers it) with the streaming
+/// decoder [`part_entries`] uses: the same answer at any chunking. For fuzzing and tests.
+pub fn decode_chunks<'c, E: PartLine>(chunks: impl IntoIterator<Item = &'c [u8]>) -> Result<Vec<E>, SnapshotError> {
+    let mut d = PartDecoder::new()?;
+    let mut entries = VecDeque::new();
+    for c in chunks {
+        d.feed(c, &mut entries)?;
+    }
+    d.finish(&mut entries)?;
+    Ok(entries.into_iter().collect())
+}
+
 struct PartState<'a, E> {
     store: &'a dyn ObjectStore,
     key: String,
@@ -336,6 +348,8 @@ mod tests {
             content_type: None,
             content_encoding: None,
             cache_control: None,
+            content_disposition: None,
+            content_language: None,
             metadata: BTreeMap::new(),
             blob: format!("storage/b/blobs/{name}"),
         }
@@ -353,13 +367,7 @@ mod tests {
     }
 
     fn decode_as<E: PartLine>(bytes: &[u8], chunk: usize) -> Result<Vec<E>, SnapshotError> {
-        let mut d = PartDecoder::new()?;
-        let mut q = VecDeque::new();
-        for c in bytes.chunks(chunk.max(1)) {
-            d.feed(c, &mut q)?;
-        }
-        d.finish(&mut q)?;
-        Ok(q.into_iter().collect())
+        decode_chunks(bytes.chunks(chunk.max(1)))
     }
 
     fn decode_in_chunks(bytes: &[u8], chunk: usize) -> Result<Vec<String>, SnapshotError> {

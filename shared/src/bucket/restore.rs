@@ -21,7 +21,7 @@ use futures::stream::{StreamExt, TryStreamExt};
 use tokio_util::sync::CancellationToken;
 
 use super::SnapshotError;
-use super::blob::{Expected, same_metadata, verify_content};
+use super::blob::{Expected, metadata_differences, verify_content};
 use super::join::{Joined, merge_join, strictly_ordered};
 use super::read::{Selector, entries, find};
 use crate::core::snapshot_manifest::SnapshotEntry;
@@ -89,8 +89,13 @@ pub fn plan_step(step: Joined<SnapshotEntry, ObjectMeta>, delete_extra: bool) ->
         Joined::Right(object) if delete_extra => Action::Delete(object),
         Joined::Right(object) => Action::KeepExtra(object),
         Joined::Both(entry, existing) => match verify_content(Expected::of_entry(&entry), &existing) {
-            Ok(()) if same_metadata(&entry, &existing) => Action::Present(entry),
-            Ok(()) => Action::Conflict { entry, why: "the target object has other metadata".into() },
+            Ok(()) => match metadata_differences(&entry, &existing) {
+                differences if differences.is_empty() => Action::Present(entry),
+                differences => Action::Conflict {
+                    entry,
+                    why: format!("the target object has other metadata ({})", differences.join("; ")),
+                },
+            },
             Err(detail) => Action::Conflict { entry, why: format!("the target object differs: {detail}") },
         },
     }
@@ -250,10 +255,14 @@ async fn copy_entry(
     target: &dyn ObjectStore,
     entry: SnapshotEntry,
 ) -> Result<Done, SnapshotError> {
+    // Every field, absent ones too: the blob is shared by every object with these bytes, and
+    // a field left out of the copy may keep the blob's value (another object's).
     let metadata = PutOptions {
         content_type: entry.content_type.clone(),
         content_encoding: entry.content_encoding.clone(),
         cache_control: entry.cache_control.clone(),
+        content_disposition: entry.content_disposition.clone(),
+        content_language: entry.content_language.clone(),
         metadata: entry.metadata.clone(),
         ..PutOptions::default()
     };
@@ -264,11 +273,14 @@ async fn copy_entry(
                 Err(detail) => {
                     Some(SnapshotError::Corrupt { name: entry.name.clone(), blob: entry.blob.clone(), detail })
                 }
-                Ok(()) if !same_metadata(&entry, &restored) => Some(SnapshotError::Inconsistent(format!(
-                    "restored object {:?} did not get the snapshot's metadata (content type {:?}, got {:?})",
-                    entry.name, entry.content_type, restored.content_type
-                ))),
-                Ok(()) => None,
+                Ok(()) => match metadata_differences(&entry, &restored) {
+                    differences if differences.is_empty() => None,
+                    differences => Some(SnapshotError::Inconsistent(format!(
+                        "restored object {:?} did not get the snapshot's metadata: {}",
+                        entry.name,
+                        differences.join("; ")
+                    ))),
+                },
             };
             match problem {
                 None => Ok(Done::Copied(entry.size)),

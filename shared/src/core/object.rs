@@ -26,6 +26,12 @@ pub struct ObjectMeta {
     pub content_encoding: Option<String>,
     /// Cache control.
     pub cache_control: Option<String>,
+    /// Content disposition.
+    #[serde(default)]
+    pub content_disposition: Option<String>,
+    /// Content language.
+    #[serde(default)]
+    pub content_language: Option<String>,
     /// Custom metadata.
     pub metadata: BTreeMap<String, String>,
 }

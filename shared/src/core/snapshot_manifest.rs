@@ -46,6 +46,12 @@ pub struct SnapshotEntry {
     /// Cache control.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_control: Option<String>,
+    /// Content disposition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_disposition: Option<String>,
+    /// Content language.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_language: Option<String>,
     /// Custom metadata.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: BTreeMap<String, String>,
@@ -228,6 +234,8 @@ mod tests {
             content_type: Some("text/plain".into()),
             content_encoding: None,
             cache_control: None,
+            content_disposition: None,
+            content_language: None,
             metadata: BTreeMap::from([("k".into(), "v".into())]),
             blob: "storage/b/blobs/x".into(),
         }

@@ -49,6 +49,10 @@ struct Sidecar {
     content_encoding: Option<String>,
     cache_control: Option<String>,
     #[serde(default)]
+    content_disposition: Option<String>,
+    #[serde(default)]
+    content_language: Option<String>,
+    #[serde(default)]
     metadata: BTreeMap<String, String>,
 }
 
@@ -138,6 +142,8 @@ impl LocalStore {
             content_type: side.as_ref().and_then(|s| s.content_type.clone()),
             content_encoding: side.as_ref().and_then(|s| s.content_encoding.clone()),
             cache_control: side.as_ref().and_then(|s| s.cache_control.clone()),
+            content_disposition: side.as_ref().and_then(|s| s.content_disposition.clone()),
+            content_language: side.as_ref().and_then(|s| s.content_language.clone()),
             metadata: side.map(|s| s.metadata).unwrap_or_default(),
         })
     }
@@ -257,6 +263,8 @@ impl LocalStore {
             content_type: options.content_type.clone(),
             content_encoding: options.content_encoding.clone(),
             cache_control: options.cache_control.clone(),
+            content_disposition: options.content_disposition.clone(),
+            content_language: options.content_language.clone(),
             metadata: options.metadata.clone(),
         };
         let side_path = self.sidecar_path(key);
@@ -536,6 +544,8 @@ impl ObjectStore for LocalStore {
             content_type: meta.content_type.clone(),
             content_encoding: meta.content_encoding.clone(),
             cache_control: meta.cache_control.clone(),
+            content_disposition: meta.content_disposition.clone(),
+            content_language: meta.content_language.clone(),
             metadata: meta.metadata.clone(),
         });
         let this = self.clone();

@@ -186,6 +186,10 @@ pub struct PutOptions {
     pub content_encoding: Option<String>,
     /// Cache control.
     pub cache_control: Option<String>,
+    /// Content disposition.
+    pub content_disposition: Option<String>,
+    /// Content language.
+    pub content_language: Option<String>,
     /// Custom metadata.
     pub metadata: BTreeMap<String, String>,
 }

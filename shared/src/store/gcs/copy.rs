@@ -1,12 +1,25 @@
 //! Server-side copies: the rewrite API, called again with the token it answers until the copy
 //! is done (large objects, or objects moving between locations or storage classes, take several
 //! calls).
+//!
+//! A copy that replaces the metadata (a restore) states every field explicitly, absent ones
+//! as empty values and the custom metadata as a map even when it is empty: a field left out
+//! may keep the source's value, and the source of a restore is a content-addressed blob that
+//! other objects with the same bytes but other metadata share. A store that still keeps one of
+//! the source's values (fake-gcs-server keeps it for every empty field of a rewrite, and no
+//! metadata request of it can empty a field again; GCS replaces them) gets the object again
+//! through this program instead: the copy is deleted and the source's bytes are streamed into
+//! a create-only upload that carries exactly the metadata asked for.
+
+use std::collections::HashMap;
 
 use gcloud_storage::http::objects::Object;
 use gcloud_storage::http::objects::rewrite::RewriteObjectRequest;
 
 use super::GcsStore;
-use crate::store::{CopyOptions, ObjectMeta, ObjectRef, StoreError, check_key};
+use crate::store::{
+    CopyOptions, ObjectMeta, ObjectRef, ObjectStore as _, Precondition, PutOptions, StoreError, check_key,
+};
 
 impl GcsStore {
     /// Copies `source` to `key`, create-only.
@@ -28,7 +41,7 @@ impl GcsStore {
             source_object: source.name.clone(),
             source_generation: source.generation,
             max_bytes_rewritten_per_call: self.rewrite_bytes_per_call,
-            destination_metadata: options.metadata.as_ref().map(|m| self.object_resource(key, m)),
+            destination_metadata: options.metadata.as_ref().map(|m| self.replacement_resource(key, m)),
             ..Default::default()
         };
         let (object, calls) = rewrite_loop(|token| {
@@ -61,8 +74,95 @@ impl GcsStore {
         })
         .await?;
         tracing::debug!(key, calls, "server-side copy done");
-        Ok(self.meta(object))
+        let copied = self.meta(object);
+        match &options.metadata {
+            Some(wanted) if !carries(&copied, wanted) => {
+                tracing::warn!(
+                    key,
+                    "the store kept some of the source's metadata on a server-side copy; copying through this program instead"
+                );
+                self.delete_copy(key).await?;
+                self.stream_copy(source, key, wanted).await
+            }
+            _ => Ok(copied),
+        }
     }
+
+    /// The destination resource of a copy that replaces the metadata: every field present,
+    /// absent ones empty.
+    fn replacement_resource(&self, key: &str, m: &PutOptions) -> Object {
+        let explicit = |v: &Option<String>| Some(v.clone().unwrap_or_default());
+        Object {
+            name: self.full_name(key),
+            bucket: self.bucket.clone(),
+            content_type: explicit(&m.content_type),
+            content_encoding: explicit(&m.content_encoding),
+            cache_control: explicit(&m.cache_control),
+            content_disposition: explicit(&m.content_disposition),
+            content_language: explicit(&m.content_language),
+            metadata: Some(m.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<HashMap<_, _>>()),
+            ..Object::default()
+        }
+    }
+
+    async fn delete_copy(&self, key: &str) -> Result<(), StoreError> {
+        self.delete(key).await.map(|_| ())
+    }
+
+    /// Copies `source` to `key` through this program: its bytes (the generation of `source`,
+    /// when set) streamed into a create-only upload with the `wanted` metadata.
+    async fn stream_copy(&self, source: &ObjectRef, key: &str, wanted: &PutOptions) -> Result<ObjectMeta, StoreError> {
+        use futures::TryStreamExt as _;
+        use gcloud_storage::http::objects::download::Range;
+        use gcloud_storage::http::objects::get::GetObjectRequest;
+        let req = GetObjectRequest {
+            bucket: source.bucket.clone(),
+            object: source.name.clone(),
+            generation: source.generation,
+            ..Default::default()
+        };
+        let source_location = crate::store::Location::Gcs { bucket: source.bucket.clone(), prefix: String::new() };
+        let mut bytes = self
+            .retry
+            .retry("read", || async {
+                self.client
+                    .download_streamed_object(&req, &Range::default())
+                    .await
+                    .map_err(|e| super::error::map_error(&source_location, e, "read", &source.name, false))
+            })
+            .await?;
+        let options = PutOptions { precondition: Precondition::DoesNotExist, ..wanted.clone() };
+        let mut writer = self.create(key, options).await?;
+        loop {
+            match bytes.try_next().await {
+                Ok(Some(chunk)) => {
+                    if let Err(e) = writer.write(chunk).await {
+                        let _ = writer.abort().await;
+                        return Err(e);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let _ = writer.abort().await;
+                    return Err(super::error::map_error(&source_location, e, "read", &source.name, false));
+                }
+            }
+        }
+        writer.finish().await
+    }
+}
+
+/// True when `object` carries exactly the metadata `wanted` asks for.
+fn carries(object: &ObjectMeta, wanted: &PutOptions) -> bool {
+    let same = |stored: &Option<String>, asked: &Option<String>| {
+        stored.as_deref().unwrap_or_default() == asked.as_deref().unwrap_or_default()
+    };
+    same(&object.content_type, &wanted.content_type)
+        && same(&object.content_encoding, &wanted.content_encoding)
+        && same(&object.cache_control, &wanted.cache_control)
+        && same(&object.content_disposition, &wanted.content_disposition)
+        && same(&object.content_language, &wanted.content_language)
+        && object.metadata == wanted.metadata
 }
 
 /// One step of a server-side copy: either done with the object, or a token to continue with.

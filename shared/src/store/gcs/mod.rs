@@ -164,9 +164,12 @@ impl GcsStore {
                 .or(o.time_created)
                 .and_then(|t| DateTime::from_timestamp(t.unix_timestamp(), t.nanosecond()))
                 .unwrap_or_default(),
-            content_type: o.content_type,
-            content_encoding: o.content_encoding,
-            cache_control: o.cache_control,
+            // An empty value is no value (what a copy that empties a field leaves).
+            content_type: o.content_type.filter(|v| !v.is_empty()),
+            content_encoding: o.content_encoding.filter(|v| !v.is_empty()),
+            cache_control: o.cache_control.filter(|v| !v.is_empty()),
+            content_disposition: o.content_disposition.filter(|v| !v.is_empty()),
+            content_language: o.content_language.filter(|v| !v.is_empty()),
             metadata: o.metadata.unwrap_or_default().into_iter().collect(),
         }
     }
@@ -178,6 +181,8 @@ impl GcsStore {
             content_type: options.content_type.clone(),
             content_encoding: options.content_encoding.clone(),
             cache_control: options.cache_control.clone(),
+            content_disposition: options.content_disposition.clone(),
+            content_language: options.content_language.clone(),
             metadata: (!options.metadata.is_empty())
                 .then(|| options.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<HashMap<_, _>>()),
             ..Object::default()

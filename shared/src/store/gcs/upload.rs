@@ -331,6 +331,8 @@ impl GcsStore {
         let differs = wanted.content_type.is_some() && wanted.content_type != object.content_type
             || wanted.cache_control.is_some() && wanted.cache_control != object.cache_control
             || wanted.content_encoding.is_some() && wanted.content_encoding != object.content_encoding
+            || wanted.content_disposition.is_some() && wanted.content_disposition != object.content_disposition
+            || wanted.content_language.is_some() && wanted.content_language != object.content_language
             || options.metadata.iter().any(|(k, v)| stored_meta.get(k) != Some(v));
         if !differs {
             return Ok(object);
@@ -343,6 +345,8 @@ impl GcsStore {
                 content_type: wanted.content_type,
                 cache_control: wanted.cache_control,
                 content_encoding: wanted.content_encoding,
+                content_disposition: wanted.content_disposition,
+                content_language: wanted.content_language,
                 metadata: wanted.metadata,
                 ..Object::default()
             }),

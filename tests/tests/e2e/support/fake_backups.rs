@@ -128,6 +128,8 @@ pub async fn snapshot(
             content_type: None,
             content_encoding: None,
             cache_control: None,
+            content_disposition: None,
+            content_language: None,
             metadata: BTreeMap::new(),
             blob: key,
         })
