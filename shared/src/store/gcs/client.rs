@@ -4,15 +4,17 @@
 
 use gcloud_storage::client::{Client, ClientConfig};
 
+use super::json::JsonApi;
 use crate::store::{Location, StoreError};
 
-/// A client for `location`, talking to `emulator` when it is set.
-pub(super) async fn build(location: &Location, emulator: Option<&str>) -> Result<Client, StoreError> {
+/// A client for `location`, talking to `emulator` when it is set, and our own JSON-API calls on
+/// the same HTTP client and token source.
+pub(super) async fn build(location: &Location, emulator: Option<&str>) -> Result<(Client, JsonApi), StoreError> {
     // gcloud-storage's HTTP client is built without a TLS crypto provider (so no C crypto
     // library is compiled in); ring is installed process-wide here. A second install (another
     // store, the Pub/Sub client) finds it there and changes nothing.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let config = match emulator {
+    let mut config = match emulator {
         Some(host) => ClientConfig { storage_endpoint: emulator_endpoint(host), ..ClientConfig::default() }.anonymous(),
         None => ClientConfig::default().with_auth().await.map_err(|e| StoreError::PermissionDenied {
             location: location.to_string(),
@@ -22,7 +24,13 @@ pub(super) async fn build(location: &Location, emulator: Option<&str>) -> Result
             ),
         })?,
     };
-    Ok(Client::new(config))
+    // The client the crate would make by default, made here so that our own calls share it.
+    let http = reqwest_middleware::ClientBuilder::new(reqwest_middleware::reqwest::Client::default()).build();
+    config.http = Some(http.clone());
+    // The provider hands out one shared token source (and its cache) on every call.
+    let token = config.token_source_provider.as_ref().map(|p| p.token_source());
+    let json = JsonApi::new(http, token, &config.storage_endpoint);
+    Ok((Client::new(config), json))
 }
 
 /// `STORAGE_EMULATOR_HOST` as an endpoint: `host:port` gets `http://`, a trailing `/` goes (the
