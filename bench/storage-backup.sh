@@ -1,31 +1,52 @@
 #!/usr/bin/env bash
-# Benchmark of storage-backup on fake-gcs-server (a private instance, so nothing else shares it).
+# Benchmark of storage-backup on fake-gcs-server (a private instance, so nothing else shares it),
+# side by side with rclone (the peer a user compares with) in the same run.
 #
-#   bench/storage-backup.sh                   10,000 objects of mixed sizes, median of 3
+#   bench/storage-backup.sh            10,000 objects of mixed sizes, median of 3
+#   bench/storage-backup.sh --quick    1,000 objects, one run, no scale section (a smoke run)
 #   BENCH_OBJECTS=100000 BENCH_SIZES=small bench/storage-backup.sh   memory growth check
 #
-# In one run, each a median of BENCH_RUNS (3) and as a ratio to the first:
+# In one run, each a median of BENCH_RUNS (3):
 #   1. bare listing of the source through the library (the floor: what any snapshot must do)
-#   2. first snapshot (every object copied server-side), each into a fresh destination
-#   3. snapshot of the unchanged bucket                       target: <= 1.5 x the listing
-#      (the listing is timed again right before each of these and the next snapshots)
-#   4. snapshot after rewriting 1 % of the objects            must copy exactly those
-# plus the peak RSS of every storage-backup process, and, for the design choice of how to
-# know which content is already stored, the cost of the two alternatives to the previous
-# snapshot's index: listing the blobs prefix, and a stat of every blob. Last, how memory grows
-# with the object count beyond what the emulator holds (BENCH_SCALE, default 10000 100000
+#   2. first snapshot (every object copied server-side), each into a fresh destination;
+#      rclone copy into a fresh bucket the same way
+#   3. snapshot of the unchanged bucket; rclone copy and rclone copy --checksum of it
+#   4. snapshot after rewriting 1 % of the objects (must copy exactly those); rclone copy and
+#      rclone copy --checksum after the same change (each into its own copy of the bucket)
+# with peak RSS of every process, the ratios storage-backup / rclone and the targets (first copy
+# <= 1.0 x rclone copy, 1 % change <= 1.0 x rclone copy --checksum, no change <= 1.0 x the faster
+# rclone, peak RSS < 64 MiB). rclone keeps only the bucket's latest state; a snapshot keeps every
+# night's. Then what the pin of each copy to the listed generation costs on the emulator, the two
+# alternatives to the previous snapshot's index (listing the blobs, a stat of each), and how memory
+# grows with the object count beyond what the emulator holds (BENCH_SCALE, default 10000 100000
 # 1000000): the same pipeline on a generated source with simulated copies (examples/snapshot_scale.rs).
 #
+# rclone: Debian's package, installed with apt-get when missing; configured for the emulator by
+# environment (RCLONE_CONFIG_EMU_*: endpoint, anonymous), --transfers and --checkers = concurrency.
 # Environment: BENCH_OBJECTS (10000), BENCH_RUNS (3), BENCH_SIZES (mixed|small),
-# BENCH_CONCURRENCY (16, SNAPSHOT_CONCURRENCY), LIFEBOAT_STACK_UP (infra/stack-up.sh of this
-# checkout). Needs the venv of infra/stack-up.sh (it is made if missing). fake-gcs-server
-# re-hashes and copies bytes in memory: absolute figures are emulator-bound; the ratios are
-# what carries over.
+# BENCH_CONCURRENCY (16, SNAPSHOT_CONCURRENCY and rclone's), BENCH_PIN_COPIES (2000),
+# LIFEBOAT_STACK_UP (infra/stack-up.sh of this checkout). Needs the venv of infra/stack-up.sh (it
+# is made if missing). fake-gcs-server keeps every bucket in a list it scans on each request:
+# absolute figures are emulator-bound; the ratios are what carries over.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-OBJECTS="${BENCH_OBJECTS:-10000}"
-RUNS="${BENCH_RUNS:-3}"
+QUICK=no
+for arg in "$@"; do
+    case "$arg" in
+        --quick) QUICK=yes ;;
+        *) echo "usage: $0 [--quick]" >&2; exit 2 ;;
+    esac
+done
+if [[ "$QUICK" == yes ]]; then
+    OBJECTS="${BENCH_OBJECTS:-1000}"
+    RUNS="${BENCH_RUNS:-1}"
+    PIN_COPIES="${BENCH_PIN_COPIES:-500}"
+else
+    OBJECTS="${BENCH_OBJECTS:-10000}"
+    RUNS="${BENCH_RUNS:-3}"
+    PIN_COPIES="${BENCH_PIN_COPIES:-2000}"
+fi
 SIZES="${BENCH_SIZES:-mixed}"
 CONCURRENCY="${BENCH_CONCURRENCY:-16}"
 # This checkout's stack-up.sh (the cd above makes the path relative to this script), unless
@@ -34,6 +55,14 @@ STACK_UP="${LIFEBOAT_STACK_UP:-infra/stack-up.sh}"
 [[ -x "$STACK_UP" ]] || { echo "bench: $STACK_UP is not an executable file (LIFEBOAT_STACK_UP)" >&2; exit 1; }
 
 log() { printf 'bench: %s\n' "$*" >&2; }
+
+if ! command -v rclone >/dev/null; then
+    log "installing rclone (Debian package)"
+    SUDO=""; [[ "$(id -u)" == 0 ]] || SUDO=sudo
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rclone >/dev/null \
+        || { $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rclone >/dev/null; }
+fi
+RCLONE_VERSION="$(rclone version | head -n 1)"
 
 log "building (release)"
 cargo build --release --quiet -p storage-backup
@@ -58,6 +87,14 @@ for _ in $(seq 100); do curl -fsS -o /dev/null "$STORAGE_EMULATOR_HOST/_internal
 
 SRC="bench-src-$RANDOM$RANDOM"
 DEST="bench-backup-$RANDOM$RANDOM"
+RDEST="bench-rclone-$RANDOM$RANDOM"
+# rclone's remote "emu:" on the emulator, by environment only (no config file is read or written).
+export RCLONE_CONFIG="$WORK/rclone.conf"
+export RCLONE_CONFIG_EMU_TYPE="google cloud storage"
+export RCLONE_CONFIG_EMU_ANONYMOUS=true
+export RCLONE_CONFIG_EMU_ENDPOINT="$STORAGE_EMULATOR_HOST/storage/v1/"
+export RCLONE_CONFIG_EMU_BUCKET_POLICY_ONLY=true
+: >"$RCLONE_CONFIG"
 json() { python3 -c "import json,sys; print(json.loads(sys.argv[1])$2)" "$1"; }
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
@@ -67,6 +104,10 @@ log "seeded: $seeded"
 # One backup bucket per first snapshot: fake-gcs-server's cost per request grows with the
 # number of objects in the bucket, so runs sharing one bucket would not be comparable.
 for r in $(seq "$RUNS"); do "$TOOL" seed "gs://$DEST-$r" 0 >/dev/null; done
+# rclone: one bucket per first copy too, and at least two (one followed with copy --checksum, the
+# other with plain copy).
+RBUCKETS=$(( RUNS < 2 ? 2 : RUNS ))
+for r in $(seq "$RBUCKETS"); do "$TOOL" seed "gs://$RDEST-$r" 0 >/dev/null; done
 
 RUN_SEQ=0
 # snapshot N: runs storage-backup once; sets MS (wall time of the process) and RSS_KIB.
@@ -83,6 +124,20 @@ snapshot() {
     t1="$(date +%s%N)"
     MS=$(( (t1 - t0) / 1000000 ))
     RSS_KIB="$(cat "$WORK/rss")"
+}
+# rclone_run BUCKET ARGS...: rclone copy of the source into BUCKET; sets MS, RSS_KIB and COPIED
+# (objects rclone copied, from its log).
+rclone_run() {
+    local bucket="$1" t0 t1
+    shift
+    t0="$(date +%s%N)"
+    /usr/bin/time -f '%M' -o "$WORK/rss" rclone copy "emu:$SRC" "emu:$bucket" --transfers "$CONCURRENCY" \
+        --checkers "$CONCURRENCY" --log-level INFO --stats 0 "$@" >"$WORK/rclone.log" 2>&1 \
+        || { cat "$WORK/rclone.log" >&2; exit 1; }
+    t1="$(date +%s%N)"
+    MS=$(( (t1 - t0) / 1000000 ))
+    RSS_KIB="$(cat "$WORK/rss")"
+    COPIED="$(grep -c 'Copied (server-side copy)' "$WORK/rclone.log" || true)"
 }
 # listing: the bare listing, timed the same way (a process that lists through the library).
 listing() {
@@ -103,13 +158,25 @@ for r in $(seq "$RUNS"); do
 done
 [[ "$LISTED" == "$OBJECTS" ]] || { log "listing saw $LISTED objects, not $OBJECTS"; exit 1; }
 
-for r in $(seq "$RUNS"); do
-    snapshot "$r"
-    FIRST+=("$MS"); RSS+=("$RSS_KIB")
-    h="$(header "$r")"
-    [[ "$(json "$h" "['totals']['objects']")" == "$OBJECTS" ]] || { log "first snapshot: $h"; exit 1; }
-    FIRST_NEW="$(json "$h" "['totals']['new_objects']")"
+# First copies, taking turns (the box's load changes; each side gets the same moments).
+declare -a R_FIRST R_SAME R_SAME_SUM R_CHANGED R_CHANGED_SUM R_RSS
+for r in $(seq "$RBUCKETS"); do
+    if (( r <= RUNS )); then
+        snapshot "$r"
+        FIRST+=("$MS"); RSS+=("$RSS_KIB")
+        h="$(header "$r")"
+        [[ "$(json "$h" "['totals']['objects']")" == "$OBJECTS" ]] || { log "first snapshot: $h"; exit 1; }
+        FIRST_NEW="$(json "$h" "['totals']['new_objects']")"
+    fi
+    rclone_run "$RDEST-$r"
+    R_RSS+=("$RSS_KIB")
+    [[ "$COPIED" == "$OBJECTS" ]] || { log "rclone's first copy copied $COPIED objects, not $OBJECTS"; exit 1; }
+    # A second rclone bucket when the runs are fewer than two: made, not timed.
+    if (( r <= RUNS )); then R_FIRST+=("$MS"); fi
 done
+# A server-side copy does not carry the source's modification time, so rclone's first plain copy
+# after it sets the time on every object; that happens once, not every night: done here, untimed.
+rclone_run "$RDEST-2"
 
 # The listing is measured again right before each later snapshot (the box may be busier at one
 # moment than another); ratios are given against the median of every listing, and paired with
@@ -124,6 +191,11 @@ for r in $(seq "$RUNS"); do
     h="$(header 1)"
     SAME_NEW="$(json "$h" "['totals']['new_objects']")"
     [[ "$SAME_NEW" == 0 ]] || { log "unchanged bucket copied $SAME_NEW objects"; exit 1; }
+    rclone_run "$RDEST-1" --checksum
+    R_SAME_SUM+=("$MS"); R_RSS+=("$RSS_KIB")
+    [[ "$COPIED" == 0 ]] || { log "rclone copy --checksum of the unchanged bucket copied $COPIED objects"; exit 1; }
+    rclone_run "$RDEST-2"
+    R_SAME+=("$MS"); R_RSS+=("$RSS_KIB")
 done
 
 CHANGE_OK=yes
@@ -136,42 +208,80 @@ for r in $(seq "$RUNS"); do
     CHANGED+=("$MS"); RSS+=("$RSS_KIB"); PAIR_CHANGED+=("$(pair "$MS" "$before")")
     h="$(header 1)"
     copied="$(json "$h" "['totals']['new_objects']")"
-    CHANGE_LINES+=("run $r: rewrote $changed objects, the snapshot copied $copied")
+    rclone_run "$RDEST-1" --checksum
+    R_CHANGED_SUM+=("$MS"); R_RSS+=("$RSS_KIB"); rsum="$COPIED"
+    rclone_run "$RDEST-2"
+    R_CHANGED+=("$MS"); R_RSS+=("$RSS_KIB")
+    CHANGE_LINES+=("run $r: rewrote $changed objects; the snapshot copied $copied, rclone copy --checksum $rsum, rclone copy $COPIED")
     [[ "$copied" == "$changed" ]] || CHANGE_OK=no
 done
 
-blobs="$("$TOOL" blobs "gs://$DEST-1/backups" "$SRC" "$CONCURRENCY")"
+log "timing $PIN_COPIES create-only copies pinned to their generation and unpinned"
+"$TOOL" seed "gs://$DEST-pin-a" 0 >/dev/null
+"$TOOL" seed "gs://$DEST-pin-b" 0 >/dev/null
+pin="$("$TOOL" pin "gs://$SRC" "gs://$DEST-pin-a" "gs://$DEST-pin-b" "$PIN_COPIES" "$CONCURRENCY")"
+
+if [[ "$QUICK" == yes ]]; then
+    blobs="(not measured with --quick)"
+else
+    blobs="$("$TOOL" blobs "gs://$DEST-1/backups" "$SRC" "$CONCURRENCY")"
+fi
 
 list_ms="$(median "${LIST[@]}")"
 ratio() { python3 -c "import sys; print(f'{float(sys.argv[1])/float(sys.argv[2]):.2f}')" "$1" "$list_ms"; }
 row() { printf '%-34s %9s ms %8s x   runs: %s\n' "$1" "$2" "$(ratio "$2")" "$3"; }
 peak="$(printf '%s\n' "${RSS[@]}" | sort -n | tail -n 1)"
+rpeak="$(printf '%s\n' "${R_RSS[@]}" | sort -n | tail -n 1)"
+secs() { python3 -c "import sys; print(f'{float(sys.argv[1])/1000:.2f} s')" "$1"; }
+over() { python3 -c "import sys; print(f'{float(sys.argv[1])/float(sys.argv[2]):.2f}')" "$1" "$2"; }
+target() { python3 -c "import sys; print('met' if float(sys.argv[1]) <= float(sys.argv[2]) * float(sys.argv[3]) else 'MISSED')" "$1" "$2" "$3"; }
+mfirst="$(median "${FIRST[@]}")"; msame="$(median "${SAME[@]}")"; mchanged="$(median "${CHANGED[@]}")"
+rfirst="$(median "${R_FIRST[@]}")"; rsame="$(median "${R_SAME[@]}")"; rsamesum="$(median "${R_SAME_SUM[@]}")"
+rchanged="$(median "${R_CHANGED[@]}")"; rchangedsum="$(median "${R_CHANGED_SUM[@]}")"
+rsamebest="$(( rsame < rsamesum ? rsame : rsamesum ))"
 
 echo
 echo "storage-backup benchmark: $OBJECTS objects ($SIZES sizes; $(json "$seeded" "['bytes']") bytes), fake-gcs-server, concurrency $CONCURRENCY, median of $RUNS"
+echo "machine: $(nproc) cores, load average at the end: $(cut -d ' ' -f 1-3 /proc/loadavg); peer: $RCLONE_VERSION"
+echo
+echo "side by side with rclone (copy --transfers $CONCURRENCY --checkers $CONCURRENCY, server-side copies):"
+echo
+echo "| operation | storage-backup | rclone copy | rclone copy --checksum | ratio | target |"
+echo "|---|---|---|---|---|---|"
+echo "| first full copy | $(secs "$mfirst") | $(secs "$rfirst") | — | $(over "$mfirst" "$rfirst") × copy | ≤ 1.0 × copy: $(target "$mfirst" "$rfirst" 1.0) |"
+echo "| no change | $(secs "$msame") | $(secs "$rsame") | $(secs "$rsamesum") | $(over "$msame" "$rsame") × copy, $(over "$msame" "$rsamesum") × --checksum | ≤ 1.0 × the faster: $(target "$msame" "$rsamebest" 1.0) |"
+echo "| 1 % of objects rewritten | $(secs "$mchanged") | $(secs "$rchanged") | $(secs "$rchangedsum") | $(over "$mchanged" "$rchanged") × copy, $(over "$mchanged" "$rchangedsum") × --checksum | ≤ 1.0 × --checksum: $(target "$mchanged" "$rchangedsum" 1.0) |"
+echo "| peak RSS | $((peak / 1024)) MiB | $((rpeak / 1024)) MiB (either mode) | | | < 64 MiB: $( ((peak < 65536)) && echo met || echo MISSED) |"
+echo
+echo "runs (ms): storage-backup first ${FIRST[*]}, no change ${SAME[*]}, 1 % ${CHANGED[*]};"
+echo "           rclone first ${R_FIRST[*]}, no change ${R_SAME[*]} (--checksum ${R_SAME_SUM[*]}), 1 % ${R_CHANGED[*]} (--checksum ${R_CHANGED_SUM[*]})"
+echo "rclone keeps only the bucket's latest state (each run overwrites it); a snapshot keeps every"
+echo "night's state, restorable by date, in content-addressed blobs shared between snapshots."
 echo
 row "bare listing (floor, a process)" "$list_ms" "${LIST[*]}"
-row "first snapshot" "$(median "${FIRST[@]}")" "${FIRST[*]}"
-row "snapshot, no change" "$(median "${SAME[@]}")" "${SAME[*]}"
-row "snapshot after 1 % changed" "$(median "${CHANGED[@]}")" "${CHANGED[*]}"
+row "first snapshot" "$mfirst" "${FIRST[*]}"
+row "snapshot, no change" "$msame" "${SAME[*]}"
+row "snapshot after 1 % changed" "$mchanged" "${CHANGED[*]}"
 echo "(listing: median of all ${#LIST[@]} listings, ${RUNS} before the first snapshots and one right before each later snapshot)"
 echo "paired with the listing just before: no change ${PAIR_SAME[*]} x (median $(median "${PAIR_SAME[@]}")), 1 % changed ${PAIR_CHANGED[*]} x (median $(median "${PAIR_CHANGED[@]}"))"
 echo
 echo "first snapshot copied $FIRST_NEW objects; the unchanged one copied 0"
 printf '%s\n' "${CHANGE_LINES[@]}"
 echo "1 % change copies exactly the changed objects: $CHANGE_OK"
-echo "no-change target (<= 1.5 x listing): $(python3 -c "import sys; print('met' if float(sys.argv[1]) <= 1.5*float(sys.argv[2]) else 'MISSED')" "$(median "${SAME[@]}")" "$list_ms") against the median listing, $(python3 -c "import sys; print('met' if float(sys.argv[1]) <= 1.5 else 'MISSED')" "$(median "${PAIR_SAME[@]}")") paired"
-echo "peak RSS of storage-backup: $((peak / 1024)) MiB (runs, KiB: ${RSS[*]}); of the bare listing: $((LIST_RSS / 1024)) MiB"
+echo "peak RSS of storage-backup: $((peak / 1024)) MiB (runs, KiB: ${RSS[*]}); of the bare listing: $((LIST_RSS / 1024)) MiB; of rclone: $((rpeak / 1024)) MiB"
+echo "generation pin (create-only copies of the same objects into fresh buckets): $pin"
 echo "alternatives to the previous-snapshot index: $blobs"
-echo
-echo "memory growth with the object count (generated source, local backup store, simulated copies):"
-for n in ${BENCH_SCALE:-10000 100000 1000000}; do
-    "$SCALE" "$n" | python3 -c '
+if [[ "$QUICK" == no ]]; then
+    echo
+    echo "memory growth with the object count (generated source, local backup store, simulated copies):"
+    for n in ${BENCH_SCALE:-10000 100000 1000000}; do
+        "$SCALE" "$n" | python3 -c '
 import json, sys
 r = json.load(sys.stdin)
 first, same = r["phases"]["first"], r["phases"]["unchanged"]
 mib = lambda p: p["peak_rss_kib"] / 1024
 print("  %9d objects: first snapshot peak RSS %5.1f MiB (%.2f s), unchanged %5.1f MiB (%.2f s)"
       % (r["objects"], mib(first), first["seconds"], mib(same), same["seconds"]))'
-done
+    done
+fi
 [[ "$CHANGE_OK" == yes ]]

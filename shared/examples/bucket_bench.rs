@@ -7,6 +7,8 @@
 //! bucket_bench mutate URL EVERY OFFSET        rewrite objects whose index ≡ OFFSET (mod EVERY)
 //! bucket_bench header DEST BUCKET             totals of the newest complete snapshot of BUCKET
 //! bucket_bench blobs DEST BUCKET CONCURRENCY  time a listing of the blobs and a stat of each
+//! bucket_bench pin SRC D1 D2 COUNT CONCURRENCY  time COUNT create-only copies pinned to the listed
+//!                                             generation into D1, then COUNT unpinned into D2
 //! ```
 //!
 //! URL/DEST are gs://bucket[/prefix] (the emulator from STORAGE_EMULATOR_HOST; buckets are
@@ -166,6 +168,39 @@ async fn blobs(dest: &str, bucket: &str, concurrency: usize) -> Result<serde_jso
     }))
 }
 
+/// What pinning the source generation of a create-only copy costs: `count` objects of `src`
+/// copied pinned into `pinned_dest`, then unpinned into `unpinned_dest` (two fresh stores alike, since the
+/// emulator's cost per request grows with the objects a bucket holds).
+async fn pin(
+    src: &str,
+    pinned_dest: &str,
+    unpinned_dest: &str,
+    count: usize,
+    concurrency: usize,
+) -> Result<serde_json::Value, Error> {
+    let source = open(src).await?;
+    let objects: Vec<_> = source.list_all("").take(count).try_collect().await?;
+    let mut out = serde_json::json!({"copies": objects.len(), "concurrency": concurrency});
+    for (label, dest, pinned) in [("pinned_seconds", pinned_dest, true), ("unpinned_seconds", unpinned_dest, false)] {
+        let backup = open(dest).await?;
+        let start = Instant::now();
+        futures::stream::iter(objects.iter().enumerate())
+            .map(|(i, o)| {
+                let (source, backup) = (source.clone(), backup.clone());
+                async move {
+                    let mut from = source.object_ref(&o.key);
+                    from.generation = pinned.then_some(o.generation);
+                    backup.copy_create_only(&from, &format!("pin-bench/{i:07}")).await
+                }
+            })
+            .buffer_unordered(concurrency)
+            .try_collect::<Vec<_>>()
+            .await?;
+        out[label] = start.elapsed().as_secs_f64().into();
+    }
+    Ok(out)
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -176,6 +211,7 @@ async fn main() -> Result<(), Error> {
         "mutate" => mutate(arg(1)?, arg(2)?.parse()?, arg(3)?.parse()?).await?,
         "header" => header(arg(1)?, arg(2)?).await?,
         "blobs" => blobs(arg(1)?, arg(2)?, arg(3)?.parse()?).await?,
+        "pin" => pin(arg(1)?, arg(2)?, arg(3)?, arg(4)?.parse()?, arg(5)?.parse()?).await?,
         other => return Err(format!("unknown command {other:?}").into()),
     };
     println!("{out}");

@@ -52,9 +52,7 @@ use crate::core::snapshot_manifest::{
 };
 use crate::core::units;
 use crate::runtime::progress::{Counter, Progress};
-use crate::store::{
-    CopyOptions, DynStore, ObjectMeta, ObjectStore, ObjectStoreExt as _, ObjectWriter, PutOptions, StoreError,
-};
+use crate::store::{DynStore, ObjectMeta, ObjectStore, ObjectStoreExt as _, ObjectWriter, PutOptions, StoreError};
 
 /// Objects per listing page.
 const PAGE_SIZE: u32 = 1000;
@@ -690,8 +688,10 @@ impl PartWriter<'_> {
             self.observer.before_copy(&object).await;
             let mut from = self.source.store.object_ref(&object.key);
             from.generation = Some(object.generation);
-            // The blob keeps the source's metadata; a restore sets each object's own.
-            let copy = self.backup.copy_from(&from, &blob, CopyOptions::default()).await;
+            // One create-only request; the blob keeps the source's metadata (a restore sets each
+            // object's own). The pin keeps other bytes than the listed ones out of this content
+            // address (see `store::gcs::create_only_copy`).
+            let copy = self.backup.copy_create_only(&from, &blob).await;
             let copied_wrong = match copy {
                 Ok(copied) => match verify_content(Expected::of_object(&object), &copied) {
                     Ok(()) => {

@@ -267,6 +267,15 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
     /// Server-side copy of `source` (in this backend) to `key` of this store, create-only.
     async fn copy_from(&self, source: &ObjectRef, key: &str, options: CopyOptions) -> Result<ObjectMeta, StoreError>;
 
+    /// Server-side copy of `source` to `key`, create-only, keeping the source's metadata, in as
+    /// few requests as the backend allows: for content-addressed keys (snapshot blobs), where a
+    /// taken name means the content is stored already. [`StoreError::AlreadyExists`] when `key`
+    /// exists; it is never replaced. On GCS this is one rewrite request that carries
+    /// `ifGenerationMatch=0` (a 412 is the answer "already exists") instead of a lookup and a copy.
+    async fn copy_create_only(&self, source: &ObjectRef, key: &str) -> Result<ObjectMeta, StoreError> {
+        self.copy_from(source, key, CopyOptions::default()).await
+    }
+
     /// Removes what writes of killed runs left behind outside the object namespace and nothing
     /// has touched since `cutoff` (temp files of a local store), or only counts it when
     /// `dry_run`. A store whose unfinished writes leave nothing behind (GCS: an unfinished

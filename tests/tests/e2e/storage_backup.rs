@@ -28,7 +28,7 @@ use crate::support::buckets::{
     CHUNK, bucket_of, capture, gcs_bucket, overwrite, put, request, restore, run_id, settings, snap, source_and_backup,
     source_of, typed, written,
 };
-use crate::support::gcs::{Backend, PrivateGcs, shared};
+use crate::support::gcs::{Backend, CountingProxy, PrivateGcs, fresh_bucket_as_deployed, shared};
 use crate::support::stack::{config, local_store_at, services_on};
 use crate::support::unique;
 
@@ -178,6 +178,65 @@ async fn the_second_snapshot_of_an_unchanged_bucket_copies_nothing() {
     assert_eq!((second.part.totals.objects, second.part.totals.new_objects, second.part.totals.new_bytes), (250, 0, 0));
     assert_eq!(copies.0.load(Ordering::SeqCst), 0, "no copy was even attempted");
     assert_eq!(blob_count(&*backup, &source.spec.bucket).await, 250);
+}
+
+/// Requests per object, counted at a real HTTP proxy in front of the emulator, with both stores
+/// opened as the program opens them: exactly one request (the create-only copy) per object whose
+/// content is not known from the previous snapshot, none per unchanged object, never a lookup
+/// or metadata read of one object; the rest (listing pages, the previous snapshot, the part,
+/// summary and header) does not grow with the object count.
+#[tokio::test]
+async fn one_request_per_new_blob_and_none_per_unchanged_object() {
+    const OBJECTS: usize = 150;
+    const FIXED: usize = 12; // an upper bound on what a run asks besides copies
+    let proxy = CountingProxy::start(&crate::support::require_env("STORAGE_EMULATOR_HOST")).await;
+    let src: DynStore = Arc::new(fresh_bucket_as_deployed(&proxy.url, "").await);
+    let backup: DynStore = Arc::new(fresh_bucket_as_deployed(&proxy.url, "lifeboat/backups").await);
+    let source = source_of(&src);
+    for i in 0..OBJECTS {
+        put(&*src, &format!("o/{i:04}"), format!("object number {i}").as_bytes(), PutOptions::default()).await;
+    }
+    let count = |what: &str, copies: usize| {
+        let requests = proxy.requests();
+        let rewrites = requests.iter().filter(|r| r.is_rewrite()).count();
+        let stats: Vec<_> = requests.iter().filter(|r| r.is_stat()).collect();
+        assert_eq!(rewrites, copies, "{what}: copies");
+        assert!(stats.is_empty(), "{what}: no object is looked up: {stats:?}");
+        assert!(requests.iter().filter(|r| r.is_rewrite()).all(|r| r.has_param("ifGenerationMatch", "0")));
+        let lists = requests.iter().filter(|r| r.is_list()).count();
+        assert!(lists >= 1, "{what}: the source was listed");
+        let other = requests.len() - rewrites;
+        assert!(other <= FIXED, "{what}: {other} requests besides copies: {requests:#?}");
+        eprintln!("{what}: {rewrites} copies, {other} other requests ({lists} listing pages)");
+    };
+
+    proxy.reset();
+    let first = snap(&backup, &source, &run_id(1), &settings(16)).await;
+    assert_eq!(written(&first).totals.new_objects, OBJECTS as u64);
+    count("first snapshot", OBJECTS);
+
+    proxy.reset();
+    let unchanged = snap(&backup, &source, &run_id(2), &settings(16)).await;
+    assert_eq!((written(&unchanged).totals.new_objects, unchanged.known), (0, OBJECTS as u64));
+    count("unchanged", 0);
+
+    // Three rewritten, one added, one new name for known content: five copies (the last one
+    // finds its blob stored on GCS; fake-gcs-server replaces it with the same bytes).
+    for i in [3, 70, 140] {
+        overwrite(&*src, &format!("o/{i:04}"), format!("rewritten {i}").as_bytes(), PutOptions::default()).await;
+    }
+    put(&*src, "p/added", b"added", PutOptions::default()).await;
+    put(&*src, "p/same-as-5", b"object number 5", PutOptions::default()).await;
+    proxy.reset();
+    let changed = snap(&backup, &source, &run_id(3), &settings(16)).await;
+    let h = written(&changed);
+    assert_eq!((h.totals.objects, changed.known, changed.copy_attempts), (OBJECTS as u64 + 2, OBJECTS as u64 - 3, 5));
+    count("1 % changed", 5);
+
+    let target = gcs_bucket().await;
+    let (report, _) = restore(&backup, &*target, &request(&source.spec.bucket, Selector::Latest)).await;
+    assert!(report.is_success(), "{report:?}");
+    assert_eq!(capture(&*target, "").await, capture(&*src, "").await);
 }
 
 #[derive(Default)]

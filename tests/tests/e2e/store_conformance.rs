@@ -10,7 +10,7 @@ use lifeboat_core::store::{
 };
 use md5::Digest as _;
 
-use crate::support::gcs::{Backend, PrivateGcs, gcs_store_with};
+use crate::support::gcs::{Backend, CountingProxy, PrivateGcs, fresh_bucket_as_deployed, gcs_store_with};
 use crate::support::stack::local_store;
 
 /// Deterministic pseudo-random bytes (incompressible, cheap).
@@ -212,6 +212,37 @@ async fn cross_store_copy(dst: &dyn ObjectStore, src: &dyn ObjectStore) {
     );
 }
 
+/// The create-only copy of content-addressed blobs: copied with the source's bytes and metadata;
+/// onto a taken name "already exists" and the name keeps its bytes and generation; a pinned
+/// generation that is gone is "not found" and writes nothing.
+async fn create_only_copies(dst: &dyn ObjectStore, src: &dyn ObjectStore) {
+    let data = noise(300 * 1024 + 5, 21);
+    let first = src.put("cc/first", Bytes::from(data.clone()), opts()).await.expect("source put");
+    let mut from = src.object_ref("cc/first");
+    from.generation = Some(first.generation);
+    let copied = dst.copy_create_only(&from, "blobs/first").await.expect("create-only copy");
+    assert_eq!((copied.size, &copied.md5, &copied.crc32c), (first.size, &first.md5, &first.crc32c));
+    let stat = dst.stat("blobs/first").await.expect("stat copy");
+    assert_eq!(stat.content_type.as_deref(), Some("application/json"), "the source's metadata travels");
+    assert_eq!(read_back(dst, "blobs/first").await, data);
+
+    let other = src.put("cc/other", Bytes::from_static(b"other bytes"), PutOptions::default()).await.expect("put");
+    let mut from_other = src.object_ref("cc/other");
+    from_other.generation = Some(other.generation);
+    for source in [&from, &from_other] {
+        let err = dst.copy_create_only(source, "blobs/first").await.expect_err("copy onto a taken name");
+        assert!(matches!(err, StoreError::AlreadyExists { .. }), "{err:?}");
+    }
+    assert_eq!(read_back(dst, "blobs/first").await, data, "the taken name keeps its bytes");
+    assert_eq!(dst.stat("blobs/first").await.expect("stat").generation, copied.generation, "and is not rewritten");
+
+    let mut gone = from.clone();
+    gone.generation = Some(first.generation + 1);
+    let err = dst.copy_create_only(&gone, "blobs/gone").await.expect_err("a vanished generation");
+    assert!(err.is_not_found(), "{err:?}");
+    assert!(dst.stat("blobs/gone").await.expect_err("nothing written").is_not_found());
+}
+
 /// Runs every conformance check against `store`; `other` is a second store of the same backend.
 async fn conformance(store: DynStore, other: DynStore, chunk: usize) {
     put_stat_read(&*store).await;
@@ -222,6 +253,7 @@ async fn conformance(store: DynStore, other: DynStore, chunk: usize) {
     missing_and_delete(&*store).await;
     generation_preconditions(&*store).await;
     cross_store_copy(&*store, &*other).await;
+    create_only_copies(&*store, &*other).await;
 }
 
 #[tokio::test]
@@ -237,6 +269,38 @@ async fn gcs_store_conforms_on_fake_gcs_server() {
     let store = gcs_store_with(chunk, "prefix/inside").await;
     let other = gcs_store_with(chunk, "").await;
     conformance(std::sync::Arc::new(store), std::sync::Arc::new(other), chunk).await;
+}
+
+/// The create-only copy of a store opened as the programs open it, counted at a real HTTP proxy
+/// in front of the emulator: one request, a rewrite that carries the destination precondition
+/// (`ifGenerationMatch=0`) and the pinned source generation; no lookup first.
+///
+/// GCS answers that request with 412 when the name is taken (mapped to "already exists", see
+/// the unit tests of `store::gcs`); fake-gcs-server ignores the precondition on rewrites and
+/// replaces the blob, with the same bytes for a content-addressed name. So the second copy here
+/// may answer either way, but it is still one request with the precondition, and the bytes stay.
+#[tokio::test]
+async fn gcs_create_only_copy_is_one_request_with_its_preconditions() {
+    let proxy = CountingProxy::start(&crate::support::require_env("STORAGE_EMULATOR_HOST")).await;
+    let src = gcs_store_with(1024 * 1024, "").await;
+    let dst = fresh_bucket_as_deployed(&proxy.url, "backups").await;
+    let data = noise(70_000, 31);
+    let put = src.put("photos/a b.jpg", Bytes::from(data.clone()), PutOptions::default()).await.expect("put");
+    let mut from = src.object_ref("photos/a b.jpg");
+    from.generation = Some(put.generation);
+    for attempt in ["first", "onto the taken name"] {
+        proxy.reset();
+        let result = dst.copy_create_only(&from, "blobs/abc-70000").await;
+        assert!(matches!(result, Ok(_) | Err(StoreError::AlreadyExists { .. })), "{attempt}: {result:?}");
+        let requests = proxy.requests();
+        assert_eq!(requests.len(), 1, "{attempt}: {requests:?}");
+        let copy = &requests[0];
+        assert!(copy.is_rewrite(), "{attempt}: {copy:?}");
+        assert!(copy.path.ends_with("/o/backups%2Fblobs%2Fabc-70000"), "{copy:?}");
+        assert!(copy.has_param("ifGenerationMatch", "0"), "{attempt}: {copy:?}");
+        assert!(copy.has_param("sourceGeneration", &put.generation.to_string()), "{attempt}: {copy:?}");
+    }
+    assert_eq!(read_back(&dst, "blobs/abc-70000").await, data);
 }
 
 /// fake-gcs-server ignores `maxBytesRewrittenPerCall` and finishes every rewrite in one call, so

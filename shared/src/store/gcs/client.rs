@@ -4,15 +4,20 @@
 
 use gcloud_storage::client::{Client, ClientConfig};
 
+use super::json::JsonApi;
 use crate::core::net::NetLimits;
 use crate::store::{Location, StoreError};
 
-/// A client for `location`, talking to `emulator` when it is set. Every request it sends obeys
-/// `net`: a connect timeout, and a stall timeout on the wait for the answer's headers and on
-/// each read of its body (reqwest's read timeout, reset by every piece that arrives), so a
-/// frozen endpoint fails the request (transient: retried per the store's settings) instead of
-/// hanging the run.
-pub(super) async fn build(location: &Location, emulator: Option<&str>, net: &NetLimits) -> Result<Client, StoreError> {
+/// A client for `location`, talking to `emulator` when it is set, and our own JSON-API calls on
+/// the same HTTP client and token source. Every request it sends obeys `net`: a connect timeout,
+/// and a stall timeout on the wait for the answer's headers and on each read of its body
+/// (reqwest's read timeout, reset by every piece that arrives), so a frozen endpoint fails the
+/// request (transient: retried per the store's settings) instead of hanging the run.
+pub(super) async fn build(
+    location: &Location,
+    emulator: Option<&str>,
+    net: &NetLimits,
+) -> Result<(Client, JsonApi), StoreError> {
     // gcloud-storage's HTTP client is built without a TLS crypto provider (so no C crypto
     // library is compiled in); ring is installed process-wide here. A second install (another
     // store, the Pub/Sub client) finds it there and changes nothing.
@@ -36,8 +41,13 @@ pub(super) async fn build(location: &Location, emulator: Option<&str>, net: &Net
             ),
         })?,
     };
-    config.http = Some(reqwest_middleware::ClientBuilder::new(http).build());
-    Ok(Client::new(config))
+    // The client made here is shared by the crate and our own calls.
+    let http = reqwest_middleware::ClientBuilder::new(http).build();
+    config.http = Some(http.clone());
+    // The provider hands out one shared token source (and its cache) on every call.
+    let token = config.token_source_provider.as_ref().map(|p| p.token_source());
+    let json = JsonApi::new(http, token, &config.storage_endpoint);
+    Ok((Client::new(config), json))
 }
 
 /// `STORAGE_EMULATOR_HOST` as an endpoint: `host:port` gets `http://`, a trailing `/` goes (the

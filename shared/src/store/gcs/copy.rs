@@ -167,14 +167,14 @@ fn carries(object: &ObjectMeta, wanted: &PutOptions) -> bool {
 
 /// One step of a server-side copy: either done with the object, or a token to continue with.
 #[derive(Debug)]
-enum RewriteStep {
+pub(super) enum RewriteStep {
     Done(Box<Object>),
     Continue(String),
 }
 
 /// Loops a rewrite until it is done, feeding each call the token of the previous one.
 /// Returns the object and the number of calls.
-async fn rewrite_loop<F, Fut>(mut call: F) -> Result<(Object, u32), StoreError>
+pub(super) async fn rewrite_loop<F, Fut>(mut call: F) -> Result<(Object, u32), StoreError>
 where
     F: FnMut(Option<String>) -> Fut,
     Fut: std::future::Future<Output = Result<RewriteStep, StoreError>>,

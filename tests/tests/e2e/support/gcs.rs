@@ -24,7 +24,17 @@ use super::{require_env, unique};
 const PROJECT: &str = "lifeboat-local";
 
 /// A GCS store on `location`, through the emulator at `endpoint`.
+///
+/// It looks a blob up before its create-only copy: fake-gcs-server ignores `ifGenerationMatch` on
+/// rewrites (it replaces the destination), so without the lookup a test could not see the
+/// "already stored" answer GCS gives. [`connect_as_deployed`] opens a store without it, as the
+/// programs do; `store_conformance` proves what that one sends.
 pub async fn connect(location: &str, endpoint: &str, chunk_bytes: usize) -> GcsStore {
+    connect_as_deployed(location, endpoint, chunk_bytes).await.with_lookup_before_copy(true)
+}
+
+/// A GCS store on `location`, through the emulator at `endpoint`, exactly as the programs open it.
+pub async fn connect_as_deployed(location: &str, endpoint: &str, chunk_bytes: usize) -> GcsStore {
     let location: Location = location.parse().expect("gs:// location");
     GcsStore::connect(location, Some(endpoint), chunk_bytes)
         .await
@@ -39,6 +49,14 @@ pub async fn shared(location: &str, chunk_bytes: usize) -> GcsStore {
 /// A store on a fresh bucket of the stack's shared emulator, under `prefix`.
 pub async fn gcs_store_with(chunk_bytes: usize, prefix: &str) -> GcsStore {
     let store = shared(&format!("gs://{}/{prefix}", unique("lb-test")), chunk_bytes).await;
+    create_bucket(&store).await;
+    store
+}
+
+/// A store on a fresh bucket (under `prefix`) of the emulator at `endpoint` (a
+/// [`CountingProxy`] in front of the stack's), opened as the programs open it.
+pub async fn fresh_bucket_as_deployed(endpoint: &str, prefix: &str) -> GcsStore {
+    let store = connect_as_deployed(&format!("gs://{}/{prefix}", unique("lb-test")), endpoint, 1024 * 1024).await;
     create_bucket(&store).await;
     store
 }
@@ -318,4 +336,139 @@ async fn forward(client: tokio::net::TcpStream, s: Arc<ProxyState>) {
     };
     // Whichever side ends first ends the connection (both halves are dropped).
     tokio::select! { () = upstream => {}, () = downstream => {}, () = s.dead.cancelled() => {} }
+}
+
+/// One request that went through a [`CountingProxy`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// `GET`, `POST`, …
+    pub method: String,
+    /// The path, still percent-encoded.
+    pub path: String,
+    /// The query string (empty when none).
+    pub query: String,
+}
+
+impl Request {
+    /// A server-side copy (`…/rewriteTo/…`).
+    pub fn is_rewrite(&self) -> bool {
+        self.method == "POST" && self.path.contains("/rewriteTo/")
+    }
+
+    /// A listing page (`GET …/b/BUCKET/o`).
+    pub fn is_list(&self) -> bool {
+        self.method == "GET" && self.path.ends_with("/o")
+    }
+
+    /// A metadata read of one object (`GET …/o/NAME` without `alt=media`).
+    pub fn is_stat(&self) -> bool {
+        self.method == "GET" && self.path.contains("/o/") && !self.has_param("alt", "media")
+    }
+
+    /// The query holds `name=value`.
+    pub fn has_param(&self, name: &str, value: &str) -> bool {
+        self.query.split('&').any(|p| p == format!("{name}={value}"))
+    }
+}
+
+/// A real HTTP proxy on 127.0.0.1, port 0, in front of an emulator: forwards every request as
+/// it came and records its method, path and query, so a test can count what a client asks.
+#[derive(Debug)]
+pub struct CountingProxy {
+    /// `http://127.0.0.1:PORT`: give it to a client as its endpoint.
+    pub url: String,
+    seen: Arc<Mutex<Vec<Request>>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl CountingProxy {
+    /// Starts one in front of `upstream` (`http://host:port`).
+    pub async fn start(upstream: &str) -> Self {
+        use hyper::body::Incoming;
+        use hyper_util::rt::TokioIo;
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy to 127.0.0.1:0");
+        let url = format!("http://{}", listener.local_addr().expect("proxy address"));
+        let seen: Arc<Mutex<Vec<Request>>> = Arc::default();
+        let upstream = upstream.trim_end_matches('/').to_owned();
+        let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+        let recorded = seen.clone();
+        let server = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let (recorded, upstream, client) = (recorded.clone(), upstream.clone(), client.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+                        let (recorded, upstream, client) = (recorded.clone(), upstream.clone(), client.clone());
+                        async move { Ok::<_, std::convert::Infallible>(relay(req, &recorded, &upstream, &client).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self { url, seen, server }
+    }
+
+    /// Every request so far, in the order they arrived.
+    pub fn requests(&self) -> Vec<Request> {
+        self.seen.lock().expect("lock").clone()
+    }
+
+    /// Forgets the requests so far.
+    pub fn reset(&self) {
+        self.seen.lock().expect("lock").clear();
+    }
+}
+
+impl Drop for CountingProxy {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+async fn relay(
+    req: hyper::Request<hyper::body::Incoming>,
+    recorded: &Mutex<Vec<Request>>,
+    upstream: &str,
+    client: &reqwest::Client,
+) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
+    use http_body_util::BodyExt as _;
+
+    let (parts, body) = req.into_parts();
+    recorded.lock().expect("lock").push(Request {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_owned(),
+        query: parts.uri.query().unwrap_or_default().to_owned(),
+    });
+    let failed = |status: u16, message: String| {
+        hyper::Response::builder()
+            .status(status)
+            .body(http_body_util::Full::new(bytes::Bytes::from(message)))
+            .expect("response")
+    };
+    let body = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return failed(400, format!("proxy: request body: {e}")),
+    };
+    let target = format!("{upstream}{}", parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
+    let mut forward = client.request(parts.method.clone(), target).body(body);
+    for (name, value) in &parts.headers {
+        if name != hyper::header::HOST && name != hyper::header::CONTENT_LENGTH {
+            forward = forward.header(name, value);
+        }
+    }
+    let answer = match forward.send().await {
+        Ok(a) => a,
+        Err(e) => return failed(502, format!("proxy: upstream: {e}")),
+    };
+    let mut out = hyper::Response::builder().status(answer.status());
+    for (name, value) in answer.headers() {
+        if name != hyper::header::CONTENT_LENGTH && name != hyper::header::TRANSFER_ENCODING {
+            out = out.header(name, value);
+        }
+    }
+    let bytes = answer.bytes().await.unwrap_or_default();
+    out.body(http_body_util::Full::new(bytes)).expect("response")
 }
