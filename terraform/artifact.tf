@@ -104,16 +104,18 @@ resource "google_project_iam_member" "deployer_log_writer" {
 # Deploying a workload means acting as its service account (iam.serviceAccountUser) and, with
 # run.developer, being able to run it with any arguments: whoever deploys prune can delete every
 # backup older than the retention period, whoever deploys restore can overwrite databases and
-# buckets, whoever deploys the console can start both with overrides (it holds
-# run.jobsExecutorWithOverrides on them). So the deployer gets no role on those three and no
-# actAs on their service accounts: an operator rolls them out after a build (cloudbuild.yaml
-# prints the commands; docs/runbook.md, "Later deployments"). The trade-off: until then they run
-# the previous image. Formats are versioned and readers accept older ones, so a lagging restore
-# or prune still reads what the newer programs write; the console shows its own version.
+# buckets, whoever deploys drill can read every dump and decrypt it with the encryption identity
+# (and holds a database password that may CREATE DATABASE), whoever deploys the console can start
+# prune and restore with overrides (it holds run.jobsExecutorWithOverrides on them). So the
+# deployer gets no role on those four and no actAs on their service accounts: an operator rolls
+# them out after a build (cloudbuild.yaml prints the commands; docs/runbook.md, "Later
+# deployments"). The trade-off: until then they run the previous image. Formats are versioned and
+# readers accept older ones, so a lagging restore, drill or prune still reads what the newer
+# programs write; the console shows its own version.
 locals {
   deployer_jobs     = ["db-backup", "storage-backup", "health"]
   deployer_services = ["monitor"]
-  operator_rollout  = ["prune", "restore", "console"]
+  operator_rollout  = ["prune", "restore", "drill", "console"]
 }
 
 # run.developer on each job and service it rolls out (not on the project): update the image.
@@ -138,7 +140,8 @@ resource "google_cloud_run_v2_service_iam_member" "deployer_updates_monitor" {
 }
 
 # Deploying a job or service that runs as a service account requires actAs on that account:
-# only the accounts of what the deployer rolls out, never prune's, restore's or the console's.
+# only the accounts of what the deployer rolls out, never prune's, restore's, drill's or the
+# console's.
 resource "google_service_account_iam_member" "deployer_acts_as_runtime" {
   for_each = var.create_build_service_account ? {
     db-backup      = google_service_account.db_backup.name

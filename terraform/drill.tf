@@ -1,7 +1,14 @@
 # Restore drills (issue 10): the `drill` job restores the newest backup of each database into a
 # scratch database lifeboat_drill_* on a drill server, checks the newest snapshot of each source
 # bucket, and writes a record next to each (…/drills/<ts>.json). Its entry in local.jobs (run.tf)
-# holds the job; this file holds its identity, its grants, its secret and its variables.
+# holds the job. Its identity and the grants it shares with the others are where theirs are:
+# the service account and its bucket grants in iam.tf (it reads like restore: backups_full_reader;
+# it creates records only: drill_records_creator; it deletes nothing), the encryption identity and
+# the Sentry DSN in secrets.tf, publishing in pubsub.tf. This file holds what only drill has: its
+# variables, its own secret (the drill server's password) and the grants that depend on where it
+# restores (the production password and Cloud SQL only without a separate drill server).
+# The deployer may not act as drill (it reads every dump and holds the identity): an operator
+# rolls it out after a build, like prune and restore (artifact.tf, cloudbuild.yaml _OPERATOR_JOBS).
 #
 # The drill server: by default the backed-up server itself (PG*, the db-backup user, which may
 # CREATE DATABASE), so a drill costs the production server one restore's I/O per night. Set
@@ -77,41 +84,6 @@ locals {
   }
 }
 
-resource "google_service_account" "drill" {
-  project      = var.project_id
-  account_id   = "${var.name_prefix}-drill"
-  display_name = "lifeboat drill"
-  description  = "Runs the drill job: reads the backup bucket, creates drill records (…/drills/) only, restores into lifeboat_drill_* scratch databases."
-}
-
-# Reads every backup (dumps, manifests, snapshot parts, blobs).
-resource "google_storage_bucket_iam_member" "drill_backups_reader" {
-  bucket = google_storage_bucket.backups.name
-  role   = "roles/storage.objectViewer"
-  member = google_service_account.drill.member
-}
-
-# Creates drill records only: objects in a drills/ folder of a backup or snapshot. objectCreator
-# cannot delete, hence cannot overwrite: records are create-only.
-resource "google_storage_bucket_iam_member" "drill_records_creator" {
-  bucket = google_storage_bucket.backups.name
-  role   = "roles/storage.objectCreator"
-  member = google_service_account.drill.member
-
-  condition {
-    title       = "drill-records-only"
-    description = "drill creates records in the drills/ folder of a backup or snapshot only"
-    expression  = "(resource.name.startsWith(\"${local.objects_resource_prefix}db/\") || resource.name.startsWith(\"${local.objects_resource_prefix}storage/\")) && resource.name.extract(\"/drills/{record}\").endsWith(\".json\")"
-  }
-}
-
-resource "google_pubsub_topic_iam_member" "drill_results_publisher" {
-  project = var.project_id
-  topic   = google_pubsub_topic.results.name
-  role    = "roles/pubsub.publisher"
-  member  = google_service_account.drill.member
-}
-
 # The backed-up Cloud SQL instance, when drills restore there (no separate drill server).
 resource "google_project_iam_member" "drill_cloudsql_client" {
   for_each = local.use_cloudsql && !local.drill_own_server ? {
@@ -141,14 +113,6 @@ resource "google_secret_manager_secret_iam_member" "drill_db_password_accessor" 
   member    = each.value
 }
 
-# The identity that decrypts dumps: a drill restores them like restore does.
-resource "google_secret_manager_secret_iam_member" "drill_identity_accessor" {
-  project   = var.project_id
-  secret_id = google_secret_manager_secret.backup_encryption_identity.secret_id
-  role      = "roles/secretmanager.secretAccessor"
-  member    = google_service_account.drill.member
-}
-
 # The password of a separate drill server (drill_database_host). Always created (no cost, no
 # value); wired into the job only with a separate server: add its value with
 # `gcloud secrets versions add` before the first drill (docs/runbook.md, "Restore drills").
@@ -168,15 +132,6 @@ resource "google_secret_manager_secret_iam_member" "drill_db_password_reader" {
   secret_id = google_secret_manager_secret.drill_db_password.secret_id
   role      = "roles/secretmanager.secretAccessor"
   member    = google_service_account.drill.member
-}
-
-# cloudbuild.yaml rolls the image out to the drill job as the deployer: actAs on its account.
-resource "google_service_account_iam_member" "deployer_acts_as_drill" {
-  for_each = var.create_build_service_account ? { drill = google_service_account.drill.name } : {}
-
-  service_account_id = each.value
-  role               = "roles/iam.serviceAccountUser"
-  member             = google_service_account.deployer[0].member
 }
 
 output "drill_command" {

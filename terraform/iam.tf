@@ -10,6 +10,10 @@
 #   storage-backup  storage/      storage/ *.json, *.jsonl.zst (previous   storage/   -
 #                                 snapshot's header, summaries, parts)
 #   restore         db/ storage/  db/ and storage/: dumps, blobs, all       -          -
+#   drill           db/ storage/  (same as restore: it restores the dumps   records    -
+#                                 and reads back blobs)                    only:
+#                                                                          db/ storage/
+#                                                                          …/drills/*.json
 #   prune           db/ storage/  db/ storage/ *.json, *.jsonl.zst          -          db/ storage/
 #                                 (manifests, headers, parts: never a dump or a blob)
 #   health          db/ storage/  db/ storage/ *.json (drill records whose   -          -
@@ -31,6 +35,8 @@
 # storage/...). A get request carries no list prefix, so a list clause never grants a read.
 # *.json under db/ and storage/ are manifests, snapshot headers and summaries and drill records;
 # dumps (dump.pgc.*), snapshot parts (*.jsonl.zst) and blobs (<md5>-<size>) never end so.
+# A drill record is the one *.json in a drills/ folder (local.drill_record: resource.name.extract
+# gives what follows the first "/drills/", empty when there is none).
 # Conditions may use at most 12 logical operators; the longest here uses 6.
 
 resource "google_service_account" "db_backup" {
@@ -82,6 +88,13 @@ resource "google_service_account" "console" {
   description  = "Runs the console service: reads the backup bucket, starts the backup, prune and restore jobs (with overrides) for its admins."
 }
 
+resource "google_service_account" "drill" {
+  project      = var.project_id
+  account_id   = "${var.name_prefix}-drill"
+  display_name = "lifeboat drill"
+  description  = "Runs the drill job: reads the backup bucket, creates drill records (…/drills/) only, restores into lifeboat_drill_* scratch databases."
+}
+
 resource "google_service_account" "scheduler" {
   project      = var.project_id
   account_id   = "${var.name_prefix}-scheduler"
@@ -101,7 +114,7 @@ resource "google_service_account" "pubsub_push" {
 # ---------------------------------------------------------------------------------------
 
 # Read access, one resource per shape of access (a program added later joins the map of the
-# access it needs; drill, which restores dumps, joins backups_full_reader).
+# access it needs, as drill, which restores dumps, joined backups_full_reader).
 #
 # Manifests, snapshot headers and drill records (*.json) only: never a dump, a part or a blob.
 # health and monitor judge freshness from the listing; they read a drill record only when its
@@ -162,10 +175,13 @@ resource "google_storage_bucket_iam_member" "storage_backup_reader" {
   }
 }
 
-# Everything under db/ and storage/: the programs that restore (the dumps, the blobs).
+# Everything under db/ and storage/: the programs that restore (the dumps, the blobs): restore,
+# and drill (drill.tf), which restores the newest dumps into scratch databases and reads back
+# sampled objects of the newest snapshots.
 resource "google_storage_bucket_iam_member" "backups_full_reader" {
   for_each = {
     restore = google_service_account.restore.member
+    drill   = google_service_account.drill.member
   }
 
   bucket = google_storage_bucket.backups.name
@@ -201,6 +217,21 @@ resource "google_storage_bucket_iam_member" "storage_backup_creator" {
     title       = "storage-prefix-only"
     description = "storage-backup creates objects under storage/ only"
     expression  = local.object_storage
+  }
+}
+
+# drill creates its records only: a *.json in the drills/ folder of a backup or snapshot under
+# db/ or storage/ (…/drills/<ts>.json), never a manifest, a dump, a part or a blob. Create-only:
+# objectCreator cannot delete, hence cannot overwrite a record either.
+resource "google_storage_bucket_iam_member" "drill_records_creator" {
+  bucket = google_storage_bucket.backups.name
+  role   = "roles/storage.objectCreator"
+  member = google_service_account.drill.member
+
+  condition {
+    title       = "drill-records-only"
+    description = "drill creates *.json records in the drills/ folder of a backup or snapshot under db/ or storage/ only"
+    expression  = "(${local.object_db} || ${local.object_storage}) && ${local.drill_record}"
   }
 }
 

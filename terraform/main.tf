@@ -32,6 +32,8 @@ locals {
   list_storage   = "api.getAttribute(\"storage.googleapis.com/objectListPrefix\", \"\").startsWith(\"${local.object_root}storage/\")"
   is_json        = "resource.name.endsWith(\".json\")"
   is_part        = "resource.name.endsWith(\".jsonl.zst\")"
+  # A drill record: a *.json after the first /drills/ of the name (extract gives "" without one).
+  drill_record = "resource.name.extract(\"/drills/{record}\").endsWith(\".json\")"
 
   # Retention policy of the backup bucket: the retention period unless set otherwise (0: none).
   retention_policy_days = coalesce(var.retention_policy_days, var.retention_days)

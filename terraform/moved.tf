@@ -59,3 +59,17 @@ moved {
   from = google_cloud_scheduler_job.health
   to   = google_cloud_scheduler_job.job["health"]
 }
+
+# ---- drill's grants that joined the other programs' (the same binding at a new address: without
+#      the move, Terraform would create the new one, a no-op, then destroy the old one and with
+#      it the binding) ----
+
+moved {
+  from = google_pubsub_topic_iam_member.drill_results_publisher
+  to   = google_pubsub_topic_iam_member.results_publisher["drill"]
+}
+
+moved {
+  from = google_secret_manager_secret_iam_member.drill_identity_accessor
+  to   = google_secret_manager_secret_iam_member.backup_encryption_identity_accessor["drill"]
+}

@@ -88,6 +88,7 @@ resource "google_pubsub_topic_iam_member" "results_publisher" {
     health         = google_service_account.health.member
     monitor        = google_service_account.monitor.member
     console        = google_service_account.console.member
+    drill          = google_service_account.drill.member
   }
 
   project = var.project_id

@@ -250,10 +250,8 @@ resource "google_cloud_run_v2_job" "job" {
     google_storage_bucket_iam_member.storage_backup_creator,
     google_storage_bucket_iam_member.storage_backup_state,
     google_storage_bucket_iam_member.prune_deleter,
-    google_storage_bucket_iam_member.drill_backups_reader,
     google_storage_bucket_iam_member.drill_records_creator,
     google_secret_manager_secret_iam_member.drill_db_password_accessor,
-    google_secret_manager_secret_iam_member.drill_identity_accessor,
     google_secret_manager_secret_iam_member.drill_db_password_reader,
   ]
 }

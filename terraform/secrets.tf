@@ -42,11 +42,12 @@ resource "google_secret_manager_secret" "backup_encryption_identity" {
   depends_on = [google_project_service.apis]
 }
 
-# Only the programs that restore dumps may read the identity: restore (and drill, which restores
-# into a scratch database; it adds its entry here). Never db-backup, health, monitor or prune.
+# Only the programs that restore dumps may read the identity: restore, and drill (drill.tf), which
+# restores into a scratch database. Never db-backup, health, monitor, prune or the console.
 resource "google_secret_manager_secret_iam_member" "backup_encryption_identity_accessor" {
   for_each = {
     restore = google_service_account.restore.member
+    drill   = google_service_account.drill.member
   }
 
   project   = var.project_id
@@ -55,7 +56,8 @@ resource "google_secret_manager_secret_iam_member" "backup_encryption_identity_a
   member    = each.value
 }
 
-# Database password: the two programs that connect to PostgreSQL.
+# Database password: db-backup and restore, which connect to PostgreSQL. drill reads it only while
+# it restores on the backed-up server (drill.tf, drill_db_password_accessor).
 resource "google_secret_manager_secret_iam_member" "db_password_accessor" {
   for_each = {
     db-backup = google_service_account.db_backup.member
@@ -106,6 +108,7 @@ locals {
     health         = google_service_account.health.member
     monitor        = google_service_account.monitor.member
     console        = google_service_account.console.member
+    drill          = google_service_account.drill.member
   }
 
   # SENTRY_DSN -> the secret, on every job and service (run.tf); empty when Sentry is off.

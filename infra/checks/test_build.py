@@ -182,6 +182,11 @@ class CloudBuildTest(unittest.TestCase):
         self.assertEqual(set(listed("_OPERATOR_JOBS")), {"prune", "restore", "drill"})
         self.assertEqual(set(listed("_OPERATOR_SERVICES")), {"console"})
         self.assertRegex(self.text, r"for job in \$\{_OPERATOR_JOBS\}; do\n\s+echo \"  gcloud run jobs update \$\$job --image=")
+        # The message before the operator's commands names every one of them.
+        announce = re.search(r'echo "Roll out ([^"]+) yourself', self.text)
+        self.assertIsNotNone(announce)
+        for name in listed("_OPERATOR_JOBS") + listed("_OPERATOR_SERVICES"):
+            self.assertIn(name, announce.group(1))
         self.assertIn("CLOUD_LOGGING_ONLY", self.text)
 
 
@@ -193,6 +198,32 @@ class RunbookTest(unittest.TestCase):
                        "prune refused", "recovered", "gcloud secrets versions add", "slack", "password",
                        "restore drills", "gcloud run jobs execute drill", "lifeboat_drill_"):
             self.assertIn(needle, text)
+
+    def test_runbook_names_what_the_operator_rolls_out(self):
+        # The deployer may not act as prune, restore, drill or the console (terraform/artifact.tf):
+        # "Later deployments" gives the operator's command for each.
+        text = (REPO / "docs" / "runbook.md").read_text(encoding="utf-8")
+        for job in ("prune", "restore", "drill"):
+            self.assertIn(f"gcloud run jobs update {job} --image=$IMAGE", text)
+        self.assertIn("gcloud run services update console --image=$IMAGE", text)
+
+    def test_runbook_says_who_may_do_what_for_every_identity(self):
+        # One row per service account in "Who may do what", drill's included: it reads like
+        # restore, creates its records only, deletes nothing.
+        text = (REPO / "docs" / "runbook.md").read_text(encoding="utf-8")
+        section = text.split("## Who may do what", 1)[1].split("\n## ", 1)[0]
+        rows = {m.group(1): m.group(0) for m in re.finditer(r"^\| `PREFIX-([a-z-]+)` \|.*$", section, re.M)}
+        self.assertEqual(set(rows), {"db-backup", "storage-backup", "restore", "drill", "prune", "health",
+                                     "monitor", "console", "scheduler", "pubsub-push", "deployer"})
+        for name, row in rows.items():
+            self.assertEqual(row.count("|"), 8, f"{name}: seven columns")
+        drill = [c.strip() for c in rows["drill"].strip("|").split("|")]
+        restore = [c.strip() for c in rows["restore"].strip("|").split("|")]
+        self.assertEqual(drill[1], restore[1], "drill lists what restore lists")
+        self.assertIn("drills/", drill[3])
+        self.assertEqual(drill[4], "–", "drill deletes nothing")
+        self.assertEqual(drill[5], "–", "drill holds nothing on the state bucket")
+        self.assertIn("drill", rows["deployer"].split("nothing on", 1)[1])
 
 
 if __name__ == "__main__":

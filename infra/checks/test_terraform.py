@@ -57,7 +57,7 @@ DELETE_CAPABLE_STORAGE_ROLES = {
 TF = _hcl.load()
 
 # The programs that judge freshness: each must be told which sources to expect (issue 11).
-# drill joins when it exists (it reads what it must verify the same way).
+# drill too: it reads what it must verify the same way.
 FRESHNESS_READERS = {"health", "monitor", "console", "drill"}
 EXPECTED_SOURCE_VARS = {"BACKUP_DATABASES": "var.databases", "SOURCE_BUCKETS": "var.source_buckets"}
 
@@ -96,11 +96,29 @@ def expand_locals(text: str, depth: int = 0) -> str:
     return out
 
 
+def cel_extract(value: str, template: str) -> str:
+    """CEL extract() of IAM Conditions: the text that the one {placeholder} of `template` stands
+    for, at the first match of the text before it; up to the first occurrence of the text after
+    it (or the end of `value` when nothing follows the placeholder); "" when there is no match."""
+    m = re.fullmatch(r"([^{}]*)\{\w+\}([^{}]*)", template)
+    assert m, f"unsupported extract template {template!r}"
+    before, after = m.groups()
+    start = value.find(before)
+    if start < 0:
+        return ""
+    rest = value[start + len(before):]
+    if not after:
+        return rest
+    end = rest.find(after)
+    return rest[:end] if end >= 0 else ""
+
+
 def condition_allows(expression: str | None, bucket: str, operation: str, name: str) -> bool:
     """Evaluates an IAM condition (the CEL subset lifeboat writes: ||, &&, parentheses,
-    resource.name.startsWith/endsWith, api.getAttribute(objectListPrefix).startsWith) for one
-    request: `list` with prefix `name` (resource.name is then the bucket), any other operation on
-    the object `name`. No condition: allowed."""
+    resource.name.startsWith/endsWith, resource.name.extract("…{x}…") followed by
+    startsWith/endsWith, api.getAttribute(objectListPrefix).startsWith) for one request: `list`
+    with prefix `name` (resource.name is then the bucket), any other operation on the object
+    `name`. No condition: allowed."""
     if expression is None:
         return True
     cel = expand_locals(expression)
@@ -108,9 +126,12 @@ def condition_allows(expression: str | None, bucket: str, operation: str, name: 
     list_prefix = name if operation == "list" else ""
     py = cel.replace("||", " or ").replace("&&", " and ")
     py = py.replace('api.getAttribute("storage.googleapis.com/objectListPrefix", "")', "LIST_PREFIX")
+    py = re.sub(r'resource\.name\.extract\(("[^"]*")\)', r"EXTRACT(RESOURCE, \1)", py)
     py = py.replace("resource.name", "RESOURCE").replace(".startsWith(", ".startswith(").replace(".endsWith(", ".endswith(")
-    assert not re.search(r"[A-Za-z_.]+\(", re.sub(r"\.(startswith|endswith)\(", "", py)), f"unknown function in {cel!r}"
-    return bool(eval(py, {"__builtins__": {}}, {"RESOURCE": resource, "LIST_PREFIX": list_prefix}))  # noqa: S307
+    known = re.sub(r"\.(startswith|endswith)\(|\bEXTRACT\(", "", py)
+    assert not re.search(r"[A-Za-z_.]+\(", known), f"unknown function in {cel!r}"
+    return bool(eval(py, {"__builtins__": {}},  # noqa: S307
+                     {"RESOURCE": resource, "LIST_PREFIX": list_prefix, "EXTRACT": cel_extract}))
 
 
 def bucket_grants(bucket_resource: str) -> list[tuple[str, set[str], str | None]]:
@@ -372,19 +393,32 @@ class ServiceAccountTest(unittest.TestCase):
             if b.role == "roles/storage.objectCreator" and "google_storage_bucket.backups." in " ".join(b.targets):
                 with self.subTest(binding=b.rname):
                     expr = expand_locals(block(b.body, "condition")["expression"])
-                    expected = {"db_backup": "db/", "storage_backup": "storage/"}[next(iter(b.member_accounts))]
-                    self.assertIn(expected, expr)
+                    expected = {"db_backup": ["db/"], "storage_backup": ["storage/"],
+                                "drill": ["db/", "storage/", "/drills/"]}[next(iter(b.member_accounts))]
+                    for piece in expected:
+                        self.assertIn(piece, expr)
 
     def test_drill_creates_records_only_and_deletes_nothing(self):
         # Records in a drills/ folder of a backup or snapshot: never a manifest, a dump or a blob.
+        # It reads through the same grant as restore (backups_full_reader), never its own.
         grants = [b for b in TF.bindings() if "drill" in b.member_accounts
                   and "google_storage_bucket.backups." in " ".join(b.targets)]
-        self.assertEqual(sorted(b.role for b in grants), ["roles/storage.objectCreator", "roles/storage.objectViewer"])
+        self.assertEqual(sorted((b.rname, b.role) for b in grants),
+                         [("backups_full_reader", "roles/storage.objectViewer"),
+                          ("drill_records_creator", "roles/storage.objectCreator")])
+        for b in grants:
+            self.assertTrue(b.conditions, f"{b.rname}: unconditioned on the backup bucket")
         creator = next(b for b in grants if b.role == "roles/storage.objectCreator")
-        expr = block(creator.body, "condition")["expression"]
+        expr = expand_locals(block(creator.body, "condition")["expression"])
         self.assertIn('resource.name.extract("/drills/{record}").endsWith(".json")', expr)
-        self.assertIn("db/", expr)
-        self.assertIn("storage/", expr)
+        self.assertIn("objects/db/", expr)
+        self.assertIn("objects/storage/", expr)
+        # Nothing anywhere that could delete or overwrite.
+        for b in TF.bindings():
+            if "drill" in b.member_accounts:
+                with self.subTest(binding=b.rname):
+                    self.assertNotIn(b.role, DELETE_CAPABLE_STORAGE_ROLES)
+                    self.assertIsNone(ref_name(b.role, "google_project_iam_custom_role"), b.role)
 
     def test_results_topic_publishers(self):
         publishers = set()
@@ -564,10 +598,17 @@ class SecretsTest(unittest.TestCase):
                 self.assertEqual(b.rtype, "google_secret_manager_secret_iam_member")
                 secret = ref_name(" ".join(b.targets), "google_secret_manager_secret")
                 readers.setdefault(secret, set()).update(b.member_accounts)
-        self.assertEqual(readers, {"db_password": {"db_backup", "restore"}, "slack_webhook": {"monitor"},
-                                   "backup_encryption_identity": {"restore"},
+        self.assertEqual(readers, {"db_password": {"db_backup", "restore", "drill"}, "slack_webhook": {"monitor"},
+                                   "backup_encryption_identity": {"restore", "drill"},
+                                   "drill_db_password": {"drill"},
                                    "sentry_dsn": {"db_backup", "storage_backup", "restore", "prune", "health",
-                                                  "monitor", "console"}})
+                                                  "monitor", "console", "drill"}})
+        # drill reads the production password only while it restores on the backed-up server.
+        drill_prod = TF.resource("google_secret_manager_secret_iam_member", "drill_db_password_accessor")
+        self.assertRegex(drill_prod["for_each"], r"^\$\{local\.drill_own_server \? \{\} :")
+        self.assertEqual(TF.locals["drill_own_server"], '${var.drill_database_host != ""}')
+        plain = TF.resource("google_secret_manager_secret_iam_member", "db_password_accessor")
+        self.assertNotIn("drill", TF.for_each_map(plain["for_each"]))
 
     def test_sentry_dsn_is_optional_and_reaches_every_program_from_its_secret(self):
         # Issue 11, optional Sentry: a secret only when enabled, SENTRY_DSN from it on every job
@@ -645,10 +686,10 @@ class SecretsTest(unittest.TestCase):
     def test_every_reader_of_freshness_expects_the_deployed_sources(self):
         # Issue 11: a database or bucket whose first backup never succeeds is reported missing
         # only by a reader that was told to expect it. Every reader of freshness (health,
-        # monitor, console, drill when deployed) gets BACKUP_DATABASES and SOURCE_BUCKETS from
+        # monitor, console, drill) gets BACKUP_DATABASES and SOURCE_BUCKETS from
         # the same variables that db-backup and storage-backup are given.
         readers = FRESHNESS_READERS & set(all_workloads())
-        self.assertTrue({"health", "monitor", "console"} <= readers)
+        self.assertEqual(readers, FRESHNESS_READERS)
         for name in sorted(readers):
             kind, body = all_workloads()[name]
             _, dynamic = self._env_sources(body, kind)
@@ -704,6 +745,10 @@ BACKUP_REQUESTS = {
     "get other": ("get", "notes.txt"),
     "create db/": ("create", "db/main/app/20261126T020000Z-0a1b2c3d/dump.pgc.zst"),
     "create drill record": ("create", "db/main/app/20261126T020000Z-0a1b2c3d/drills/20261127T040000Z.json"),
+    "create snapshot drill record": ("create", "storage/media/snapshots/20261126T033000Z-0a1b2c3d/drills/20261127T040000Z.json"),
+    "create manifest": ("create", "db/main/app/20261126T020000Z-0a1b2c3d/manifest.json"),
+    "create drills/ non-record": ("create", "db/main/app/20261126T020000Z-0a1b2c3d/drills/20261127T040000Z.txt"),
+    "create drill record elsewhere": ("create", "drills/20261127T040000Z.json"),
     "create storage/": ("create", "storage/media/blobs/5d41402abc4b2a76b9719d911017c592-5"),
     "create state/": ("create", "state/monitor/incidents.json"),
     "delete dump": ("delete", "db/main/app/20261126T020000Z-0a1b2c3d/dump.pgc.zst"),
@@ -736,14 +781,41 @@ class LeastPrivilegeTest(unittest.TestCase):
         self.assertFalse(condition_allows(expr, "B", "get", "db/x/dump.pgc.zst"))
         self.assertFalse(condition_allows(expr, "S", "get", "db/x/manifest.json"), "another bucket")
         self.assertTrue(condition_allows(None, "B", "get", "anything"))
+        # extract(): what follows the first /drills/ ("" without one).
+        self.assertEqual(cel_extract("db/x/drills/1.json", "/drills/{record}"), "1.json")
+        self.assertEqual(cel_extract("db/x/manifest.json", "/drills/{record}"), "")
+        self.assertEqual(cel_extract("a/b/c", "a/{x}/"), "b")
+        # drill's grants, request by request (the conditions as deployed).
+        drill = [(ops_, cond) for account, ops_, cond in bucket_grants("backups") if account == "drill"]
+        self.assertTrue(drill)
+
+        def drill_may(op: str, name: str, bucket: str = "B") -> bool:
+            return any(op in ops_ and condition_allows(cond, bucket, op, name) for ops_, cond in drill)
+
+        self.assertTrue(drill_may("get", "db/x/y/z/dump.pgc.zst.age"), "reads a dump")
+        self.assertTrue(drill_may("get", "storage/b/blobs/5d41402abc4b2a76b9719d911017c592-5"), "reads a blob")
+        self.assertTrue(drill_may("list", "db/x/"))
+        self.assertTrue(drill_may("create", "db/x/y/z/drills/20261202T000000Z.json"), "creates its record")
+        self.assertTrue(drill_may("create", "storage/b/snapshots/s/drills/20261202T000000Z.json"))
+        self.assertFalse(drill_may("create", "db/x/y/z/manifest.json"), "creates no manifest")
+        self.assertFalse(drill_may("create", "db/x/y/z/dump.pgc.zst"), "creates no dump")
+        self.assertFalse(drill_may("create", "db/x/y/z/drills/20261202T000000Z.txt"))
+        self.assertFalse(drill_may("create", "drills/20261202T000000Z.json"), "outside db/ and storage/")
+        self.assertFalse(drill_may("delete", "db/x/y/z/drills/20261202T000000Z.json"), "deletes nothing")
+        self.assertFalse(drill_may("delete", "db/x/y/z/dump.pgc.zst"))
+        self.assertFalse(drill_may("list", ""), "lists db/ and storage/ only")
+        self.assertFalse(drill_may("get", "notes.txt"))
+        self.assertFalse(drill_may("get", "state/monitor/incidents.json"))
 
     def test_backup_bucket_access_follows_what_each_program_reads(self):
         lists = {"list db/", "list storage/"}
         expected = {
             # the manifests of earlier backups (the previous size, for progress); creates under db/
-            "db_backup": {"list db/", "get manifest", "create db/", "create drill record"},
+            "db_backup": {"list db/", "get manifest", "create db/", "create drill record", "create manifest",
+                          "create drills/ non-record"},
             # the previous snapshot's header, summaries and parts; creates blobs and snapshots
-            "storage_backup": {"list storage/", "get snapshot header", "get snapshot part", "create storage/"},
+            "storage_backup": {"list storage/", "get snapshot header", "get snapshot part", "create storage/",
+                               "create snapshot drill record"},
             # everything it restores from
             "restore": lists | {"get dump", "get encrypted dump", "get manifest", "get drill record",
                                 "get snapshot header", "get snapshot part", "get blob"},
@@ -756,13 +828,11 @@ class LeastPrivilegeTest(unittest.TestCase):
             # manifests, headers and drill records for its pages
             "console": lists | {"get manifest", "get drill record", "get snapshot header"},
         }
+        # restores dumps into a scratch database and reads back blobs (what restore reads);
+        # records the outcome beside the backup or snapshot (create-only: …/drills/*.json); never
+        # a manifest, a dump or a blob of its own, and no delete
+        expected["drill"] = expected["restore"] | {"create drill record", "create snapshot drill record"}
         access = bucket_access("backups", "B", BACKUP_REQUESTS)
-        if "drill" in access:
-            # Restores dumps into a scratch database and records the outcome beside the backup
-            # (create-only); it may create more under db/ than its records, never delete.
-            self.assertTrue(expected["restore"] | {"create drill record"} <= access["drill"], access["drill"])
-            self.assertFalse({"delete dump", "delete blob", "delete other"} & access["drill"])
-            expected["drill"] = access["drill"]
         self.assertEqual(access, expected)
 
     def test_only_restore_and_drill_read_dumps_and_blobs(self):
@@ -770,8 +840,10 @@ class LeastPrivilegeTest(unittest.TestCase):
         for what in ("get dump", "get encrypted dump", "get blob"):
             with self.subTest(request=what):
                 readers = {a for a, allowed in access.items() if what in allowed}
-                self.assertTrue(readers <= {"restore", "drill"}, readers)
-                self.assertIn("restore", readers)
+                self.assertEqual(readers, {"restore", "drill"})
+        # ... through the one grant that reads everything under db/ and storage/.
+        full = TF.resource("google_storage_bucket_iam_member", "backups_full_reader")
+        self.assertEqual(set(TF.for_each_map(full["for_each"])), {"restore", "drill"})
 
     def test_only_prune_deletes_backups(self):
         access = bucket_access("backups", "B", BACKUP_REQUESTS)
@@ -804,14 +876,17 @@ class LeastPrivilegeTest(unittest.TestCase):
             "monitor": {"list monitor", "get incidents", "create incidents", "delete message"},
             "storage_backup": {"list claims", "get claim", "create claim"},
         })
+        # drill (like restore, prune, health, console) holds nothing on the state bucket.
+        self.assertFalse({a for a, _, _ in bucket_grants("state")} & {"drill", "restore", "prune", "health", "console"})
 
-    def test_deployer_may_not_act_as_prune_or_restore(self):
-        # Issue 11: the deployer builds and rolls out, but holds nothing on prune, restore or the
-        # console (which starts both with overrides), and may act as no other service account.
+    def test_deployer_may_not_act_as_prune_restore_or_drill(self):
+        # Issue 11: the deployer builds and rolls out, but holds nothing on prune, restore, drill
+        # (which reads every dump and decrypts it with the identity) or the console (which starts
+        # prune and restore with overrides), and may act as no other service account.
         deployer = [b for b in TF.bindings() if "deployer" in b.member_accounts]
         self.assertTrue(deployer)
         forbidden = set(TF.locals["operator_rollout"])
-        self.assertEqual(forbidden, {"prune", "restore", "console"})
+        self.assertEqual(forbidden, {"prune", "restore", "drill", "console"})
         acts_as: set[str] = set()
         for b in deployer:
             with self.subTest(binding=b.rname):
@@ -835,7 +910,7 @@ class LeastPrivilegeTest(unittest.TestCase):
                 if b.role == "roles/storage.objectViewer":
                     self.assertIn("google_storage_bucket.build_staging", " ".join(b.targets))
         self.assertEqual(acts_as, {"db_backup", "storage_backup", "health", "monitor"})
-        self.assertFalse(acts_as & {"prune", "restore", "console"})
+        self.assertFalse(acts_as & {"prune", "restore", "drill", "console"})
         self.assertTrue(set(TF.locals["deployer_jobs"]).isdisjoint(forbidden))
         self.assertTrue(set(TF.locals["deployer_services"]).isdisjoint(forbidden))
         # What it rolls out, it may act as (or the rollout fails).
@@ -975,7 +1050,10 @@ class JobSettingsTest(unittest.TestCase):
                       "google_storage_bucket_iam_member.db_backup_creator",
                       "google_storage_bucket_iam_member.storage_backup_creator",
                       "google_storage_bucket_iam_member.storage_backup_state",
-                      "google_storage_bucket_iam_member.prune_deleter"):
+                      "google_storage_bucket_iam_member.prune_deleter",
+                      "google_storage_bucket_iam_member.drill_records_creator",
+                      "google_secret_manager_secret_iam_member.drill_db_password_accessor",
+                      "google_secret_manager_secret_iam_member.drill_db_password_reader"):
             self.assertIn(f"${{{grant}}}", deps)
         # Every grant a job's service account holds on a bucket is waited for.
         job_accounts = {PROGRAM_JOBS.get(n, n.replace("-", "_")) for n in jobs()}
