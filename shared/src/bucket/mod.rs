@@ -3,7 +3,7 @@
 //! ```text
 //! source listing ──page by page──▶ shard filter ──▶ merge-join by name with the previous
 //!   snapshot's entries (streamed) ──▶ known content? ──yes──▶ entry
-//!                                        └─no──▶ copy_from(source@generation → blob), create-only
+//!                                        └─no──▶ copy_create_only(source@generation → blob): one request
 //!   ──▶ ordered window (copies in flight ≤ concurrency) ──▶ PartEncoder ──▶ streaming writer
 //! ```
 //!
