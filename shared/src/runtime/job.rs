@@ -41,10 +41,12 @@ async fn run_in_scope<P: Program>(
     let ctx = RunContext::new(Trigger::Job);
     let (started, cancel) = (ctx.started, ctx.cancel.clone());
     tracing::info!(program = spec.name, "job started");
+    // Catch SIGTERM from here on (the handler is installed by this call).
+    let shutdown = shutdown_signal();
     let mut run = tokio::spawn(scope.bind(async move { program.run(ctx).await }.in_current_span()));
     let finished = tokio::select! {
         r = &mut run => r.map_err(Unfinished::from),
-        () = shutdown_signal() => {
+        () = shutdown => {
             tracing::warn!("termination signal: cancelling the run");
             cancel.cancel();
             match tokio::time::timeout(CANCEL_GRACE, &mut run).await {
