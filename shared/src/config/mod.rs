@@ -168,6 +168,18 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// A duration where zero (`0s`) is allowed and means "off".
+    pub fn duration_or_off(&mut self, var: &Var) -> Option<Duration> {
+        let raw = self.text(var)?;
+        match humantime::parse_duration(&raw) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.problem(var.name, format!("{raw:?} is not a duration ({e}); write it like 30s, or 0s for off"));
+                None
+            }
+        }
+    }
+
     /// A duration no longer than `max` (see [`Reader::duration`]).
     pub fn duration_at_most(&mut self, var: &Var, max: Duration, why: &str) -> Option<Duration> {
         let d = self.duration(var)?;
@@ -449,7 +461,7 @@ impl Common {
             "a request that long without progress is lost",
         );
         let attempts = r.number_in(&REQUEST_ATTEMPTS, 1, 20);
-        let progress_interval = r.duration(&PROGRESS_INTERVAL);
+        let progress_interval = r.duration_or_off(&PROGRESS_INTERVAL);
         let auth = AuthConfig::read(r);
         let sentry_dsn = r.secret(&SENTRY_DSN);
         if let Some(dsn) = &sentry_dsn
@@ -837,6 +849,21 @@ mod tests {
             assert_eq!(e.problems.len(), 1, "{e}");
             assert_eq!(e.problems[0].name, var, "{e}");
         }
+    }
+
+    #[test]
+    fn a_zero_progress_interval_turns_the_lines_off_but_zero_elsewhere_is_a_problem() {
+        let env = Env::from_pairs([("LIFEBOAT_PROGRESS_INTERVAL", "0s"), ("D", "0s")]);
+        let mut r = Reader::new(&env);
+        assert_eq!(r.duration_or_off(&vars::PROGRESS_INTERVAL), Some(Duration::ZERO));
+        const D: Var = Var { name: "D", default: None, help: "", secret: false };
+        assert_eq!(r.duration(&D), None);
+        let problems = r.finish().expect_err("zero D").problems;
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        let env = Env::from_pairs([("LIFEBOAT_PROGRESS_INTERVAL", "often")]);
+        let mut r = Reader::new(&env);
+        assert_eq!(r.duration_or_off(&vars::PROGRESS_INTERVAL), None);
+        assert!(r.finish().is_err());
     }
 
     #[test]
