@@ -62,7 +62,7 @@ if ! command -v rclone >/dev/null; then
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rclone >/dev/null \
         || { $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rclone >/dev/null; }
 fi
-RCLONE_VERSION="$(rclone version | head -n 1)"
+RCLONE_VERSION="$(rclone version | sed -n 1p)"
 
 log "building (release)"
 cargo build --release --quiet -p storage-backup
