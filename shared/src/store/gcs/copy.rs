@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 
 use gcloud_storage::http::objects::Object;
-use gcloud_storage::http::objects::rewrite::RewriteObjectRequest;
+use gcloud_storage::http::objects::rewrite::{RewriteObjectRequest, RewriteObjectResponse};
 
 use super::GcsStore;
 use crate::store::{
@@ -51,25 +51,13 @@ impl GcsStore {
                 let resp = self
                     .retry
                     .retry("copy", || async {
-                        self.client.rewrite_object(&req).await.map_err(|e| match self.error(e, "copy", key, false) {
-                            StoreError::NotFound { .. } => StoreError::NotFound {
-                                location: format!("gs://{}", source.bucket),
-                                key: source.name.clone(),
-                            },
-                            other => other,
-                        })
+                        self.client
+                            .rewrite_object(&req)
+                            .await
+                            .map_err(|e| missing_source(self.error(e, "copy", key, false), source))
                     })
                     .await?;
-                match (resp.done, resp.resource, resp.rewrite_token) {
-                    (true, Some(object), _) => Ok(RewriteStep::Done(Box::new(object))),
-                    (false, _, Some(token)) if !token.is_empty() => Ok(RewriteStep::Continue(token)),
-                    _ => Err(StoreError::Other {
-                        location: self.location.to_string(),
-                        operation: "copy",
-                        key: key.to_owned(),
-                        message: "rewrite answered neither an object nor a token to continue with".into(),
-                    }),
-                }
+                self.rewrite_step(key, resp)
             }
         })
         .await?;
@@ -163,6 +151,33 @@ fn carries(object: &ObjectMeta, wanted: &PutOptions) -> bool {
         && same(&object.content_disposition, &wanted.content_disposition)
         && same(&object.content_language, &wanted.content_language)
         && object.metadata == wanted.metadata
+}
+
+impl GcsStore {
+    /// One rewrite answer as a step of [`rewrite_loop`] (both kinds of copy).
+    pub(super) fn rewrite_step(&self, key: &str, resp: RewriteObjectResponse) -> Result<RewriteStep, StoreError> {
+        match (resp.done, resp.resource, resp.rewrite_token) {
+            (true, Some(object), _) => Ok(RewriteStep::Done(Box::new(object))),
+            (false, _, Some(token)) if !token.is_empty() => Ok(RewriteStep::Continue(token)),
+            _ => Err(StoreError::Other {
+                location: self.location.to_string(),
+                operation: "copy",
+                key: key.to_owned(),
+                message: "rewrite answered neither an object nor a token to continue with".into(),
+            }),
+        }
+    }
+}
+
+/// A rewrite's "not found" is about the source object (gone or rewritten since it was listed),
+/// not about the destination key.
+pub(super) fn missing_source(e: StoreError, source: &ObjectRef) -> StoreError {
+    match e {
+        StoreError::NotFound { .. } => {
+            StoreError::NotFound { location: format!("gs://{}", source.bucket), key: source.name.clone() }
+        }
+        other => other,
+    }
 }
 
 /// One step of a server-side copy: either done with the object, or a token to continue with.

@@ -14,7 +14,7 @@
 //! its failure is the same 412 as a taken destination, and telling the two apart costs a request.
 
 use super::GcsStore;
-use super::copy::{RewriteStep, rewrite_loop};
+use super::copy::{missing_source, rewrite_loop};
 use super::json::CreateOnlyRewrite;
 use crate::store::{ObjectMeta, ObjectRef, StoreError, check_key};
 
@@ -41,25 +41,13 @@ impl GcsStore {
                 let resp = self
                     .retry
                     .retry("copy", || async {
-                        self.json.rewrite_create_only(&call).await.map_err(|e| match self.error(e, "copy", key, true) {
-                            StoreError::NotFound { .. } => StoreError::NotFound {
-                                location: format!("gs://{}", source.bucket),
-                                key: source.name.clone(),
-                            },
-                            other => other,
-                        })
+                        self.json
+                            .rewrite_create_only(&call)
+                            .await
+                            .map_err(|e| missing_source(self.error(e, "copy", key, true), source))
                     })
                     .await?;
-                match (resp.done, resp.resource, resp.rewrite_token) {
-                    (true, Some(object), _) => Ok(RewriteStep::Done(Box::new(object))),
-                    (false, _, Some(token)) if !token.is_empty() => Ok(RewriteStep::Continue(token)),
-                    _ => Err(StoreError::Other {
-                        location: self.location.to_string(),
-                        operation: "copy",
-                        key: key.to_owned(),
-                        message: "rewrite answered neither an object nor a token to continue with".into(),
-                    }),
-                }
+                self.rewrite_step(key, resp)
             }
         })
         .await?;
