@@ -39,6 +39,7 @@ fn manifest() -> Vec<u8> {
             encryption: None,
         },
         row_counts: Some(BTreeMap::from([("public.t".into(), 3)])),
+        table_checksums: None,
     }
     .to_json()
 }

@@ -234,6 +234,12 @@ var!(
     Some("true"),
     "Record exact per-table row counts in the manifest (same snapshot as the dump); turn off for very large databases."
 );
+var!(
+    TABLE_CHECKSUMS,
+    "BACKUP_TABLE_CHECKSUMS",
+    Some("false"),
+    "Also record a content checksum per table (one md5-based aggregate per table, same snapshot as the dump), which drill compares on the restored copy; a drill fails on any difference. Off by default: it costs about 6 s of one server CPU core per GB of table data, run beside the dump (measured: 13.0 s against 0.8 s for the row counts on the 2.2 GB benchmark database)."
+);
 var!(DB_CONCURRENCY, "BACKUP_CONCURRENCY", Some("1"), "Databases backed up at the same time.");
 var!(
     ENCRYPTION_RECIPIENTS,
@@ -265,6 +271,7 @@ pub const DB_BACKUP: &[&Var] = &[
     &COMPRESSION_THREADS,
     &COMPRESSION_JOB_MIB,
     &ROW_COUNTS,
+    &TABLE_CHECKSUMS,
     &DB_CONCURRENCY,
     &ENCRYPTION_RECIPIENTS,
 ];

@@ -125,6 +125,11 @@ pub struct DbManifest {
     /// Exact rows per table (`schema.table`), counted in the dump's snapshot; `None` when off.
     #[serde(default)]
     pub row_counts: Option<BTreeMap<String, i64>>,
+    /// Content checksum per table (`schema.table` as in `row_counts`), computed in the dump's
+    /// snapshot by `postgres::sql::table_checksum_query` (`BACKUP_TABLE_CHECKSUMS`); absent
+    /// when off, and then not written at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_checksums: Option<BTreeMap<String, String>>,
 }
 
 /// Why bytes are not a manifest we can use.
@@ -203,6 +208,7 @@ mod tests {
                 encryption: None,
             },
             row_counts: Some(BTreeMap::from([("public.t".into(), 3)])),
+            table_checksums: None,
         }
     }
 
@@ -258,5 +264,19 @@ mod tests {
         // Version 1 predates encryption: such a manifest was not written by lifeboat.
         m.format_version = 1;
         assert!(matches!(DbManifest::from_json(&m.to_json()), Err(ManifestError::Inconsistent)));
+    }
+
+    #[test]
+    fn table_checksums_round_trip_and_are_absent_when_off() {
+        let m = sample();
+        let json = String::from_utf8(m.to_json()).expect("utf-8");
+        assert!(!json.contains("table_checksums"), "off: the field is not written: {json}");
+        let mut with = sample();
+        with.table_checksums = Some(BTreeMap::from([("public.t".into(), "-1234567890123".into())]));
+        let json = String::from_utf8(with.to_json()).expect("utf-8");
+        assert!(json.contains(r#""table_checksums""#) && json.contains("-1234567890123"), "{json}");
+        let back = DbManifest::from_json(json.as_bytes()).expect("parse");
+        assert_eq!(back, with);
+        assert_ne!(back, m);
     }
 }

@@ -269,6 +269,9 @@ pub struct BackupSettings {
     pub encryption: Option<Recipients>,
     /// Count rows per table in the dump's snapshot.
     pub row_counts: bool,
+    /// Checksum each table's content in the dump's snapshot (`BACKUP_TABLE_CHECKSUMS`); the same
+    /// scan gives the row counts.
+    pub table_checksums: bool,
     /// How often the dump logs a progress line.
     pub progress_interval: Duration,
 }
@@ -356,7 +359,7 @@ pub async fn backup_database(
     };
     let key = path.dump_key(&extension);
 
-    let session = if settings.row_counts {
+    let session = if settings.row_counts || settings.table_checksums {
         match cancel.run_until_cancelled(open_snapshot(conn, name)).await {
             Some(s) => Some(s?),
             None => return Err(DbError::Cancelled),
@@ -427,8 +430,17 @@ pub async fn backup_database(
         r
     };
     let counts = async {
-        let Some(s) = &session else { return Ok(None) };
-        let r = match count_cancel.run_until_cancelled(sql::count_rows(&s.client, conn, name, &s.tables)).await {
+        let Some(s) = &session else { return Ok((None, None)) };
+        let scan = async {
+            if settings.table_checksums {
+                let sums = sql::table_checksums(&s.client, conn, name, &s.tables).await?;
+                let counts = settings.row_counts.then(|| sums.iter().map(|(k, (n, _))| (k.clone(), *n)).collect());
+                Ok::<_, PgError>((counts, Some(sums.into_iter().map(|(k, (_, sum))| (k, sum)).collect())))
+            } else {
+                Ok((Some(sql::count_rows(&s.client, conn, name, &s.tables).await?), None))
+            }
+        };
+        let r = match count_cancel.run_until_cancelled(scan).await {
             Some(r) => r.map_err(DbError::from),
             None => {
                 let _ = s.client.cancel_token().cancel_query(NoTls).await;
@@ -438,7 +450,7 @@ pub async fn backup_database(
         if r.is_err() {
             dump_cancel.cancel();
         }
-        r.map(Some)
+        r
     };
     let (dumped, counted) = tokio::join!(dump, counts);
     progress.finish();
@@ -456,7 +468,7 @@ pub async fn backup_database(
         (Err(DbError::Cancelled), Err(e)) => return Err(e),
         (Err(e), _) => return Err(e),
     };
-    let (stats, row_counts) = stats;
+    let (stats, (row_counts, table_checksums)) = stats;
     if cancel.is_cancelled() {
         delete_quietly(store, &key).await;
         return Err(DbError::Cancelled);
@@ -485,6 +497,7 @@ pub async fn backup_database(
         finished_at: Utc::now(),
         dump,
         row_counts,
+        table_checksums,
     };
     let manifest_options = PutOptions { content_type: Some("application/json".into()), ..PutOptions::default() };
     match store.put(&path.manifest_key(), Bytes::from(manifest.to_json()), manifest_options).await {

@@ -7,6 +7,7 @@
 //! is checked before each `CREATE` and `DROP`, and a scratch name that already exists is
 //! refused (another drill owns it), never dropped.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -155,7 +156,50 @@ async fn restore_scratch(
 ) -> Result<RestoreDone, DbError> {
     let (chosen, manifest) =
         restore::choose(store, &settings.source, database, &Selector::Id(path.run.clone())).await?;
-    restore::restore_into_new_database(&settings.restore, store, &chosen, &manifest, scratch, cancel).await
+    let done =
+        restore::restore_into_new_database(&settings.restore, store, &chosen, &manifest, scratch, cancel).await?;
+    if let Some(expected) = &manifest.table_checksums {
+        let checked = verify_table_checksums(&settings.restore.conn, scratch, expected).await?;
+        tracing::info!(database, scratch, tables = checked, "drill: table checksums match the backup's");
+    }
+    Ok(done)
+}
+
+/// Compares the content checksum of every table the manifest checksummed (at backup time, in
+/// the dump's snapshot) with the same query on the restored copy `scratch`; returns how many
+/// matched, or a verification error naming every table that differs or cannot be read.
+pub async fn verify_table_checksums(
+    conn: &Connection,
+    scratch: &str,
+    expected: &BTreeMap<String, String>,
+) -> Result<usize, DbError> {
+    let client = conn.connect(scratch).await?;
+    client.batch_execute(sql::CHECKSUM_SESSION).await.map_err(|e| conn.query_error(scratch, &e))?;
+    let mut mismatches = Vec::new();
+    for (key, want) in expected {
+        let Some((schema, table)) = sql::parse_qualified(key) else {
+            mismatches.push(format!("{key}: not a table name"));
+            continue;
+        };
+        match client.query_one(&sql::table_checksum_query(&schema, &table), &[]).await {
+            Ok(row) => {
+                let got: String = row.get(1);
+                if &got != want {
+                    mismatches.push(format!("{key}: content checksum {got}, backup had {want}"));
+                }
+            }
+            Err(e) => mismatches.push(format!("{key}: {}", conn.describe(&e))),
+        }
+    }
+    if mismatches.is_empty() {
+        return Ok(expected.len());
+    }
+    Err(DbError::Verification(format!(
+        "table content differs from the backup's snapshot in {} of {} tables: {}",
+        mismatches.len(),
+        expected.len(),
+        mismatches.join("; ")
+    )))
 }
 
 /// Drops the scratch database `name` (refusing any other name); no error when it is gone.

@@ -182,6 +182,56 @@ pub async fn count_rows(
     Ok(counts)
 }
 
+/// The session settings under which [`table_checksum_query`] reads rows: a row's text form
+/// depends on them, and a drill server may have other defaults than the backed-up one.
+pub const CHECKSUM_SESSION: &str = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY'; \
+     SET IntervalStyle = 'postgres'; SET extra_float_digits = 1; SET bytea_output = 'hex'";
+
+/// The one query that checksums a table's content, used at backup time (in the dump's snapshot)
+/// and by the drill (on the restored copy): one streaming aggregate over the table giving its
+/// row count and an order-independent checksum, the sum of the first 64 bits of each row's
+/// `md5(row::text)` (as `numeric` text, so it never overflows). Run after [`CHECKSUM_SESSION`].
+pub fn table_checksum_query(schema: &str, table: &str) -> String {
+    format!(
+        "SELECT count(*), coalesce(sum(('x' || substr(md5(t::text), 1, 16))::bit(64)::bigint::numeric), 0)::text \
+         FROM ONLY {}.{} t",
+        quote_ident(schema),
+        quote_ident(table)
+    )
+}
+
+/// Row count and content checksum ([`table_checksum_query`]) of one table, on `client`'s
+/// current transaction; `client` must have run [`CHECKSUM_SESSION`].
+pub async fn table_checksum(
+    client: &Client,
+    conn: &Connection,
+    database: &str,
+    schema: &str,
+    table: &str,
+) -> Result<(i64, String), PgError> {
+    let row = client
+        .query_one(&table_checksum_query(schema, table), &[])
+        .await
+        .map_err(|e| conn.query_error(database, &e))?;
+    Ok((row.get(0), row.get(1)))
+}
+
+/// Row counts and content checksums of `tables`, keyed by [`qualified_key`], on `client`'s
+/// current transaction (hence its snapshot); sets [`CHECKSUM_SESSION`] first.
+pub async fn table_checksums(
+    client: &Client,
+    conn: &Connection,
+    database: &str,
+    tables: &[(String, String)],
+) -> Result<BTreeMap<String, (i64, String)>, PgError> {
+    client.batch_execute(CHECKSUM_SESSION).await.map_err(|e| conn.query_error(database, &e))?;
+    let mut sums = BTreeMap::new();
+    for (schema, table) in tables {
+        sums.insert(qualified_key(schema, table), table_checksum(client, conn, database, schema, table).await?);
+    }
+    Ok(sums)
+}
+
 /// How many sessions (other than this one) are connected to database `name`.
 pub async fn session_count(client: &Client, conn: &Connection, database: &str, name: &str) -> Result<i64, PgError> {
     let row = client
@@ -291,6 +341,15 @@ pub async fn drop_database(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn the_checksum_query_quotes_its_table() {
+        assert_eq!(
+            table_checksum_query("Sales", "a\"b"),
+            "SELECT count(*), coalesce(sum(('x' || substr(md5(t::text), 1, 16))::bit(64)::bigint::numeric), 0)::text \
+             FROM ONLY \"Sales\".\"a\"\"b\" t"
+        );
+    }
 
     #[test]
     fn quoting() {

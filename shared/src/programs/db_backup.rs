@@ -55,6 +55,8 @@ pub struct Config {
     pub encryption: Option<Recipients>,
     /// Count rows per table in the dump's snapshot.
     pub row_counts: bool,
+    /// `BACKUP_TABLE_CHECKSUMS`.
+    pub table_checksums: bool,
     /// Databases at once.
     pub concurrency: usize,
 }
@@ -89,6 +91,7 @@ pub fn read(r: &mut Reader<'_>, _cli: Option<Cli>) -> Option<Config> {
     };
     let job_mib = r.number_in(&vars::COMPRESSION_JOB_MIB, 1, 64);
     let row_counts = r.boolean(&vars::ROW_COUNTS);
+    let table_checksums = r.boolean(&vars::TABLE_CHECKSUMS);
     let concurrency = r.number_in(&vars::DB_CONCURRENCY, 1, 16);
     let encryption = encryption::read_recipients(r);
     Some(Config {
@@ -101,6 +104,7 @@ pub fn read(r: &mut Reader<'_>, _cli: Option<Cli>) -> Option<Config> {
         job_mib: u32::try_from(job_mib?).ok()?,
         encryption: encryption?,
         row_counts: row_counts?,
+        table_checksums: table_checksums?,
         concurrency: usize::try_from(concurrency?).ok()?,
     })
 }
@@ -171,6 +175,7 @@ impl App {
             },
             encryption: self.config.encryption.clone(),
             row_counts: self.config.row_counts,
+            table_checksums: self.config.table_checksums,
             progress_interval: self.services.common.progress_interval,
         };
         Ok((settings, targets))
@@ -321,6 +326,11 @@ mod tests {
         assert_eq!(c.level, crate::db::codec::DEFAULT_ZSTD_LEVEL);
         assert!(c.threads >= 1);
         assert!(c.databases.is_empty());
+        assert!(!c.table_checksums, "table checksums are off by default");
+        let c = read_env(&[("BACKUP_TABLE_CHECKSUMS", "true")]).expect("valid");
+        assert!(c.table_checksums);
+        let e = read_env(&[("BACKUP_TABLE_CHECKSUMS", "sometimes")]).expect_err("not a boolean");
+        assert!(e.problems.iter().any(|p| p.name == "BACKUP_TABLE_CHECKSUMS"), "{e}");
         let c = read_env(&[("BACKUP_COMPRESSION", "gzip"), ("BACKUP_DATABASES", "a, b")]).expect("valid");
         assert_eq!((c.compression, c.level, c.databases), (Compression::Gzip, 6, vec!["a".to_owned(), "b".to_owned()]));
     }

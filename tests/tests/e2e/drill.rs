@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 use crate::support::binaries::job;
 use crate::support::buckets::{gcs_backup_store, gcs_bucket, overwrite, put, typed};
 use crate::support::db::{db_job, small_fixture};
-use crate::support::postgres::{Server, TestDb, literal};
+use crate::support::postgres::{Server, TestDb, ident, literal};
 use crate::support::pubsub::pubsub_fixture;
 use crate::support::slack::Hook;
 use crate::support::stack::{Served, config, services};
@@ -305,4 +305,97 @@ async fn an_existing_scratch_database_is_refused_and_left_alone() {
     for name in &taken {
         assert_eq!(db.server.psql(name, "SELECT x FROM mine"), "7", "{name} was touched");
     }
+}
+
+/// The content checksum of `table` as the backup records it, computed here independently (with
+/// the fixed session settings under which a row's text form does not depend on the server).
+fn content_checksum(db: &TestDb, table: &str) -> String {
+    db.sql(&format!(
+        "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY'; SET IntervalStyle = 'postgres'; \
+         SET extra_float_digits = 1; SET bytea_output = 'hex'; \
+         SELECT coalesce(sum(('x' || substr(md5(r::text), 1, 16))::bit(64)::bigint::numeric), 0)::text \
+         FROM ONLY {table} r;"
+    ))
+}
+
+/// `BACKUP_TABLE_CHECKSUMS=true`: db-backup records a content checksum per table in the dump's
+/// snapshot, the drill recomputes them on the restored copy and passes; a recorded checksum
+/// that differs from the restored content fails the drill, naming the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn table_checksums_are_recorded_and_compared_by_the_drill() {
+    let backup = gcs_backup_store().await;
+    let db = TestDb::create("lbdrillsum");
+    db.sql(&small_fixture(700));
+    db.sql("CREATE TABLE empty_one (x int);");
+    // Types whose text form depends on session settings, in a name that needs quoting; the
+    // database's own settings differ from the drill server's defaults (they are not restored).
+    db.sql(
+        "CREATE SCHEMA \"Sales\"; \
+         CREATE TABLE \"Sales\".\"Mixed \"\"Q\"\"\" (id int, ts timestamptz, d date, iv interval, f float8, \
+           n numeric, b bytea, j jsonb, s text); \
+         INSERT INTO \"Sales\".\"Mixed \"\"Q\"\"\" SELECT g, '2026-03-29 01:30:00+00'::timestamptz + g * interval '7 hours', \
+           date '2026-01-01' + g, g * interval '1 day 3 hours', g / 3.0, g * 1.5, \
+           decode(md5(g::text), 'hex'), jsonb_build_object('g', g), CASE WHEN g % 5 = 0 THEN NULL ELSE 'it''s \"' || g END \
+         FROM generate_series(1, 300) g;",
+    );
+    db.server.psql(
+        "postgres",
+        &format!(
+            "ALTER DATABASE {0} SET TimeZone = 'Pacific/Chatham'; ALTER DATABASE {0} SET DateStyle = 'SQL, DMY'; \
+             ALTER DATABASE {0} SET IntervalStyle = 'sql_standard'; ALTER DATABASE {0} SET bytea_output = 'escape';",
+            ident(&db.name)
+        ),
+    );
+    let home = tempfile::tempdir().expect("home");
+    let out = db_job("db-backup", home.path(), &db.server, &backup.location().to_string())
+        .env("BACKUP_DATABASES", &db.name)
+        .env("BACKUP_TABLE_CHECKSUMS", "true")
+        .output()
+        .expect("run db-backup");
+    assert_eq!(out.status.code(), Some(0), "db-backup failed: {}", stderr(&out));
+    let backups = list_backups(&*backup, "main", &db.name).await.expect("list");
+    let db_path = backups[0].path.clone();
+    let manifest = crate::support::db::manifest(&backup, "main", &db.name, &db_path.run.to_string()).await;
+
+    // One checksum per table, equal to the direct computation on the source.
+    let sums = manifest.table_checksums.clone().expect("table checksums recorded");
+    let mixed = r#""Sales"."Mixed ""Q""""#;
+    let keys: Vec<&str> = sums.keys().map(String::as_str).collect();
+    assert_eq!(keys, [mixed, "public.empty_one", "public.t"]);
+    assert_eq!(sums["public.t"], content_checksum(&db, "public.t"));
+    assert_eq!(sums[mixed], content_checksum(&db, mixed));
+    assert_eq!(sums["public.empty_one"], "0");
+    assert_ne!(sums["public.t"], "0");
+    // The same scan gave the row counts.
+    let counts = manifest.row_counts.clone().expect("row counts");
+    assert_eq!((counts["public.t"], counts[mixed], counts["public.empty_one"]), (700, 300, 0));
+
+    let out = drill(&db.server, &backup, &[("BACKUP_DATABASES", &db.name)]);
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "drill failed: {log}");
+    assert!(log.contains("table checksums match"), "{log}");
+    let found = records(&*backup, &db_path.prefix()).await;
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!((found[0].1.outcome, found[0].1.tables), (DrillOutcome::Passed, Some(3)));
+
+    // The recorded checksum of one table changed in the manifest (everything else kept): the
+    // restored content no longer matches it and the drill fails, naming that table only.
+    let manifest_key = db_path.manifest_key();
+    let mut json: Value = serde_json::from_slice(&backup.read_all(&manifest_key, 1 << 20).await.expect("manifest"))
+        .expect("manifest json");
+    json["table_checksums"]["public.t"] = json!("12345");
+    let bytes = serde_json::to_vec_pretty(&json).expect("json");
+    overwrite(&*backup, &manifest_key, &bytes, typed("application/json")).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let out = drill(&db.server, &backup, &[("BACKUP_DATABASES", &db.name)]);
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "a checksum mismatch fails the drill: {log}");
+    let found = records(&*backup, &db_path.prefix()).await;
+    assert_eq!(found.len(), 2, "{found:?}");
+    let failed = found.iter().find(|(_, r)| r.outcome == DrillOutcome::Failed).expect("the failed drill");
+    let e = failed.1.error.as_deref().expect("why");
+    assert!(e.contains("public.t: content checksum") && e.contains("backup had 12345"), "{e}");
+    assert!(e.contains("1 of 3 tables") && !e.contains("Mixed") && !e.contains("empty_one"), "{e}");
+    assert_eq!(failed.1.rto_seconds, None);
+    assert_eq!(scratch_databases(&db.server, &db.name), "", "no scratch database is left");
 }

@@ -86,6 +86,7 @@ async fn db_backup_to(
             finished_at: path.run.started + chrono::Duration::seconds(30),
             dump: dump_object,
             row_counts: None,
+            table_checksums: None,
         };
         let options = PutOptions { content_type: Some("application/json".into()), ..PutOptions::default() };
         store.put(&path.manifest_key(), Bytes::from(manifest.to_json()), options).await.expect("put manifest");
