@@ -479,7 +479,20 @@ async fn live_databases_are_refused_as_targets_without_the_explicit_flag() {
     let env = run_env(&db.server, &file_url(&dir)).with("BACKUP_DATABASES", &format!("other,{}", scratch.name));
     let template1_objects = || db.server.psql("template1", "SELECT count(*) FROM pg_class");
     let before = template1_objects();
-    let databases = || db.server.psql("postgres", "SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database");
+    // The databases these restores could create, rename or drop: the targets, what a swap
+    // would rename them to, and side databases made for this test's backup (their comment names
+    // it). Not the whole server: other tests create and drop their own databases meanwhile.
+    let names: Vec<String> =
+        ["template1", "template0", "postgres", db.name.as_str(), scratch.name.as_str()].map(literal).into();
+    let databases_sql = format!(
+        "SELECT coalesce(string_agg(datname, ',' ORDER BY datname), '') FROM pg_database d \
+         WHERE datname IN ({list}) OR EXISTS (SELECT 1 FROM unnest(ARRAY[{list}]) t \
+         WHERE d.datname LIKE t || '\\_before\\_%') \
+         OR coalesce(shobj_description(d.oid, 'pg_database'), '') LIKE {own}",
+        list = names.join(", "),
+        own = literal(&format!("%{}%", db.name)),
+    );
+    let databases = || db.server.psql("postgres", &databases_sql);
     let all_before = databases();
     for target in ["template1", "template0", "postgres", db.name.as_str(), scratch.name.as_str()] {
         for clean in [false, true] {
