@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::SnapshotError;
 use super::blob::{Expected, verify_content};
 use super::read::{Selector, choose, entries, list_snapshots, read_header};
-use crate::core::drill::{DrillKind, DrillOutcome, DrillRecord, RECORD_VERSION, snapshot_record_key};
+use crate::core::drill::{DrillKind, DrillOutcome, DrillRecord, snapshot_record_key};
 use crate::core::naming::SnapshotPath;
 use crate::core::snapshot_manifest::SnapshotEntry;
 use crate::core::source::SourceSpec;
@@ -144,23 +144,7 @@ pub async fn drill_snapshot(
     let path = SnapshotPath { bucket: spec.bucket.clone(), run: chosen.run.clone() };
     let key = snapshot_record_key(&path, now);
     let name = if spec.prefix.is_empty() { spec.bucket.clone() } else { format!("{}/{}", spec.bucket, spec.prefix) };
-    let mut record = DrillRecord {
-        version: RECORD_VERSION,
-        kind: DrillKind::Bucket,
-        source: spec.bucket.clone(),
-        name,
-        backup_id: path.run.clone(),
-        started_at: now,
-        finished_at: now,
-        outcome: DrillOutcome::Failed,
-        error: None,
-        rto_seconds: None,
-        bytes: 0,
-        tables: None,
-        rows: None,
-        objects_checked: None,
-        objects_sampled: None,
-    };
+    let mut record = DrillRecord::started(DrillKind::Bucket, spec.bucket.clone(), name, path.run.clone(), now);
     let clock = Instant::now();
     tracing::info!(bucket = spec.bucket, snapshot = %path.run, "drill: checking the snapshot's blobs");
     let checked = check(store, &path, settings, cancel).await;

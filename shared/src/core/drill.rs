@@ -101,6 +101,28 @@ pub struct DrillRecord {
 }
 
 impl DrillRecord {
+    /// The record of a drill of `backup_id` starting at `now`: failed with no figures until the
+    /// drill fills them in, so an early return still writes an honest record.
+    pub fn started(kind: DrillKind, source: String, name: String, backup_id: RunId, now: DateTime<Utc>) -> Self {
+        Self {
+            version: RECORD_VERSION,
+            kind,
+            source,
+            name,
+            backup_id,
+            started_at: now,
+            finished_at: now,
+            outcome: DrillOutcome::Failed,
+            error: None,
+            rto_seconds: None,
+            bytes: 0,
+            tables: None,
+            rows: None,
+            objects_checked: None,
+            objects_sampled: None,
+        }
+    }
+
     /// True when this record makes its backup verified.
     pub fn passed(&self) -> bool {
         self.outcome == DrillOutcome::Passed

@@ -16,8 +16,8 @@ use tokio_util::sync::CancellationToken;
 use super::DbError;
 use super::restore::{self, RestoreDone, RestoreSettings, Selector};
 use crate::core::drill::{
-    DrillKind, DrillOutcome, DrillRecord, RECORD_VERSION, SCRATCH_PREFIX, check_scratch_name, db_record_key,
-    scratch_database_name, scratch_started,
+    DrillKind, DrillOutcome, DrillRecord, SCRATCH_PREFIX, check_scratch_name, db_record_key, scratch_database_name,
+    scratch_started,
 };
 use crate::core::naming::DbBackupPath;
 use crate::postgres::sql;
@@ -58,23 +58,8 @@ pub async fn drill_database(
 ) -> Result<Drilled, DbError> {
     let path = newest_complete(store, &settings.source, database).await?;
     let key = db_record_key(&path, now);
-    let mut record = DrillRecord {
-        version: RECORD_VERSION,
-        kind: DrillKind::Db,
-        source: settings.source.clone(),
-        name: database.to_owned(),
-        backup_id: path.run.clone(),
-        started_at: now,
-        finished_at: now,
-        outcome: DrillOutcome::Failed,
-        error: None,
-        rto_seconds: None,
-        bytes: 0,
-        tables: None,
-        rows: None,
-        objects_checked: None,
-        objects_sampled: None,
-    };
+    let mut record =
+        DrillRecord::started(DrillKind::Db, settings.source.clone(), database.to_owned(), path.run.clone(), now);
     let scratch = scratch_database_name(database, now);
     tracing::info!(database, backup_id = %path.run, scratch, "drill: restoring into a scratch database");
     match scratch_is_free(&settings.restore.conn, &scratch).await {
