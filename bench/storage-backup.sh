@@ -16,7 +16,8 @@
 # with peak RSS of every process, the ratios storage-backup / rclone and the targets (first copy
 # <= 1.0 x rclone copy, 1 % change <= 1.0 x rclone copy --checksum, no change <= 1.0 x the faster
 # rclone, peak RSS < 64 MiB). rclone keeps only the bucket's latest state; a snapshot keeps every
-# night's. Then what the pin of each copy to the listed generation costs on the emulator, the two
+# night's. Then what holding each copy to the listed generation costs on the emulator (by the
+# precondition snapshots send, by a pin, and neither), the two
 # alternatives to the previous snapshot's index (listing the blobs, a stat of each), and how memory
 # grows with the object count beyond what the emulator holds (BENCH_SCALE, default 10000 100000
 # 1000000): the same pipeline on a generated source with simulated copies (examples/snapshot_scale.rs).
@@ -216,10 +217,8 @@ for r in $(seq "$RUNS"); do
     [[ "$copied" == "$changed" ]] || CHANGE_OK=no
 done
 
-log "timing $PIN_COPIES create-only copies pinned to their generation and unpinned"
-"$TOOL" seed "gs://$DEST-pin-a" 0 >/dev/null
-"$TOOL" seed "gs://$DEST-pin-b" 0 >/dev/null
-pin="$("$TOOL" pin "gs://$SRC" "gs://$DEST-pin-a" "gs://$DEST-pin-b" "$PIN_COPIES" "$CONCURRENCY")"
+log "timing $PIN_COPIES create-only copies: held to their generation by a precondition, pinned to it, neither"
+pin="$("$TOOL" pin "gs://$SRC" "gs://$DEST-pin-a" "gs://$DEST-pin-b" "gs://$DEST-pin-c" "$PIN_COPIES" "$CONCURRENCY")"
 
 if [[ "$QUICK" == yes ]]; then
     blobs="(not measured with --quick)"
@@ -269,7 +268,8 @@ echo "first snapshot copied $FIRST_NEW objects; the unchanged one copied 0"
 printf '%s\n' "${CHANGE_LINES[@]}"
 echo "1 % change copies exactly the changed objects: $CHANGE_OK"
 echo "peak RSS of storage-backup: $((peak / 1024)) MiB (runs, KiB: ${RSS[*]}); of the bare listing: $((LIST_RSS / 1024)) MiB; of rclone: $((rpeak / 1024)) MiB"
-echo "generation pin (create-only copies of the same objects into fresh buckets): $pin"
+echo "source generation (create-only copies of the same objects into fresh buckets; snapshots send the"
+echo "precondition ifSourceGenerationMatch, 'guarded'; 'pinned' is sourceGeneration): $pin"
 echo "alternatives to the previous-snapshot index: $blobs"
 if [[ "$QUICK" == no ]]; then
     echo

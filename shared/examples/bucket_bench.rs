@@ -7,8 +7,10 @@
 //! bucket_bench mutate URL EVERY OFFSET        rewrite objects whose index ≡ OFFSET (mod EVERY)
 //! bucket_bench header DEST BUCKET             totals of the newest complete snapshot of BUCKET
 //! bucket_bench blobs DEST BUCKET CONCURRENCY  time a listing of the blobs and a stat of each
-//! bucket_bench pin SRC D1 D2 COUNT CONCURRENCY  time COUNT create-only copies pinned to the listed
-//!                                             generation into D1, then COUNT unpinned into D2
+//! bucket_bench pin SRC D1 D2 D3 COUNT CONCURRENCY  time COUNT create-only copies held to the
+//!                                             listed generation by ifSourceGenerationMatch (as
+//!                                             snapshots) into D1, pinned by sourceGeneration into
+//!                                             D2, and with neither into D3
 //! ```
 //!
 //! URL/DEST are gs://bucket[/prefix] (the emulator from STORAGE_EMULATOR_HOST; buckets are
@@ -168,28 +170,38 @@ async fn blobs(dest: &str, bucket: &str, concurrency: usize) -> Result<serde_jso
     }))
 }
 
-/// What pinning the source generation of a create-only copy costs: `count` objects of `src`
-/// copied pinned into `pinned_dest`, then unpinned into `unpinned_dest` (two fresh stores alike, since the
-/// emulator's cost per request grows with the objects a bucket holds).
+/// What holding a create-only copy to the listed source generation costs, by how: `count`
+/// objects of `src` copied into three fresh stores alike (the emulator's cost per request grows
+/// with the objects a bucket holds): with `ifSourceGenerationMatch` (what snapshots send) into
+/// `guarded_dest`, pinned with `sourceGeneration` into `pinned_dest`, and with neither into
+/// `unguarded_dest`.
 async fn pin(
     src: &str,
-    pinned_dest: &str,
-    unpinned_dest: &str,
+    [guarded_dest, pinned_dest, unguarded_dest]: [&str; 3],
     count: usize,
     concurrency: usize,
 ) -> Result<serde_json::Value, Error> {
     let source = open(src).await?;
     let objects: Vec<_> = source.list_all("").take(count).try_collect().await?;
     let mut out = serde_json::json!({"copies": objects.len(), "concurrency": concurrency});
-    for (label, dest, pinned) in [("pinned_seconds", pinned_dest, true), ("unpinned_seconds", unpinned_dest, false)] {
-        let backup = open(dest).await?;
+    for (label, dest, generation, pinned) in [
+        ("guarded_seconds", guarded_dest, true, false),
+        ("pinned_seconds", pinned_dest, true, true),
+        ("unguarded_seconds", unguarded_dest, false, false),
+    ] {
+        open(dest).await?; // creates the bucket
+        let location: Location = dest.parse()?;
+        let env = Env::from_process();
+        let host = env.get("STORAGE_EMULATOR_HOST").ok_or("pin needs STORAGE_EMULATOR_HOST")?;
+        let backup = store::gcs::GcsStore::connect(location, Some(host), 8 << 20).await?.with_pinned_copies(pinned);
+        let backup: DynStore = Arc::new(backup);
         let start = Instant::now();
         futures::stream::iter(objects.iter().enumerate())
             .map(|(i, o)| {
                 let (source, backup) = (source.clone(), backup.clone());
                 async move {
                     let mut from = source.object_ref(&o.key);
-                    from.generation = pinned.then_some(o.generation);
+                    from.generation = generation.then_some(o.generation);
                     backup.copy_create_only(&from, &format!("pin-bench/{i:07}")).await
                 }
             })
@@ -211,7 +223,7 @@ async fn main() -> Result<(), Error> {
         "mutate" => mutate(arg(1)?, arg(2)?.parse()?, arg(3)?.parse()?).await?,
         "header" => header(arg(1)?, arg(2)?).await?,
         "blobs" => blobs(arg(1)?, arg(2)?, arg(3)?.parse()?).await?,
-        "pin" => pin(arg(1)?, arg(2)?, arg(3)?, arg(4)?.parse()?, arg(5)?.parse()?).await?,
+        "pin" => pin(arg(1)?, [arg(2)?, arg(3)?, arg(4)?], arg(5)?.parse()?, arg(6)?.parse()?).await?,
         other => return Err(format!("unknown command {other:?}").into()),
     };
     println!("{out}");

@@ -20,7 +20,7 @@ use lifeboat_core::bucket::backup::{NoObserver, SnapshotSettings, Source, take_s
 use lifeboat_core::core::naming::RunId;
 use lifeboat_core::store::local::LocalStore;
 use lifeboat_core::store::{
-    ByteStream, CopyOptions, DynStore, ListPage, Location, ObjectMeta, ObjectRef, ObjectStore, ObjectWriter,
+    ByteStream, CopyOptions, DynStore, KeyRange, ListPage, Location, ObjectMeta, ObjectRef, ObjectStore, ObjectWriter,
     PutOptions, StoreError,
 };
 use md5::Digest as _;
@@ -48,10 +48,14 @@ struct Synthetic {
 }
 
 impl Synthetic {
+    fn key(&self, i: u64) -> String {
+        format!("synthetic/dir-{:03}/object-{i:09}.bin", i % 1000)
+    }
+
     fn object(&self, i: u64) -> ObjectMeta {
         let digest = md5::Md5::digest(i.to_le_bytes());
         ObjectMeta {
-            key: format!("synthetic/dir-{:03}/object-{i:09}.bin", i % 1000),
+            key: self.key(i),
             size: 1000 + i % 4096,
             generation: 1_700_000_000_000_000 + i as i64,
             md5: Some(lifeboat_core::store::md5_base64(&digest)),
@@ -101,17 +105,41 @@ impl ObjectStore for Synthetic {
         Err(StoreError::NotFound { location: self.location.to_string(), key: key.to_owned() })
     }
 
-    async fn list_page(&self, prefix: &str, token: Option<String>, size: u32) -> Result<ListPage, StoreError> {
+    async fn list_range_page(
+        &self,
+        prefix: &str,
+        range: &KeyRange,
+        token: Option<String>,
+        size: u32,
+    ) -> Result<ListPage, StoreError> {
         // Names sort like their index (the index is zero-padded and dir-NNN follows i % 1000, so
-        // order by (i % 1000, i)): walk that order.
-        let start: u64 = token.as_deref().map_or(Ok(0), str::parse).map_err(|_| self.unsupported("list"))?;
+        // order by (i % 1000, i)): walk that order, from the first position in the range (found
+        // by bisection, as names grow with the position).
         let order = |n: u64| -> u64 {
             let per_dir = self.count.div_ceil(1000);
             (n / per_dir) + (n % per_dir) * 1000
         };
+        let positions = self.count.div_ceil(1000) * 1000;
+        let key_at = |n: u64| self.key(order(n));
+        let first_in_range = match &range.start {
+            None => 0,
+            Some(start) => {
+                let (mut lo, mut hi) = (0, positions);
+                while lo < hi {
+                    let mid = lo + (hi - lo) / 2;
+                    if key_at(mid).as_str() < start.as_str() { lo = mid + 1 } else { hi = mid }
+                }
+                lo
+            }
+        };
+        let start: u64 =
+            token.as_deref().map_or(Ok(first_in_range), str::parse).map_err(|_| self.unsupported("list"))?;
         let mut objects = Vec::new();
         let mut n = start;
-        while objects.len() < size as usize && n < self.count.div_ceil(1000) * 1000 {
+        while objects.len() < size as usize && n < positions {
+            if range.end.as_deref().is_some_and(|end| key_at(n).as_str() >= end) {
+                return Ok(ListPage { objects, next_page_token: None });
+            }
             let i = order(n);
             n += 1;
             if i < self.count {
@@ -121,7 +149,7 @@ impl ObjectStore for Synthetic {
                 }
             }
         }
-        let more = n < self.count.div_ceil(1000) * 1000;
+        let more = n < positions;
         Ok(ListPage { objects, next_page_token: more.then(|| n.to_string()) })
     }
 
@@ -161,8 +189,14 @@ impl ObjectStore for Backup {
     async fn stat(&self, key: &str) -> Result<ObjectMeta, StoreError> {
         self.local.stat(key).await
     }
-    async fn list_page(&self, prefix: &str, token: Option<String>, size: u32) -> Result<ListPage, StoreError> {
-        self.local.list_page(prefix, token, size).await
+    async fn list_range_page(
+        &self,
+        prefix: &str,
+        range: &KeyRange,
+        token: Option<String>,
+        size: u32,
+    ) -> Result<ListPage, StoreError> {
+        self.local.list_range_page(prefix, range, token, size).await
     }
     async fn delete(&self, key: &str) -> Result<bool, StoreError> {
         self.local.delete(key).await

@@ -112,6 +112,7 @@ pub fn read(r: &mut Reader<'_>, _cli: Option<Cli>) -> Option<Config> {
         tasks: u32::try_from(tasks?).ok()?,
         // Set from the common settings when the program starts.
         progress_interval: std::time::Duration::ZERO,
+        ..SnapshotSettings::default()
     };
     if sources.is_empty() {
         return None;

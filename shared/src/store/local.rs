@@ -25,7 +25,7 @@ use futures::StreamExt;
 use md5::Digest as _;
 
 use super::{
-    Abandoned, ByteStream, CopyOptions, ListPage, Location, ObjectMeta, ObjectRef, ObjectStore, ObjectWriter,
+    Abandoned, ByteStream, CopyOptions, KeyRange, ListPage, Location, ObjectMeta, ObjectRef, ObjectStore, ObjectWriter,
     Precondition, PutOptions, StoreError, check_key, crc32c_base64, md5_base64,
 };
 
@@ -478,17 +478,20 @@ impl ObjectStore for LocalStore {
         })?
     }
 
-    async fn list_page(
+    async fn list_range_page(
         &self,
         prefix: &str,
+        range: &KeyRange,
         page_token: Option<String>,
         page_size: u32,
     ) -> Result<ListPage, StoreError> {
         let this = self.clone();
         let prefix = prefix.to_owned();
         let page_size = page_size.clamp(1, 5000) as usize;
+        let range = range.clone();
         tokio::task::spawn_blocking(move || {
-            let keys = this.list_keys(&prefix)?;
+            let mut keys = this.list_keys(&prefix)?;
+            keys.retain(|k| range.contains(k));
             let start = page_token.as_ref().map_or(0, |t| keys.partition_point(|k| k <= t));
             let mut objects = Vec::new();
             let mut last = None;

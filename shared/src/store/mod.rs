@@ -208,8 +208,30 @@ pub struct ObjectRef {
     pub bucket: String,
     /// Full object name within that bucket.
     pub name: String,
-    /// Copy exactly this generation (fails when it no longer exists).
+    /// Copy this generation only: a copy fails with "not found" once the object is another
+    /// generation or gone (a create-only copy on GCS guards with `ifSourceGenerationMatch`, a
+    /// replacing copy pins `sourceGeneration`).
     pub generation: Option<i64>,
+}
+
+/// Keys from `start` (inclusive) to `end` (exclusive); `None` leaves that side open.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyRange {
+    /// The first key in the range.
+    pub start: Option<String>,
+    /// The first key after the range.
+    pub end: Option<String>,
+}
+
+impl KeyRange {
+    /// Every key.
+    pub const ALL: Self = Self { start: None, end: None };
+
+    /// True when `key` lies in the range.
+    #[must_use]
+    pub fn contains(&self, key: &str) -> bool {
+        self.start.as_deref().is_none_or(|s| key >= s) && self.end.as_deref().is_none_or(|e| key < e)
+    }
 }
 
 /// One page of a listing.
@@ -258,8 +280,24 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
     async fn stat(&self, key: &str) -> Result<ObjectMeta, StoreError>;
 
     /// One page of the objects whose keys start with `prefix`, in key order.
-    async fn list_page(&self, prefix: &str, page_token: Option<String>, page_size: u32)
-    -> Result<ListPage, StoreError>;
+    async fn list_page(
+        &self,
+        prefix: &str,
+        page_token: Option<String>,
+        page_size: u32,
+    ) -> Result<ListPage, StoreError> {
+        self.list_range_page(prefix, &KeyRange::ALL, page_token, page_size).await
+    }
+
+    /// One page of the objects whose keys start with `prefix` and lie in `range`, in key order.
+    /// Several ranges of one prefix can be listed at once (GCS: `startOffset`/`endOffset`).
+    async fn list_range_page(
+        &self,
+        prefix: &str,
+        range: &KeyRange,
+        page_token: Option<String>,
+        page_size: u32,
+    ) -> Result<ListPage, StoreError>;
 
     /// Deletes an object; `Ok(false)` when it was already gone (deletes are idempotent).
     async fn delete(&self, key: &str) -> Result<bool, StoreError>;

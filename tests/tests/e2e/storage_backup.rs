@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::TryStreamExt;
-use lifeboat_core::bucket::backup::{HeaderState, SnapshotObserver, take_snapshot};
+use lifeboat_core::bucket::backup::{HeaderState, SnapshotObserver, SnapshotSettings, take_snapshot};
 use lifeboat_core::bucket::read::{self, Selector};
 use lifeboat_core::bucket::{SnapshotError, part_summary_key};
 use lifeboat_core::config::Env;
@@ -276,13 +276,25 @@ impl SnapshotObserver for ChangeBeforeCopy {
 }
 
 /// An object deleted between listing and copy is left out and counted; one rewritten is copied at
-/// its new generation and counted; neither fails the snapshot.
+/// its new generation and counted; neither fails the snapshot. Against a backup store that
+/// checks the copy's source precondition (as GCS does, here by a lookup), and against one as
+/// deployed, which fake-gcs-server lets copy the rewritten bytes: the snapshot's check of each
+/// copy against the listing finds other bytes under the listed content's name, removes them and
+/// copies the new generation.
 #[tokio::test]
 async fn objects_deleted_or_rewritten_mid_run_are_counted_not_fatal() {
     let (src, backup, source) = source_and_backup().await;
-    for k in ["a", "b-victim", "c", "d-changer", "e"] {
-        put(&*src, k, format!("original {k}").as_bytes(), PutOptions::default()).await;
-    }
+    deleted_or_rewritten_mid_run(src, backup, source).await;
+    let (src, _, source) = source_and_backup().await;
+    let endpoint = crate::support::require_env("STORAGE_EMULATOR_HOST");
+    let as_deployed: DynStore = Arc::new(fresh_bucket_as_deployed(&endpoint, "lifeboat/backups").await);
+    deleted_or_rewritten_mid_run(src, as_deployed.clone(), source).await;
+    let blobs: Vec<ObjectMeta> = as_deployed.list_all("").try_collect().await.expect("list");
+    let blobs: Vec<_> = blobs.iter().filter(|o| o.key.contains("/blobs/")).collect();
+    assert_eq!(blobs.len(), 4, "no blob of the listed content with the rewritten bytes is left: {blobs:#?}");
+}
+
+async fn deleted_or_rewritten_mid_run(src: DynStore, backup: DynStore, source: lifeboat_core::bucket::backup::Source) {
     let observer = ChangeBeforeCopy {
         source: src.clone(),
         delete: "b-victim".into(),
@@ -301,6 +313,53 @@ async fn objects_deleted_or_rewritten_mid_run_are_counted_not_fatal() {
     let got = capture(&*target, "").await;
     assert_eq!(got.keys().map(String::as_str).collect::<Vec<_>>(), ["a", "c", "d-changer", "e"]);
     assert_eq!(got["d-changer"].bytes, b"rewritten during the snapshot");
+}
+
+/// A snapshot after a first one lists the source in key ranges split at the first one's names,
+/// several at once (`startOffset`/`endOffset`), and still records exactly what the bucket holds:
+/// objects added before the first split key, around split keys and after the last one, a split
+/// key deleted, objects rewritten.
+#[tokio::test]
+async fn a_listing_split_at_the_previous_snapshot_misses_nothing() {
+    let proxy = CountingProxy::start(&crate::support::require_env("STORAGE_EMULATOR_HOST")).await;
+    let src: DynStore = Arc::new(fresh_bucket_as_deployed(&proxy.url, "").await);
+    let backup: DynStore = Arc::new(fresh_bucket_as_deployed(&proxy.url, "lifeboat/backups").await);
+    let source = source_of(&src);
+    for i in 0..120 {
+        put(&*src, &format!("o/{:05}", i * 10), format!("object {i}").as_bytes(), PutOptions::default()).await;
+    }
+    // A split key every 10 entries: o/00090, o/00190, …, o/01190.
+    let ranged = SnapshotSettings { range_objects: 10, ..settings(8) };
+    proxy.reset();
+    let first = snap(&backup, &source, &run_id(1), &ranged).await;
+    assert_eq!(written(&first).totals.objects, 120);
+    assert!(
+        proxy.requests().iter().filter(|r| r.is_list()).all(|r| !r.query.contains("Offset=")),
+        "nothing to split the first listing at"
+    );
+
+    assert!(src.delete("o/00190").await.expect("delete a split key"));
+    for k in ["a/before-everything", "o/00089", "o/00091", "o/00190x", "o/01191", "z/after-everything"] {
+        put(&*src, k, format!("added {k}").as_bytes(), PutOptions::default()).await;
+    }
+    overwrite(&*src, "o/00500", b"rewritten", PutOptions::default()).await;
+    proxy.reset();
+    let second = snap(&backup, &source, &run_id(2), &ranged).await;
+    let lists: Vec<_> =
+        proxy.requests().into_iter().filter(|r| r.is_list() && r.path.contains(&source.spec.bucket)).collect();
+    let ranges = lists.iter().filter(|r| r.query.contains("startOffset=") || r.query.contains("endOffset=")).count();
+    assert_eq!(ranges, 13, "12 split keys make 13 ranges: {lists:#?}");
+    assert_eq!((written(&second).totals.objects, written(&second).totals.new_objects), (125, 7));
+
+    let (_, entries) = newest_entries(&*backup, &source.spec.bucket).await;
+    let listed: Vec<ObjectMeta> = src.list_all("").try_collect().await.expect("list");
+    let by_name = |e: &SnapshotEntry| (e.name.clone(), e.size, e.md5.clone());
+    let by_key = |o: &ObjectMeta| (o.key.clone(), o.size, o.md5.clone());
+    assert_eq!(entries.iter().map(by_name).collect::<Vec<_>>(), listed.iter().map(by_key).collect::<Vec<_>>());
+    let target = gcs_bucket().await;
+    let (report, _) = restore(&backup, &*target, &request(&source.spec.bucket, Selector::Latest)).await;
+    assert!(report.is_success(), "{report:?}");
+    assert_eq!(capture(&*target, "").await, capture(&*src, "").await);
 }
 
 /// Stops the emulator at the third copy.

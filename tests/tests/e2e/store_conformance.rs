@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use lifeboat_core::store::{
-    CopyOptions, DynStore, ObjectStore, ObjectStoreExt, Precondition, PutOptions, StoreError, crc32c_base64,
+    CopyOptions, DynStore, KeyRange, ObjectStore, ObjectStoreExt, Precondition, PutOptions, StoreError, crc32c_base64,
 };
 use md5::Digest as _;
 
@@ -149,6 +149,37 @@ async fn listing_paginates(store: &dyn ObjectStore) {
     assert_eq!(all.len(), 25);
     assert_eq!(all[7].size, 7);
     assert!(store.list_page("nothing-here/", None, 10).await.expect("empty list").objects.is_empty());
+    listing_by_range(store).await;
+}
+
+/// Ranges of one prefix (what a snapshot lists side by side): from the start key, inclusive, to
+/// the end key, exclusive, paginated within the range; open ends; bounds between keys.
+async fn listing_by_range(store: &dyn ObjectStore) {
+    let in_range = |range: KeyRange| async move {
+        let (mut token, mut keys, mut pages) = (None, Vec::new(), 0);
+        loop {
+            let page = store.list_range_page("list/", &range, token, 4).await.expect("list range page");
+            pages += 1;
+            keys.extend(page.objects.iter().map(|o| o.key.clone()));
+            match page.next_page_token {
+                Some(t) => token = Some(t),
+                None => break (keys, pages),
+            }
+        }
+    };
+    let names = |r: std::ops::Range<usize>| r.map(|i| format!("list/{i:03}")).collect::<Vec<_>>();
+    let range = |start: Option<&str>, end: Option<&str>| KeyRange {
+        start: start.map(str::to_owned),
+        end: end.map(str::to_owned),
+    };
+    let (keys, pages) = in_range(range(Some("list/005"), Some("list/015"))).await;
+    assert_eq!(keys, names(5..15), "start inclusive, end exclusive");
+    assert_eq!(pages, 3, "10 objects in pages of 4");
+    assert_eq!(in_range(range(None, Some("list/003"))).await.0, names(0..3));
+    assert_eq!(in_range(range(Some("list/020"), None)).await.0, names(20..25));
+    assert_eq!(in_range(range(Some("list/0045"), Some("list/0065"))).await.0, names(5..7), "bounds between keys");
+    assert_eq!(in_range(range(Some("a"), Some("z"))).await.0, names(0..25), "bounds beyond the prefix");
+    assert!(in_range(range(Some("list/010"), Some("list/010"))).await.0.is_empty(), "an empty range");
 }
 
 async fn missing_and_delete(store: &dyn ObjectStore) {
@@ -213,8 +244,8 @@ async fn cross_store_copy(dst: &dyn ObjectStore, src: &dyn ObjectStore) {
 }
 
 /// The create-only copy of content-addressed blobs: copied with the source's bytes and metadata;
-/// onto a taken name "already exists" and the name keeps its bytes and generation; a pinned
-/// generation that is gone is "not found" and writes nothing.
+/// onto a taken name "already exists" and the name keeps its bytes and generation; a source
+/// generation that is no longer the object's is "not found" and writes nothing.
 async fn create_only_copies(dst: &dyn ObjectStore, src: &dyn ObjectStore) {
     let data = noise(300 * 1024 + 5, 21);
     let first = src.put("cc/first", Bytes::from(data.clone()), opts()).await.expect("source put");
@@ -273,12 +304,13 @@ async fn gcs_store_conforms_on_fake_gcs_server() {
 
 /// The create-only copy of a store opened as the programs open it, counted at a real HTTP proxy
 /// in front of the emulator: one request, a rewrite that carries the destination precondition
-/// (`ifGenerationMatch=0`) and the pinned source generation; no lookup first.
+/// (`ifGenerationMatch=0`) and the source precondition (`ifSourceGenerationMatch`); no lookup first.
 ///
-/// GCS answers that request with 412 when the name is taken (mapped to "already exists", see
-/// the unit tests of `store::gcs`); fake-gcs-server ignores the precondition on rewrites and
-/// replaces the blob, with the same bytes for a content-addressed name. So the second copy here
-/// may answer either way, but it is still one request with the precondition, and the bytes stay.
+/// GCS answers that request with 412 when the name is taken, and the store asks once more,
+/// pinned, to tell a taken name from a rewritten source (unit tests of `store::gcs::
+/// create_only_copy`); fake-gcs-server ignores both preconditions on rewrites and replaces the
+/// blob, with the same bytes for a content-addressed name. So the second copy here may answer
+/// either way, and is one request here, but it carries the preconditions, and the bytes stay.
 #[tokio::test]
 async fn gcs_create_only_copy_is_one_request_with_its_preconditions() {
     let proxy = CountingProxy::start(&crate::support::require_env("STORAGE_EMULATOR_HOST")).await;
@@ -298,7 +330,8 @@ async fn gcs_create_only_copy_is_one_request_with_its_preconditions() {
         assert!(copy.is_rewrite(), "{attempt}: {copy:?}");
         assert!(copy.path.ends_with("/o/backups%2Fblobs%2Fabc-70000"), "{copy:?}");
         assert!(copy.has_param("ifGenerationMatch", "0"), "{attempt}: {copy:?}");
-        assert!(copy.has_param("sourceGeneration", &put.generation.to_string()), "{attempt}: {copy:?}");
+        assert!(copy.has_param("ifSourceGenerationMatch", &put.generation.to_string()), "{attempt}: {copy:?}");
+        assert!(!copy.has_param("sourceGeneration", &put.generation.to_string()), "not pinned: {copy:?}");
     }
     assert_eq!(read_back(&dst, "blobs/abc-70000").await, data);
 }

@@ -40,14 +40,26 @@ impl std::fmt::Debug for JsonApi {
 pub(super) struct CreateOnlyRewrite<'a> {
     pub source_bucket: &'a str,
     pub source_object: &'a str,
-    /// Copy exactly this generation (`sourceGeneration`): "not found" once it is gone.
-    pub source_generation: Option<i64>,
+    /// How the listed generation of the source is held to, if one is given.
+    pub source: SourceGuard,
     pub destination_bucket: &'a str,
     pub destination_object: &'a str,
     /// `maxBytesRewrittenPerCall`.
     pub max_bytes_per_call: Option<i64>,
     /// The token of the previous call of this copy.
     pub rewrite_token: Option<&'a str>,
+}
+
+/// How a create-only rewrite holds to the source generation the caller listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SourceGuard {
+    /// Copy the live object, whatever its generation.
+    None,
+    /// Copy the live object only while it is this generation (`ifSourceGenerationMatch`); else 412,
+    /// the same answer as a taken destination.
+    Precondition(i64),
+    /// Copy exactly this generation (`sourceGeneration`), live or not; "not found" once it is gone.
+    Pin(i64),
 }
 
 impl CreateOnlyRewrite<'_> {
@@ -65,8 +77,10 @@ impl CreateOnlyRewrite<'_> {
     fn query(&self) -> Vec<(&'static str, String)> {
         // The destination must not exist: a 412 says it does.
         let mut q = vec![("ifGenerationMatch", "0".to_owned())];
-        if let Some(g) = self.source_generation {
-            q.push(("sourceGeneration", g.to_string()));
+        match self.source {
+            SourceGuard::None => {}
+            SourceGuard::Precondition(g) => q.push(("ifSourceGenerationMatch", g.to_string())),
+            SourceGuard::Pin(g) => q.push(("sourceGeneration", g.to_string())),
         }
         if let Some(b) = self.max_bytes_per_call {
             q.push(("maxBytesRewrittenPerCall", b.to_string()));
@@ -137,7 +151,7 @@ mod tests {
         CreateOnlyRewrite {
             source_bucket: "src",
             source_object: "a dir/ü#?%.txt",
-            source_generation: Some(17),
+            source: SourceGuard::Precondition(17),
             destination_bucket: "dst",
             destination_object: "storage/src/blobs/abc-5",
             max_bytes_per_call: None,
@@ -146,13 +160,17 @@ mod tests {
     }
 
     #[test]
-    fn the_request_is_create_only_and_pinned() {
+    fn the_request_is_create_only_and_guards_the_source_generation() {
         let c = call(None);
         assert_eq!(
             c.url("http://h/storage/v1"),
             "http://h/storage/v1/b/src/o/a%20dir%2F%C3%BC%23%3F%25.txt/rewriteTo/b/dst/o/storage%2Fsrc%2Fblobs%2Fabc-5"
         );
-        assert_eq!(c.query(), [("ifGenerationMatch", "0".to_owned()), ("sourceGeneration", "17".to_owned())]);
+        assert_eq!(c.query(), [("ifGenerationMatch", "0".to_owned()), ("ifSourceGenerationMatch", "17".to_owned())]);
+        let pinned = CreateOnlyRewrite { source: SourceGuard::Pin(17), ..call(None) };
+        assert_eq!(pinned.query(), [("ifGenerationMatch", "0".to_owned()), ("sourceGeneration", "17".to_owned())]);
+        let live = CreateOnlyRewrite { source: SourceGuard::None, ..call(None) };
+        assert_eq!(live.query(), [("ifGenerationMatch", "0".to_owned())]);
         let next = CreateOnlyRewrite { max_bytes_per_call: Some(1 << 20), ..call(Some("tok")) };
         let q = next.query();
         assert_eq!(q[0], ("ifGenerationMatch", "0".to_owned()), "every call of the loop keeps the precondition");

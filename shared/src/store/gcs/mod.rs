@@ -37,8 +37,8 @@ use self::error::map_error;
 use self::upload::GcsWriter;
 use super::retry::RetrySettings;
 use super::{
-    ByteStream, CopyOptions, ListPage, Location, ObjectMeta, ObjectRef, ObjectStore, ObjectWriter, Precondition,
-    PutOptions, StoreError, check_key,
+    ByteStream, CopyOptions, KeyRange, ListPage, Location, ObjectMeta, ObjectRef, ObjectStore, ObjectWriter,
+    Precondition, PutOptions, StoreError, check_key,
 };
 use crate::core::net::NetLimits;
 
@@ -59,6 +59,8 @@ pub struct GcsStore {
     json: json::JsonApi,
     /// Look the destination up before a create-only copy ([`GcsStore::with_lookup_before_copy`]).
     lookup_before_copy: bool,
+    /// Pin create-only copies to the source generation ([`GcsStore::with_pinned_copies`]).
+    pinned_copies: bool,
 }
 
 impl std::fmt::Debug for GcsStore {
@@ -97,6 +99,7 @@ impl GcsStore {
             client,
             json,
             lookup_before_copy: false,
+            pinned_copies: false,
             bucket: bucket.clone(),
             prefix: prefix.clone(),
             location,
@@ -121,16 +124,27 @@ impl GcsStore {
         self
     }
 
-    /// Looks the destination up before each [`ObjectStore::copy_create_only`], answering
-    /// [`StoreError::AlreadyExists`] without copying when it exists (one more request per copy).
+    /// Checks by lookups, before each [`ObjectStore::copy_create_only`], what the copy's
+    /// preconditions ask GCS to check: the destination is absent ([`StoreError::AlreadyExists`]
+    /// otherwise, without copying), and the source is still the generation named
+    /// ([`StoreError::NotFound`] otherwise). One or two more requests per copy.
     ///
-    /// Not needed against GCS, which enforces the copy's `ifGenerationMatch=0`. fake-gcs-server
-    /// (1.54 and later) ignores preconditions on rewrites and replaces the destination; content-
-    /// addressed blobs are then replaced by the same bytes, which is harmless but not what GCS
-    /// does. Tests that count deduplicated content against the emulator turn this on.
+    /// Not needed against GCS, which enforces `ifGenerationMatch=0` and `ifSourceGenerationMatch`.
+    /// fake-gcs-server (1.54 and later) ignores both on rewrites: it replaces the destination and
+    /// copies whatever the source holds. Tests against the emulator turn this on so that a
+    /// store behaves as on GCS; the programs and the benchmarks do not.
     #[must_use]
     pub fn with_lookup_before_copy(mut self, on: bool) -> Self {
         self.lookup_before_copy = on;
+        self
+    }
+
+    /// Pins each [`ObjectStore::copy_create_only`] that names a source generation to it
+    /// (`sourceGeneration`) instead of guarding the copy with `ifSourceGenerationMatch`: for
+    /// `bench/storage-backup.sh`, which measures what the pin would cost (see `create_only_copy`).
+    #[must_use]
+    pub fn with_pinned_copies(mut self, on: bool) -> Self {
+        self.pinned_copies = on;
         self
     }
 
@@ -274,9 +288,10 @@ impl ObjectStore for GcsStore {
         Ok(self.meta(object))
     }
 
-    async fn list_page(
+    async fn list_range_page(
         &self,
         prefix: &str,
+        range: &KeyRange,
         page_token: Option<String>,
         page_size: u32,
     ) -> Result<ListPage, StoreError> {
@@ -286,6 +301,8 @@ impl ObjectStore for GcsStore {
             prefix: (!full_prefix.is_empty()).then_some(full_prefix),
             page_token,
             max_results: Some(i32::try_from(page_size.clamp(1, 1000)).unwrap_or(1000)),
+            start_offset: range.start.as_deref().map(|k| self.full_name(k)),
+            end_offset: range.end.as_deref().map(|k| self.full_name(k)),
             ..Default::default()
         };
         let resp = self

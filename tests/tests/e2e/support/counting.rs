@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use lifeboat_core::core::location::Location;
 use lifeboat_core::store::{
-    ByteStream, CopyOptions, DynStore, ListPage, ObjectMeta, ObjectRef, ObjectStore, ObjectWriter, PutOptions,
-    StoreError,
+    ByteStream, CopyOptions, DynStore, KeyRange, ListPage, ObjectMeta, ObjectRef, ObjectStore, ObjectWriter,
+    PutOptions, StoreError,
 };
 
 /// Requests made through a [`Counting`] store, by kind.
@@ -79,14 +79,15 @@ impl ObjectStore for Counting {
         self.inner.stat(key).await
     }
 
-    async fn list_page(
+    async fn list_range_page(
         &self,
         prefix: &str,
+        range: &KeyRange,
         page_token: Option<String>,
         page_size: u32,
     ) -> Result<ListPage, StoreError> {
         bump(&self.counts.lists);
-        self.inner.list_page(prefix, page_token, page_size).await
+        self.inner.list_range_page(prefix, range, page_token, page_size).await
     }
 
     async fn delete(&self, key: &str) -> Result<bool, StoreError> {
