@@ -99,7 +99,7 @@ pub struct SnapshotSettings {
     /// How often the task logs a progress line (objects done, rate, time left against the
     /// previous snapshot's share of objects); zero: never.
     pub progress_interval: Duration,
-    /// Entries of the previous snapshot per range of the listing (see [`ranged_listing`]); zero:
+    /// Entries of the previous snapshot per range of the listing (ranges are listed side by side); zero:
     /// one sequential listing.
     pub range_objects: usize,
 }
