@@ -295,6 +295,9 @@ async fn objects_deleted_or_rewritten_mid_run_are_counted_not_fatal() {
 }
 
 async fn deleted_or_rewritten_mid_run(src: DynStore, backup: DynStore, source: lifeboat_core::bucket::backup::Source) {
+    for k in ["a", "b-victim", "c", "d-changer", "e"] {
+        put(&*src, k, format!("original {k}").as_bytes(), PutOptions::default()).await;
+    }
     let observer = ChangeBeforeCopy {
         source: src.clone(),
         delete: "b-victim".into(),
