@@ -99,8 +99,8 @@ pub struct SnapshotSettings {
     /// How often the task logs a progress line (objects done, rate, time left against the
     /// previous snapshot's share of objects); zero: never.
     pub progress_interval: Duration,
-    /// Entries of the previous snapshot per range of the listing (ranges are listed side by side); zero:
-    /// one sequential listing.
+    /// Entries of the previous snapshot per range of the listing (ranges are listed side by
+    /// side); zero: one sequential listing.
     pub range_objects: usize,
 }
 
@@ -582,10 +582,10 @@ fn prefetched_listing(
 /// The listing of `prefix` in key order, split at `bounds` (keys in increasing order) into
 /// ranges of which up to [`RANGES_AHEAD`] are listed at once, each by its own task. Without
 /// bounds it is one sequential listing. The bounds come from the previous snapshot (a key every
-/// [`SnapshotSettings::range_objects`] entries), so each range is about one page; a listing page of GCS takes a
-/// round trip (and fake-gcs-server a scan of the bucket), so ranges listed side by side cut the
-/// time a snapshot of a mostly unchanged bucket takes to the listing's time divided by the ranges
-/// in flight. Whatever the bounds, the ranges cover every key once: `[None, b1)`, `[b1, b2)`, …,
+/// [`SnapshotSettings::range_objects`] entries), so each range is about one page. A listing page
+/// of GCS takes a round trip, so ranges listed side by side divide the time a snapshot of a
+/// mostly unchanged bucket spends listing by up to the ranges in flight (on fake-gcs-server,
+/// where each page costs a scan of the bucket, by about the cores it has). Whatever the bounds, the ranges cover every key once: `[None, b1)`, `[b1, b2)`, …,
 /// `[bn, None)`.
 fn ranged_listing<'a>(
     store: DynStore,
