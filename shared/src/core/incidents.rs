@@ -185,40 +185,11 @@ pub fn step(
         let key = source_key(row);
         match (incidents.get(&key), row.status) {
             (None, Status::Ok) => {}
-            (None, status) => {
-                next.insert(
-                    key,
-                    Incident {
-                        kind: row.kind,
-                        source: row.source.clone(),
-                        name: row.name.clone(),
-                        status,
-                        opened_at: now,
-                        last_alert_at: now,
-                        reminders: 0,
-                    },
-                );
-                transitions.push(Transition { change: Change::Opened, row: row.clone(), opened_at: now });
-            }
             (Some(open), Status::Ok) => {
                 transitions.push(Transition { change: Change::Recovered, row: row.clone(), opened_at: open.opened_at });
             }
-            (Some(open), status) if open.status == Status::Unverified && status != Status::Unverified => {
-                next.insert(
-                    key,
-                    Incident {
-                        kind: row.kind,
-                        source: row.source.clone(),
-                        name: row.name.clone(),
-                        status,
-                        opened_at: now,
-                        last_alert_at: now,
-                        reminders: 0,
-                    },
-                );
-                transitions.push(Transition { change: Change::Opened, row: row.clone(), opened_at: now });
-            }
-            (Some(open), status) => {
+            // The incident goes on (unless only unverified so far and now worse: see below).
+            (Some(open), status) if open.status != Status::Unverified || status == Status::Unverified => {
                 let mut open = open.clone();
                 open.status = status;
                 if now - open.last_alert_at >= reminder {
@@ -231,6 +202,20 @@ pub fn step(
                     });
                 }
                 next.insert(key, open);
+            }
+            // A new incident, or an unverified one that turned into another bad status.
+            (_, status) => {
+                let incident = Incident {
+                    kind: row.kind,
+                    source: row.source.clone(),
+                    name: row.name.clone(),
+                    status,
+                    opened_at: now,
+                    last_alert_at: now,
+                    reminders: 0,
+                };
+                next.insert(key, incident);
+                transitions.push(Transition { change: Change::Opened, row: row.clone(), opened_at: now });
             }
         }
     }
