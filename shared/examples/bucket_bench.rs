@@ -11,6 +11,13 @@
 //!                                             listed generation by ifSourceGenerationMatch (as
 //!                                             snapshots) into D1, pinned by sourceGeneration into
 //!                                             D2, and with neither into D3
+//! bucket_bench names SRC DEST COUNT CONCURRENCY  what the emulator charges a copy to a new name
+//!                                             against one onto a name DEST already holds: COUNT
+//!                                             objects of SRC (spread over its listing) copied
+//!                                             into DEST, which holds SRC's objects under the same
+//!                                             names (an rclone copy), onto those names and to new
+//!                                             blob names, in turns; and the same for the objects
+//!                                             `mutate URL 100 0` rewrites
 //! ```
 //!
 //! URL/DEST are gs://bucket[/prefix] (the emulator from STORAGE_EMULATOR_HOST; buckets are
@@ -21,6 +28,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
+use lifeboat_core::bucket::blob::blob_key;
 use lifeboat_core::bucket::read::{Selector, find};
 use lifeboat_core::config::Env;
 use lifeboat_core::core::naming::SnapshotPath;
@@ -115,13 +123,18 @@ async fn list(url: &str) -> Result<serde_json::Value, Error> {
     }))
 }
 
+/// The index `seed` gave an object, from its key.
+fn object_index(key: &str) -> Option<u64> {
+    key.rsplit('-').next()?.trim_end_matches(".bin").parse().ok()
+}
+
 async fn mutate(url: &str, every: u64, offset: u64) -> Result<serde_json::Value, Error> {
     let store = open(url).await?;
     let objects: Vec<_> = store.list_all("").try_collect().await?;
     let chosen: Vec<_> = objects
         .into_iter()
         .filter_map(|o| {
-            let i: u64 = o.key.rsplit('-').next()?.trim_end_matches(".bin").parse().ok()?;
+            let i = object_index(&o.key)?;
             (i % every == offset).then_some((i, o))
         })
         .collect();
@@ -213,6 +226,67 @@ async fn pin(
     Ok(out)
 }
 
+/// What a copy costs the emulator by whether its name is new. A snapshot's copies always go to
+/// new names (blobs are content-addressed); rclone's copy of a changed object goes onto the name
+/// it copied before. The requests are the same create-only rewrite (fake-gcs-server ignores
+/// `ifGenerationMatch` on rewrites, so onto a held name it overwrites); only the destination
+/// name differs. Two selections of `count` objects: spread evenly over the listing, and those
+/// `mutate SRC 100 0` rewrites (index ≡ 0 mod 100: the benchmark's 1 % change). Each is copied
+/// twice onto its names and twice to new names, in turns (the bucket grows by `count` objects
+/// with each new-name round).
+async fn names(src: &str, dest: &str, count: usize, concurrency: usize) -> Result<serde_json::Value, Error> {
+    let source = open(src).await?;
+    let all: Vec<_> = source.list_all("").try_collect().await?;
+    let step = (all.len() / count.max(1)).max(1);
+    let spread: Vec<_> = all.iter().step_by(step).take(count).cloned().collect();
+    let changed: Vec<_> =
+        all.iter().filter(|o| object_index(&o.key).is_some_and(|i| i % 100 == 0)).take(count).cloned().collect();
+    let bucket = src.trim_start_matches("gs://").split('/').next().unwrap_or_default().to_string();
+    let backup = open(dest).await?;
+    let held: std::collections::HashSet<String> = backup.list_all("").map_ok(|o| o.key).try_collect().await?;
+    let mut out = serde_json::json!({"concurrency": concurrency, "bucket_objects": held.len()});
+    for (label, objects) in [("spread", spread), ("as_the_1_percent_change", changed)] {
+        if let Some(o) = objects.iter().find(|o| !held.contains(&o.key)) {
+            return Err(format!("{dest} does not hold {:?}: names needs a copy of {src} in it", o.key).into());
+        }
+        let mut overwrite = Vec::new();
+        let mut new_name = Vec::new();
+        for round in 0..4 {
+            let onto_held = round % 2 == 0;
+            let start = Instant::now();
+            futures::stream::iter(objects.iter())
+                .map(|o| {
+                    let (source, backup) = (source.clone(), backup.clone());
+                    let key = if onto_held {
+                        o.key.clone()
+                    } else {
+                        format!("backups/{}.{label}{round}", blob_key(&bucket, o))
+                    };
+                    async move {
+                        match backup.copy_create_only(&source.object_ref(&o.key), &key).await {
+                            Err(store::StoreError::AlreadyExists { .. }) => Err(Error::from(
+                                "the emulator refused to overwrite (it honours ifGenerationMatch on rewrites now): \
+                                 this measurement needs another way to overwrite",
+                            )),
+                            other => other.map_err(Error::from),
+                        }
+                    }
+                })
+                .buffer_unordered(concurrency)
+                .try_collect::<Vec<_>>()
+                .await?;
+            let seconds = start.elapsed().as_secs_f64();
+            if onto_held { overwrite.push(seconds) } else { new_name.push(seconds) }
+        }
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        out[label] = serde_json::json!({
+            "copies": objects.len(), "overwrite_seconds": overwrite, "new_name_seconds": new_name,
+            "new_over_overwrite": (mean(&new_name) / mean(&overwrite) * 100.0).round() / 100.0,
+        });
+    }
+    Ok(out)
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -224,6 +298,7 @@ async fn main() -> Result<(), Error> {
         "header" => header(arg(1)?, arg(2)?).await?,
         "blobs" => blobs(arg(1)?, arg(2)?, arg(3)?.parse()?).await?,
         "pin" => pin(arg(1)?, [arg(2)?, arg(3)?, arg(4)?], arg(5)?.parse()?, arg(6)?.parse()?).await?,
+        "names" => names(arg(1)?, arg(2)?, arg(3)?.parse()?, arg(4)?.parse()?).await?,
         other => return Err(format!("unknown command {other:?}").into()),
     };
     println!("{out}");
