@@ -241,7 +241,7 @@ async fn names(src: &str, dest: &str, count: usize, concurrency: usize) -> Resul
     let spread: Vec<_> = all.iter().step_by(step).take(count).cloned().collect();
     let changed: Vec<_> =
         all.iter().filter(|o| object_index(&o.key).is_some_and(|i| i % 100 == 0)).take(count).cloned().collect();
-    let bucket = src.trim_start_matches("gs://").split('/').next().unwrap_or_default().to_string();
+    let bucket = source.object_ref("").bucket;
     let backup = open(dest).await?;
     let held: std::collections::HashSet<String> = backup.list_all("").map_ok(|o| o.key).try_collect().await?;
     let mut out = serde_json::json!({"concurrency": concurrency, "bucket_objects": held.len()});
