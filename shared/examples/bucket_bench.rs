@@ -235,6 +235,10 @@ async fn pin(
 /// twice onto its names and twice to new names, in turns (the bucket grows by `count` objects
 /// with each new-name round).
 async fn names(src: &str, dest: &str, count: usize, concurrency: usize) -> Result<serde_json::Value, Error> {
+    // It overwrites objects of DEST: never anywhere but on the emulator.
+    Env::from_process()
+        .get("STORAGE_EMULATOR_HOST")
+        .ok_or("names overwrites objects: it needs STORAGE_EMULATOR_HOST")?;
     let source = open(src).await?;
     let all: Vec<_> = source.list_all("").try_collect().await?;
     let step = (all.len() / count.max(1)).max(1);
@@ -243,11 +247,15 @@ async fn names(src: &str, dest: &str, count: usize, concurrency: usize) -> Resul
         all.iter().filter(|o| object_index(&o.key).is_some_and(|i| i % 100 == 0)).take(count).cloned().collect();
     let bucket = source.object_ref("").bucket;
     let backup = open(dest).await?;
-    let held: std::collections::HashSet<String> = backup.list_all("").map_ok(|o| o.key).try_collect().await?;
+    // Each held name with its content's hash: only an exact copy of the source is overwritten.
+    let held: std::collections::HashMap<String, Option<String>> =
+        backup.list_all("").map_ok(|o| (o.key, o.md5)).try_collect().await?;
     let mut out = serde_json::json!({"concurrency": concurrency, "bucket_objects": held.len()});
     for (label, objects) in [("spread", spread), ("as_the_1_percent_change", changed)] {
-        if let Some(o) = objects.iter().find(|o| !held.contains(&o.key)) {
-            return Err(format!("{dest} does not hold {:?}: names needs a copy of {src} in it", o.key).into());
+        if let Some(o) = objects.iter().find(|o| o.md5.is_none() || held.get(&o.key) != Some(&o.md5)) {
+            return Err(
+                format!("{dest} does not hold {:?} as {src} does: names needs a copy of {src} in it", o.key).into()
+            );
         }
         let mut overwrite = Vec::new();
         let mut new_name = Vec::new();
